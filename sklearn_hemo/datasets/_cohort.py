@@ -1,0 +1,274 @@
+"""In-memory view of a cohort: :class:`Patient`, :class:`Cohort` and the AIF record.
+
+A cohort is the first link of the data chain (files -> cohort -> voxel references ->
+features -> estimator -> maps). It holds *references* to images: file-backed patients load
+their NIfTI files lazily through nibabel (memory-mapped where the format allows), so a
+:class:`Cohort` is cheap to pickle, to ``copy.deepcopy`` (scikit-learn's ``clone`` deep-copies
+constructor parameters such as ``PatchExtractor(cohort)``) and to send to joblib workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["ArterialInputFunction", "CohortError", "Patient", "Cohort"]
+
+
+class CohortError(ValueError):
+    """A cohort or one of its files is malformed.
+
+    The message names the participant, the file and what to do about it.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class ArterialInputFunction:
+    """An arterial input function given with a patient (``aif.tsv``).
+
+    Parameters
+    ----------
+    time : ndarray of shape (n_points,)
+        Sample times in seconds from the start of the PWI scan.
+    values : ndarray of shape (n_points,)
+        Concentration (arbitrary units, ``kind="concentration"``) or raw signal
+        (``kind="signal"``) at those times.
+    kind : {"concentration", "signal"}
+        What ``values`` holds.
+    """
+
+    time: np.ndarray
+    values: np.ndarray
+    kind: str = "concentration"
+
+    def __post_init__(self):
+        time = np.asarray(self.time, dtype=float)
+        values = np.asarray(self.values, dtype=float)
+        if time.ndim != 1 or values.shape != time.shape:
+            raise ValueError(
+                f"AIF time and values must be 1D of equal length, got {time.shape} and "
+                f"{values.shape}."
+            )
+        if self.kind not in ("concentration", "signal"):
+            raise ValueError(
+                f"AIF kind must be 'concentration' or 'signal', got {self.kind!r}."
+            )
+        object.__setattr__(self, "time", time)
+        object.__setattr__(self, "values", values)
+
+
+_IMAGE_FIELDS = ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask")
+
+
+class Patient:
+    """One participant: images, acquisition parameters, label and (simulated) truth.
+
+    Each image argument is either a nibabel image (in memory) or a path to a NIfTI
+    file, loaded lazily on first access and dropped again when the patient is pickled.
+
+    Parameters
+    ----------
+    id : str
+        Participant id, e.g. ``"sub-001"``.
+    pwi : nibabel image or path
+        4D source DSC signal ``(x, y, z, t)``.
+    dwi_b0, dwi_b1000 : nibabel image or path
+        3D diffusion images on the PWI grid.
+    echo_time : float
+        Echo time in seconds (e.g. 0.030).
+    repetition_time : float
+        Time between PWI frames in seconds (e.g. 1.8).
+    ht : int or None
+        Patient-level HT label (1 bleeds at follow-up), None when unknown.
+    brain_mask : nibabel image, path or None
+        3D brain mask; derived from the images when None (see
+        :meth:`get_brain_mask`).
+    ht_mask : nibabel image, path or None
+        3D follow-up HT annotation; None at prediction time.
+    aif : ArterialInputFunction or None
+        Measured AIF; detected from the brain when None.
+    truth : dict or None
+        Ground truth of a simulated patient (see
+        :func:`~sklearn_hemo.datasets.make_stroke_cohort`); None for real data.
+    """
+
+    def __init__(
+        self,
+        id,
+        pwi,
+        dwi_b0,
+        dwi_b1000,
+        *,
+        echo_time,
+        repetition_time,
+        ht=None,
+        brain_mask=None,
+        ht_mask=None,
+        aif=None,
+        truth=None,
+    ):
+        self.id = str(id)
+        self.echo_time = float(echo_time)
+        self.repetition_time = float(repetition_time)
+        self.ht = None if ht is None else int(ht)
+        self.aif = aif
+        self.truth = truth
+        self._sources = {}
+        self._images = {}
+        for name, value in zip(
+            _IMAGE_FIELDS, (pwi, dwi_b0, dwi_b1000, brain_mask, ht_mask), strict=True
+        ):
+            if value is None:
+                self._sources[name] = None
+            elif isinstance(value, (str, os.PathLike)):
+                self._sources[name] = Path(value)
+            else:
+                self._sources[name] = None
+                self._images[name] = value
+
+    # -- images, loaded lazily -------------------------------------------------
+    def _image(self, name):
+        if name in self._images:
+            return self._images[name]
+        path = self._sources[name]
+        if path is None:
+            return None
+        try:
+            img = nib.load(path, mmap=True)
+        except Exception as exc:  # nibabel raises many types; re-raise as ours
+            raise CohortError(
+                f"participant {self.id}: cannot read {path} ({exc}). Check that the file "
+                "is a complete NIfTI image (re-export or re-copy it)."
+            ) from exc
+        self._images[name] = img
+        return img
+
+    pwi = property(lambda self: self._image("pwi"), doc="4D source DSC signal image.")
+    dwi_b0 = property(lambda self: self._image("dwi_b0"), doc="DWI b=0 image.")
+    dwi_b1000 = property(lambda self: self._image("dwi_b1000"), doc="DWI b=1000 image.")
+    brain_mask = property(
+        lambda self: self._image("brain_mask"), doc="Brain mask image, or None."
+    )
+    ht_mask = property(lambda self: self._image("ht_mask"), doc="HT annotation image, or None.")
+
+    def source(self, name):
+        """Path of the file behind image ``name``, or None when it lives in memory."""
+        return self._sources[name]
+
+    @property
+    def shape(self):
+        """Spatial shape ``(x, y, z)`` of the PWI grid."""
+        return tuple(self.pwi.shape[:3])
+
+    @property
+    def n_frames(self):
+        """Number of PWI time frames."""
+        return int(self.pwi.shape[3])
+
+    @property
+    def affine(self):
+        """Voxel-to-world affine of the PWI grid."""
+        return self.pwi.affine
+
+    @property
+    def frame_times(self):
+        """Acquisition time of each PWI frame in seconds, the first frame at t = 0."""
+        return np.arange(self.n_frames) * self.repetition_time
+
+    def get_brain_mask(self):
+        """Boolean brain mask on the PWI grid.
+
+        The ``brain_mask`` image when given; otherwise derived: voxels whose mean
+        baseline PWI signal (first five frames) exceeds 10% of its 99th percentile.
+        """
+        if self.brain_mask is not None:
+            return np.asarray(self.brain_mask.dataobj) > 0
+        baseline = np.asarray(self.pwi.dataobj[..., : min(5, self.n_frames)], dtype=np.float32)
+        baseline = baseline.mean(axis=-1)
+        return baseline > 0.1 * np.percentile(baseline, 99)
+
+    # -- cheap copies --------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # file-backed images are reloaded lazily on the other side
+        state["_images"] = {
+            k: v for k, v in self._images.items() if self._sources.get(k) is None
+        }
+        return state
+
+    def __repr__(self):
+        return f"Patient(id={self.id!r}, ht={self.ht}, shape={self.shape}, n_frames={self.n_frames})"
+
+
+class Cohort(Sequence):
+    """An ordered collection of :class:`Patient`.
+
+    The position of a patient in the cohort is its *patient index*, the first column
+    of the voxel references ``X`` that every transformer of this package reads.
+
+    A cohort is treated as immutable: ``copy.deepcopy`` returns the same object (so
+    ``sklearn.base.clone`` of a transformer holding a cohort does not copy volumes) and
+    pickling file-backed patients sends paths, not voxels.
+
+    Parameters
+    ----------
+    patients : sequence of Patient
+        The participants, with unique ids.
+    path : path-like or None
+        The folder the cohort was loaded from, if any.
+    """
+
+    def __init__(self, patients, path=None):
+        patients = list(patients)
+        seen = set()
+        for p in patients:
+            if not isinstance(p, Patient):
+                raise TypeError(f"Cohort takes Patient objects, got {type(p).__name__}.")
+            if p.id in seen:
+                raise CohortError(
+                    f"participant {p.id} appears twice; participant ids must be unique."
+                )
+            seen.add(p.id)
+        self._patients = tuple(patients)
+        self.path = None if path is None else Path(path)
+
+    def __len__(self):
+        return len(self._patients)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Cohort(self._patients[index], path=self.path)
+        return self._patients[index]
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    @property
+    def ids(self):
+        """Participant ids in cohort order."""
+        return [p.id for p in self._patients]
+
+    @property
+    def ht(self):
+        """Patient-level HT labels (-1 where unknown) as an int array."""
+        return np.array([-1 if p.ht is None else p.ht for p in self._patients], dtype=int)
+
+    def index(self, patient_id):
+        """Patient index of participant ``patient_id``."""
+        try:
+            return self.ids.index(patient_id)
+        except ValueError:
+            raise KeyError(f"no participant {patient_id!r} in this cohort") from None
+
+    def __repr__(self):
+        where = f", path={str(self.path)!r}" if self.path else ""
+        return f"Cohort(n_patients={len(self)}, n_ht={int((self.ht == 1).sum())}{where})"
+
