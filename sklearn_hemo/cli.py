@@ -24,16 +24,317 @@ def _build_parser():
 
 # -- simulate ------------------------------------------------------------------------
 def _add_simulate(sub):
-    p = sub.add_parser("simulate", help="write a simulated stroke cohort to OUT_DIR")
+    p = sub.add_parser(
+        "simulate",
+        help="write a simulated stroke cohort to OUT_DIR",
+        description="Write a simulated acute-stroke cohort (source DSC-PWI, DWI, HT labels "
+        "and ground truth) to OUT_DIR in the cohort layout, one patient at a time.",
+    )
     p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--n-patients", type=int, default=None, metavar="N",
+                   help="number of patients (default 24; 155 with --paper)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="spatial matrix (default 32 32 4; 128 128 20 with --paper)")
+    p.add_argument("--paper", action="store_true",
+                   help="the size of Yu et al. 2019: 155 patients, 128 x 128 x 20")
+    p.add_argument("--ht-prevalence", type=float, default=0.26, metavar="P",
+                   help="target fraction of bleeding patients (default 0.26)")
+    p.add_argument("--snr", type=float, default=30.0, help="signal-to-noise ratio (default 30)")
+    p.add_argument("--random-state", type=int, default=0, metavar="S",
+                   help="seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over a cohort already in OUT_DIR")
+    p.add_argument("--n-jobs", type=int, default=1, metavar="N",
+                   help="patients simulated in parallel (-1: all cores; same result)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_simulate)
 
 
 def _run_simulate(args):
-    raise SystemExit("simulate: not implemented yet")
+    from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
+
+    size = dict(PAPER_COHORT) if args.paper else {}  # else make_stroke_cohort's defaults
+    if args.n_patients is not None:
+        size["n_patients"] = args.n_patients
+    if args.shape is not None:
+        size["shape"] = tuple(args.shape)
+    try:
+        cohort = make_stroke_cohort(
+            **size,
+            ht_prevalence=args.ht_prevalence,
+            snr=args.snr,
+            random_state=args.random_state,
+            out_dir=args.out_dir,
+            overwrite=args.overwrite,
+            n_jobs=args.n_jobs,
+            progress=not args.quiet,
+        )
+    except (FileExistsError, CohortError, ValueError) as exc:
+        raise SystemExit(f"sklearn-hemo simulate: {exc}") from None
+    print(f"wrote {len(cohort)} patients ({int((cohort.ht == 1).sum())} with HT) to "
+          f"{cohort.path}")
+    return 0
 
 
-_COMMANDS = [_add_simulate]
+# -- compare -------------------------------------------------------------------------
+def _add_compare(sub):
+    p = sub.add_parser(
+        "compare",
+        help="the main job: patient-grouped nested comparison of the model zoo",
+        description="Compare the models of the paper's Table 1 under patient-grouped nested "
+        "cross-validation, with patient-bootstrap 95% confidence intervals. Writes "
+        "table.csv, table.md, predictions.csv, folds.csv, fold_scores.csv, "
+        "best_params.json and roc_pr.png into --out; rerunning the same command resumes "
+        "an interrupted run. Without --data it simulates the default cohort (the paper's "
+        "size with --protocol paper, written once to OUT/cohort).",
+    )
+    p.add_argument("--data", metavar="DIR", help="cohort folder (default: simulate one)")
+    p.add_argument("--protocol", choices=("quick", "paper"), default="quick",
+                   help="quick: small grids, minutes (default); paper: the paper's protocol")
+    p.add_argument("--models", nargs="+", metavar="NAME",
+                   help="zoo rows to compare (default: all available)")
+    p.add_argument("--n-jobs", type=int, default=1, metavar="N",
+                   help="parallel (model, fold) tasks; -1 = all cores or workers (default 1)")
+    p.add_argument("--backend", choices=("loky", "dask", "ray"), default="loky",
+                   help="joblib backend of the tasks (default loky)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask scheduler (tcp://host:8786) or ray address; default: a local "
+                   "cluster")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda",
+                   help="torch device of the LSTM rows (default cpu)")
+    p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
+    p.add_argument("--out", default="hemo-results", metavar="DIR",
+                   help="output and resume folder (default ./hemo-results)")
+    p.add_argument("--n-samples", type=int, metavar="N",
+                   help="balanced voxels (default: quick 4000, paper 50000)")
+    p.add_argument("--n-outer", type=int, metavar="K", help="outer folds (quick 5, paper 10)")
+    p.add_argument("--n-inner", type=int, metavar="K", help="inner folds (quick 3, paper 5)")
+    p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
+                   help="bootstrap resamples (default 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_compare)
+
+
+def _compare_cohort(args):
+    """The cohort to compare on: --data, or the simulated default (cached for paper)."""
+    import json
+    from pathlib import Path
+
+    from .datasets import PAPER_COHORT, load_cohort, make_stroke_cohort
+
+    if args.data:
+        return load_cohort(args.data)
+    if args.protocol == "quick":
+        print("simulating the default cohort (make_stroke_cohort defaults, "
+              f"random_state={args.random_state}) ...", flush=True)
+        return make_stroke_cohort(random_state=args.random_state, progress=not args.quiet)
+    # paper size: ~35 MB per patient, so on disk, simulated once and reused by reruns
+    folder, marker = Path(args.out) / "cohort", Path(args.out) / "cohort.json"
+    spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]),
+            "random_state": args.random_state}
+    if folder.exists():
+        if not marker.exists() or json.loads(marker.read_text()) != spec:
+            raise ValueError(
+                f"{folder} holds a simulated cohort made with other settings than {spec}; "
+                "remove it or choose another --out.")
+        return load_cohort(folder)
+    print(f"simulating the paper-sized cohort ({PAPER_COHORT['n_patients']} patients, "
+          f"{PAPER_COHORT['shape']}) into {folder} ...", flush=True)
+    cohort = make_stroke_cohort(**PAPER_COHORT, random_state=args.random_state,
+                                out_dir=folder, overwrite=True, progress=not args.quiet)
+    from ._io import atomic_write_text
+
+    atomic_write_text(marker, json.dumps(spec) + "\n")
+    return cohort
+
+
+def _run_compare(args):
+    import time
+
+    from .datasets import CohortError
+    from .model_selection import compare_models
+
+    start = time.perf_counter()
+    try:
+        cohort = _compare_cohort(args)
+        result = compare_models(
+            cohort, args.models, protocol=args.protocol, n_outer=args.n_outer,
+            n_inner=args.n_inner, n_samples=args.n_samples, n_resamples=args.n_resamples,
+            n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
+            device=args.device, out_dir=args.out, random_state=args.random_state,
+            progress=not args.quiet, estimate_time=args.protocol == "paper")
+    except (CohortError, ValueError, ImportError) as exc:
+        raise SystemExit(f"sklearn-hemo compare: {exc}") from None
+    print()
+    print(result)
+    print(f"\nAUCs in %, patient-bootstrap 95% intervals. Wrote table.csv, table.md, "
+          f"predictions.csv, folds.csv, fold_scores.csv, best_params.json and roc_pr.png "
+          f"to {args.out} in {time.perf_counter() - start:.0f} s.")
+    return 0
+
+
+# -- train ---------------------------------------------------------------------------
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="fit one model-zoo row on every patient of a cohort and save it",
+        description="Fit one row of the model zoo on a balanced voxel sample drawn from "
+        "every patient of the cohort in DIR, and save it as a model bundle (loads without "
+        "running code from the file; see sklearn_hemo.persistence). Hyperparameters: "
+        "--params, else --params-from, else the first point of the row's grid for "
+        "--protocol. Rows without predict_proba (linear, sr-kda, svm) are given "
+        "probabilities by Platt scaling on patient-grouped out-of-fold scores.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="cohort folder")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="zoo row, e.g. lstm-pwi+aif+dwi, linear, sr-kda, random-forest, svm")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="bundle folder to write")
+    p.add_argument("--protocol", choices=("quick", "paper"), default="quick",
+                   help="zoo settings and default sample size (default quick)")
+    p.add_argument("--n-samples", type=int, default=None, metavar="N",
+                   help="training voxels, half HT (default: the protocol's)")
+    params = p.add_mutually_exclusive_group()
+    params.add_argument("--params", metavar="JSON",
+                        help='pipeline parameters, e.g. \'{"model__C": 10}\'')
+    params.add_argument("--params-from", metavar="FILE",
+                        help="best_params.json of 'sklearn-hemo compare': the parameters "
+                        "chosen in most outer folds for this row")
+    p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace a bundle in MODEL_DIR")
+    p.set_defaults(func=_run_train)
+
+
+def _train_params(args, grid):
+    """Pipeline parameters for ``train``: --params, --params-from or the grid's first point."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from sklearn.model_selection import ParameterGrid
+
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"sklearn-hemo train: --params is not valid JSON ({exc}).") from None
+        if not isinstance(params, dict):
+            raise SystemExit("sklearn-hemo train: --params must be a JSON object.")
+        return params, "--params"
+    if args.params_from is not None:
+        path = Path(args.params_from)
+        try:
+            chosen = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"sklearn-hemo train: cannot read {path} ({exc}).") from None
+        per_fold = chosen.get(args.model) if isinstance(chosen, dict) else None
+        if not per_fold:
+            raise SystemExit(
+                f"sklearn-hemo train: {path} has no parameters for {args.model!r} (it has "
+                f"{sorted(chosen) if isinstance(chosen, dict) else '?'}). Run compare with "
+                "this model or pass --params.")
+        # the most frequent choice across outer folds; ties go to the earliest fold
+        votes = Counter(json.dumps(v, sort_keys=True) for v in per_fold.values())
+        return json.loads(votes.most_common(1)[0][0]), str(path)
+    grid = list(ParameterGrid(grid)) if grid else [{}]
+    return grid[0], "first grid point"
+
+
+def _run_train(args):
+    from .datasets import CohortError, load_cohort
+    from .maps import with_probabilities
+    from .model_selection import PROTOCOLS, make_model_zoo
+    from .persistence import save_model
+    from .sampling import sample_voxels
+
+    try:
+        cohort = load_cohort(args.data)
+        zoo = make_model_zoo(cohort, args.protocol, models=[args.model],
+                             random_state=args.random_state)
+    except (CohortError, ValueError) as exc:
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    pipeline, grid = zoo[args.model]
+    params, source = _train_params(args, grid)
+    try:
+        pipeline.set_params(**params)
+    except ValueError as exc:
+        raise SystemExit(f"sklearn-hemo train: parameters from {source}: {exc}") from None
+    n_samples = args.n_samples or PROTOCOLS[args.protocol]["n_samples"]
+    X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
+                                 random_state=args.random_state)
+    pipeline = with_probabilities(pipeline, y, groups)
+    print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
+          f"{len(set(groups.tolist()))} patients; parameters ({source}): {params or 'defaults'}",
+          flush=True)
+    pipeline.fit(X, y)
+    metadata = {"model": args.model, "protocol": args.protocol, "params": params,
+                "params_source": source, "n_samples": int(len(y)),
+                "random_state": args.random_state, "patients": list(cohort.ids),
+                "data": str(args.data)}
+    try:
+        out = save_model(pipeline, args.out, overwrite=args.overwrite, metadata=metadata)
+    except FileExistsError as exc:
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    print(f"saved {args.model} to {out}")
+    return 0
+
+
+# -- predict -------------------------------------------------------------------------
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="write the voxel-wise HT risk map of one patient",
+        description="Load a model bundle written by 'train' and write the HT probability "
+        "of every brain voxel of the patient in SUB_DIR (cohort layout: pwi.nii.gz, "
+        "pwi.json, dwi_b0.nii.gz, dwi_b1000.nii.gz, ...) as a NIfTI image on the PWI grid.",
+    )
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="bundle from 'train'")
+    p.add_argument("--patient", required=True, metavar="SUB_DIR", help="patient folder")
+    p.add_argument("--out", required=True, metavar="RISK_NII", help="e.g. risk.nii.gz")
+    p.add_argument("--png", metavar="PNG",
+                   help="also draw axial slices of the map over DWI b0 (HT annotation "
+                   "outlined when the folder has ht_mask.nii.gz)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="risk counted as predicted HT in the printed volume (default 0.5)")
+    p.add_argument("--chunk-size", type=int, default=16_384, metavar="N",
+                   help="voxels scored at once; bounds memory (default 16384)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args):
+    import nibabel as nib
+
+    from ._io import atomic_path
+    from .datasets import CohortError, load_patient
+    from .maps import predict_risk_map
+    from .metrics import dice_score, patient_risk_score, predicted_volume
+    from .persistence import BundleError, load_model
+
+    try:
+        model = load_model(args.model)
+        patient = load_patient(args.patient)
+        risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
+    except (BundleError, CohortError, ValueError, TypeError) as exc:
+        raise SystemExit(f"sklearn-hemo predict: {exc}") from None
+    with atomic_path(args.out) as tmp:
+        nib.save(risk, tmp)
+    summary = (f"participant {patient.id}: predicted HT volume "
+               f"{predicted_volume(risk, args.threshold):.2f} mL at risk >= {args.threshold}, "
+               f"risk score {patient_risk_score(risk, patient.get_brain_mask()):.3f}")
+    if patient.ht_mask is not None:
+        summary += f", Dice {dice_score(risk, patient.ht_mask, args.threshold):.3f}"
+    print(summary)
+    print(f"wrote {args.out}")
+    if args.png:
+        from .plotting import save_risk_overlay
+
+        save_risk_overlay(args.png, risk, patient.dwi_b0, patient.ht_mask,
+                          title=f"{patient.id}: HT risk")
+        print(f"wrote {args.png}")
+    return 0
+
+
+_COMMANDS = [_add_simulate, _add_compare]
+_COMMANDS += [_add_train, _add_predict]
 
 
 def main(argv=None):

@@ -1,5 +1,17 @@
 """Cohorts: the simulated stroke cohort and reading/writing cohorts on disk."""
 
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
+from ._layout import load_cohort, save_cohort
+from ._simulate import PAPER_COHORT, make_stroke_cohort, simulated_concentration
 
-__all__ = ["ArterialInputFunction", "Cohort", "CohortError", "Patient"]
+__all__ = [
+    "ArterialInputFunction",
+    "Cohort",
+    "CohortError",
+    "PAPER_COHORT",
+    "Patient",
+    "load_cohort",
+    "make_stroke_cohort",
+    "save_cohort",
+    "simulated_concentration",
+]

@@ -92,9 +92,20 @@ class Patient:
         3D follow-up HT annotation; None at prediction time.
     aif : ArterialInputFunction or None
         Measured AIF; detected from the brain when None.
-    truth : dict or None
+    truth : dict, path or None
         Ground truth of a simulated patient (see
-        :func:`~sklearn_hemo.datasets.make_stroke_cohort`); None for real data.
+        :func:`~sklearn_hemo.datasets.make_stroke_cohort`); None for real data. A path
+        names a ``truth.npz`` file, read lazily (without pickle) on first access.
+
+    Examples
+    --------
+    >>> import nibabel as nib, numpy as np
+    >>> from sklearn_hemo.datasets import Patient
+    >>> pwi = nib.Nifti1Image(np.ones((4, 4, 2, 30), np.float32), np.eye(4))
+    >>> b0 = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.eye(4))
+    >>> p = Patient("sub-001", pwi, b0, b0, echo_time=0.03, repetition_time=1.5, ht=0)
+    >>> p.shape, p.n_frames, p.frame_times[:3]
+    ((4, 4, 2), 30, array([0. , 1.5, 3. ]))
     """
 
     def __init__(
@@ -117,7 +128,8 @@ class Patient:
         self.repetition_time = float(repetition_time)
         self.ht = None if ht is None else int(ht)
         self.aif = aif
-        self.truth = truth
+        self._truth_source = Path(truth) if isinstance(truth, (str, os.PathLike)) else None
+        self._truth = None if self._truth_source is not None else truth
         self._sources = {}
         self._images = {}
         for name, value in zip(
@@ -155,6 +167,25 @@ class Patient:
         lambda self: self._image("brain_mask"), doc="Brain mask image, or None."
     )
     ht_mask = property(lambda self: self._image("ht_mask"), doc="HT annotation image, or None.")
+
+    @property
+    def truth(self):
+        """Ground-truth dict of a simulated patient (loaded lazily from file), or None."""
+        if self._truth is None and self._truth_source is not None:
+            try:
+                with np.load(self._truth_source, allow_pickle=False) as npz:
+                    self._truth = {key: npz[key] for key in npz.files}
+            except Exception as exc:  # zipfile/numpy raise many types on damaged files
+                raise CohortError(
+                    f"participant {self.id}: cannot read {self._truth_source} ({exc}). "
+                    "Re-copy the file or delete it (it is optional)."
+                ) from exc
+        return self._truth
+
+    @truth.setter
+    def truth(self, value):
+        self._truth_source = None
+        self._truth = value
 
     def source(self, name):
         """Path of the file behind image ``name``, or None when it lives in memory."""
@@ -199,10 +230,25 @@ class Patient:
         state["_images"] = {
             k: v for k, v in self._images.items() if self._sources.get(k) is None
         }
+        if self._truth_source is not None:
+            state["_truth"] = None
         return state
 
+    def validate(self):
+        """Check headers, acquisition and voxel data; raise :class:`CohortError` if bad.
+
+        Reads every image (NaN/inf, non-positive pre-bolus baseline in the brain,
+        unreadable files, labels that contradict the annotation). Returns ``self``.
+        """
+        from ._validation import check_patient, check_patient_data
+
+        check_patient(self)
+        check_patient_data(self)
+        return self
+
     def __repr__(self):
-        return f"Patient(id={self.id!r}, ht={self.ht}, shape={self.shape}, n_frames={self.n_frames})"
+        return (f"Patient(id={self.id!r}, ht={self.ht}, shape={self.shape}, "
+                f"n_frames={self.n_frames})")
 
 
 class Cohort(Sequence):
@@ -221,6 +267,15 @@ class Cohort(Sequence):
         The participants, with unique ids.
     path : path-like or None
         The folder the cohort was loaded from, if any.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> cohort = make_stroke_cohort(n_patients=3, shape=(8, 8, 1), random_state=0)
+    >>> cohort.ids
+    ['sub-001', 'sub-002', 'sub-003']
+    >>> cohort.validate() is cohort
+    True
     """
 
     def __init__(self, patients, path=None):
@@ -260,6 +315,35 @@ class Cohort(Sequence):
     def ht(self):
         """Patient-level HT labels (-1 where unknown) as an int array."""
         return np.array([-1 if p.ht is None else p.ht for p in self._patients], dtype=int)
+
+    def validate(self, progress=False):
+        """Read every patient's data and check it (see :meth:`Patient.validate`).
+
+        :func:`~sklearn_hemo.datasets.load_cohort` checks headers, grids and sidecars at
+        once; this also reads the voxels, which takes as long as reading the cohort.
+
+        Parameters
+        ----------
+        progress : bool, default=False
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        self : Cohort
+
+        Raises
+        ------
+        CohortError
+            For the first problem found, naming the participant, the file and the fix.
+        """
+        patients = self._patients
+        if progress:
+            from tqdm.auto import tqdm
+
+            patients = tqdm(patients, desc="validating", unit="patient")
+        for patient in patients:
+            patient.validate()
+        return self
 
     def index(self, patient_id):
         """Patient index of participant ``patient_id``."""

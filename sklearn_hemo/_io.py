@@ -1,0 +1,59 @@
+"""Atomic file output: write to a temporary name in the same folder, then rename.
+
+Every file this package writes goes through :func:`atomic_path`, so an interrupted run
+never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes"]
+
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary file keeps the suffixes of ``path`` (so nibabel and matplotlib pick
+    the right format from it) and is removed if the block raises.
+
+    Examples
+    --------
+    >>> import nibabel as nib, numpy as np
+    >>> from sklearn_hemo._io import atomic_path
+    >>> with atomic_path("/tmp/example.nii.gz") as tmp:  # doctest: +SKIP
+    ...     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2)), np.eye(4)), tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

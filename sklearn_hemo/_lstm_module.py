@@ -1,0 +1,202 @@
+"""The torch pieces behind :class:`sklearn_hemo.neural.LSTMClassifier`.
+
+Kept apart from the estimator so that the benchmark (and anyone who wants a plain PyTorch
+loop) trains exactly the same module the classifier trains.
+
+The module reads the flat 2D feature rows of :class:`~sklearn_hemo.preprocessing.
+PatchExtractor` directly: reshaping inside ``forward`` keeps a single float32 tensor per batch
+(no dict of tensors to collate), which is what makes the skorch loop as fast as a plain one.
+"""
+
+from __future__ import annotations
+
+import torch
+from skorch.dataset import Dataset
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+__all__ = ["HemoLSTM", "INPUT_MODES", "expected_width", "expected_feature_names"]
+
+#: ``inputs`` mode -> (PWI values per time step, AIF present, number of static DWI values).
+INPUT_MODES = {
+    "pwi": (9, False, 0),
+    "pwi+aif": (9, True, 0),
+    "pwi+dwi": (9, False, 18),
+    "pwi+aif+dwi": (9, True, 18),
+}
+
+
+def expected_width(inputs, n_timepoints):
+    """Number of feature columns the PatchExtractor layout gives for one mode.
+
+    Parameters
+    ----------
+    inputs : {"pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"}
+        Input mode.
+    n_timepoints : int
+        Length of the resampled time series.
+
+    Returns
+    -------
+    width : int
+        ``9 T`` PWI columns, plus ``T`` AIF columns, plus 18 DWI columns, as the mode asks.
+
+    Examples
+    --------
+    >>> from sklearn_hemo._lstm_module import expected_width
+    >>> [expected_width(m, 60) for m in ("pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi")]
+    [540, 600, 558, 618]
+    """
+    n_patch, aif, n_static = INPUT_MODES[inputs]
+    return n_timepoints * (n_patch + int(aif)) + n_static
+
+
+def expected_feature_names(inputs, n_timepoints):
+    """Column names of the PatchExtractor layout for one mode, in order.
+
+    Parameters
+    ----------
+    inputs : {"pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"}
+        Input mode.
+    n_timepoints : int
+        Length of the resampled time series.
+
+    Returns
+    -------
+    names : list of str
+        ``pwi_t{tt:02d}_p{p}`` time-major, then ``aif_t{tt:02d}``, then ``dwi_b0_p{p}`` and
+        ``dwi_b1000_p{p}``.
+
+    Examples
+    --------
+    >>> from sklearn_hemo._lstm_module import expected_feature_names
+    >>> expected_feature_names("pwi+aif+dwi", 2)[:3], expected_feature_names("pwi+aif", 2)[-1]
+    (['pwi_t00_p0', 'pwi_t00_p1', 'pwi_t00_p2'], 'aif_t01')
+    """
+    n_patch, aif, n_static = INPUT_MODES[inputs]
+    names = [f"pwi_t{t:02d}_p{p}" for t in range(n_timepoints) for p in range(n_patch)]
+    if aif:
+        names += [f"aif_t{t:02d}" for t in range(n_timepoints)]
+    if n_static:
+        names += [f"dwi_{b}_p{p}" for b in ("b0", "b1000") for p in range(9)]
+    return names
+
+
+class HemoLSTM(nn.Module):
+    """LSTM over per-voxel time series, optional static inputs, dense head to logits.
+
+    Each input row is flat: ``n_timepoints * n_step_features`` sequence values in time-major
+    order, then optionally ``n_timepoints`` AIF values (appended to every step as one more
+    feature), then ``n_static`` static values concatenated to the LSTM's final hidden state.
+
+    Parameters
+    ----------
+    n_timepoints : int
+        Sequence length.
+    n_step_features : int
+        Sequence values per time step stored time-major (9 for a 3x3 PWI patch, 1 for a
+        univariate series).
+    n_classes : int
+        Number of output logits.
+    aif : bool, default=False
+        Whether ``n_timepoints`` AIF columns follow the sequence block.
+    n_static : int, default=0
+        Number of trailing static columns (18 for the DWI b0/b1000 patches).
+    hidden_size : int, default=60
+        LSTM hidden units (the paper's 60 cells).
+    num_layers : int, default=1
+        Stacked LSTM layers.
+    dropout : float, default=0.0
+        Dropout between LSTM layers and before every dense layer.
+    bidirectional : bool, default=False
+        Run the LSTM in both directions; the head then sees ``2 * hidden_size`` values.
+    dense_sizes : tuple of int, default=()
+        Hidden layer widths of the dense head (ReLU); ``()`` is a single linear layer.
+
+    Attributes
+    ----------
+    dense_in_features : int
+        Width of the vector the dense head reads: LSTM outputs plus static values.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_hemo._lstm_module import HemoLSTM
+    >>> net = HemoLSTM(n_timepoints=60, n_step_features=9, n_classes=2, aif=True, n_static=18)
+    >>> net.dense_in_features
+    78
+    >>> net(torch.zeros(4, 618)).shape
+    torch.Size([4, 2])
+    """
+
+    def __init__(self, n_timepoints, n_step_features, n_classes, aif=False, n_static=0,
+                 hidden_size=60, num_layers=1, dropout=0.0, bidirectional=False,
+                 dense_sizes=()):
+        super().__init__()
+        self.n_timepoints = n_timepoints
+        self.n_step_features = n_step_features
+        self.aif = aif
+        self.n_static = n_static
+        self.bidirectional = bidirectional
+        self.lstm = nn.LSTM(
+            input_size=n_step_features + int(aif),
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            # torch only applies (and warns about) dropout between stacked layers.
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.dense_in_features = hidden_size * (2 if bidirectional else 1) + n_static
+        layers = []
+        width = self.dense_in_features
+        for size in dense_sizes:
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, n_classes))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, X):
+        """Return logits ``(batch, n_classes)`` for flat feature rows ``X``."""
+        n_seq = self.n_timepoints * self.n_step_features
+        seq = X[:, :n_seq].reshape(-1, self.n_timepoints, self.n_step_features)
+        if self.aif:
+            aif = X[:, n_seq:n_seq + self.n_timepoints].unsqueeze(-1)
+            seq = torch.cat([seq, aif], dim=-1)
+            n_seq += self.n_timepoints
+        _, (h_n, _) = self.lstm(seq)
+        # h_n[-1] is the last layer's final state (the backward direction's, when
+        # bidirectional, which is why the two directions are concatenated).
+        features = torch.cat([h_n[-2], h_n[-1]], dim=1) if self.bidirectional else h_n[-1]
+        if self.n_static:
+            features = torch.cat([features, X[:, n_seq:]], dim=1)
+        return self.head(features)
+
+
+class TensorDataset(Dataset):
+    """skorch Dataset over tensors that is indexed by a whole batch of positions at once.
+
+    skorch's default DataLoader calls ``__getitem__`` once per row and collates; indexing
+    the tensors with the batch's index list does the same in one call.
+    """
+
+    def __getitem__(self, i):
+        Xi = self.X[i]
+        yi = torch.zeros(len(Xi)) if self.y is None else self.y[i]
+        return Xi, yi
+
+
+def batch_loader(dataset, batch_size, shuffle=False):
+    """A DataLoader that yields whole batches from :class:`TensorDataset`.
+
+    Shuffling draws from torch's global generator, which the classifier seeds. The loader
+    gets a generator of its own because it draws a (here unused) worker seed on every
+    iteration, which would otherwise advance the caller's global RNG at predict time.
+    """
+    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+                      batch_size=None, generator=torch.Generator())

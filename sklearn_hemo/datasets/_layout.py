@@ -1,0 +1,369 @@
+"""Reading and writing cohorts in the on-disk layout (BIDS-inspired, times in seconds).
+
+::
+
+    cohort/
+      participants.tsv        participant_id, ht (0, 1 or n/a)
+      sub-XXX/
+        pwi.nii.gz            4D source DSC signal (x, y, z, t)
+        pwi.json              {"EchoTime": 0.030, "RepetitionTime": 1.8}
+        dwi_b0.nii.gz         3D, same grid as pwi
+        dwi_b1000.nii.gz      3D, same grid as pwi
+        brain_mask.nii.gz     3D, optional
+        aif.tsv               optional: columns time and concentration (or signal)
+        ht_mask.nii.gz        3D, optional
+        truth.npz             optional extension: ground truth of simulated patients
+
+Images may also be uncompressed ``.nii``. ``truth.npz`` holds the arrays of
+``patient.truth`` (see :func:`~sklearn_hemo.datasets.make_stroke_cohort`); it is read
+lazily, without pickle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .._io import atomic_path, atomic_write_text
+from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
+from ._validation import check_acquisition, check_file, check_patient
+
+__all__ = ["load_cohort", "save_cohort", "write_cohort"]
+
+_PARTICIPANTS = "participants.tsv"
+_IMAGES = ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask")
+_OPTIONAL = ("brain_mask", "ht_mask")
+
+
+# -- writing -------------------------------------------------------------------------------
+def save_cohort(cohort, path, *, overwrite=False, progress=False):
+    """Write ``cohort`` to folder ``path`` in the cohort layout.
+
+    Every file is written atomically; ``participants.tsv`` comes last, so an interrupted
+    write leaves a folder that :func:`load_cohort` refuses instead of a partial cohort.
+
+    Parameters
+    ----------
+    cohort : Cohort or iterable of Patient
+        The patients to write (an iterable is consumed one patient at a time).
+    path : path-like
+        Output folder, created if needed.
+    overwrite : bool, default=False
+        Allow writing over a folder that already holds ``participants.tsv``.
+    progress : bool, default=False
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The cohort folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_hemo.datasets import load_cohort, make_stroke_cohort, save_cohort
+    >>> cohort = make_stroke_cohort(n_patients=2, shape=(8, 8, 1), random_state=0)
+    >>> folder = save_cohort(cohort, tempfile.mkdtemp())
+    >>> load_cohort(folder).ids
+    ['sub-001', 'sub-002']
+    """
+    patients = cohort
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = len(cohort) if hasattr(cohort, "__len__") else None
+        patients = tqdm(cohort, total=total, desc="writing", unit="patient")
+    return write_cohort(patients, path, overwrite=overwrite)
+
+
+def write_cohort(patients, path, *, overwrite=False):
+    """Write patients from an iterable one at a time (streaming); see :func:`save_cohort`."""
+    path = prepare_folder(path, overwrite)
+    rows = []
+    for patient in patients:
+        write_patient(patient, path)
+        rows.append((patient.id, patient.ht))
+    write_participants(path, rows)
+    return path
+
+
+def prepare_folder(path, overwrite):
+    """Check the target, create it and remove its table until the new one is complete."""
+    path = check_target(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / _PARTICIPANTS).unlink(missing_ok=True)  # an interrupted run leaves no loadable mix
+    return path
+
+
+def write_participants(path, rows):
+    """Write ``participants.tsv`` from ``(participant_id, ht)`` pairs, last of all files."""
+    seen = set()
+    for pid, _ in rows:
+        if pid in seen:
+            raise CohortError(f"participant {pid} appears twice; ids must be unique.")
+        seen.add(pid)
+    lines = "".join(f"{pid}\t{'n/a' if ht is None else ht}\n" for pid, ht in rows)
+    atomic_write_text(Path(path) / _PARTICIPANTS, "participant_id\tht\n" + lines)
+
+
+def check_target(path, overwrite):
+    """Refuse to write over an existing cohort unless ``overwrite``; return the Path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder. Choose a folder path.")
+    if (path / _PARTICIPANTS).exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already holds a cohort ({_PARTICIPANTS}). Choose an empty folder "
+            "or pass overwrite=True (--overwrite on the command line)."
+        )
+    return path
+
+
+def write_patient(patient, root):
+    """Write one patient's folder under ``root`` (all files atomically)."""
+    if not patient.id or Path(patient.id).name != patient.id or patient.id in (".", ".."):
+        raise CohortError(
+            f"participant id {patient.id!r} cannot name a folder; use ids like 'sub-001'."
+        )
+    folder = root / patient.id
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _IMAGES:
+        img = getattr(patient, name)
+        if img is None:
+            # never leave an older optional file behind to be read back with this patient
+            for stale in (folder / f"{name}.nii.gz", folder / f"{name}.nii"):
+                stale.unlink(missing_ok=True)
+            continue
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            img = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
+        with atomic_path(folder / f"{name}.nii.gz") as tmp:
+            nib.save(img, tmp)
+    atomic_write_text(
+        folder / "pwi.json",
+        json.dumps({"EchoTime": patient.echo_time,
+                    "RepetitionTime": patient.repetition_time}, indent=2) + "\n",
+    )
+    aif_file = folder / "aif.tsv"
+    if patient.aif is not None:
+        lines = [f"time\t{patient.aif.kind}"]
+        lines += [f"{t!r}\t{v!r}" for t, v in zip(patient.aif.time.tolist(),
+                                                  patient.aif.values.tolist(), strict=True)]
+        atomic_write_text(aif_file, "\n".join(lines) + "\n")
+    else:
+        aif_file.unlink(missing_ok=True)
+    truth_file = folder / "truth.npz"
+    truth = patient.truth
+    if truth is not None:
+        arrays = {key: np.asarray(value) for key, value in truth.items()}
+        bad = [key for key, value in arrays.items() if value.dtype.hasobject]
+        if bad:
+            raise CohortError(
+                f"participant {patient.id}: truth entries {bad} are not numeric arrays; "
+                "truth.npz stores numeric arrays only (no pickle)."
+            )
+        with atomic_path(truth_file) as tmp:
+            np.savez_compressed(tmp, **arrays)
+    else:
+        truth_file.unlink(missing_ok=True)
+
+
+# -- reading -------------------------------------------------------------------------------
+def load_cohort(path):
+    """Read a cohort folder in the cohort layout, checking it up front.
+
+    Images are not read: they load lazily (memory-mapped where the format allows) when a
+    patient's image is first used. The checks here cover the table, the folders, every
+    header (dimensions, grids, affines), truncated files and the ``pwi.json`` sidecars;
+    :meth:`Cohort.validate` additionally reads the voxels.
+
+    Parameters
+    ----------
+    path : path-like
+        The cohort folder.
+
+    Returns
+    -------
+    cohort : Cohort
+        File-backed patients in the order of ``participants.tsv``.
+
+    Raises
+    ------
+    CohortError
+        Naming the participant, the file and the fix, for any problem found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_hemo.datasets import load_cohort, make_stroke_cohort, save_cohort
+    >>> folder = save_cohort(make_stroke_cohort(2, (8, 8, 1), random_state=0),
+    ...                      tempfile.mkdtemp())
+    >>> cohort = load_cohort(folder)
+    >>> cohort[0].pwi.ndim, cohort[0].echo_time < 1
+    (4, True)
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CohortError(f"cohort folder {path} does not exist or is not a folder.")
+    rows = _read_participants(path)
+    patients = [_read_patient(path, pid, ht) for pid, ht in rows]
+    return Cohort(patients, path=path)
+
+
+def _read_participants(path):
+    table = path / _PARTICIPANTS
+    if not table.is_file():
+        raise CohortError(
+            f"{table} is missing. Write a tab-separated table with a participant_id column "
+            "(and ht = 0/1), one row per patient folder."
+        )
+    text = table.read_text(encoding="utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
+    if not reader.fieldnames or "participant_id" not in reader.fieldnames:
+        raise CohortError(
+            f"{table}: no participant_id column (found {reader.fieldnames}). The table must "
+            "be tab-separated with a participant_id header."
+        )
+    rows, lines = [], {}
+    for line, row in enumerate(reader, start=2):
+        pid = (row.get("participant_id") or "").strip()
+        if not pid and not any((v or "").strip() for v in row.values()):
+            continue  # blank line
+        if not pid or Path(pid).name != pid or pid in (".", ".."):
+            raise CohortError(f"{table}, line {line}: participant_id {pid!r} is not a folder "
+                              "name. Use ids like 'sub-001'.")
+        if pid in lines:
+            raise CohortError(
+                f"participant {pid}: listed twice in {table} (lines {lines[pid]} and {line}). "
+                "Participant ids must be unique; remove or rename one row."
+            )
+        lines[pid] = line
+        raw = (row.get("ht") or "n/a").strip().lower()
+        if raw in ("n/a", "na", ""):
+            ht = None
+        elif raw in ("0", "1", "0.0", "1.0"):
+            ht = int(float(raw))
+        else:
+            raise CohortError(f"participant {pid}: {table}, line {line}: ht is {raw!r}; it "
+                              "must be 0, 1 or n/a.")
+        rows.append((pid, ht))
+    if not rows:
+        raise CohortError(f"{table} lists no participants.")
+    return rows
+
+
+def _find_image(folder, pid, name, required):
+    for candidate in (folder / f"{name}.nii.gz", folder / f"{name}.nii"):
+        if candidate.is_file():
+            break
+    else:
+        if required:
+            raise CohortError(
+                f"participant {pid}: {folder / (name + '.nii.gz')} is missing. Add it (same "
+                "grid as pwi.nii.gz) or remove the participant from participants.tsv."
+            )
+        return None, None
+    try:
+        img = nib.load(candidate, mmap=True)
+    except Exception as exc:  # nibabel raises many types on damaged headers
+        raise CohortError(
+            f"participant {pid}: {candidate} cannot be read as NIfTI ({exc}). Re-copy or "
+            "re-export the file."
+        ) from exc
+    check_file(pid, candidate, img)
+    return candidate, img
+
+
+def _read_patient(root, pid, ht):
+    folder = root / pid
+    if not folder.is_dir():
+        raise CohortError(
+            f"participant {pid}: listed in {root / _PARTICIPANTS} but folder {folder} does not "
+            "exist. Add the folder or remove the row."
+        )
+    found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
+    images = {name: path for name, (path, _) in found.items()}
+    echo_time, repetition_time = _read_sidecar(folder / "pwi.json", pid)
+    aif_file = folder / "aif.tsv"
+    truth_file = folder / "truth.npz"
+    patient = Patient(
+        pid,
+        images["pwi"],
+        images["dwi_b0"],
+        images["dwi_b1000"],
+        echo_time=echo_time,
+        repetition_time=repetition_time,
+        ht=ht,
+        brain_mask=images["brain_mask"],
+        ht_mask=images["ht_mask"],
+        aif=_read_aif(aif_file, pid) if aif_file.is_file() else None,
+        truth=truth_file if truth_file.is_file() else None,
+    )
+    # reuse the headers just read (still lazy: the proxies are dropped when pickled)
+    patient._images.update({name: img for name, (_, img) in found.items() if img is not None})
+    check_patient(patient)
+    return patient
+
+
+def _read_sidecar(path, pid):
+    if not path.is_file():
+        raise CohortError(
+            f"participant {pid}: {path} is missing. Write the PWI sidecar "
+            '{"EchoTime": 0.030, "RepetitionTime": 1.8} (seconds).'
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CohortError(f"participant {pid}: {path} is not valid JSON ({exc}). Fix the "
+                          "file.") from exc
+    values = []
+    for key in ("EchoTime", "RepetitionTime"):
+        value = meta.get(key) if isinstance(meta, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value):
+            raise CohortError(
+                f"participant {pid}: {path} has no numeric {key} (got {value!r}). Add it in "
+                "seconds, e.g. " + ('"EchoTime": 0.030' if key == "EchoTime" else
+                                    '"RepetitionTime": 1.8') + "."
+            )
+        values.append(float(value))
+    check_acquisition(pid, path, *values)
+    return tuple(values)
+
+
+def _read_aif(path, pid):
+    text = path.read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text), delimiter="\t")
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        header = []
+    kinds = [k for k in ("concentration", "signal") if k in header]
+    if "time" not in header or len(kinds) != 1:
+        raise CohortError(
+            f"participant {pid}: {path} must have a 'time' column and exactly one of "
+            f"'concentration' or 'signal' (found {header}). Rename the columns."
+        )
+    t_col, v_col = header.index("time"), header.index(kinds[0])
+    times, values = [], []
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            times.append(float(row[t_col]))
+            values.append(float(row[v_col]))
+        except (IndexError, ValueError):
+            raise CohortError(f"participant {pid}: {path}, line {line}: expected two numbers, "
+                              f"got {row}. Fix the row.") from None
+    aif = ArterialInputFunction(np.array(times), np.array(values), kinds[0])
+    if aif.time.size < 2 or not (np.isfinite(aif.time).all() and np.isfinite(aif.values).all()):
+        raise CohortError(f"participant {pid}: {path} needs at least 2 rows of finite numbers.")
+    if np.any(np.diff(aif.time) <= 0):
+        raise CohortError(f"participant {pid}: {path} has times that do not increase. Sort "
+                          "the rows by time and remove duplicates.")
+    return aif

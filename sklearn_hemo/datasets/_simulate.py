@@ -1,0 +1,641 @@
+"""A simulated acute-stroke cohort with dynamic susceptibility contrast (DSC) physics.
+
+The simulator is the embedded default of this package: every later step (features,
+models, maps) runs on it without private data. It writes *source* signal, as a scanner
+does, from parametric ground truth that stays available in ``patient.truth``; it is not
+tuned so that any model wins. Every assumption is listed here with its source.
+
+Conventions and units
+---------------------
+* Times are in seconds; the first PWI frame is acquired at t = 0.
+* **Concentration is expressed as the change of transverse relaxation rate**
+  ``Delta R2*`` in 1/s, i.e. the proportionality constant kappa of
+  ``Delta R2*(t) = kappa C(t)`` is 1 (arterial and tissue kappa equal, no hematocrit
+  correction). The signal is ``S(t) = S0 exp(-TE C(t))`` [Rosen 1990], so
+  ``C(t) = -ln(S(t) / S0) / TE`` (the formula of Yu et al. 2019) recovers it exactly in the
+  absence of noise.
+* Perfusion units follow the clinical convention: CBF in mL/100 mL/min, CBV in mL/100 mL,
+  MTT in s. The indicator-dilution model [Ostergaard 1996] used is::
+
+      C_t(t) = (CBF / 6000) * (C_a_arr (x) R)(t)  -  K2 * integral_0^t C_a_arr(tau) dtau
+      R(t)   = exp(-t / MTT),   MTT = 60 * CBV / CBF
+      C_a_arr(t) = (C_a (x) h)(t - delay),   h(t) = exp(-t / beta) / beta
+
+  with ``(x)`` the convolution, ``C_a`` the arterial input function (AIF), ``delay`` the
+  bolus arrival delay of the voxel and ``h`` a unit-area exponential dispersion kernel
+  [Calamante 2000]. ``CBF / 6000`` is the flow as a fraction of tissue volume per second
+  (mL/mL/s) and, because ``R`` integrates to ``MTT`` and ``h`` to one, the area ratio
+  ``integral C_t / integral C_a = CBV / 100`` exactly for the vascular term (tested).
+  ``Tmax`` is the time of the maximum of the residue seen with the (undelayed) AIF,
+  ``delay + t*`` with ``t* = ln(MTT / beta) beta MTT / (MTT - beta)`` the peak time of
+  ``h (x) R``.
+* The second term is blood-brain-barrier leakage in the Boxerman-Weisskoff form
+  [Boxerman 2006]: with a disrupted barrier, extravasated gadolinium shortens T1 and lifts
+  the late signal (apparent ``Delta R2*`` falls below the vascular curve, possibly below 0).
+  ``K2`` (truth key ``"k2"``) is in 1/s against the integral of the arriving arterial
+  concentration. It is nonzero only in part of the lesion.
+
+Assumptions and their sources
+-----------------------------
+* **AIF**: gamma variate [Thompson 1964; Benner 1997] ``A g(t - t0; alpha, beta)`` with
+  ``g`` normalised to a peak of 1, ``alpha ~ U(2.5, 3.5)``, ``beta ~ U(1.0, 1.6)`` s,
+  arrival ``t0`` after 6-10 baseline frames, peak ``A ~ U(400, 700)`` 1/s (chosen so that
+  grey matter loses 20-30% of its signal at the bolus peak at TE 30 ms, typical of 1.5 T
+  DSC), plus a recirculation pass: a wider gamma variate with 10-25% of the amplitude
+  arriving 6-10 s after the first peak [Ostergaard 1996 simulations]. The measured AIF handed to the
+  patient (``patient.aif``) adds Gaussian noise of 1% of the peak.
+* **Normal tissue** [Leenders 1990; Ostergaard 1996]: grey matter CBF 60, CBV 4; white
+  matter CBF 25, CBV 2 (mL/100mL/min, mL/100mL), times a patient factor ``U(0.85, 1.15)``
+  and a smooth 8% voxel field; normal bolus delay 0-1.5 s (mean 0.5 s).
+* **Ischaemic core**: CBF 5-30% and CBV 30-70% of normal (lowest at the centre),
+  restricted diffusion (ADC 45-75% of normal [Schlaug 1997; Purushotham 2015]), delay
+  8-11 s. **Penumbra** (radius 1.3-1.8 times the core's): CBF 30-70% of normal
+  (falling toward the core), CBV 80-115% (autoregulatory vasodilation), delay 3-10 s,
+  growing toward the core, so Tmax exceeds 6 s in most of it [Olivot 2009]. Dispersion
+  grows with delay, ``beta = 0.5 + 0.35 delay`` s [Calamante 2000; Willats 2006]. Lesions
+  are single irregular ellipsoids (radius and leakage grow with the patient's severity)
+  in one hemisphere.
+* **Acquisition** differs per patient: TR ``U(1.2, 2.0)`` s, 45-90 frames, TE
+  ``U(25, 35)`` ms, 6-10 baseline frames; baseline signal ``S0`` with grey/white contrast
+  and a smooth coil-sensitivity field; Rician noise [Gudbjartsson 1995] with
+  ``sigma = grey-matter S0 / snr`` (S0 before the coil field); integer magnitude images
+  (int16) as scanners export them.
+* **DWI**: ``b1000 = b0 exp(-1000 ADC)``, ADC 0.85e-3 (grey) and 0.72e-3 (white) mm2/s,
+  reduced in the core; Rician noise at the same SNR.
+* **Hemorrhagic transformation** (HT). Each patient has a severity ``q`` in [0, 1]. The
+  severities of a cohort are stratified (a golden-ratio sequence with a random offset:
+  ``q_k = frac(u + k 0.618...)``) so that the number of bleeding patients stays within
+  about two of ``n_patients * ht_prevalence`` (26%, 41 of 155 in Yu et al.) even in small
+  cohorts, while patient
+  ``k`` is computed from ``(random_state, k)`` alone. A patient bleeds when
+  ``q >= 1 - ht_prevalence``; ``q`` also enlarges the lesion and its leakage, so bleeding
+  patients look more severe on average but overlap with the others. Inside a patient the
+  latent voxel logit is::
+
+      L = 2.0 K2/K2_ref + 1.0 lowCBV + 0.7 Tmax_excess + 1.0 DWI_lesion + 0.5 field
+
+  (``lowCBV = clip(1 - CBV/CBV_normal, 0, 1)``, ``Tmax_excess = clip((Tmax - 6)/6, 0, 1)``,
+  ``DWI_lesion = clip(2 (1 - ADC/ADC_normal), 0, 1)``, ``field`` a smooth Gaussian random
+  field): BBB disruption [Leigh 2014; Kassner 2009], very low CBV [Campbell 2010], long Tmax
+  [Yassi 2013] and DWI lesion [Singer 2008] each raise the risk. A voxel bleeds when
+  ``L + eps > tau``, ``eps`` spatially correlated label noise with standard deviation 0.5,
+  and ``tau`` set so that the expected bleed covers 5-30% of the lesion volume; at least
+  one voxel bleeds in a bleeding patient. Bleeding is therefore spatially coherent and
+  mostly inside the lesion. The weights are assumptions, not fitted to data.
+
+Ground truth (``patient.truth``)
+--------------------------------
+Arrays on the PWI grid unless stated: ``"tissue"`` (uint8: 0 outside the brain, 1 grey,
+2 white, 3 penumbra, 4 core), ``"cbf"``, ``"cbv"``, ``"mtt"``, ``"tmax"``, ``"delay"``,
+``"dispersion"`` (beta, s), ``"k2"`` (1/s), ``"adc"`` (mm2/s), ``"s0"`` (noise-free
+baseline signal), ``"susceptibility"`` (``P(L + eps > tau)``, the voxel bleeding
+probability if the patient bleeds), ``"risk"`` (the latent voxel probability of HT given
+the simulation state: ``susceptibility`` in bleeding patients, 0 otherwise),
+``"aif_concentration"`` (true AIF on the frame times, 1D), ``"aif_params"`` (1D: t0, A,
+alpha, beta, recirculation ratio, recirculation arrival, alpha_r, beta_r), ``"severity"``
+and ``"noise_sigma"`` (0-d). :func:`simulated_concentration` recomputes the noise-free
+concentration of any voxel from these.
+
+References
+----------
+Benner et al., MRM 1997; Boxerman et al., AJNR 2006; Calamante et al., MRM 2000;
+Campbell et al., Stroke 2010; Gudbjartsson & Patz, MRM 1995; Kassner et al., AJNR 2009;
+Leenders et al., Brain 1990; Leigh et al., Stroke 2014; Olivot et al., Stroke 2009;
+Ostergaard et al., MRM 1996; Purushotham et al., Int J Stroke 2015; Rosen et al., MRM 1990;
+Schlaug et al., Neurology 1997; Singer et al., Ann Neurol 2008; Thompson et al., Circ Res
+1964; Willats et al., MRM 2006; Yassi et al., Stroke 2013; Yu et al., MICCAI 2019.
+"""
+
+from __future__ import annotations
+
+import numbers
+import types
+
+import nibabel as nib
+import numpy as np
+from joblib import Parallel, delayed
+from scipy import ndimage, special
+
+from ._cohort import ArterialInputFunction, Cohort, Patient
+
+__all__ = ["make_stroke_cohort", "simulated_concentration", "PAPER_COHORT"]
+
+#: Size of the cohort of Yu et al. (2019): 155 patients, 128 x 128 matrix, about 20 slices.
+PAPER_COHORT = types.MappingProxyType({"n_patients": 155, "shape": (128, 128, 20)})
+
+_FOV_MM = np.array([240.0, 240.0, 100.0])  # in-plane FOV 24 cm, 20 slices of 5 mm
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+_FINE_DT = 0.25  # s, grid of the exact piecewise-linear convolution recursion
+_CHUNK = 16384  # voxels per chunk: bounds memory of the time recursion
+_K2_REF = 2e-4  # 1/s, reference leakage of the risk logit
+_LABEL_NOISE = 0.5
+
+
+# -- public API ------------------------------------------------------------------------
+def make_stroke_cohort(
+    n_patients=24,
+    shape=(32, 32, 4),
+    *,
+    ht_prevalence=0.26,
+    snr=30.0,
+    repetition_time=(1.2, 2.0),
+    n_frames=(45, 90),
+    echo_time=(0.025, 0.035),
+    random_state=None,
+    out_dir=None,
+    overwrite=False,
+    n_jobs=None,
+    progress=False,
+):
+    """Simulate a cohort of acute-stroke patients with source DSC-PWI, DWI and HT labels.
+
+    The physics, the assumptions and their sources are described in
+    :mod:`sklearn_hemo.datasets._simulate` (module docstring); in short: a gamma-variate
+    AIF with recirculation, indicator-dilution tissue curves with delay and dispersion,
+    grey/white matter, an ischaemic core and penumbra, blood-brain-barrier leakage,
+    ``S = S0 exp(-TE C)`` with Rician noise, DWI b0/b1000, and HT drawn from a documented
+    latent voxel risk.
+
+    Parameters
+    ----------
+    n_patients : int, default=24
+        Number of patients. Yu et al. had 155 (see ``PAPER_COHORT``).
+    shape : tuple of 3 int, default=(32, 32, 4)
+        Spatial matrix of every patient (in-plane at least 4; the field of view is fixed at
+        240 x 240 x 100 mm, so the voxel size follows). The paper used 128 x 128 x ~20.
+    ht_prevalence : float, default=0.26
+        Target fraction of bleeding patients (41 of 155 in the paper); the cohort's count
+        is within about two patients of it (stratified severities).
+    snr : float or None, default=30.0
+        Baseline grey-matter signal over the Rician noise standard deviation. None gives
+        noise-free images (still rounded to integers).
+    repetition_time, n_frames, echo_time : (low, high) or scalar
+        Ranges of the per-patient acquisition, drawn uniformly (TR and TE in seconds,
+        frames inclusive). A scalar fixes the value for every patient.
+    random_state : int, numpy Generator, RandomState or None, default=None
+        Seed. Patient ``k`` depends only on the seed and ``k``: its generator is spawned
+        from a :class:`numpy.random.SeedSequence`, so the first ``m`` patients of a larger
+        cohort equal a cohort of ``m`` patients with the same seed.
+    out_dir : path-like or None, default=None
+        When given, patients are written one by one to this folder in the cohort layout
+        (see :func:`save_cohort`) and never held together in memory; the function then
+        returns :func:`load_cohort` of it (file-backed, lazy). Use this for paper-sized
+        cohorts (about 25 MB per patient on disk; 155
+        patients take about 4 GB and, on one core, about 20 minutes: see ``n_jobs``).
+    overwrite : bool, default=False
+        With ``out_dir``: allow writing into a folder that already holds a cohort.
+    n_jobs : int or None, default=None
+        Patients simulated in parallel by joblib (None means 1 unless a
+        ``joblib.parallel_config`` context says otherwise; -1 all cores). The result does
+        not depend on it. With ``out_dir`` each worker writes its own patients.
+    progress : bool, default=False
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    cohort : Cohort
+        Patients ``sub-001`` ... with ``truth`` dictionaries (keys in the module docstring).
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> cohort = make_stroke_cohort(n_patients=4, shape=(12, 12, 2), random_state=0)
+    >>> len(cohort), cohort[0].pwi.ndim
+    (4, 4)
+    >>> sorted(cohort[0].truth)[:4]
+    ['adc', 'aif_concentration', 'aif_params', 'cbf']
+    """
+    n_patients = _check_int(n_patients, "n_patients", 1)
+    shape = _check_shape(shape)
+    if not isinstance(ht_prevalence, numbers.Real) or not 0.0 <= ht_prevalence <= 1.0:
+        raise ValueError(f"ht_prevalence must be a number in [0, 1], got {ht_prevalence!r}.")
+    if snr is not None and (not isinstance(snr, numbers.Real) or not snr > 0):
+        raise ValueError(f"snr must be a positive number or None, got {snr!r}.")
+    acq = {
+        "repetition_time": _check_range(repetition_time, "repetition_time", 0.1, 10.0),
+        "n_frames": _check_range(n_frames, "n_frames", 8, 1000),
+        "echo_time": _check_range(echo_time, "echo_time", 0.001, 0.2),
+    }
+    entropy = _root_entropy(random_state)
+    offset = np.random.default_rng(np.random.SeedSequence(entropy)).random()
+    spec = {"entropy": entropy, "offset": offset, "width": max(3, len(str(n_patients))),
+            "shape": shape, "ht_prevalence": ht_prevalence, "snr": snr, "acq": acq}
+    folder = None
+    if out_dir is not None:
+        from ._layout import prepare_folder
+
+        folder = prepare_folder(out_dir, overwrite)  # fail before simulating anything
+    # patients are independent: workers simulate (and write) them, results come in order
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_simulate_one)(k, spec, folder) for k in range(n_patients)
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        results = tqdm(results, total=n_patients, desc="simulating", unit="patient")
+    if folder is None:
+        return Cohort(list(results))
+    from ._layout import load_cohort, write_participants
+
+    write_participants(folder, list(results))
+    return load_cohort(folder)
+
+
+def _simulate_one(k, spec, folder):
+    """Patient ``k`` of a cohort; written to ``folder`` (returning id and label) if given."""
+    severity = (spec["offset"] + k * _GOLDEN) % 1.0
+    patient = simulate_patient(
+        f"sub-{k + 1:0{spec['width']}d}",
+        spec["shape"],
+        np.random.default_rng(np.random.SeedSequence(spec["entropy"], spawn_key=(k,))),
+        severity=severity,
+        ht=severity >= 1.0 - spec["ht_prevalence"],
+        snr=spec["snr"],
+        **spec["acq"],
+    )
+    if folder is None:
+        return patient
+    from ._layout import write_patient
+
+    write_patient(patient, folder)
+    return patient.id, patient.ht
+
+
+def simulated_concentration(truth, times, *, mask=None, leakage=True):
+    """Noise-free tissue concentration of a simulated patient, recomputed from its truth.
+
+    Parameters
+    ----------
+    truth : dict
+        ``patient.truth`` of a patient from :func:`make_stroke_cohort`.
+    times : array-like of shape (n_times,)
+        Times in seconds (frame times are ``patient.frame_times``), non-negative.
+    mask : array-like of bool on the PWI grid or None, default=None
+        Voxels to compute; None means every brain voxel (``truth["tissue"] > 0``).
+    leakage : bool, default=True
+        Include the blood-brain-barrier leakage term (``K2``); False gives the purely
+        intravascular curve, whose area over the AIF's is ``CBV / 100``.
+
+    Returns
+    -------
+    concentration : ndarray of shape (n_voxels, n_times)
+        ``Delta R2*`` in 1/s (kappa = 1) of the voxels of ``mask`` in C order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.datasets import make_stroke_cohort, simulated_concentration
+    >>> p = make_stroke_cohort(n_patients=1, shape=(8, 8, 1), random_state=0)[0]
+    >>> simulated_concentration(p.truth, p.frame_times).shape[1] == p.n_frames
+    True
+    """
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or (times.size and times.min() < 0):
+        raise ValueError("times must be a 1D array of non-negative seconds.")
+    if mask is None:
+        mask = truth["tissue"] > 0
+    mask = np.asarray(mask, dtype=bool)
+    fields = ("cbf", "cbv", "delay", "dispersion", "k2")
+    params = [np.asarray(truth[f], dtype=float)[mask] for f in fields]
+    if not leakage:
+        params[-1] = np.zeros_like(params[-1])
+    out = np.empty((mask.sum(), times.size))
+    for start in range(0, out.shape[0], _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        out[sl] = _tissue_curves(np.asarray(truth["aif_params"], float), times,
+                                 *(p[sl] for p in params))
+    return out
+
+
+# -- one patient ---------------------------------------------------------------------------
+def simulate_patient(pid, shape, rng, *, severity, ht, snr, repetition_time, n_frames,
+                     echo_time):
+    """Simulate one patient from its own generator (see :func:`make_stroke_cohort`)."""
+    tr = round(_draw(rng, repetition_time), 3)  # scanners report TR in ms, TE in 0.1 ms
+    nt = int(_draw(rng, n_frames, integer=True))
+    te = round(_draw(rng, echo_time), 4)
+    times = np.arange(nt) * tr
+
+    aif_params = _draw_aif(rng, tr)
+    maps = _draw_anatomy(rng, shape, severity)
+    brain = maps["tissue"] > 0
+
+    scale = rng.uniform(600.0, 1200.0)
+    coil = 1.0 + 0.1 * _smooth_field(rng, shape, 0.5)
+    s0 = np.where(maps["tissue"] == 2, 0.9, 1.0) * scale * coil * brain
+    sigma = 0.0 if snr is None else scale / snr
+
+    conc = np.zeros(shape + (nt,), dtype=np.float32)
+    conc[brain] = simulated_concentration({**maps, "aif_params": aif_params}, times, mask=brain)
+    signal = np.exp(np.float32(-te) * conc, out=conc)
+    signal *= s0[..., None].astype(np.float32)
+    pwi = _to_int16(_rician(rng, signal, sigma))
+    del conc, signal  # the same buffer: bounds peak memory of paper-sized patients
+
+    b0_clean = np.where(maps["tissue"] == 2, 0.85, 1.0) * scale * 1.2 * coil * brain
+    b0 = _to_int16(_rician(rng, b0_clean, sigma * 1.2))
+    b1000 = _to_int16(_rician(rng, b0_clean * np.exp(-1000.0 * maps["adc"]), sigma * 1.2))
+
+    hazard, bleed = _draw_hemorrhage(rng, maps, brain)
+    if ht:
+        if not bleed.any():  # a bleeding patient shows at least one voxel
+            bleed = np.zeros_like(bleed)
+            bleed[np.unravel_index(np.argmax(np.where(brain, hazard, -1)), shape)] = True
+    else:
+        bleed = np.zeros_like(bleed)
+
+    aif_true = _aif(aif_params, times)
+    aif_measured = aif_true + rng.normal(0.0, 0.01 * aif_params[1], size=nt)
+
+    truth = {k: v.astype(np.float32) for k, v in maps.items() if k != "tissue"}
+    truth.update(
+        tissue=maps["tissue"],
+        s0=s0.astype(np.float32),
+        susceptibility=hazard.astype(np.float32),
+        risk=(hazard * bool(ht)).astype(np.float32),
+        aif_concentration=aif_true.astype(np.float32),
+        aif_params=aif_params,
+        severity=np.float64(severity),
+        noise_sigma=np.float64(sigma),
+    )
+
+    affine = _affine(shape)
+    pwi_img = nib.Nifti1Image(pwi, affine)
+    pwi_img.header.set_xyzt_units("mm", "sec")
+    pwi_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (tr,))
+    return Patient(
+        pid,
+        pwi_img,
+        nib.Nifti1Image(b0, affine),
+        nib.Nifti1Image(b1000, affine),
+        echo_time=te,
+        repetition_time=tr,
+        ht=int(bool(ht)),
+        brain_mask=nib.Nifti1Image(brain.astype(np.uint8), affine),
+        ht_mask=nib.Nifti1Image(bleed.astype(np.uint8), affine),
+        aif=ArterialInputFunction(times, aif_measured, "concentration"),
+        truth=truth,
+    )
+
+
+# -- physics ---------------------------------------------------------------------------
+def _gamma_variate(t, alpha, beta):
+    """Gamma variate with peak 1 at ``alpha * beta``; zero for ``t <= 0``."""
+    t = np.maximum(t, 0.0)
+    x = t / (alpha * beta)
+    with np.errstate(divide="ignore"):
+        return np.where(t > 0, np.exp(alpha * (np.log(x) + 1.0 - x)), 0.0)
+
+
+def _aif(params, t):
+    t0, amp, alpha, beta, ratio, t_rec, alpha_r, beta_r = params
+    return amp * (_gamma_variate(t - t0, alpha, beta)
+                  + ratio * _gamma_variate(t - t0 - t_rec, alpha_r, beta_r))
+
+
+def _draw_aif(rng, tr):
+    alpha = rng.uniform(2.5, 3.5)
+    beta = rng.uniform(1.0, 1.6)
+    t0 = tr * rng.uniform(6.0, 10.0)  # 6-10 baseline frames before the bolus
+    amp = rng.uniform(400.0, 700.0)
+    ratio = rng.uniform(0.10, 0.25)
+    t_rec = alpha * beta + rng.uniform(6.0, 10.0)
+    beta_r = beta * rng.uniform(1.5, 2.5)
+    return np.array([t0, amp, alpha, beta, ratio, t_rec, alpha, beta_r])
+
+
+def _exp_conv_coefs(tau, dt):
+    """Coefficients of the exact convolution of a piecewise-linear input with exp(-t/tau)."""
+    decay = np.exp(-dt / tau)
+    a = -tau * np.expm1(-dt / tau)  # integral of the kernel over one step
+    b = tau * dt - tau * a  # integral of s * kernel(dt - s) over one step
+    return decay, a - b / dt, b / dt
+
+
+def _tissue_curves(aif_params, times, cbf, cbv, delay, beta, k2):
+    """Apparent Delta R2* curves (n_voxels, n_times) of the model in the module docstring."""
+    n = int(np.ceil(times.max(initial=0.0) / _FINE_DT)) + 2
+    fine = np.arange(n) * _FINE_DT
+    x = _aif(aif_params, fine)
+    mtt = 60.0 * cbv / np.maximum(cbf, 1e-6)
+    flow = cbf / 6000.0
+    beta = np.maximum(beta, 1e-3)
+    d_dec, d0, d1 = _exp_conv_coefs(beta, _FINE_DT)
+    d0, d1 = d0 / beta, d1 / beta  # unit-area dispersion kernel
+    r_dec, r0, r1 = _exp_conv_coefs(mtt, _FINE_DT)
+    y = np.zeros_like(cbf)  # dispersed AIF
+    z = np.zeros_like(cbf)  # dispersed AIF convolved with the residue
+    area = np.zeros_like(cbf)  # running integral of the dispersed AIF
+    history = np.zeros((n, cbf.size), dtype=np.float32)
+    for i in range(n - 1):
+        y_next = d_dec * y + d0 * x[i] + d1 * x[i + 1]
+        z = r_dec * z + r0 * y + r1 * y_next
+        area += 0.5 * _FINE_DT * (y + y_next)
+        y = y_next
+        history[i + 1] = flow * z - k2 * area
+    # sample at t - delay by linear interpolation on the fine grid (0 before arrival)
+    pos = np.clip((times[None, :] - delay[:, None]) / _FINE_DT, 0.0, n - 1.0)
+    lo = np.minimum(pos.astype(int), n - 2)
+    frac = pos - lo
+    cols = np.arange(cbf.size)[:, None]
+    return history[lo, cols] * (1.0 - frac) + history[lo + 1, cols] * frac
+
+
+def _rician(rng, clean, sigma):
+    if sigma == 0:
+        return clean
+    sigma = np.float32(sigma)
+    real = rng.standard_normal(clean.shape, dtype=np.float32)
+    real *= sigma
+    real += clean
+    imag = rng.standard_normal(clean.shape, dtype=np.float32)
+    imag *= sigma
+    return np.hypot(real, imag, out=real)
+
+
+def _to_int16(values):
+    return np.clip(np.rint(values), 0, np.iinfo(np.int16).max).astype(np.int16)
+
+
+# -- anatomy and lesion ----------------------------------------------------------------
+def _grid(shape):
+    axes = [(np.arange(n) + 0.5) / n * 2.0 - 1.0 for n in shape]
+    return np.meshgrid(*axes, indexing="ij")
+
+
+def _smooth_field(rng, shape, sigma_frac):
+    """Zero-mean, unit-variance Gaussian random field, correlation ~ sigma_frac of the FOV."""
+    noise = rng.standard_normal(shape)
+    sigma = [sigma_frac * n / 2.0 for n in shape]
+    field = ndimage.gaussian_filter(noise, sigma, mode="reflect", truncate=3.0)
+    field -= field.mean()
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _draw_anatomy(rng, shape, severity):
+    x, y, z = _grid(shape)
+    size = rng.uniform(0.92, 1.0)
+    radius = np.sqrt((x / (0.8 * size)) ** 2 + (y / (0.92 * size)) ** 2 + (z / 1.15) ** 2)
+    radius = radius * (1.0 + 0.04 * _smooth_field(rng, shape, 0.3))
+    brain = radius < 1.0
+    ribbon = 0.22 + 0.05 * _smooth_field(rng, shape, 0.2)
+    grey = brain & ((1.0 - radius < ribbon) | (_smooth_field(rng, shape, 0.15) > 1.3))
+    tissue = np.where(brain, np.where(grey, 1, 2), 0).astype(np.uint8)
+
+    patient_factor = rng.uniform(0.85, 1.15)
+    cbf_n = np.where(grey, 60.0, 25.0) * patient_factor
+    cbf_n = cbf_n * (1 + 0.08 * _smooth_field(rng, shape, 0.2))
+    cbv_n = np.where(grey, 4.0, 2.0) * patient_factor
+    cbv_n = cbv_n * (1 + 0.08 * _smooth_field(rng, shape, 0.2))
+    adc_n = np.where(grey, 0.85e-3, 0.72e-3) * (1 + 0.03 * _smooth_field(rng, shape, 0.2))
+    delay = np.clip(0.5 + 0.3 * _smooth_field(rng, shape, 0.4), 0.0, 1.5)
+
+    # lesion: one irregular ellipsoid in one hemisphere, larger in more severe patients
+    side = rng.choice([-1.0, 1.0])
+    centre = np.array([side * rng.uniform(0.25, 0.5), rng.uniform(-0.45, 0.45),
+                       rng.uniform(-0.3, 0.3)])
+    r_core = (0.15 + 0.15 * severity) * rng.uniform(0.85, 1.15)
+    ratio = rng.uniform(1.3, 1.8)
+    dist = np.sqrt(((x - centre[0]) / r_core) ** 2 + ((y - centre[1]) / r_core) ** 2
+                   + ((z - centre[2]) / (1.5 * r_core)) ** 2)
+    dist = dist * (1.0 + 0.2 * _smooth_field(rng, shape, 0.25))
+    nearest = tuple(np.clip(((centre + 1.0) / 2.0 * shape).astype(int), 0, np.array(shape) - 1))
+    dist[nearest] = 0.0  # the lesion always covers the voxel at its centre
+    core = brain & (dist < 1.0)
+    penumbra = brain & ~core & (dist < ratio)
+    depth = np.clip(1.0 - dist, 0.0, 1.0)  # 0 at the core border, 1 at its centre
+    toward = np.clip((ratio - dist) / (ratio - 1.0), 0.0, 1.0)  # 1 at the core border
+
+    cbf_ratio = np.ones(shape)
+    cbv_ratio = np.ones(shape)
+    adc_ratio = np.ones(shape)
+    wobble = _smooth_field(rng, shape, 0.2)
+    cbf_ratio[penumbra] = np.clip(0.7 - 0.4 * toward + 0.03 * wobble, 0.3, 0.7)[penumbra]
+    cbv_ratio[penumbra] = (1.15 - 0.35 * toward)[penumbra]
+    delay[penumbra] = np.clip(3.0 + 7.0 * toward + 0.5 * wobble, 3.0, 10.0)[penumbra]
+    cbf_ratio[core] = (0.3 - 0.25 * depth)[core]
+    cbv_ratio[core] = (0.7 - 0.4 * depth)[core]
+    adc_ratio[core] = (0.75 - 0.3 * depth)[core]
+    delay[core] = (8.0 + 3.0 * depth)[core]
+    tissue[penumbra] = 3
+    tissue[core] = 4
+
+    # blood-brain-barrier leakage in part of the lesion, more in severe patients
+    lesion = core | penumbra
+    k2 = np.zeros(shape)
+    leak_field = _smooth_field(rng, shape, 0.25)
+    leak_fraction = np.clip(0.15 + 0.5 * severity + 0.1 * rng.standard_normal(), 0.05, 0.9)
+    k2_max = 1e-4 * (0.5 + 1.5 * severity) * rng.lognormal(0.0, 0.3)
+    if lesion.any():
+        threshold = np.quantile(leak_field[lesion], 1.0 - leak_fraction)
+        leaky = lesion & (leak_field >= threshold)
+        strength = np.where(core, 1.0, 0.4 + 0.6 * toward) * np.clip(
+            1.0 + 0.3 * leak_field, 0.3, None)
+        k2[leaky] = (k2_max * strength)[leaky]
+
+    cbf = np.where(brain, cbf_n * cbf_ratio, 0.0)
+    cbv = np.where(brain, cbv_n * cbv_ratio, 0.0)
+    mtt = np.where(brain, 60.0 * cbv / np.maximum(cbf, 1e-6), 0.0)
+    beta = np.where(brain, 0.5 + 0.35 * delay, 0.0)
+    delay = np.where(brain, delay, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = np.where(np.isclose(mtt, beta), mtt,
+                          np.log(mtt / beta) * beta * mtt / (mtt - beta))
+    tmax = np.where(brain, delay + np.nan_to_num(t_star), 0.0)
+    return {
+        "tissue": tissue,
+        "cbf": cbf,
+        "cbv": cbv,
+        "mtt": mtt,
+        "tmax": tmax,
+        "delay": delay,
+        "dispersion": beta,
+        "k2": k2,
+        "adc": np.where(brain, adc_n * adc_ratio, 0.0),
+        "_cbv_normal": cbv_n,
+        "_adc_normal": adc_n,
+    }
+
+
+def _draw_hemorrhage(rng, maps, brain):
+    """Voxel susceptibility P(L + eps > tau) and one draw of the bleed (see module doc)."""
+    shape = brain.shape
+    low_cbv = np.clip(1.0 - maps["cbv"] / maps.pop("_cbv_normal"), 0.0, 1.0)
+    tmax_excess = np.clip((maps["tmax"] - 6.0) / 6.0, 0.0, 1.0)
+    dwi = np.clip(2.0 * (1.0 - maps["adc"] / maps.pop("_adc_normal")), 0.0, 1.0)
+    field = _smooth_field(rng, shape, 0.25)
+    logit = (2.0 * maps["k2"] / _K2_REF + 1.0 * low_cbv + 0.7 * tmax_excess + 1.0 * dwi
+             + 0.5 * field)
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape), 0.7, mode="reflect")
+    noise *= _LABEL_NOISE / max(noise.std(), 1e-12)
+    n_lesion = int((maps["tissue"] >= 3).sum())
+    n_target = max(1, int(round(rng.uniform(0.05, 0.30) * n_lesion)))
+    tau = np.sort(logit[brain])[::-1][min(n_target, brain.sum()) - 1]
+    hazard = np.where(brain, special.ndtr((logit - tau) / _LABEL_NOISE), 0.0)
+    bleed = brain & (logit + noise > tau)
+    return hazard, bleed
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _affine(shape):
+    zooms = _FOV_MM / np.asarray(shape, dtype=float)
+    affine = np.diag(np.append(zooms, 1.0))
+    affine[:3, 3] = -zooms * (np.asarray(shape) - 1) / 2.0
+    return affine
+
+
+def _draw(rng, spec, integer=False):
+    low, high = spec
+    if integer:
+        return rng.integers(int(low), int(high) + 1)
+    return rng.uniform(low, high)
+
+
+def _root_entropy(random_state):
+    if random_state is None:
+        return np.random.SeedSequence().entropy
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    raise TypeError(
+        "random_state must be None, a non-negative int, a numpy Generator or RandomState, "
+        f"got {type(random_state).__name__}."
+    )
+
+
+def _check_int(value, name, minimum):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_shape(shape):
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be 3 integers (x, y, z), got {shape!r}.") from None
+    if len(shape) != 3 or min(shape[:2]) < 4 or shape[2] < 1:
+        raise ValueError(
+            f"shape must be 3 integers (x, y, z) with x, y >= 4 and z >= 1, got {shape!r}."
+        )
+    return shape
+
+
+def _check_range(spec, name, low, high):
+    if isinstance(spec, numbers.Real):
+        spec = (spec, spec)
+    try:
+        lo, hi = (float(v) for v in spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a (low, high) pair, got {spec!r}.") from None
+    if not low <= lo <= hi <= high:
+        raise ValueError(
+            f"{name} must lie in [{low}, {high}] with low <= high, got {spec!r}."
+        )
+    return lo, hi

@@ -1,0 +1,176 @@
+"""Checks of a patient: headers, grids and acquisition (cheap) and voxel data (reads it).
+
+Every problem raises :class:`~sklearn_hemo.datasets.CohortError` whose message names the
+participant, the file and what to do. Nothing is fixed silently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ._cohort import CohortError
+
+__all__ = ["check_file", "check_patient", "check_patient_data"]
+
+_AFFINE_ATOL = 1e-3  # mm; NIfTI stores the sform in float32
+_MAX_ECHO_TIME = 1.0  # s; DSC echo times are 20-60 ms
+_MAX_REPETITION_TIME = 10.0  # s; DSC repetition times are 1-3 s
+_N_BASELINE = 3  # frames averaged for the pre-bolus baseline check
+
+
+def _where(patient, name):
+    source = patient.source(name)
+    return str(source) if source is not None else f"{name} (in memory)"
+
+
+def _fail(pid, where, problem, fix):
+    raise CohortError(f"participant {pid}: {where}: {problem} {fix}")
+
+
+def check_file(pid, path, img):
+    """Detect truncated NIfTI files from their size, without decompressing in the common case.
+
+    A ``.nii.gz`` stores the uncompressed size modulo 2**32 in its last four bytes; when it
+    disagrees with the size the header promises (a truncated or concatenated file) the
+    stream is decompressed once to decide.
+    """
+    path = Path(path)
+    expected = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * int(
+        img.header.get_data_dtype().itemsize
+    )
+    fix = "Re-copy or re-export the file."
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() < 18:
+                _fail(pid, path, "is too small to be a gzip file.", fix)
+            fh.seek(-4, 2)
+            isize = int.from_bytes(fh.read(4), "little")
+        if isize == expected % 2**32:
+            return
+        total = 0
+        try:
+            with gzip.open(path, "rb") as gz:
+                while chunk := gz.read(1 << 22):
+                    total += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            _fail(pid, path, f"is truncated or corrupt ({exc}).", fix)
+        size = total
+    else:
+        size = path.stat().st_size
+    if size < expected:
+        _fail(pid, path, f"holds {size} bytes but its header needs {expected} (truncated).",
+              fix)
+
+
+def check_patient(patient):
+    """Check headers, grids, affines and acquisition parameters of ``patient`` (no voxels)."""
+    pid = patient.id
+    pwi = patient.pwi
+    where = _where(patient, "pwi")
+    if pwi is None:
+        _fail(pid, "pwi", "is missing.", "Provide the 4D source DSC series as pwi.nii.gz.")
+    if len(pwi.shape) != 4:
+        _fail(pid, where, f"is {len(pwi.shape)}D with shape {pwi.shape}; the PWI must be 4D "
+              "(x, y, z, time).", "Save the whole dynamic DSC series, not a single volume "
+              "or a derived map.")
+    if pwi.shape[3] < 2:
+        _fail(pid, where, f"has {pwi.shape[3]} time frame(s).",
+              "Save the whole dynamic DSC series (tens of frames).")
+    grid, affine = tuple(pwi.shape[:3]), pwi.affine
+    for name, required in (("dwi_b0", True), ("dwi_b1000", True), ("brain_mask", False),
+                           ("ht_mask", False)):
+        img = getattr(patient, name)
+        if img is None:
+            if required:
+                _fail(pid, name, "is missing.", f"Provide {name}.nii.gz on the PWI grid.")
+            continue
+        where = _where(patient, name)
+        if len(img.shape) != 3:
+            _fail(pid, where, f"has shape {img.shape}; it must be a 3D volume.",
+                  "Save a single 3D volume.")
+        if tuple(img.shape) != grid:
+            _fail(pid, where, f"has shape {tuple(img.shape)} but the PWI grid is {grid}.",
+                  "Resample it onto the PWI grid (e.g. nibabel.processing.resample_from_to).")
+        if not np.allclose(img.affine, affine, atol=_AFFINE_ATOL):
+            _fail(pid, where, "has another affine than the PWI "
+                  f"({np.round(img.affine, 3).tolist()} vs {np.round(affine, 3).tolist()}).",
+                  "Resample it onto the PWI grid (e.g. nibabel.processing.resample_from_to) "
+                  "or fix its header.")
+    check_acquisition(pid, "pwi.json", patient.echo_time, patient.repetition_time)
+    aif = patient.aif
+    if aif is not None:
+        if aif.time.size < 2 or not np.all(np.isfinite(aif.time)) or not np.all(
+                np.isfinite(aif.values)):
+            _fail(pid, "aif.tsv", "holds fewer than 2 rows or non-finite values.",
+                  "Write finite numbers, one row per time point.")
+        if np.any(np.diff(aif.time) <= 0):
+            _fail(pid, "aif.tsv", "has times that do not increase.",
+                  "Sort the rows by time and remove duplicates.")
+
+
+def check_acquisition(pid, where, echo_time, repetition_time):
+    """Echo and repetition times must be positive seconds of plausible size."""
+    if not np.isfinite(echo_time) or echo_time <= 0:
+        _fail(pid, where, f"EchoTime {echo_time} is not a positive number.",
+              "Give EchoTime in seconds, e.g. 0.030.")
+    if echo_time > _MAX_ECHO_TIME:
+        _fail(pid, where, f"EchoTime {echo_time} looks like milliseconds.",
+              f"Give it in seconds (e.g. {echo_time / 1000:g}).")
+    if not np.isfinite(repetition_time) or repetition_time <= 0:
+        _fail(pid, where, f"RepetitionTime {repetition_time} is not a positive number.",
+              "Give RepetitionTime in seconds, e.g. 1.8.")
+    if repetition_time > _MAX_REPETITION_TIME:
+        _fail(pid, where, f"RepetitionTime {repetition_time} looks like milliseconds.",
+              f"Give it in seconds (e.g. {repetition_time / 1000:g}).")
+
+
+def _read(patient, name):
+    img = getattr(patient, name)
+    try:
+        return np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel/gzip/zlib raise many types on damaged files
+        _fail(patient.id, _where(patient, name), f"cannot be read ({exc}).",
+              "Re-copy or re-export the file.")
+
+
+def check_patient_data(patient):
+    """Read every image of ``patient`` and check its values (finite, positive baseline)."""
+    pid = patient.id
+    pwi = _read(patient, "pwi")
+    if pwi.dtype.kind == "f" and not np.isfinite(pwi).all():
+        n = int((~np.isfinite(pwi)).sum())
+        _fail(pid, _where(patient, "pwi"), f"holds {n} NaN or infinite value(s).",
+              "Fix or mask the corrupt voxels upstream; nothing is interpolated here.")
+    arrays = {}
+    for name in ("dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):
+        if getattr(patient, name) is None:
+            continue
+        arrays[name] = data = _read(patient, name)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            _fail(pid, _where(patient, name), "holds NaN or infinite values.",
+                  "Fix the image upstream.")
+    baseline = pwi[..., : min(_N_BASELINE, pwi.shape[3])].astype(np.float64).mean(axis=-1)
+    if "brain_mask" in arrays:
+        brain = arrays["brain_mask"] > 0
+        if not brain.any():
+            _fail(pid, _where(patient, "brain_mask"), "is empty.",
+                  "Provide a mask with the brain voxels set to 1.")
+        bad = int((baseline[brain] <= 0).sum())
+        if bad:
+            _fail(pid, _where(patient, "pwi"), f"has a non-positive pre-bolus baseline (mean "
+                  f"of the first {_N_BASELINE} frames) in {bad} brain voxel(s); the "
+                  "concentration -ln(S/S0)/TE is undefined there.",
+                  "Check the scaling of the series or exclude those voxels from brain_mask.")
+    elif not np.any(baseline > 0):
+        _fail(pid, _where(patient, "pwi"), "has no positive baseline signal.",
+              "Check the scaling of the series.")
+    if "ht_mask" in arrays and patient.ht is not None:
+        n_ht = int((arrays["ht_mask"] > 0).sum())
+        if patient.ht == 0 and n_ht:
+            _fail(pid, _where(patient, "ht_mask"), f"marks {n_ht} voxel(s) but participants.tsv "
+                  "says ht = 0.", "Make the label and the annotation agree.")

@@ -1,0 +1,419 @@
+"""Voxel-wise HT risk maps: a fitted pipeline applied to every brain voxel of a patient.
+
+The models of this package are trained on *sampled* voxels; the paper's clinical output is
+the map of the probability of hemorrhagic transformation over the whole brain, which
+this module draws and returns as a NIfTI image on the patient's PWI grid.
+
+How the patient reaches the model
+---------------------------------
+A fitted pipeline starts with a :class:`~sklearn_hemo.preprocessing.PatchExtractor`
+holding the *training* cohort and reading voxel references ``(patient index, i, j, k)``
+of that cohort. To map a patient:
+
+* of that cohort (given by index, id, or as the same :class:`Patient` object), the
+  extractor is used as it is;
+* of another cohort, or a new patient (e.g. ``sklearn-hemo predict --patient SUB_DIR``,
+  or a model loaded by :func:`~sklearn_hemo.persistence.load_model` without a cohort),
+  a shallow copy of the fitted extractor is pointed at a one-patient cohort
+  ``Cohort([patient])`` with ``set_params(cohort=...)`` and the references use patient
+  index 0. The copy keeps every fitted attribute; the pipeline itself is not modified,
+  and no other step is copied (the remaining steps are used as they are, through
+  ``pipeline[1:]``).
+
+Features are computed and scored in chunks of ``chunk_size`` voxels, so memory is bounded
+by one chunk of features whatever the volume size; the map equals
+``pipeline.predict_proba(refs)[:, positive column]`` on the patient's brain voxels.
+
+Probabilities, not scores
+-------------------------
+A map is a probability in [0, 1]: the pipeline's last step must have
+``predict_proba``. Models that only give a ``decision_function`` (the linear, SR-KDA and
+SVM rows of the model zoo) are wrapped by :func:`with_probabilities` (Platt scaling on
+patient-grouped out-of-fold scores, as ``sklearn-hemo train`` does), rather than
+pushed through an arbitrary squashing function that would only look like a probability.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+
+import nibabel as nib
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from .datasets import Cohort, Patient
+
+__all__ = ["predict_risk_map", "predict_risk_maps", "risk_map_table", "brain_voxel_refs",
+           "with_probabilities"]
+
+DEFAULT_CHUNK_SIZE = 16_384
+
+
+# ---------------------------------------------------------------------------- pieces
+def _split_pipeline(estimator):
+    """Return ``(extractor, rest)`` of a fitted pipeline starting with a cohort reader."""
+    if not isinstance(estimator, Pipeline):
+        raise TypeError(
+            f"risk maps need a fitted Pipeline whose first step is a PatchExtractor, got "
+            f"{type(estimator).__name__}. Build it as Pipeline([('features', "
+            "PatchExtractor(cohort, ...)), ..., ('model', classifier)]).")
+    extractor = estimator.steps[0][1]
+    if "cohort" not in extractor.get_params(deep=False):
+        raise TypeError(
+            f"the first step of the pipeline ({type(extractor).__name__}) does not read "
+            "voxel references of a cohort; risk maps need a PatchExtractor first.")
+    if len(estimator) < 2:
+        raise TypeError("the pipeline has only a feature step; add a classifier after it.")
+    check_is_fitted(estimator)
+    rest = estimator[1:]
+    if not hasattr(rest, "predict_proba"):
+        raise TypeError(
+            f"{type(estimator.steps[-1][1]).__name__} has no predict_proba, and a risk map "
+            "is a probability. Wrap the pipeline with sklearn_hemo.maps.with_probabilities "
+            "(Platt scaling on patient-grouped folds) or sklearn's CalibratedClassifierCV.")
+    return extractor, rest
+
+
+def _positive_column(classes, positive_class):
+    classes = np.asarray(classes)
+    hits = np.flatnonzero(classes == positive_class)
+    if hits.size != 1:
+        raise ValueError(
+            f"positive_class={positive_class!r} is not one of the model's classes "
+            f"{classes.tolist()}; pass the label that means HT.")
+    return int(hits[0])
+
+
+def _resolve_patient(extractor, patient, cohort):
+    """Return ``(extractor to use, patient index in its cohort, Patient)``."""
+    own = extractor.get_params(deep=False)["cohort"]
+    source = own if cohort is None else cohort
+    if isinstance(patient, Patient):
+        if source is not None:
+            for index, candidate in enumerate(source):
+                if candidate is patient:
+                    return _with_cohort(extractor, source), index, patient
+        return _with_cohort(extractor, Cohort([patient])), 0, patient
+    if source is None:
+        raise ValueError(
+            f"patient={patient!r} names a patient of a cohort, but the model holds no cohort "
+            "(loaded without one?). Pass the Patient itself, or cohort=...")
+    if isinstance(patient, str):
+        index = source.index(patient)
+    elif isinstance(patient, numbers.Integral) and not isinstance(patient, bool):
+        index = int(patient)
+        if not 0 <= index < len(source):
+            raise ValueError(
+                f"patient index {index} is out of range for a cohort of {len(source)} "
+                "patients.")
+    else:
+        raise TypeError(
+            f"patient must be a Patient, a patient index or a participant id, got "
+            f"{type(patient).__name__}.")
+    return _with_cohort(extractor, source), index, source[index]
+
+
+def _with_cohort(extractor, cohort):
+    """The extractor itself when it already reads ``cohort``, else a re-pointed copy."""
+    if extractor.get_params(deep=False)["cohort"] is cohort:
+        return extractor
+    # A shallow copy keeps the fitted state and shares arrays with the original; only
+    # the cohort parameter differs, so the caller's pipeline is left untouched.
+    repointed = copy.copy(extractor)
+    repointed.set_params(cohort=cohort)
+    return repointed
+
+
+def brain_voxel_refs(patient, patient_index=0, mask=None):
+    """Voxel references ``(patient_index, i, j, k)`` of every brain voxel of a patient.
+
+    Parameters
+    ----------
+    patient : :class:`~sklearn_hemo.datasets.Patient`
+        The patient.
+    patient_index : int, default=0
+        Value of the first column (the patient's position in the extractor's cohort).
+    mask : ndarray of bool or None, default=None
+        Voxels to list; the patient's brain mask when None.
+
+    Returns
+    -------
+    refs : ndarray of shape (n_voxels, 4), dtype int64
+        Sorted by slice ``k``, then ``j``, then ``i``, so that a chunk of consecutive rows
+        touches as few slices as possible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.maps import brain_voxel_refs
+    >>> patient = make_stroke_cohort(1, (8, 8, 2), random_state=0)[0]
+    >>> refs = brain_voxel_refs(patient)
+    >>> refs.shape[1], bool(np.all(refs[:, 0] == 0))
+    (4, True)
+    """
+    if mask is None:
+        mask = patient.get_brain_mask()
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != patient.shape:
+        raise ValueError(
+            f"participant {patient.id}: mask has shape {mask.shape} but the PWI grid is "
+            f"{patient.shape}.")
+    # transposing makes C-order nonzero() run over k, then j, then i
+    k, j, i = np.nonzero(mask.transpose(2, 1, 0))
+    refs = np.empty((k.size, 4), dtype=np.int64)
+    refs[:, 0] = patient_index
+    refs[:, 1], refs[:, 2], refs[:, 3] = i, j, k
+    return refs
+
+
+def _feature_chunks(extractor, patient, index, mask, chunk_size):
+    """Yield ``(ijk, features)`` for the voxels to map, ``chunk_size`` at a time.
+
+    The extractor's own whole-volume path (``iter_volume``, which reads the volume block
+    by block) serves the brain mask; an explicit mask, or an extractor without that
+    path, goes through ``transform`` on chunks of voxel references.
+    """
+    if mask is None and hasattr(extractor, "iter_volume"):
+        yield from extractor.iter_volume(index, chunk_size=chunk_size)
+        return
+    refs = brain_voxel_refs(patient, index, mask)
+    for start in range(0, len(refs), chunk_size):
+        chunk = refs[start:start + chunk_size]
+        yield chunk[:, 1:], extractor.transform(chunk)
+
+
+def _map_image(values, patient):
+    """A 3D float32 NIfTI image on the patient's PWI grid (affine and header kept)."""
+    header = patient.pwi.header.copy()
+    header.set_data_shape(values.shape)
+    header.set_data_dtype(np.float32)
+    header.set_zooms(patient.pwi.header.get_zooms()[:3])
+    if hasattr(header, "set_slope_inter"):
+        header.set_slope_inter(1.0, 0.0)  # the source PWI may be scaled integers
+    if "cal_min" in header:
+        header["cal_min"], header["cal_max"] = 0.0, 1.0
+    if "descrip" in header:
+        header["descrip"] = b"sklearn-hemo HT risk (probability)"
+    img = nib.Nifti1Image(values, patient.affine, header=header)
+    return img
+
+
+# ------------------------------------------------------------------------------ maps
+def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUNK_SIZE,
+                     positive_class=1, mask=None):
+    """Voxel-wise probability of HT over a patient's brain, as a NIfTI image.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        Fitted pipeline whose first step is a
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor` and whose last step has
+        ``predict_proba`` (any model: LSTM or classic; see :func:`with_probabilities`
+        for models without probabilities).
+    patient : Patient, int or str
+        The patient to map: a :class:`~sklearn_hemo.datasets.Patient` (of any cohort,
+        or none), or a patient index / participant id of ``cohort`` (default: the
+        cohort the pipeline's extractor holds).
+    cohort : Cohort or None, default=None
+        Where an index or id is looked up, instead of the extractor's own cohort.
+    chunk_size : int, default=16384
+        Voxels whose features are computed and scored at once: the memory bound (about
+        ``chunk_size * n_features * 4`` bytes of features).
+    positive_class : label, default=1
+        The class that means HT; its probability is mapped.
+    mask : ndarray of bool or None, default=None
+        Voxels to score; the patient's brain mask when None. The map is 0 elsewhere.
+
+    Returns
+    -------
+    risk_map : nibabel.Nifti1Image
+        3D float32 image of HT probability in [0, 1] with the PWI's affine and (3D)
+        header; 0 outside the mask.
+
+    Raises
+    ------
+    TypeError
+        The estimator is not a pipeline starting with a PatchExtractor, or cannot give
+        probabilities.
+    ValueError
+        The model returns non-finite probabilities, or ``patient`` / ``positive_class``
+        do not fit the model and cohort.
+
+    See Also
+    --------
+    predict_risk_maps : Maps for many patients.
+    sklearn_hemo.metrics.patient_table : Volumes, Dice and risk scores from maps.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.maps import predict_risk_map
+    >>> risk = predict_risk_map(pipeline, cohort[0])  # doctest: +SKIP
+    >>> risk.shape == cohort[0].shape  # doctest: +SKIP
+    True
+    """
+    if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    extractor, rest = _split_pipeline(estimator)
+    column = _positive_column(rest.classes_, positive_class)
+    extractor, index, patient = _resolve_patient(extractor, patient, cohort)
+    values = np.zeros(patient.shape, dtype=np.float32)
+    for ijk, features in _feature_chunks(extractor, patient, index, mask, chunk_size):
+        proba = rest.predict_proba(features)[:, column]
+        if not np.all(np.isfinite(proba)):
+            raise ValueError(
+                f"participant {patient.id}: the model returned non-finite probabilities "
+                f"for {int(np.sum(~np.isfinite(proba)))} voxels; check the patient's images "
+                "(e.g. zero baseline signal) and the model.")
+        values[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = proba
+    # float rounding can leave a softmax a hair outside [0, 1]
+    np.clip(values, 0.0, 1.0, out=values)
+    return _map_image(values, patient)
+
+
+def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
+    """Risk maps of several patients of a cohort.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        As in :func:`predict_risk_map`.
+    cohort : Cohort or None, default=None
+        The patients' cohort; the extractor's own cohort when None.
+    patients : sequence of int or str, or None, default=None
+        Patient indices or ids; all patients of the cohort when None.
+    **kwargs
+        Passed to :func:`predict_risk_map` (``chunk_size``, ``positive_class``).
+
+    Returns
+    -------
+    maps : list of nibabel.Nifti1Image
+        One map per patient, in the order asked.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.maps import predict_risk_maps
+    >>> maps = predict_risk_maps(pipeline, test_cohort)  # doctest: +SKIP
+    """
+    extractor, _ = _split_pipeline(estimator)
+    source = extractor.get_params(deep=False)["cohort"] if cohort is None else cohort
+    if source is None:
+        raise ValueError("the model holds no cohort; pass cohort=...")
+    patients = range(len(source)) if patients is None else patients
+    return [predict_risk_map(estimator, p, cohort=source, **kwargs) for p in patients]
+
+
+def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, percentile=99.0,
+                   **kwargs):
+    """Per-patient volumes, risk scores and (when annotated) Dice, from risk maps.
+
+    Draws :func:`predict_risk_maps` and passes them to
+    :func:`sklearn_hemo.metrics.patient_table`; maps are dropped as soon as they are
+    measured.
+
+    Parameters
+    ----------
+    estimator : Pipeline
+        As in :func:`predict_risk_map`.
+    cohort : Cohort or None, default=None
+        The patients' cohort; the extractor's own cohort when None.
+    patients : sequence of int or str, or None, default=None
+        Patient indices or ids (e.g. the test patients of a fold); all when None.
+    threshold : float, default=0.5
+        Risk at or above which a voxel counts as predicted HT.
+    percentile : float, default=99.0
+        Percentile of in-brain voxel risks used as the patient risk score.
+    **kwargs
+        Passed to :func:`predict_risk_map`.
+
+    Returns
+    -------
+    rows : list of dict
+        As :func:`sklearn_hemo.metrics.patient_table`.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.maps import risk_map_table
+    >>> rows = risk_map_table(pipeline, cohort, patients=test_ids)  # doctest: +SKIP
+    """
+    from .metrics import patient_table
+
+    extractor, _ = _split_pipeline(estimator)
+    source = extractor.get_params(deep=False)["cohort"] if cohort is None else cohort
+    if source is None:
+        raise ValueError("the model holds no cohort; pass cohort=...")
+    patients = range(len(source)) if patients is None else patients
+    rows = []
+    for p in patients:
+        risk = predict_risk_map(estimator, p, cohort=source, **kwargs)
+        patient = source[source.index(p) if isinstance(p, str) else p]
+        rows += patient_table([risk], [patient], threshold=threshold, percentile=percentile)
+    return rows
+
+
+# -------------------------------------------------------------------- probabilities
+def with_probabilities(pipeline, y, groups, *, n_splits=3, step="model"):
+    """Give a pipeline whose model has only ``decision_function`` a ``predict_proba``.
+
+    The named step is replaced (in a copy of the pipeline's step list; the steps are
+    not cloned) by :class:`~sklearn.calibration.CalibratedClassifierCV` with Platt
+    (sigmoid) scaling, ``ensemble=False`` and ``StratifiedGroupKFold`` folds over
+    ``groups`` (stratified so that every fold trains on both classes): the sigmoid is
+    fitted on out-of-fold decision values of held-out *patients* and a single model is
+    then refitted on every voxel. Returns an unfitted pipeline, to fit
+    on the same rows ``groups`` describes.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Unfitted pipeline (e.g. a model-zoo row).
+    y : array-like of shape (n_samples,)
+        Labels of the training rows (for stratified folds).
+    groups : array-like of shape (n_samples,)
+        Patient of each training row (``X[:, 0]`` of the voxel references).
+    n_splits : int, default=3
+        Patient-grouped folds for the calibration (at most the number of patients).
+    step : str, default="model"
+        Name of the step to calibrate.
+
+    Returns
+    -------
+    pipeline : Pipeline
+        The pipeline with a calibrated last step, or the same pipeline when the step has
+        ``predict_proba`` already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn_hemo.linear_model import LinearRegressionClassifier
+    >>> from sklearn_hemo.maps import with_probabilities
+    >>> rng = np.random.RandomState(0)
+    >>> X, y, groups = rng.normal(size=(60, 3)), np.arange(60) % 2, np.arange(60) // 10
+    >>> pipe = Pipeline([("scale", StandardScaler()),
+    ...                  ("model", LinearRegressionClassifier())])
+    >>> with_probabilities(pipe, y, groups).fit(X, y).predict_proba(X).shape
+    (60, 2)
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    model = pipeline.named_steps[step]
+    if hasattr(model, "predict_proba"):
+        return pipeline
+    groups = np.asarray(groups)
+    n_groups = np.unique(groups).size
+    if n_groups < 2:
+        raise ValueError(
+            f"calibrating {type(model).__name__} needs rows from at least 2 patients, got "
+            f"{n_groups}.")
+    folds = StratifiedGroupKFold(n_splits=min(n_splits, n_groups))
+    # precomputed (train, test) index pairs: a Pipeline step cannot receive groups
+    # without turning metadata routing on globally
+    cv = [(train, test) for train, test in folds.split(groups, y, groups=groups)]
+    calibrated = CalibratedClassifierCV(model, method="sigmoid", cv=cv, ensemble=False)
+    steps = [(name, calibrated if name == step else est) for name, est in pipeline.steps]
+    return Pipeline(steps, memory=pipeline.memory, verbose=pipeline.verbose)

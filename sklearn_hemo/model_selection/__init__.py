@@ -1,0 +1,16 @@
+"""Model selection: the model zoo and the patient-grouped nested comparison."""
+
+from ._compare import compare_models
+from ._report import PAPER_TABLE, ComparisonResult, read_predictions, summarize_predictions
+from ._zoo import PROTOCOLS, ZOO_ROWS, make_model_zoo
+
+__all__ = [
+    "ComparisonResult",
+    "PAPER_TABLE",
+    "PROTOCOLS",
+    "ZOO_ROWS",
+    "compare_models",
+    "make_model_zoo",
+    "read_predictions",
+    "summarize_predictions",
+]

@@ -1,0 +1,538 @@
+"""Patient-grouped nested comparison of the zoo: out-of-fold scores, CIs, resumable.
+
+Protocol (the paper's): a balanced sample of voxels is drawn from the cohort; an outer
+cross-validation over *patients* gives every sampled voxel an out-of-fold score; inside
+every outer training set an inner ``GridSearchCV``, also over patients, picks the
+hyperparameters. Both loops are :class:`~sklearn.model_selection.StratifiedGroupKFold`:
+grouped by patient (a patient's voxels are all on one side) and stratified on the voxel
+labels, so every fold holds HT voxels even with few HT patients. The patient ``groups``
+reach the inner search (and any estimator that asks for them, e.g. the LSTM's early
+stopping) through scikit-learn's metadata routing, enabled only for the duration of the
+fit. Every split, outer and inner, is checked: a patient on both sides raises.
+
+The outer test voxels are the sampled voxels of the held-out patients, i.e. the balanced
+sample itself (as in the paper, which reports AUCs on its balanced voxel set). AUC-PR
+therefore reads against a prevalence of one half, not against the rare-HT prevalence of
+whole brains.
+
+Work is split into (model, outer fold) tasks that run on joblib (loky, dask or ray);
+each finished task is written to disk at once, so a rerun skips it (see ``_resume``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import sklearn
+from joblib import Parallel, delayed, parallel_config
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
+from ._resume import PartStore, fingerprint, model_key
+from ._zoo import PROTOCOLS, make_model_zoo
+
+__all__ = ["compare_models"]
+
+
+class _PatientGroupedKFold(StratifiedGroupKFold):
+    """``StratifiedGroupKFold`` that refuses any split sharing a patient."""
+
+    def split(self, X, y=None, groups=None):
+        for train, test in super().split(X, y, groups):
+            _check_disjoint(groups, train, test, "inner cross-validation split")
+            _check_both_classes(y, train, "an inner training split", "n_inner")
+            yield train, test
+
+
+def _check_both_classes(y, rows, where, knob):
+    if np.unique(np.asarray(y)[rows]).size < 2:
+        raise ValueError(
+            f"{where} holds voxels of a single class: too few patients with HT voxels "
+            f"for this many folds. Lower {knob}, sample more voxels or add HT patients."
+        )
+
+
+def _check_disjoint(groups, train, test, where):
+    shared = np.intersect1d(np.asarray(groups)[train], np.asarray(groups)[test])
+    if shared.size:
+        raise AssertionError(
+            f"{where}: patients {shared[:5].tolist()} are in both the training and the "
+            "test part; this would leak voxels of one patient across the split."
+        )
+
+
+def _consumes_groups(estimator):
+    return bool(estimator.get_metadata_routing().consumes("fit", ["groups"]))
+
+
+def _positive_scores(estimator, X):
+    """Score of the positive class (label 1): probability or decision value."""
+    classes = list(estimator.classes_)
+    if hasattr(estimator, "predict_proba"):
+        return estimator.predict_proba(X)[:, classes.index(1)]
+    scores = estimator.decision_function(X)
+    # decision_function of a binary classifier is positive towards classes_[1]
+    return scores if classes.index(1) == 1 else -scores
+
+
+def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_inner,
+              scoring, seed):
+    """Fit one model on all outer folds but ``k`` and score fold ``k``."""
+    if cohort_params:
+        pipeline = pipeline.set_params(**dict.fromkeys(cohort_params, cohort))
+    train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+    _check_disjoint(groups, train, test, f"outer fold {k}")
+    _check_both_classes(y, train, f"the training part of outer fold {k}", "n_outer")
+    candidates = list(ParameterGrid(grid))
+    start = time.perf_counter()
+    inner_score = None
+    with sklearn.config_context(enable_metadata_routing=True):
+        if len(candidates) > 1:
+            inner = _PatientGroupedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
+            search = GridSearchCV(pipeline, grid, scoring=scoring, cv=inner, n_jobs=1,
+                                  refit=True, error_score="raise")
+            search.fit(X[train], y[train], groups=groups[train])
+            model, best = search.best_estimator_, search.best_params_
+            inner_score = float(search.best_score_)
+        else:
+            # a single candidate has nothing to select: fit it directly
+            model = clone(pipeline).set_params(**candidates[0])
+            params = {"groups": groups[train]} if _consumes_groups(model) else {}
+            model.fit(X[train], y[train], **params)
+            best = candidates[0]
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = np.asarray(_positive_scores(model, X[test]), dtype=float)
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            f"fold {k}: the model produced NaN or infinite scores for "
+            f"{int((~np.isfinite(scores)).sum())} voxels."
+        )
+    return {"scores": scores, "test": test, "best_params": best,
+            "inner_score": inner_score, "fit_time": fit_time,
+            "score_time": time.perf_counter() - start, "n_candidates": len(candidates)}
+
+
+def _detach_cohort(pipeline, cohort):
+    """Copy of ``pipeline`` without the cohort, and the parameters that held it.
+
+    Sending the cohort once as its own argument lets dask scatter it once per worker
+    (joblib's dask backend scatters large arguments by identity) instead of pickling it
+    inside every task.
+    """
+    names = [name for name, value in pipeline.get_params(deep=True).items()
+             if value is cohort]
+    pipeline = clone(pipeline)
+    if names:
+        pipeline.set_params(**dict.fromkeys(names, None))
+    return pipeline, names
+
+
+@contextlib.contextmanager
+def _backend(backend, scheduler, n_jobs):
+    """Enter the joblib backend; yield the ``n_jobs`` to give ``Parallel``."""
+    if backend == "loky":
+        if scheduler is not None:
+            raise ValueError("scheduler= is for backend='dask' or 'ray', not 'loky'.")
+        yield n_jobs
+        return
+    if backend == "dask":
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ImportError(
+                "backend='dask' needs dask.distributed: pip install 'sklearn-hemo[distributed]'."
+            ) from exc
+        cluster = None
+        if scheduler is None:
+            n_workers = max(1, n_jobs if n_jobs > 0 else (os_cpu_count() + 1 + n_jobs))
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+        client = Client(cluster if cluster is not None else scheduler)
+        try:
+            with parallel_config(backend="dask"):
+                yield -1
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    try:
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError as exc:
+        raise ImportError(
+            "backend='ray' needs ray: pip install 'ray[default]' (or use backend='dask')."
+        ) from exc
+    register_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=scheduler)
+    try:
+        with parallel_config(backend="ray"):
+            yield -1 if n_jobs == 1 else n_jobs
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def os_cpu_count():
+    from joblib import cpu_count
+
+    return cpu_count()
+
+
+def _oracle_scores(cohort, X):
+    """The simulator's latent HT risk at every voxel, or None for real data."""
+    if not all(p.truth is not None and "risk" in p.truth for p in cohort):
+        return None
+    scores = np.empty(len(X))
+    for patient in np.unique(X[:, 0]):
+        rows = X[:, 0] == patient
+        risk = np.asarray(cohort[int(patient)].truth["risk"], dtype=float)
+        scores[rows] = risk[X[rows, 1], X[rows, 2], X[rows, 3]]
+    return scores
+
+
+def _resolve_zoo(cohort, models, protocol, random_state, device):
+    if models is None or (isinstance(models, (list, tuple)) and
+                          all(isinstance(m, str) for m in models)):
+        return make_model_zoo(cohort, protocol, models=None if models is None else
+                              list(models), random_state=random_state, device=device)
+    if isinstance(models, dict):
+        for name, row in models.items():
+            if not (isinstance(row, tuple) and len(row) == 2 and isinstance(row[1], dict)):
+                raise TypeError(
+                    f"models[{name!r}] must be a (pipeline, param_grid) tuple as returned "
+                    "by make_model_zoo."
+                )
+            if "__" in name or "/" in name or name == "oracle":
+                raise ValueError(
+                    f"model name {name!r} is not allowed (no '__' or '/', not 'oracle')."
+                )
+        return dict(models)
+    raise TypeError(
+        "models must be None, a list of zoo row names or a dict name -> (pipeline, grid), "
+        f"got {type(models).__name__}."
+    )
+
+
+def _outer_folds(y, groups, n_outer, seed):
+    n_patients = np.unique(groups).size
+    if n_outer > n_patients:
+        raise ValueError(
+            f"n_outer={n_outer} outer folds need at least {n_outer} patients with sampled "
+            f"voxels, got {n_patients}; lower n_outer or add patients."
+        )
+    fold = np.full(len(y), -1)
+    outer = StratifiedGroupKFold(n_splits=n_outer, shuffle=True, random_state=seed)
+    for k, (train, test) in enumerate(outer.split(np.zeros(len(y)), y, groups)):
+        _check_disjoint(groups, train, test, f"outer fold {k}")
+        fold[test] = k
+    return fold
+
+
+def _estimate_seconds(zoo, X, y, groups, fold, n_inner, n_workers, seed):
+    """Wall time of the whole run, extrapolated from two small fits per model.
+
+    Each model's first grid candidate is timed on n and 2n voxels; the growth exponent
+    (clipped to [1, 2.5]) extrapolates to the outer-training size, and every part costs
+    ``n_candidates x n_inner`` inner fits on (n_inner - 1) / n_inner of it plus the refit.
+    """
+    rng = np.random.RandomState(seed)
+    n_train = int(np.mean([np.sum(fold != k) for k in np.unique(fold)]))
+    n_small = max(50, min(500, n_train // 8))
+    total = 0.0
+    for pipeline, grid in zoo.values():
+        candidates = list(ParameterGrid(grid))
+        times = []
+        for n in (n_small, 2 * n_small):
+            rows = rng.choice(len(X), size=min(n, len(X)), replace=False)
+            if np.unique(y[rows]).size < 2:
+                rows = np.arange(min(n, len(X)))
+            model = clone(pipeline).set_params(**candidates[0])
+            start = time.perf_counter()
+            with sklearn.config_context(enable_metadata_routing=True):
+                params = {"groups": groups[rows]} if _consumes_groups(model) else {}
+                model.fit(X[rows], y[rows], **params)
+            times.append(time.perf_counter() - start)
+        exponent = float(np.clip(np.log2(max(times[1], 1e-6) / max(times[0], 1e-6)), 1, 2.5))
+
+        def cost(n, t=times[1], p=exponent):
+            return t * (n / (2 * n_small)) ** p
+
+        fits = len(candidates) * n_inner * cost(n_train * (n_inner - 1) / n_inner) \
+            if len(candidates) > 1 else 0.0
+        total += (fits + cost(n_train)) * len(np.unique(fold))
+    return total / max(1, n_workers)
+
+
+def _format_seconds(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}min" if hours else f"{rest // 60}min {rest % 60:02d}s"
+
+
+@validate_params(
+    {
+        "cohort": "no_validation",
+        "models": [None, list, tuple, dict],
+        "protocol": [StrOptions({"quick", "paper"})],
+        "n_outer": [Interval(Integral, 2, None, closed="left"), None],
+        "n_inner": [Interval(Integral, 2, None, closed="left"), None],
+        "n_samples": [Interval(Integral, 2, None, closed="left"), None],
+        "scoring": [str, callable],
+        "n_resamples": [Interval(Integral, 2, None, closed="left")],
+        "bootstrap_unit": [StrOptions({"patient", "voxel"})],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither")],
+        "oracle": ["boolean"],
+        "n_jobs": [Integral],
+        "backend": [StrOptions({"loky", "dask", "ray"})],
+        "scheduler": [str, None],
+        "device": [str],
+        "out_dir": "no_validation",
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "progress": ["boolean"],
+        "estimate_time": ["boolean"],
+        "plot": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inner=None,
+                   n_samples=None, scoring="roc_auc", n_resamples=1000,
+                   bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
+                   backend="loky", scheduler=None, device="cpu", out_dir=None,
+                   random_state=0, progress=False, estimate_time=False, plot=True):
+    """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
+
+    Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
+    model under an outer patient-grouped cross-validation with an inner patient-grouped
+    ``GridSearchCV``, and summarises AUC-ROC and AUC-PR with 95 % intervals from a
+    patient (cluster) bootstrap that uses the same resamples for every model.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The patients (each with an ``ht_mask``, the voxel labels).
+    models : list of str, dict or None, default=None
+        ``None``: every row of :func:`make_model_zoo` for ``protocol``; a list of row
+        names; or a dict ``name -> (pipeline, param_grid)`` of your own (pipelines take
+        voxel references, like the zoo's).
+    protocol : {"quick", "paper"}, default="quick"
+        Grid sizes of the zoo and default sizes of the protocol (see
+        :data:`~sklearn_hemo.model_selection.PROTOCOLS`): ``quick`` 4,000 voxels, 5 outer
+        and 3 inner folds; ``paper`` 50,000 voxels, 10 outer and 5 inner folds.
+    n_outer, n_inner : int or None, default=None
+        Outer and inner folds (over patients); None takes the protocol's.
+    n_samples : int or None, default=None
+        Voxels sampled, half HT and half non-HT; None takes the protocol's.
+    scoring : str or callable, default="roc_auc"
+        Score the inner search maximises.
+    n_resamples : int, default=1000
+        Bootstrap resamples for the intervals.
+    bootstrap_unit : {"patient", "voxel"}, default="patient"
+        Resample patients (cluster bootstrap) or voxels (too narrow; for comparison).
+    confidence_level : float, default=0.95
+        Coverage of the intervals.
+    oracle : bool, default=True
+        On a simulated cohort, add an ``oracle`` row scoring each voxel by the
+        simulator's true latent risk (the best any model can do on that data).
+    n_jobs : int, default=1
+        Parallel (model, fold) tasks; -1 uses every core (or every dask worker).
+    backend : {"loky", "dask", "ray"}, default="loky"
+        joblib backend of the tasks. ``"dask"`` connects to ``scheduler`` or starts a
+        ``LocalCluster`` of ``n_jobs`` worker processes; ``"ray"`` uses
+        ``ray.util.joblib`` (``scheduler`` is then a ray address).
+    scheduler : str or None, default=None
+        Address of a running dask scheduler (e.g. ``"tcp://10.0.0.1:8786"``) or ray
+        cluster.
+    device : str, default="cpu"
+        Torch device of the LSTM rows (``"cuda"`` on a GPU machine).
+    out_dir : path-like or None, default=None
+        Folder for the outputs and the resume cache (``parts/``). None keeps everything
+        in memory (no resume).
+    random_state : int, default=0
+        Seed of the sampling, the folds, the models and the bootstrap. Results (and the
+        resume cache) depend on it.
+    progress : bool, default=False
+        Show a progress bar over (model, fold) tasks with an ETA.
+    estimate_time : bool, default=False
+        Print an estimate of the wall time before starting, from small timed fits.
+    plot : bool, default=True
+        Write ``roc_pr.png`` into ``out_dir`` when matplotlib is installed.
+
+    Returns
+    -------
+    result : ComparisonResult
+        ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
+        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model).
+
+    Raises
+    ------
+    AssertionError
+        If any split, outer or inner, puts one patient on both sides.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.model_selection import compare_models
+    >>> cohort = make_stroke_cohort(n_patients=8, random_state=0)  # doctest: +SKIP
+    >>> result = compare_models(cohort, ["linear"], n_outer=4, n_inner=2,
+    ...                         n_samples=800)  # doctest: +SKIP
+    >>> print(result.to_markdown())  # doctest: +SKIP
+    """
+    from ..sampling import sample_voxels
+
+    settings = dict(PROTOCOLS[protocol])
+    for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
+        if value is not None:
+            settings[key] = value
+    zoo = _resolve_zoo(cohort, models, protocol, random_state, device)
+    with warnings.catch_warnings():
+        if n_samples is None:
+            # the protocol's size is an upper bound: a small cohort gives all its HT voxels
+            warnings.filterwarnings("ignore", message=".*HT voxels are available",
+                                    category=UserWarning)
+        X, y, groups = sample_voxels(cohort, n_samples=settings["n_samples"], balance=True,
+                                     random_state=random_state)
+    X, y, groups = np.asarray(X), np.asarray(y).astype(int), np.asarray(groups)
+    seeds = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max,
+                                                        size=settings["n_outer"] + 1)
+    fold = _outer_folds(y, groups, settings["n_outer"], seeds[0])
+    ids = np.asarray(cohort.ids)
+
+    config = {"cohort": list(cohort.ids), "ht": cohort.ht, "X": X, "y": y, "fold": fold,
+              "n_inner": settings["n_inner"], "scoring": scoring,
+              "random_state": random_state, "protocol": protocol}
+    store = None
+    if out_dir is not None:
+        description = {"protocol": protocol, "random_state": random_state,
+                       "n_patients": len(cohort), **settings, "models": list(zoo),
+                       "cohort_path": None if cohort.path is None else str(cohort.path)}
+        store = PartStore(out_dir, fingerprint(**config), description)
+
+    keys = {name: model_key(*row) for name, row in zoo.items()}
+    parts, todo = {}, []
+    for name in zoo:
+        for k in range(settings["n_outer"]):
+            part = None if store is None else store.load(name, k, keys[name])
+            if part is None:
+                todo.append((name, k))
+            else:
+                parts[name, k] = part
+
+    if estimate_time and todo:
+        n_workers = n_jobs if n_jobs > 0 else os_cpu_count() + 1 + n_jobs
+        todo_zoo = {name: zoo[name] for name in dict.fromkeys(n for n, _ in todo)}
+        seconds = _estimate_seconds(todo_zoo, X, y, groups, fold, settings["n_inner"],
+                                    n_workers, seeds[0])
+        print(f"Estimated time for {len(todo)} (model, fold) tasks: about "
+              f"{_format_seconds(seconds)} on {n_workers} worker(s) "
+              "(extrapolated from small timed fits; the progress bar refines it).",
+              flush=True)
+
+    detached = {name: _detach_cohort(pipeline, cohort) for name, (pipeline, _) in zoo.items()}
+    _run_tasks(todo, zoo, detached, cohort, X, y, groups, fold, settings, scoring, seeds,
+               store, keys, parts, n_jobs, backend, scheduler, progress,
+               total=len(zoo) * settings["n_outer"])
+
+    predictions, best_params, fold_info = {}, {}, {}
+    patient_of = ids[groups]
+    for name in zoo:
+        scores = np.empty(len(X))
+        best_params[name] = {}
+        for k in range(settings["n_outer"]):
+            part = parts[name, k]
+            scores[part["test"]] = part["scores"]
+            best_params[name][str(k)] = part["best_params"]
+            fold_info[name, k] = part
+        predictions[name] = _prediction_record(patient_of, X, fold, y, scores)
+    oracle_scores = _oracle_scores(cohort, X) if oracle else None
+    if oracle_scores is not None:
+        predictions["oracle"] = _prediction_record(patient_of, X, fold, y, oracle_scores)
+
+    inputs = {name: inputs_label(name, pipeline) for name, (pipeline, _) in zoo.items()}
+    inputs["oracle"] = "true risk"
+    table, fold_table, replicates = summarize_predictions(
+        predictions, inputs=inputs, n_resamples=n_resamples, unit=bootstrap_unit,
+        confidence_level=confidence_level, random_state=random_state,
+        fold_info=fold_info)
+    result = ComparisonResult(
+        table=table, fold_table=fold_table, predictions=predictions,
+        folds=_patient_folds(patient_of, fold),
+        best_params=best_params, replicates=replicates,
+        config={"protocol": protocol, "random_state": random_state, **settings,
+                "scoring": scoring if isinstance(scoring, str) else repr(scoring),
+                "n_resamples": n_resamples, "bootstrap_unit": bootstrap_unit,
+                "confidence_level": confidence_level, "n_patients_cohort": len(cohort)},
+        out_dir=out_dir,
+    )
+    if out_dir is not None:
+        write_outputs(result, out_dir, plot=plot)
+    return result
+
+
+def _patient_folds(patient_of, fold):
+    _, first = np.unique(patient_of, return_index=True)
+    order = np.sort(first)
+    return {str(patient_of[i]): int(fold[i]) for i in order}
+
+
+def _prediction_record(patient_of, X, fold, y, scores):
+    return {"patient": patient_of, "ijk": X[:, 1:4], "fold": fold, "y_true": y,
+            "score": scores}
+
+
+def _run_tasks(todo, zoo, detached, cohort, X, y, groups, fold, settings, scoring, seeds,
+               store, keys, parts, n_jobs, backend, scheduler, progress, total):
+    """Run the pending (model, fold) tasks, saving each as soon as it arrives."""
+    if not todo:
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), desc="compare", unit="fold",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        with _backend(backend, scheduler, n_jobs) as parallel_jobs:
+            tasks = (
+                delayed(_tagged)(name, k, detached[name][0], zoo[name][1], cohort,
+                                 detached[name][1], X, y, groups, fold, k,
+                                 settings["n_inner"], scoring, int(seeds[k + 1]))
+                for name, k in todo
+            )
+            runner = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered")
+            for name, k, part in runner(tasks):
+                # JSON round trip now, so fresh and resumed parts are the same values
+                part = _normalise(part)
+                if store is not None:
+                    _save_part(store, name, k, keys[name], part)
+                parts[name, k] = part
+                bar.set_postfix_str(f"{name} fold {k}", refresh=False)
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _save_part(store, name, k, key, part):
+    store.save(name, k, key, part)
+
+
+def _tagged(name, k, *args):
+    return name, k, _fit_part(*args)
+
+
+def _normalise(part):
+    import json
+
+    from ._resume import _json_default
+
+    meta = {key: value for key, value in part.items() if key not in ("scores", "test")}
+    meta = json.loads(json.dumps(meta, default=_json_default))
+    return {"scores": np.asarray(part["scores"], dtype=float),
+            "test": np.asarray(part["test"], dtype=np.int64), **meta}

@@ -1,0 +1,326 @@
+"""Tables and files of a comparison: summary with CIs, per-fold values, CSV/Markdown/JSON.
+
+Everything in the summary table is a function of ``predictions.csv`` (and the bootstrap
+seed): :func:`summarize_predictions` on :func:`read_predictions` of that file gives the
+same table as the run that wrote it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write_text
+from ..metrics import bootstrap_auc, weighted_auc
+
+__all__ = [
+    "ComparisonResult",
+    "PAPER_TABLE",
+    "read_predictions",
+    "summarize_predictions",
+]
+
+TABLE_COLUMNS = ("model", "inputs", "auc_roc", "auc_roc_low", "auc_roc_high", "auc_pr",
+                 "auc_pr_low", "auc_pr_high", "n_patients", "n_voxels")
+PREDICTION_COLUMNS = ("model", "patient", "i", "j", "k", "fold", "y_true", "score")
+FOLD_COLUMNS = ("model", "fold", "auc_roc", "auc_pr", "n_patients", "n_voxels",
+                "fit_time_s", "score_time_s", "inner_score")
+
+#: Table 1 of Yu et al. (MICCAI 2019): zoo row -> (paper's model, inputs, AUC-ROC, AUC-PR),
+#: AUCs in % as "mean +- half-width of the 95 % CI"; NA where the paper gives none.
+PAPER_TABLE = {
+    "lstm-pwi": ("LSTM", "PWI", "83.1 ± 2.9", "82.3 ± 5.8"),
+    "lstm-pwi+aif": ("LSTM-NeuralNet", "PWI+AIF", "79.6 ± 2.6", "71.9 ± 5.8"),
+    "lstm-pwi+dwi": ("LSTM-NeuralNet", "PWI+DWI", "88.3 ± 3.6", "86.4 ± 6.4"),
+    "lstm-pwi+aif+dwi": ("LSTM-NeuralNet", "PWI+AIF+DWI", "89.4 ± 4.3", "87.4 ± 5.9"),
+    "linear": ("Linear regression", "PWI+AIF+DWI", "58.5 ± 7.5", "44.4 ± 9.8"),
+    "random-forest": ("Random forests", "PWI+AIF+DWI", "79.8 ± 3.1", "67.1 ± 6.0"),
+    "sr-kda": ("SR-KDA", "PWI+AIF+DWI", "83.7 ± 2.6", "70.4 ± 5.8"),
+    "svm": ("SVM", "PWI+AIF+DWI", "82.1 ± 2.9", "69.9 ± 5.8"),
+    "roi-k2": ("ROI-based", "Ktrans", "64.1 ± 6.0", "NA"),
+}
+
+_INPUTS = {
+    "lstm-pwi": "PWI", "lstm-pwi+aif": "PWI+AIF", "lstm-pwi+dwi": "PWI+DWI",
+    "lstm-pwi+aif+dwi": "PWI+AIF+DWI", "linear": "PWI+AIF+DWI",
+    "random-forest": "PWI+AIF+DWI", "sr-kda": "PWI+AIF+DWI", "svm": "PWI+AIF+DWI",
+    "random-forest-maps": "perfusion maps", "svm-maps": "perfusion maps",
+    "roi-k2": "lesion ROI K2", "oracle": "true risk",
+}
+
+
+def inputs_label(name, pipeline=None):
+    """Human label of a model's inputs: the zoo's, else read from its first step."""
+    if name in _INPUTS:
+        return _INPUTS[name]
+    first = getattr(pipeline, "steps", [[None, pipeline]])[0][1]
+    inputs = getattr(first, "inputs", None)
+    return inputs.upper() if isinstance(inputs, str) else type(first).__name__
+
+
+@dataclass
+class ComparisonResult:
+    """Outcome of :func:`~sklearn_hemo.model_selection.compare_models`.
+
+    Attributes
+    ----------
+    table : list of dict
+        One row per model with the columns of ``table.csv``.
+    fold_table : list of dict
+        AUCs, sizes and fit times per model and outer fold.
+    predictions : dict
+        Model -> dict of arrays ``patient, ijk, fold, y_true, score`` (one entry per
+        sampled voxel, the same voxels and order for every model).
+    folds : dict
+        Patient id -> outer fold.
+    best_params : dict
+        Model -> {fold: best parameters}.
+    replicates : dict
+        Model -> ndarray (n_resamples, 2) of bootstrap AUC-ROC and AUC-PR. Every model
+        uses the same resamples, so differences of replicates give paired intervals.
+    config : dict
+        The protocol settings of the run.
+    out_dir : path or None
+        Where the files were written.
+    """
+
+    table: list
+    fold_table: list
+    predictions: dict
+    folds: dict
+    best_params: dict
+    replicates: dict
+    config: dict = field(default_factory=dict)
+    out_dir: object = None
+
+    def to_markdown(self):
+        """The table in the layout of the paper's Table 1, the paper's numbers alongside."""
+        return markdown_table(self.table, self.config)
+
+    def __str__(self):
+        return text_table(self.table)
+
+
+def _percent(value):
+    return f"{100 * value:.1f}"
+
+
+def _ci(row, metric):
+    return (f"{_percent(row[metric])} [{_percent(row[metric + '_low'])}, "
+            f"{_percent(row[metric + '_high'])}]")
+
+
+def text_table(rows):
+    """Plain-text table for a terminal: AUCs in % with 95 % intervals."""
+    header = ("model", "inputs", "AUC-ROC [95% CI]", "AUC-PR [95% CI]", "patients",
+              "voxels")
+    body = [(r["model"], r["inputs"], _ci(r, "auc_roc"), _ci(r, "auc_pr"),
+             str(r["n_patients"]), str(r["n_voxels"])) for r in rows]
+    widths = [max(len(x) for x in column) for column in zip(header, *body, strict=True)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+             for line in (header, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows, config=None):
+    """Markdown table, paper layout, our CIs and the paper's numbers side by side."""
+    config = config or {}
+    lines = [
+        "| model | paper's name | inputs | AUC-ROC (95% CI) | AUC-PR (95% CI) "
+        "| paper AUC-ROC | paper AUC-PR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = PAPER_TABLE.get(r["model"], ("", "", "", ""))
+        lines.append(f"| {r['model']} | {paper[0]} | {r['inputs']} | {_ci(r, 'auc_roc')} | "
+                     f"{_ci(r, 'auc_pr')} | {paper[2]} | {paper[3]} |")
+    n_patients = max((r["n_patients"] for r in rows), default=0)
+    n_voxels = max((r["n_voxels"] for r in rows), default=0)
+    notes = [
+        "",
+        f"AUCs in %, point estimate [95% {config.get('bootstrap_unit', 'patient')} "
+        f"bootstrap interval, {config.get('n_resamples', 1000)} resamples, the same "
+        "resamples for every model].",
+        f"Out-of-fold scores of {n_voxels} balanced voxels (half HT) from {n_patients} "
+        f"patients; {config.get('n_outer', '?')} outer x {config.get('n_inner', '?')} "
+        "inner patient-grouped folds; protocol "
+        f"'{config.get('protocol', '?')}', random_state={config.get('random_state', '?')}.",
+        "The paper's numbers (Yu et al., MICCAI 2019: 155 patients, 41 with HT, "
+        "mean ± CI half-width) are for reference only: results on a simulated cohort are "
+        "not comparable to them and are not clinical evidence.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="patient",
+                          confidence_level=0.95, random_state=0, fold_info=None):
+    """Summary table, per-fold table and bootstrap replicates from out-of-fold scores.
+
+    Parameters
+    ----------
+    predictions : dict
+        Model -> dict with arrays ``patient``, ``fold``, ``y_true``, ``score`` (as in
+        :class:`ComparisonResult` or from :func:`read_predictions`).
+    inputs : dict or None, default=None
+        Model -> inputs label; zoo names get theirs automatically.
+    n_resamples, unit, confidence_level, random_state
+        Passed to :func:`~sklearn_hemo.metrics.bootstrap_auc`. The same seed gives every
+        model the same resamples.
+    fold_info : dict or None, default=None
+        (model, fold) -> dict with ``fit_time``, ``score_time``, ``inner_score``.
+
+    Returns
+    -------
+    table : list of dict
+        One row per model, columns of ``table.csv``.
+    fold_table : list of dict
+        One row per model and outer fold.
+    replicates : dict
+        Model -> ndarray (n_resamples, 2) of bootstrap AUC-ROC, AUC-PR.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.model_selection import summarize_predictions
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.tile([0, 1], 50)
+    >>> preds = {"m": {"patient": np.repeat([f"p{i}" for i in range(10)], 10),
+    ...                "fold": np.repeat(np.arange(5), 20), "y_true": y,
+    ...                "score": y + rng.normal(size=100)}}
+    >>> table, folds, reps = summarize_predictions(preds, n_resamples=100)
+    >>> sorted(table[0])[:3]
+    ['auc_pr', 'auc_pr_high', 'auc_pr_low']
+    """
+    inputs = dict(inputs or {})
+    fold_info = fold_info or {}
+    table, fold_table, replicates = [], [], {}
+    for name, pred in predictions.items():
+        res = bootstrap_auc(pred["y_true"], pred["score"], pred["patient"], unit=unit,
+                            n_resamples=n_resamples, confidence_level=confidence_level,
+                            random_state=random_state, return_replicates=True)
+        table.append({"model": name, "inputs": inputs.get(name, inputs_label(name)),
+                      **{c: res[c] for c in TABLE_COLUMNS[2:8]},
+                      "n_patients": res.n_patients, "n_voxels": res.n_voxels})
+        replicates[name] = res.replicates
+        for k in np.unique(pred["fold"]):
+            rows = pred["fold"] == k
+            roc, pr = weighted_auc(pred["y_true"][rows], pred["score"][rows])
+            if np.isnan(roc):
+                warnings.warn(f"model {name}, fold {k}: the test voxels hold a single "
+                              "class, so the fold's AUCs are undefined (written as NA).",
+                              RuntimeWarning, stacklevel=2)
+            info = fold_info.get((name, int(k)), {})
+            fold_table.append({
+                "model": name, "fold": int(k), "auc_roc": float(roc), "auc_pr": float(pr),
+                "n_patients": int(np.unique(pred["patient"][rows]).size),
+                "n_voxels": int(rows.sum()), "fit_time_s": info.get("fit_time"),
+                "score_time_s": info.get("score_time"),
+                "inner_score": info.get("inner_score"),
+            })
+    return table, fold_table, replicates
+
+
+def _csv_text(columns, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["NA" if _is_missing(row[c]) else _cell(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def _is_missing(value):
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _cell(value):
+    # repr round-trips floats exactly, so tables recompute bit for bit from the CSVs
+    return repr(float(value)) if isinstance(value, (float, np.floating)) else value
+
+
+def predictions_csv(predictions):
+    """The text of ``predictions.csv``: one line per model and voxel."""
+    lines = [",".join(PREDICTION_COLUMNS)]
+    for name, pred in predictions.items():
+        ijk = np.asarray(pred["ijk"])
+        lines.extend(
+            f"{name},{p},{i},{j},{k},{f},{t},{s!r}"
+            for p, i, j, k, f, t, s in zip(
+                pred["patient"].tolist(), ijk[:, 0].tolist(), ijk[:, 1].tolist(),
+                ijk[:, 2].tolist(), np.asarray(pred["fold"]).tolist(),
+                np.asarray(pred["y_true"]).tolist(), np.asarray(pred["score"], float).tolist(),
+                strict=True)
+        )
+    return "\n".join(lines) + "\n"
+
+
+def read_predictions(path):
+    """Read ``predictions.csv`` back into the dict :func:`summarize_predictions` takes.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``predictions.csv`` written by :func:`compare_models`.
+
+    Returns
+    -------
+    predictions : dict
+        Model -> dict of arrays ``patient, ijk, fold, y_true, score`` in file order.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.model_selection import read_predictions
+    >>> preds = read_predictions("hemo-results/predictions.csv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = tuple(next(reader))
+        if header != PREDICTION_COLUMNS:
+            raise ValueError(
+                f"{path}: expected columns {','.join(PREDICTION_COLUMNS)}, got "
+                f"{','.join(header)}; is this a predictions.csv from sklearn-hemo compare?"
+            )
+        columns = {}
+        for row in reader:
+            columns.setdefault(row[0], []).append(row[1:])
+    predictions = {}
+    for name, rows in columns.items():
+        patient, i, j, k, fold, y_true, score = zip(*rows, strict=True)
+        predictions[name] = {
+            "patient": np.asarray(patient),
+            "ijk": np.stack([np.asarray(i, int), np.asarray(j, int), np.asarray(k, int)], 1),
+            "fold": np.asarray(fold, int), "y_true": np.asarray(y_true, int),
+            "score": np.asarray(score, float),
+        }
+    return predictions
+
+
+def write_outputs(result, out_dir, plot=True):
+    """Write every output file of a comparison into ``out_dir``, each atomically."""
+    out = Path(out_dir)
+    atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
+    atomic_write_text(out / "table.md", result.to_markdown())
+    atomic_write_text(out / "predictions.csv", predictions_csv(result.predictions))
+    atomic_write_text(out / "folds.csv", _csv_text(
+        ("patient", "fold"), [{"patient": p, "fold": f} for p, f in result.folds.items()]))
+    atomic_write_text(out / "fold_scores.csv", _csv_text(FOLD_COLUMNS, result.fold_table))
+    atomic_write_text(out / "best_params.json",
+                      json.dumps(result.best_params, indent=2, sort_keys=True) + "\n")
+    if plot:
+        from ..plotting import plot_roc_pr
+
+        try:
+            plot_roc_pr(result.predictions, path=out / "roc_pr.png", table=result.table)
+        except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
+            if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
+                raise
+            print("roc_pr.png not written: matplotlib is not installed; install the plot "
+                  "extra with: pip install 'sklearn-hemo[plot]'.")

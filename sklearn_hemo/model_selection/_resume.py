@@ -1,0 +1,120 @@
+"""Resumable comparisons: one file per finished (model, outer fold), keyed by configuration.
+
+Layout under the output folder::
+
+    parts/<run key>/config.json           what the run key stands for (for humans)
+    parts/<run key>/<model>__fold<k>.npz  out-of-fold scores of one model on one fold
+
+The *run key* is a hash of everything that decides which voxels are scored in which fold:
+the cohort (ids, labels), the sampled voxel references and labels, the outer folds, the
+inner cross-validation, the scoring and the seed. A changed configuration therefore gets
+a new folder and never reuses stale parts. Each part also stores a *model key* (a hash of
+the pipeline's parameters and its grid); a part whose model key no longer matches is
+recomputed and overwritten. Parts are written atomically, so an interrupted run leaves
+only complete parts behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from .._io import atomic_path, atomic_write_text
+
+__all__ = ["PartStore", "fingerprint", "model_key"]
+
+_FORMAT = 1
+# parameters that change how fast a model trains, not what it learns
+_COMPUTE_ONLY = {"n_jobs", "verbose", "torch_num_threads", "block_size"}
+
+
+def _canonical(value):
+    """A JSON-able, order-stable description of ``value`` for hashing."""
+    if isinstance(value, BaseEstimator):
+        params = value.get_params(deep=False)
+        return {
+            "class": f"{type(value).__module__}.{type(value).__qualname__}",
+            "params": {k: _canonical(v) for k, v in sorted(params.items())
+                       if k not in _COMPUTE_ONLY},
+        }
+    if hasattr(value, "ids") and hasattr(value, "__len__"):  # a Cohort
+        return {"cohort": list(value.ids)}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str)
+                         for v in value):
+            return [[k, _canonical(v)] for k, v in value]  # pipeline steps
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"array": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest(),
+                "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(**config):
+    """Hash of a run configuration (arrays hashed by content)."""
+    return _digest({"format": _FORMAT, **{k: _canonical(v) for k, v in config.items()}})
+
+
+def model_key(pipeline, grid):
+    """Hash of a pipeline's parameters and its grid."""
+    return _digest({"pipeline": _canonical(pipeline), "grid": _canonical(grid)})
+
+
+class PartStore:
+    """Finished (model, outer fold) results of one run configuration on disk."""
+
+    def __init__(self, out_dir, run_key, description):
+        self.folder = Path(out_dir) / "parts" / run_key[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "config.json"
+        if not config.exists():
+            atomic_write_text(config, json.dumps(description, indent=2, default=str) + "\n")
+
+    def _path(self, model, fold):
+        return self.folder / f"{model}__fold{fold}.npz"
+
+    def load(self, model, fold, key):
+        """The stored part, or None when absent or made by another model definition."""
+        path = self._path(model, fold)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("model_key") != key:
+                return None
+            return {"scores": data["scores"].copy(), "test": data["test"].copy(),
+                    **{k: v for k, v in meta.items() if k != "model_key"}}
+
+    def save(self, model, fold, key, part):
+        """Store one part atomically (complete file or nothing)."""
+        meta = {k: v for k, v in part.items() if k not in ("scores", "test")}
+        meta["model_key"] = key
+        buffer = io.BytesIO()
+        np.savez(buffer, scores=np.asarray(part["scores"], dtype=float),
+                 test=np.asarray(part["test"], dtype=np.int64),
+                 meta=np.array(json.dumps(meta, default=_json_default)))
+        with atomic_path(self._path(model, fold)) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return repr(value)

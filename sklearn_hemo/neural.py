@@ -1,0 +1,408 @@
+"""The LSTM classifier of Yu et al. (MICCAI 2019) as a scikit-learn estimator.
+
+:class:`LSTMClassifier` is a plain scikit-learn classifier (parameters in ``__init__``,
+validation in ``fit``, fitted attributes ending in ``_``) that builds and trains a skorch
+:class:`~skorch.classifier.NeuralNetClassifier` inside ``fit``. Wrapping rather than
+subclassing skorch is what lets it pass scikit-learn's estimator checks, which a bare skorch
+net does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import GroupShuffleSplit
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.helper import predefined_split
+
+from ._lstm_module import (
+    INPUT_MODES,
+    HemoLSTM,
+    TensorDataset,
+    batch_loader,
+    expected_feature_names,
+    expected_width,
+)
+
+__all__ = ["LSTMClassifier"]
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """Run the block with ``n_threads`` intra-op torch threads, then restore the setting."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _is_cuda(device):
+    return str(device).startswith("cuda")
+
+
+class LSTMClassifier(ClassifierMixin, BaseEstimator):
+    """LSTM classifier over per-voxel perfusion time series (Yu et al., MICCAI 2019).
+
+    An LSTM reads the 60-point source PWI signal of a voxel's 3x3 neighbourhood (9 values
+    per step, plus the AIF value when used); its final hidden state, concatenated with the
+    18 DWI b0/b1000 patch values when used, goes through a dense network to one logit per
+    class. Trained with Adam on the cross-entropy; probabilities are the softmax.
+
+    Training runs in skorch (fitted net in ``net_``). There is no internal validation
+    split unless ``early_stopping=True``, and then the held-out part is whole patients.
+
+    Parameters
+    ----------
+    inputs : {"pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"} or None, default=None
+        How to read the columns. The four modes follow the
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor` layout: ``pwi_t{tt}_p{p}``
+        time-major (9 per step), then ``aif_t{tt}``, then ``dwi_b0_p{p}``,
+        ``dwi_b1000_p{p}``; widths for 60 time points are 540, 600, 558 and 618. ``None``
+        reads each row as one univariate sequence, so any 2D array works.
+    n_timepoints : int, default=60
+        Time points per series in the four modes (ignored when ``inputs=None``).
+    hidden_size : int, default=60
+        LSTM hidden units; the paper uses 60.
+    num_layers : int, default=1
+        Stacked LSTM layers.
+    dropout : float in [0, 1), default=0.0
+        Dropout between stacked LSTM layers and before each dense layer.
+    bidirectional : bool, default=False
+        Bidirectional LSTM (the dense head then reads ``2 * hidden_size`` LSTM outputs).
+    dense_sizes : tuple of int, default=()
+        Hidden ReLU layers of the dense head. ``()`` maps the 60 (or 78 with DWI) values
+        straight to the logits.
+    lr : float, default=1e-3
+        Adam learning rate.
+    batch_size : int, default=128
+        Mini-batch size for training and prediction.
+    max_epochs : int, default=20
+        Training epochs (the paper's 20), or the upper bound with early stopping.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the *patients* given as ``groups`` to ``fit``
+        and stop when their loss has not improved for ``n_iter_no_change`` epochs; the
+        best epoch's weights are kept. Requires ``groups``: a random voxel split would put
+        neighbouring voxels of one patient on both sides.
+    validation_fraction : float in (0, 1), default=0.1
+        Share of patients held out for early stopping.
+    n_iter_no_change : int, default=5
+        Early-stopping patience in epochs.
+    device : str, default="cpu"
+        Torch device for training and prediction, e.g. ``"cuda"``. A model trained on GPU
+        predicts on CPU after ``set_params(device="cpu")`` or when unpickled on a machine
+        without CUDA.
+    torch_num_threads : int or None, default=None
+        Torch intra-op threads used during ``fit`` and ``predict`` (restored afterwards).
+        Set it to 1 when running many fits in parallel (``GridSearchCV(n_jobs=...)``) so
+        the workers do not oversubscribe the cores. ``None`` keeps torch's setting.
+    verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table; 2 adds a per-batch progress bar.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling, dropout and the early-stopping patient
+        split. An int gives identical predictions across fits on CPU.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Number of feature columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` had them.
+    net_ : skorch.NeuralNetClassifier
+        The trained skorch net; ``net_.module_`` is the :class:`torch.nn.Module` and
+        ``net_.history`` the per-epoch record.
+    n_iter_ : int
+        Epochs actually trained.
+
+    See Also
+    --------
+    sklearn_hemo.preprocessing.PatchExtractor : Turns voxel references into these features.
+
+    Notes
+    -----
+    Class weights and sample weights are not supported: the paper balances HT and non-HT
+    voxels when sampling the training set (see :mod:`sklearn_hemo.sampling`).
+
+    Only CPU training is bit-for-bit reproducible; CUDA's LSTM kernels are not
+    deterministic.
+
+    References
+    ----------
+    Y. Yu, B. Xie, M. Thompson et al., "LSTM Network for Prediction of Hemorrhagic
+    Transformation in Acute Stroke", MICCAI 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.neural import LSTMClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(200, 10)).astype(np.float32)
+    >>> y = (X[:, -3:].mean(axis=1) > 0).astype(int)
+    >>> clf = LSTMClassifier(hidden_size=8, max_epochs=3, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 2)
+
+    The paper's full model reads 618 PatchExtractor columns per voxel:
+
+    >>> clf = LSTMClassifier(inputs="pwi+aif+dwi", max_epochs=1, random_state=0)
+    >>> _ = clf.fit(np.zeros((4, 618), dtype=np.float32), [0, 1, 0, 1])
+    >>> clf.net_.module_.dense_in_features
+    78
+    """
+
+    _parameter_constraints: dict = {
+        "inputs": [StrOptions(set(INPUT_MODES)), None],
+        "n_timepoints": [Interval(Integral, 1, None, closed="left")],
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "num_layers": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "bidirectional": ["boolean"],
+        "dense_sizes": [tuple, list],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "torch_num_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, inputs=None, *, n_timepoints=60, hidden_size=60, num_layers=1,
+                 dropout=0.0, bidirectional=False, dense_sizes=(), lr=1e-3, batch_size=128,
+                 max_epochs=20, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, device="cpu", torch_num_threads=None, verbose=0,
+                 random_state=None):
+        self.inputs = inputs
+        self.n_timepoints = n_timepoints
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.bidirectional = bidirectional
+        self.dense_sizes = dense_sizes
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.torch_num_threads = torch_num_threads
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ layout
+    def _layout(self, n_features):
+        """Module shape arguments for ``n_features`` columns, or a ValueError naming the fix."""
+        if self.inputs is None:
+            return {"n_timepoints": n_features, "n_step_features": 1}
+        width = expected_width(self.inputs, self.n_timepoints)
+        if n_features != width:
+            widths = {m: expected_width(m, self.n_timepoints) for m in INPUT_MODES}
+            fits = [m for m, w in widths.items() if w == n_features]
+            hint = (f" {n_features} columns fit inputs={fits[0]!r}." if fits else
+                    " Check the PatchExtractor's inputs and n_timepoints, or use "
+                    "inputs=None to read each row as one univariate sequence.")
+            raise ValueError(
+                f"LSTMClassifier(inputs={self.inputs!r}, n_timepoints={self.n_timepoints}) "
+                f"expects {width} feature columns in the PatchExtractor layout, got "
+                f"{n_features}. Widths for n_timepoints={self.n_timepoints}: "
+                + ", ".join(f"{m}={w}" for m, w in widths.items()) + "." + hint)
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            expected = expected_feature_names(self.inputs, self.n_timepoints)
+            wrong = [(i, got, exp) for i, (got, exp) in enumerate(zip(names, expected, strict=True))
+                     if got != exp]
+            if wrong:
+                i, got, exp = wrong[0]
+                raise ValueError(
+                    f"LSTMClassifier(inputs={self.inputs!r}) reads columns by position in "
+                    f"the PatchExtractor layout, but column {i} is named {got!r} where "
+                    f"{exp!r} belongs; reorder the columns to the PatchExtractor layout.")
+        n_patch, aif, n_static = INPUT_MODES[self.inputs]
+        return {"n_timepoints": self.n_timepoints, "n_step_features": n_patch,
+                "aif": aif, "n_static": n_static}
+
+    def _check_device(self):
+        if _is_cuda(self.device) and not torch.cuda.is_available():
+            raise ValueError(
+                f"LSTMClassifier(device={self.device!r}) but torch finds no CUDA device; "
+                "use device='cpu'.")
+        return self.device
+
+    # --------------------------------------------------------------------- fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, groups=None):
+        """Train the network on feature rows ``X`` and labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout ``inputs`` names.
+        y : array-like of shape (n_samples,)
+            Labels; any two or more distinct values (strings too).
+        groups : array-like of shape (n_samples,), default=None
+            Patient of each row. Used only with ``early_stopping=True``, to hold out whole
+            patients. In a search, route it with ``set_fit_request(groups=True)``
+            (metadata routing) or ``Pipeline.fit(..., lstm__groups=groups)``.
+
+        Returns
+        -------
+        self : LSTMClassifier
+            The fitted classifier.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                "LSTMClassifier needs samples of at least 2 classes in the data, but the "
+                f"data contains only one class: {encoder.classes_[0]!r}.")
+        dense_sizes = tuple(self.dense_sizes)
+        if not all(isinstance(s, Integral) and s >= 1 for s in dense_sizes):
+            raise ValueError(
+                f"dense_sizes must be a tuple of positive ints, got {self.dense_sizes!r}.")
+        layout = self._layout(X.shape[1])
+        device = self._check_device()
+
+        # Whole-array tensors so that every batch is one indexing call (see TensorDataset);
+        # np.require copies read-only inputs (memmaps), which torch cannot wrap.
+        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        y_t = torch.from_numpy(encoder.transform(y).astype(np.int64))
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        train_split, callbacks = None, []
+        if self.early_stopping:
+            train_idx, valid_idx = self._patient_split(X, y, groups, seed)
+            train_split = predefined_split(TensorDataset(X_t[valid_idx], y_t[valid_idx]))
+            X_t, y_t = X_t[train_idx], y_t[train_idx]
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True)))
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+
+        self.net_ = NeuralNetClassifier(
+            HemoLSTM,
+            module__n_classes=len(encoder.classes_),
+            module__hidden_size=self.hidden_size,
+            module__num_layers=self.num_layers,
+            module__dropout=self.dropout,
+            module__bidirectional=self.bidirectional,
+            module__dense_sizes=dense_sizes,
+            **{f"module__{key}": value for key, value in layout.items()},
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            dataset=TensorDataset,
+            iterator_train=batch_loader,
+            iterator_train__shuffle=True,
+            iterator_valid=batch_loader,
+            train_split=train_split,
+            callbacks=callbacks,
+            classes=list(range(len(encoder.classes_))),
+            device=device,
+            verbose=self.verbose,
+        )
+        # Seed a forked RNG so that fitting does not disturb the caller's torch RNG.
+        rng_devices = [torch.device(device).index or 0] if _is_cuda(device) else []
+        with _torch_threads(self.torch_num_threads), \
+                torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(seed)
+            self.net_.fit(X_t, y_t)
+        self.classes_ = encoder.classes_
+        self.n_iter_ = len(self.net_.history)
+        return self
+
+    def _patient_split(self, X, y, groups, seed):
+        """Train/validation row indices holding out whole patients."""
+        if groups is None:
+            raise ValueError(
+                "LSTMClassifier(early_stopping=True) needs the patient of every row: call "
+                "fit(X, y, groups=patient_ids) (in a search, route it with "
+                "set_fit_request(groups=True)), or set early_stopping=False. A random "
+                "voxel split would leak neighbouring voxels into the validation set.")
+        groups = column_or_1d(groups)
+        if len(groups) != len(y):
+            raise ValueError(
+                f"groups has {len(groups)} entries but X has {len(y)} rows; pass one "
+                "patient id per row.")
+        if len(np.unique(groups)) < 2:
+            raise ValueError(
+                "LSTMClassifier(early_stopping=True) needs at least 2 patients in groups to "
+                "hold one out for validation; got 1. Set early_stopping=False.")
+        splitter = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction,
+                                     random_state=seed)
+        return next(splitter.split(X, y, groups))
+
+    # ----------------------------------------------------------------- predict
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout seen in ``fit``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        self._move_net()
+        with _torch_threads(self.torch_num_threads):
+            proba = self.net_.predict_proba(X_t)
+        return proba.astype(np.float64)
+
+    def _move_net(self):
+        """Put the fitted net on ``device`` (CPU when CUDA is asked for but absent)."""
+        device = self.device
+        if _is_cuda(device) and not torch.cuda.is_available():
+            device = "cpu"
+        if str(self.net_.device) != str(device):
+            self.net_.module_.to(device)
+            self.net_.criterion_.to(device)
+            self.net_.device = device
+
+    def predict(self, X):
+        """Most probable class of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout seen in ``fit``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,583 @@
+"""Save and load fitted models as bundles that load without executing code from the file.
+
+``pickle`` and ``joblib`` files run arbitrary code when loaded, so a model shared between
+sites would have to be trusted as much as a program. A bundle written by
+:func:`save_model` is a folder instead::
+
+    model/
+      manifest.json          format, library versions, SHA-256 of every other file
+      estimator.skops        the scikit-learn object tree (skops), without torch nets
+                             and without the cohort
+      estimator.json         class, parameters and classes_ of the estimator (to read)
+      net-0.json             constructor parameters of each skorch net (JSON)
+      net-0.safetensors      its weights (safetensors: tensors only, no code)
+      net-0-history.json     its training history (skorch, JSON)
+
+:func:`load_model` checks the manifest (an unlisted file or a changed hash refuses the
+bundle), warns when library versions differ, loads the object tree through skops with
+an explicit list of trusted types (refusing any other), rebuilds every skorch net from its
+JSON parameters, resolving classes and functions only from an explicit list of trusted
+names, and loads its weights from safetensors. No step unpickles anything.
+
+The cohort held by a :class:`~sklearn_hemo.preprocessing.PatchExtractor` is *not* saved
+(it is data, often private, and can be large): its place is left empty and
+``load_model(path, cohort=...)`` puts a cohort back. A model loaded without a cohort can
+still draw risk maps, because :func:`sklearn_hemo.maps.predict_risk_map` points the
+extractor at the patient it is given.
+
+Hashes catch a corrupted or edited file, not a forger who rewrites the manifest too; what
+keeps a hostile bundle from running code is that nothing in it is ever executed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
+           "read_manifest", "default_trusted_types"]
+
+FORMAT = "sklearn-hemo-model"
+FORMAT_VERSION = 1
+_MANIFEST = "manifest.json"
+_ESTIMATOR = "estimator.skops"
+_ESTIMATOR_JSON = "estimator.json"
+_LIBRARIES = ("sklearn_hemo", "sklearn", "skops", "skorch", "torch", "safetensors", "numpy",
+              "scipy")
+
+# Types outside skops' defaults that the model zoo needs, beyond sklearn_hemo's own
+# estimators (added at run time by default_trusted_types).
+_EXTRA_TRUSTED_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn.utils._bunch.Bunch",
+)
+
+# Classes and functions a skorch net's constructor parameters may name. The bundle gives
+# names; only these are ever imported.
+_TRUSTED_NET_CALLABLES = (
+    "skorch.classifier.NeuralNetClassifier",
+    "skorch.net.NeuralNet",
+    "skorch.dataset.Dataset",
+    "sklearn_hemo._lstm_module.HemoLSTM",
+    "sklearn_hemo._lstm_module.TensorDataset",
+    "sklearn_hemo._lstm_module.batch_loader",
+    "torch.nn.modules.loss.CrossEntropyLoss",
+    "torch.nn.modules.loss.NLLLoss",
+    "torch.optim.adam.Adam",
+    "torch.optim.adamw.AdamW",
+    "torch.optim.sgd.SGD",
+    "torch.utils.data.dataloader.DataLoader",
+)
+
+# Net parameters that only matter while training and cannot be described in JSON; a
+# loaded net gets skorch's defaults for them.
+_TRAINING_ONLY_NET_PARAMS = ("callbacks", "train_split")
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, malformed, tampered with or holds untrusted types."""
+
+
+class BundleVersionWarning(UserWarning):
+    """A model bundle was written with other library versions than the running ones."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _versions():
+    found = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            found[name] = importlib.import_module(name).__version__
+        except ImportError:  # an optional library: recorded as absent
+            found[name] = None
+    return found
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _qualname(obj):
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _json_default(value):
+    """JSON for the human-readable estimator.json, which is never read back."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return repr(value)
+
+
+def default_trusted_types():
+    """Types :func:`load_model` lets skops build without being told.
+
+    These are sklearn_hemo's own estimators and transformers (read from the installed
+    package, never from the bundle) plus the few scikit-learn internals the model zoo
+    stores (e.g. ``sklearn.tree._tree.Tree`` for random forests). skops trusts plain
+    scikit-learn estimators, numpy and builtins by itself.
+
+    Returns
+    -------
+    types : list of str
+        Fully qualified type names.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.persistence import default_trusted_types
+    >>> "sklearn.tree._tree.Tree" in default_trusted_types()
+    True
+    """
+    names = set(_EXTRA_TRUSTED_TYPES)
+    for module_name in ("sklearn_hemo.preprocessing", "sklearn_hemo.neural",
+                        "sklearn_hemo.discriminant", "sklearn_hemo.linear_model",
+                        "sklearn_hemo.sampling", "sklearn_hemo.perfusion"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # a module not written yet / optional: nothing to trust
+            continue
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, BaseEstimator)
+                    and value.__module__.startswith("sklearn_hemo")):
+                names.add(_qualname(value))
+    return sorted(names)
+
+
+# ------------------------------------------------------------ walking the object tree
+def _is_skorch_net(obj):
+    try:
+        from skorch import NeuralNet
+    except ImportError:  # skorch absent: nothing can be a net
+        return False
+    return isinstance(obj, NeuralNet)
+
+
+def _is_cohort(obj):
+    from .datasets import Cohort
+
+    return isinstance(obj, Cohort)
+
+
+def _detach(obj, path, nets, cohorts):
+    """Return a copy of ``obj`` without skorch nets and cohorts, recording where they were.
+
+    Estimators are shallow-copied (``copy.copy``), so arrays are shared with the
+    original, which stays untouched; lists, tuples and dicts are rebuilt.
+    """
+    if _is_cohort(obj):
+        cohorts.append(path)
+        return None
+    if _is_skorch_net(obj):
+        nets.append((path, obj))
+        return None
+    if isinstance(obj, BaseEstimator):
+        new = copy.copy(obj)
+        for name, value in vars(obj).items():
+            setattr(new, name, _detach(value, [*path, ["attr", name]], nets, cohorts))
+        return new
+    if isinstance(obj, (list, tuple)):
+        items = [_detach(v, [*path, ["item", i]], nets, cohorts) for i, v in enumerate(obj)]
+        return type(obj)(items) if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, dict):
+        return {k: _detach(v, [*path, ["key", k]], nets, cohorts) for k, v in obj.items()}
+    from .datasets import Patient
+
+    if isinstance(obj, Patient):
+        raise TypeError(
+            f"the estimator holds a Patient at {_describe(path)}; bundles do not store "
+            "patient data. Hold patients in a Cohort (which is left out and re-attached "
+            "by load_model(path, cohort=...)).")
+    return obj
+
+
+def _describe(path):
+    parts = []
+    for kind, key in path:
+        parts.append(f".{key}" if kind == "attr" else f"[{key!r}]")
+    return "estimator" + "".join(parts)
+
+
+def _set_at(root, path, value):
+    """Set the attribute / item that ``path`` (from :func:`_detach`) names in ``root``."""
+    if not path:
+        raise BundleError("a bundle cannot hold a bare net or cohort at its root.")
+    target = root
+    for kind, key in path[:-1]:
+        target = getattr(target, key) if kind == "attr" else target[key]
+    kind, key = path[-1]
+    if kind == "attr":
+        setattr(target, key, value)
+    elif isinstance(target, tuple):
+        raise BundleError(f"cannot set {_describe(path)}: it lies inside a tuple.")
+    else:
+        target[key] = value
+
+
+def _tuple_free(path):
+    """Convert JSON lists back to [kind, key] pairs."""
+    return [(kind, key) for kind, key in path]
+
+
+# --------------------------------------------------------------------- skorch nets
+def _net_spec(net):
+    """JSON description of a fitted skorch net's constructor parameters."""
+    params = {}
+    for name, value in net.get_params(deep=False).items():
+        if name.startswith("_") or name in _TRAINING_ONLY_NET_PARAMS:
+            continue
+        params[name] = _encode_param(name, value)
+    return {"class": _qualname(type(net)), "params": params}
+
+
+def _encode_param(name, value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return {"__tuple__" if isinstance(value, tuple) else "__list__":
+                [_encode_param(name, v) for v in value]}
+    if isinstance(value, type) or callable(value):
+        return {"__callable__": _qualname(value)}
+    raise TypeError(
+        f"cannot store skorch net parameter {name}={value!r} in a bundle: only numbers, "
+        "strings, lists and classes/functions are supported. Set it through the "
+        "estimator's own parameters instead.")
+
+
+def _decode_param(value, trusted):
+    if isinstance(value, dict):
+        if "__callable__" in value:
+            return _resolve(value["__callable__"], trusted)
+        if "__tuple__" in value:
+            return tuple(_decode_param(v, trusted) for v in value["__tuple__"])
+        if "__list__" in value:
+            return [_decode_param(v, trusted) for v in value["__list__"]]
+        raise BundleError(f"malformed net parameter {value!r}.")
+    return value
+
+
+def _resolve(name, trusted):
+    if name not in trusted:
+        raise BundleError(
+            f"the bundle names {name!r}, which is not a trusted class or function. If you "
+            f"trust it, pass load_model(..., trusted=[{name!r}]).")
+    module_name, _, attr = name.rpartition(".")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _save_net(net, folder, key):
+    import torch
+
+    spec_name, weights_name, history_name = (f"{key}.json", f"{key}.safetensors",
+                                             f"{key}-history.json")
+    (folder / spec_name).write_text(json.dumps(_net_spec(net), indent=2), encoding="utf-8")
+    # safetensors refuses tensors that share memory or live off the CPU; a contiguous CPU
+    # copy of the state dict is what any device can read back.
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous().clone()
+             for k, v in net.module_.state_dict().items() if isinstance(v, torch.Tensor)}
+    save_file(state, str(folder / weights_name))
+    net.save_params(f_history=str(folder / history_name))
+    return {"spec": spec_name, "weights": weights_name, "history": history_name}
+
+
+def _load_net(folder, files, trusted):
+    import torch
+    from safetensors.torch import load_file
+
+    spec = json.loads((folder / files["spec"]).read_text(encoding="utf-8"))
+    net_class = _resolve(spec["class"], trusted)
+    params = {k: _decode_param(v, trusted) for k, v in spec["params"].items()}
+    device = params.get("device", "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        params["device"] = "cpu"  # a GPU-trained model predicts on a CPU-only machine
+    net = net_class(**params)
+    # initialize() draws random initial weights; fork so the caller's RNG is untouched.
+    with torch.random.fork_rng(devices=[]):
+        net.initialize()
+    state = load_file(str(folder / files["weights"]), device=str(params.get("device", "cpu")))
+    net.module_.load_state_dict(state)
+    net.load_params(f_history=str(folder / files["history"]))
+    return net
+
+
+# --------------------------------------------------------------------------- saving
+def save_model(estimator, path, *, overwrite=False, metadata=None):
+    """Save a fitted estimator as a bundle folder that loads without running its code.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Typically a :class:`~sklearn.pipeline.Pipeline` whose first step is a
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor`; its cohort is not saved.
+        skorch nets anywhere in the estimator (e.g.
+        :class:`~sklearn_hemo.neural.LSTMClassifier`'s ``net_``) are stored as JSON
+        parameters plus safetensors weights (the optimizer state is not kept: resuming
+        training from a bundle restarts Adam).
+    path : path-like
+        The bundle folder to create. It is written under a temporary name beside it and
+        renamed into place, so an interrupted save leaves no half-written bundle.
+    overwrite : bool, default=False
+        Replace an existing bundle at ``path``; otherwise an existing ``path`` is an
+        error.
+    metadata : dict or None, default=None
+        JSON-serialisable provenance (training data, parameters, ...) stored in the
+        manifest under ``"metadata"``; read it back with :func:`read_manifest`.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The bundle folder.
+
+    See Also
+    --------
+    load_model : Load a bundle.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn_hemo.persistence import load_model, save_model
+    >>> clf = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    >>> folder = save_model(clf, "/tmp/sklearn-hemo-doc-model", overwrite=True)
+    >>> load_model(folder).predict([[0.9]])
+    array([1])
+    """
+    import skops.io as sio
+
+    check_is_fitted(estimator)
+    try:
+        metadata = json.loads(json.dumps(metadata if metadata is not None else {}))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; choose another folder or pass overwrite=True.")
+    if path.exists() and not (path / _MANIFEST).is_file():
+        raise FileExistsError(
+            f"{path} exists and is not a model bundle (no {_MANIFEST}); refusing to replace "
+            "it. Remove it or choose another folder.")
+    nets, cohorts = [], []
+    detached = _detach(estimator, [], nets, cohorts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        sio.dump(detached, tmp / _ESTIMATOR)
+        (tmp / _ESTIMATOR_JSON).write_text(json.dumps({
+            "class": _qualname(type(estimator)),
+            "params": detached.get_params(deep=False),
+            "classes_": getattr(estimator, "classes_", None),
+        }, indent=2, default=_json_default), encoding="utf-8")
+        net_records = []
+        for i, (net_path, net) in enumerate(nets):
+            files = _save_net(net, tmp, f"net-{i}")
+            net_records.append({"path": net_path, **files})
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "estimator": _qualname(type(estimator)),
+            "versions": _versions(),
+            "nets": net_records,
+            "cohort_paths": cohorts,
+            "metadata": metadata,
+            "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+        }
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_into_place(tmp, path):
+    """Rename folder ``tmp`` to ``path``, replacing an existing bundle there."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
+    os.replace(path, old / "bundle")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old / "bundle", path)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------- loading
+def _read_manifest(path):
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a model bundle folder (see save_model).")
+    try:
+        manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path} has no {_MANIFEST}: it is not a model bundle written by save_model."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path / _MANIFEST} is not valid JSON ({exc}).") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path / _MANIFEST} does not describe a {FORMAT} bundle.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} uses bundle format version {manifest.get('format_version')!r}; this "
+            f"sklearn-hemo reads version {FORMAT_VERSION}. Load it with the sklearn-hemo "
+            "version that wrote it (see versions in manifest.json).")
+    return manifest
+
+
+def read_manifest(path):
+    """The manifest of a bundle: format, library versions, file hashes, metadata.
+
+    Reads ``manifest.json`` only (JSON, nothing executed); use it to see what a bundle
+    holds and how it was trained before loading it.
+
+    Parameters
+    ----------
+    path : path-like
+        The bundle folder.
+
+    Returns
+    -------
+    manifest : dict
+        With keys ``format``, ``format_version``, ``created``, ``estimator``,
+        ``versions``, ``files``, ``nets``, ``cohort_paths`` and ``metadata``.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.persistence import read_manifest
+    >>> read_manifest("models/lstm")["metadata"]["model"]  # doctest: +SKIP
+    'lstm-pwi+aif+dwi'
+    """
+    return _read_manifest(Path(path))
+
+
+def _verify_files(path, manifest):
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or _ESTIMATOR not in listed:
+        raise BundleError(f"{path / _MANIFEST} lists no files; the bundle is damaged.")
+    present = {p.name for p in path.iterdir()} - {_MANIFEST}
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise BundleError(
+            f"{path} holds files its manifest does not list: {unlisted}. The bundle was "
+            "modified after saving; refusing to load it. Re-save the model.")
+    for name, expected in listed.items():
+        file = path / name
+        if Path(name).name != name or not file.is_file():
+            raise BundleError(f"{path} is missing {name!r}, listed in its manifest.")
+        if _sha256(file) != expected:
+            raise BundleError(
+                f"{file} does not match the SHA-256 recorded in {_MANIFEST}: the bundle "
+                "was tampered with or corrupted; refusing to load it. Re-save the model.")
+
+
+def _warn_versions(path, manifest):
+    saved = manifest.get("versions") or {}
+    current = _versions()
+    differ = [f"{name} {saved.get(name)} (saved) vs {current.get(name)} (here)"
+              for name in sorted(set(saved) | set(current))
+              if saved.get(name) != current.get(name)]
+    if differ:
+        warnings.warn(
+            f"model bundle {path} was saved with other library versions: "
+            + "; ".join(differ) + ". Predictions may differ; re-save the model with these "
+            "versions once checked.", BundleVersionWarning, stacklevel=3)
+
+
+def load_model(path, cohort=None, *, trusted=None):
+    """Load a bundle written by :func:`save_model`, without executing code from it.
+
+    Parameters
+    ----------
+    path : path-like
+        The bundle folder.
+    cohort : :class:`~sklearn_hemo.datasets.Cohort` or None, default=None
+        Put back where the saved estimator held a cohort (the ``cohort`` of each
+        PatchExtractor), so that ``predict_proba`` on voxel references of this cohort
+        works again. Leave None to draw risk maps only:
+        :func:`sklearn_hemo.maps.predict_risk_map` supplies the patient itself.
+    trusted : list of str or None, default=None
+        Extra fully qualified type or function names to trust, beyond
+        :func:`default_trusted_types` and the classes a skorch net of this package
+        needs. Anything else the bundle names makes loading fail.
+
+    Returns
+    -------
+    estimator : fitted estimator
+        Predicts as the saved one did.
+
+    Raises
+    ------
+    BundleError
+        The folder is not a bundle, a file is missing, unlisted or changed since saving,
+        or the bundle names types that are not trusted.
+
+    Warns
+    -----
+    BundleVersionWarning
+        The bundle was saved with other versions of Python, sklearn-hemo, scikit-learn,
+        skops, skorch, torch, safetensors, numpy or scipy.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.persistence import load_model
+    >>> model = load_model("models/lstm", cohort=cohort)  # doctest: +SKIP
+    """
+    import skops.io as sio
+
+    from .datasets import Cohort
+
+    if cohort is not None and not isinstance(cohort, Cohort):
+        raise TypeError(f"cohort must be a Cohort or None, got {type(cohort).__name__}.")
+    path = Path(path)
+    manifest = _read_manifest(path)
+    _verify_files(path, manifest)
+    _warn_versions(path, manifest)
+    extra = set(trusted or ())
+    allowed = set(default_trusted_types()) | extra
+    untrusted = sio.get_untrusted_types(file=path / _ESTIMATOR)
+    refused = sorted(set(untrusted) - allowed)
+    if refused:
+        raise BundleError(
+            f"{path / _ESTIMATOR} contains types that are not trusted: {refused}. Loading "
+            "them could run code. If you trust their source, pass "
+            f"load_model(..., trusted={refused!r}).")
+    estimator = sio.load(path / _ESTIMATOR, trusted=list(untrusted))
+    net_trusted = set(_TRUSTED_NET_CALLABLES) | extra
+    for record in manifest.get("nets", []):
+        _set_at(estimator, _tuple_free(record["path"]),
+                _load_net(path, record, net_trusted))
+    if cohort is not None:
+        for cohort_path in manifest.get("cohort_paths", []):
+            _set_at(estimator, _tuple_free(cohort_path), cohort)
+    return estimator

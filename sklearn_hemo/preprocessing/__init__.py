@@ -1,0 +1,5 @@
+"""Feature transformers: from voxel references to the feature arrays every model reads."""
+
+from ._patches import PatchExtractor
+
+__all__ = ["PatchExtractor"]

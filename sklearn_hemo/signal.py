@@ -1,0 +1,644 @@
+"""From source DSC signal to concentration curves on a common time grid, and the AIF.
+
+This module holds the signal processing that Yu et al. (MICCAI 2019) applied before
+learning: the concentration ``C(t) = -(1/TE) ln(I(t) / I0)`` with ``I0`` the mean of the
+pre-bolus frames, linear interpolation of every curve onto 60 points 1.8 s apart, and the
+arterial input function (AIF), given with the patient (``aif.tsv``) or detected in the
+brain.
+
+Conventions
+-----------
+* Time is the last axis of every array of curves: ``(..., n_frames)``.
+* Times are seconds from the start of the PWI scan; the first frame is at t = 0.
+* Concentration is the change of transverse relaxation rate ``Delta R2*`` in 1/s (the
+  proportionality constant between ``Delta R2*`` and contrast-agent concentration is
+  taken as 1, as in :mod:`sklearn_hemo.datasets`).
+* Float32 input stays float32 (a paper-sized patient holds 20 million samples); other
+  inputs are computed in float64.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.integrate import trapezoid
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = [
+    "aif_curve",
+    "aif_from_tsv",
+    "bolus_arrival",
+    "concentration",
+    "detect_aif",
+    "patient_aif",
+    "resample_time",
+]
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _as_float(values, name):
+    """``values`` as a float array (float32 kept), refusing NaN and infinity."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {values.dtype}.")
+    dtype = np.float32 if values.dtype == np.float32 else np.float64
+    values = values.astype(dtype, copy=False)
+    if values.ndim == 0 or values.shape[-1] == 0:
+        raise ValueError(f"{name} must have at least one time frame on its last axis, got "
+                         f"shape {values.shape}.")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinite values. Replace them (for example "
+                         "by interpolating the missing frames) before calling this function.")
+    return values
+
+
+def _check_times(times, n_frames, name="times"):
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size != n_frames:
+        raise ValueError(f"{name} must be 1D with one time per frame ({n_frames}), got shape "
+                         f"{times.shape}.")
+    if not np.isfinite(times).all() or np.any(np.diff(times) <= 0):
+        raise ValueError(f"{name} must be finite and strictly increasing (seconds from the "
+                         "start of the scan).")
+    return times
+
+
+def _check_positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
+            or not np.isfinite(value):
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+# -- bolus arrival -------------------------------------------------------------------------
+def bolus_arrival(curves, *, kind="signal", threshold=0.05, n_sigma=3.0):
+    """Number of pre-bolus frames of each curve (the index of its first bolus frame).
+
+    The bolus is located at the deepest signal drop (``kind="signal"``) or the highest
+    concentration (``kind="concentration"``), frame ``p``. The reference level is the mean
+    of the first half of the frames before ``p`` (the baseline holds most of them: the
+    first-pass rise lasts a few seconds), its noise the standard deviation of those
+    frames. Walking back from ``p``, the bolus starts at the first frame of the contiguous
+    run whose deviation from the reference exceeds both ``threshold`` times the deviation
+    at ``p`` and ``n_sigma`` times the noise.
+
+    On the mean curve of many voxels (as :func:`concentration` with ``baseline="auto"``
+    uses it) the noise is small, so the arrival is the foot of the earliest first passes.
+
+    Parameters
+    ----------
+    curves : array-like of shape (..., n_frames)
+        Source signal or concentration curves, time on the last axis.
+    kind : {"signal", "concentration"}, default="signal"
+        Whether the bolus is a drop (signal) or a rise (concentration).
+    threshold : float in (0, 1), default=0.05
+        Fraction of the bolus depth that marks its arrival.
+    n_sigma : float >= 0, default=3.0
+        Multiple of the baseline noise that marks its arrival.
+
+    Returns
+    -------
+    arrival : int or ndarray of int with shape ``curves.shape[:-1]``
+        Between 1 and ``n_frames``: the first frame always counts as pre-bolus (the
+        ``I(0)`` of Yu et al.), and ``n_frames`` means that no bolus was found (a flat
+        curve), so the whole series is baseline.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import bolus_arrival
+    >>> signal = np.array([100, 101, 99, 100, 90, 60, 70, 95, 99, 100.0])
+    >>> int(bolus_arrival(signal))
+    4
+    """
+    if kind not in ("signal", "concentration"):
+        raise ValueError(f"kind must be 'signal' or 'concentration', got {kind!r}.")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}.")
+    if isinstance(n_sigma, bool) or not isinstance(n_sigma, numbers.Real) or not n_sigma >= 0:
+        raise ValueError(f"n_sigma must be a number >= 0, got {n_sigma!r}.")
+    values = _as_float(curves, "curves").astype(np.float64)
+    if kind == "signal":
+        values = -values  # make the bolus a rise in both cases
+    shape = values.shape[:-1]
+    n_frames = values.shape[-1]
+    values = values.reshape(-1, n_frames)
+    rows = np.arange(values.shape[0])
+    peak = np.argmax(values, axis=1)
+    # reference: frames [0, ceil(peak / 2)), at least the first frame
+    n_ref = np.maximum((peak + 1) // 2, 1)
+    frames = np.arange(n_frames)
+    in_ref = frames[None, :] < n_ref[:, None]
+    reference = np.where(in_ref, values, 0).sum(axis=1) / n_ref
+    deviation = values - reference[:, None]
+    noise = np.sqrt(np.where(in_ref, deviation**2, 0).sum(axis=1) / n_ref)
+    depth = deviation[rows, peak]
+    level = np.maximum(threshold * depth, n_sigma * noise)
+    quiet = (deviation <= level[:, None]) & (frames[None, :] < peak[:, None])
+    last_quiet = np.where(quiet, frames[None, :], -1).max(axis=1)
+    arrival = np.maximum(last_quiet + 1, 1)
+    arrival[depth <= level] = n_frames  # flat, or no bolus above the noise
+    arrival = arrival.reshape(shape)
+    return int(arrival) if arrival.ndim == 0 else arrival
+
+
+def _baseline_slice(values, baseline):
+    """Frames of the pre-bolus baseline as a slice, from the ``baseline`` argument."""
+    n_frames = values.shape[-1]
+    if baseline is None or (isinstance(baseline, str) and baseline == "auto"):
+        mean_curve = values.reshape(-1, n_frames).mean(axis=0)
+        return slice(0, bolus_arrival(mean_curve, kind="signal"))
+    if isinstance(baseline, numbers.Integral) and not isinstance(baseline, bool):
+        if not 1 <= baseline <= n_frames:
+            raise ValueError(f"baseline must count between 1 and {n_frames} frames, got "
+                             f"{baseline}.")
+        return slice(0, int(baseline))
+    if isinstance(baseline, slice):
+        start, stop, step = baseline.indices(n_frames)
+        if len(range(start, stop, step)) == 0:
+            raise ValueError(f"baseline {baseline} selects no frame of {n_frames}.")
+        return slice(start, stop, step)
+    raise ValueError(f"baseline must be 'auto', None, a number of frames or a slice, got "
+                     f"{baseline!r}.")
+
+
+# -- concentration -------------------------------------------------------------------------
+def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
+                  return_info=False):
+    """Concentration curves ``C(t) = -(1/TE) ln(I(t) / I0)`` from source DSC signal.
+
+    ``I0`` is the mean of each curve over the pre-bolus frames.
+
+    Non-positive intensities have no logarithm. They are never turned into NaN or
+    infinity: a sample below ``clip_fraction * I0`` (in particular any zero or negative
+    sample) is raised to that floor, which caps the concentration at
+    ``-ln(clip_fraction) / TE``; a curve whose baseline ``I0`` is not positive (no signal,
+    e.g. outside the head) gets a concentration of 0 everywhere. Both are counted in the
+    ``info`` returned with ``return_info=True``.
+
+    Parameters
+    ----------
+    signal : array-like of shape (..., n_frames)
+        Source signal, time on the last axis (a single curve, a list of voxel curves or a
+        whole 4D volume).
+    echo_time : float
+        Echo time TE in seconds.
+    baseline : "auto", None, int or slice, default="auto"
+        Pre-bolus frames. ``"auto"`` (or None) detects the bolus arrival once, with
+        :func:`bolus_arrival`, on the mean of all the curves given, so that every curve
+        shares the same baseline frames; an int ``n`` takes the first ``n`` frames; a
+        slice takes those frames.
+    clip_fraction : float in (0, 1), default=1e-3
+        Floor of the signal as a fraction of the curve's baseline, see above.
+    return_info : bool, default=False
+        Also return a :class:`~sklearn.utils.Bunch` with ``baseline`` (the slice of
+        frames used), ``n_clipped`` (samples raised to the floor) and
+        ``n_invalid_baseline`` (curves with a non-positive baseline, set to 0).
+
+    Returns
+    -------
+    concentration : ndarray of the shape of ``signal``
+        ``Delta R2*`` in 1/s; float32 for float32 input, float64 otherwise.
+    info : Bunch
+        Only with ``return_info=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import concentration
+    >>> c = np.array([0, 0, 0, 0, 5, 20, 10, 2, 0, 0.0])
+    >>> signal = 500 * np.exp(-0.03 * c)
+    >>> np.allclose(concentration(signal, 0.03), c)
+    True
+    >>> _, info = concentration([100, 100, 0, 100.0], 0.03, baseline=2, return_info=True)
+    >>> int(info.n_clipped)
+    1
+    """
+    echo_time = _check_positive(echo_time, "echo_time")
+    if isinstance(clip_fraction, bool) or not isinstance(clip_fraction, numbers.Real) \
+            or not 0 < clip_fraction < 1:
+        raise ValueError(f"clip_fraction must be a number in (0, 1), got {clip_fraction!r}.")
+    original = np.asarray(signal)
+    values = _as_float(original, "signal")
+    if np.may_share_memory(values, original):
+        values = values.copy()  # computed in place below
+    frames = _baseline_slice(values, baseline)
+    out, clipped, valid = _concentration(values, echo_time, frames, clip_fraction)
+    if return_info:
+        return out, Bunch(baseline=frames, n_clipped=int(clipped.sum()),
+                          n_invalid_baseline=int(valid.size - np.count_nonzero(valid)))
+    return out
+
+
+def _concentration(values, echo_time, frames, clip_fraction=1e-3):
+    """:func:`concentration` on a float array ``values``, **overwriting it**.
+
+    Returns the concentration (``values`` itself), the number of clipped samples per curve
+    and whether each curve's baseline is positive (both of shape ``values.shape[:-1]``).
+    """
+    dtype = values.dtype
+    i0 = values[..., frames].mean(axis=-1, keepdims=True)
+    valid = i0 > 0
+    floor = np.where(valid, clip_fraction * i0, 1).astype(dtype)
+    clipped = np.where(valid[..., 0], np.count_nonzero(values < floor, axis=-1), 0)
+    np.maximum(values, floor, out=values)
+    np.log(values, out=values)
+    values -= np.log(np.where(valid, i0, 1)).astype(dtype)
+    values *= dtype.type(-1.0 / echo_time)
+    if not valid.all():
+        values[np.broadcast_to(~valid, values.shape)] = 0
+    return values, clipped, valid[..., 0]
+
+
+# -- time grid -----------------------------------------------------------------------------
+def _grid(n_timepoints, time_step, offset=0.0):
+    return offset + np.arange(n_timepoints) * time_step
+
+
+def _interp_plan(times, grid):
+    """Left frame index and weight of each grid time for linear interpolation.
+
+    Matches :func:`numpy.interp`: before the first frame the first value is held, after the
+    last frame the last one.
+    """
+    times = np.asarray(times, dtype=float)
+    n = times.size
+    if n == 1:
+        return np.zeros(grid.size, dtype=np.intp), np.zeros(grid.size)
+    left = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, n - 2)
+    weight = (grid - times[left]) / (times[left + 1] - times[left])
+    # hold the end values outside the acquisition
+    weight = np.clip(weight, 0.0, 1.0)
+    after = grid >= times[-1]
+    left[after], weight[after] = n - 1, 0.0
+    return left, weight
+
+
+def _apply_plan(values, left, weight, out=None):
+    """Interpolate ``values (..., n_frames)`` with a plan from :func:`_interp_plan`."""
+    n = values.shape[-1]
+    lower = np.take(values, left, axis=-1)
+    if not weight.any():  # the grid falls on frames: a plain selection, exactly
+        if out is None:
+            return lower
+        out[...] = lower
+        return out
+    upper = np.take(values, np.minimum(left + 1, n - 1), axis=-1)
+    upper -= lower
+    upper *= weight.astype(values.dtype)
+    upper += lower
+    if out is None:
+        return upper
+    out[...] = upper
+    return out
+
+
+def _offset(align, curves, times, kind):
+    if align is None:
+        return 0.0
+    if isinstance(align, str) and align == "arrival":
+        n = curves.shape[-1]
+        mean_curve = curves.reshape(-1, n).mean(axis=0)
+        return float(times[bolus_arrival(mean_curve, kind=kind) - 1])
+    if isinstance(align, numbers.Real) and not isinstance(align, bool) and np.isfinite(align):
+        return float(align)
+    raise ValueError(f"align must be None, 'arrival' or a time in seconds, got {align!r}.")
+
+
+def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
+    """Linear interpolation of curves onto the grid ``t_k = offset + k * time_step``.
+
+    With the defaults this is the paper's common grid: 60 points 1.8 s apart from the
+    start of the scan (t = 0 at the first frame). Grid points after the last frame hold
+    the last value (and points before the first frame the first value), exactly as
+    :func:`numpy.interp` does: a short acquisition is extended by its last sample rather
+    than extrapolated.
+
+    Parameters
+    ----------
+    curves : array-like of shape (..., n_frames)
+        Curves, time on the last axis.
+    times : array-like of shape (n_frames,)
+        Frame times in seconds from the start of the scan, strictly increasing (for a
+        patient: ``patient.frame_times``).
+    n_timepoints : int, default=60
+        Number of grid points.
+    time_step : float, default=1.8
+        Grid spacing in seconds.
+    align : None, "arrival" or float, default=None
+        Grid offset. None: the grid starts at t = 0. ``"arrival"``: it starts at the last
+        pre-bolus frame of the mean of ``curves`` (treated as concentration, see
+        :func:`bolus_arrival`), which removes differences of injection timing. A float: the
+        offset in seconds.
+
+    Returns
+    -------
+    resampled : ndarray of shape (..., n_timepoints)
+        float32 for float32 input, float64 otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import resample_time
+    >>> resample_time([0.0, 10.0, 20.0], [0.0, 2.0, 4.0], n_timepoints=4, time_step=1.5)
+    array([ 0. ,  7.5, 15. , 20. ])
+    """
+    values = _as_float(curves, "curves")
+    times = _check_times(times, values.shape[-1])
+    n_timepoints = _check_int(n_timepoints, "n_timepoints", 1)
+    time_step = _check_positive(time_step, "time_step")
+    grid = _grid(n_timepoints, time_step, _offset(align, values, times, "concentration"))
+    left, weight = _interp_plan(times, grid)
+    return _apply_plan(values, left, weight)
+
+
+# -- arterial input function ---------------------------------------------------------------
+def aif_from_tsv(path):
+    """Read an ``aif.tsv`` file of the cohort layout.
+
+    Parameters
+    ----------
+    path : path-like
+        Tab-separated file with a header: a ``time`` column (seconds from the start of the
+        PWI scan) and exactly one of ``concentration`` or ``signal``.
+
+    Returns
+    -------
+    aif : ArterialInputFunction
+
+    Examples
+    --------
+    >>> from sklearn_hemo.signal import aif_from_tsv
+    >>> aif = aif_from_tsv("sub-001/aif.tsv")  # doctest: +SKIP
+    >>> aif.kind  # doctest: +SKIP
+    'concentration'
+    """
+    from pathlib import Path
+
+    from .datasets._layout import _read_aif
+
+    path = Path(path)
+    return _read_aif(path, path.parent.name or str(path))
+
+
+def aif_curve(aif, *, echo_time=None, n_timepoints=60, time_step=1.8, align=None):
+    """Concentration of an :class:`~sklearn_hemo.datasets.ArterialInputFunction` on the grid.
+
+    A ``"signal"`` AIF is first converted with :func:`concentration` (automatic
+    baseline); a ``"concentration"`` AIF is used as is. Both are then resampled with
+    :func:`resample_time` from their own sample times.
+
+    Parameters
+    ----------
+    aif : ArterialInputFunction
+        Measured AIF, e.g. ``patient.aif``.
+    echo_time : float or None, default=None
+        Echo time in seconds; required for a ``"signal"`` AIF.
+    n_timepoints, time_step, align
+        As in :func:`resample_time`.
+
+    Returns
+    -------
+    curve : ndarray of shape (n_timepoints,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.datasets import ArterialInputFunction
+    >>> from sklearn_hemo.signal import aif_curve
+    >>> aif = ArterialInputFunction(np.arange(5) * 2.0, [0, 0, 50, 20, 5.0])
+    >>> aif_curve(aif, n_timepoints=3, time_step=3.0)
+    array([ 0., 25., 20.])
+    """
+    from .datasets import ArterialInputFunction
+
+    if not isinstance(aif, ArterialInputFunction):
+        raise TypeError(f"aif must be an ArterialInputFunction, got {type(aif).__name__}.")
+    values = aif.values
+    if aif.kind == "signal":
+        if echo_time is None:
+            raise ValueError("a 'signal' AIF needs the echo_time (seconds) to become a "
+                             "concentration; pass echo_time=patient.echo_time.")
+        values = concentration(values, echo_time)
+    return resample_time(values, aif.time, n_timepoints, time_step, align=align)
+
+
+def _roughness(curves, times):
+    """Integral of the squared second derivative (finite differences on ``times``)."""
+    if curves.shape[-1] < 3:
+        return np.zeros(curves.shape[0])
+    slope = np.diff(curves, axis=-1) / np.diff(times)
+    second = np.diff(slope, axis=-1) / (0.5 * (times[2:] - times[:-2]))
+    return (second**2 * (0.5 * (times[2:] - times[:-2]))).sum(axis=-1)
+
+
+def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=5,
+               n_rounds=2, random_state=0, return_indices=False):
+    """Arterial input function found automatically among brain concentration curves.
+
+    A simplified version of the cluster analysis of Mouridsen et al. (2006), which looks
+    for early, high and narrow first passes:
+
+    1. keep the curves whose area under the curve (AUC) is in the top
+       ``1 - auc_quantile`` (arteries carry the most contrast agent);
+    2. among them, drop the ``1 - roughness_quantile`` roughest ones (the integral of the
+       squared second derivative of the area-normalised curve; noisy and partial-volume
+       curves are rough);
+    3. cluster the area-normalised curves with k-means (``n_clusters``) and keep the
+       cluster whose centroid has the smallest first moment (the earliest, narrowest
+       bolus); repeat the clustering on that cluster ``n_rounds - 1`` more times;
+    4. the AIF is the mean (not normalised) curve of the last cluster.
+
+    Unlike the original, the search covers every curve given (not two selected slices).
+
+    Parameters
+    ----------
+    curves : array-like of shape (n_curves, n_frames)
+        Concentration curves of brain voxels.
+    times : array-like of shape (n_frames,)
+        Frame times in seconds.
+    auc_quantile : float in [0, 1), default=0.9
+        Curves with an AUC below this quantile are discarded.
+    roughness_quantile : float in (0, 1], default=0.75
+        Curves rougher than this quantile (of the remaining ones) are discarded.
+    n_clusters : int, default=5
+        Clusters of k-means (fewer when fewer curves remain).
+    n_rounds : int, default=2
+        Rounds of clustering.
+    random_state : int, RandomState instance or None, default=0
+        Seed of k-means; the default makes the AIF reproducible.
+    return_indices : bool, default=False
+        Also return the indices of the curves averaged into the AIF.
+
+    Returns
+    -------
+    aif : ndarray of shape (n_frames,)
+        The detected AIF (same units as ``curves``).
+    indices : ndarray of int
+        Only with ``return_indices=True``.
+
+    References
+    ----------
+    K. Mouridsen, S. Christensen, L. Gyldensted, L. Ostergaard, "Automatic selection of
+    arterial input function using cluster analysis", Magn Reson Med 55(3):524-531, 2006,
+    doi:10.1002/mrm.20759.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import detect_aif
+    >>> t = np.arange(40) * 1.5
+    >>> def bolus(t0, width, height):
+    ...     x = np.clip(t - t0, 0, None) / width
+    ...     return height * x**3 * np.exp(3 * (1 - x))
+    >>> rng = np.random.default_rng(0)
+    >>> tissue = [bolus(12, 4, 5) + rng.normal(0, 0.2, t.size) for _ in range(300)]
+    >>> arteries = [bolus(9, 2, 60) + rng.normal(0, 0.2, t.size) for _ in range(30)]
+    >>> aif = detect_aif(np.array(tissue + arteries), t)
+    >>> int(np.argmax(aif)), bool(aif.max() > 40)
+    (7, True)
+    """
+    from sklearn.cluster import KMeans
+
+    values = _as_float(curves, "curves").astype(np.float64)
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise ValueError(f"curves must be 2D (n_curves, n_frames) with at least one curve, "
+                         f"got shape {values.shape}.")
+    times = _check_times(times, values.shape[1])
+    for name, q, low_ok in (("auc_quantile", auc_quantile, True),
+                            ("roughness_quantile", roughness_quantile, False)):
+        if isinstance(q, bool) or not isinstance(q, numbers.Real) or not (
+                (0 <= q < 1) if low_ok else (0 < q <= 1)):
+            raise ValueError(f"{name} must be a number in {'[0, 1)' if low_ok else '(0, 1]'}, "
+                             f"got {q!r}.")
+    n_clusters = _check_int(n_clusters, "n_clusters", 1)
+    n_rounds = _check_int(n_rounds, "n_rounds", 1)
+    random_state = check_random_state(random_state)
+
+    area = trapezoid(values, times, axis=1) if values.shape[1] > 1 else values[:, 0]
+    candidates = np.flatnonzero((area >= np.quantile(area, auc_quantile)) & (area > 0))
+    if candidates.size == 0:
+        raise ValueError("no curve has a positive area under the curve: these do not look "
+                         "like concentration curves (pass concentration, not signal).")
+    normalised = values[candidates] / area[candidates, None]
+    rough = _roughness(normalised, times)
+    keep = rough <= np.quantile(rough, roughness_quantile)
+    candidates, normalised = candidates[keep], normalised[keep]
+    for _ in range(n_rounds):
+        k = min(n_clusters, len(np.unique(normalised, axis=0)))
+        if k < 2:
+            break
+        km = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(normalised)
+        centres = km.cluster_centers_
+        first_moment = (centres * times).sum(axis=1) / centres.sum(axis=1)
+        # ties (rare) go to the cluster with the highest peak
+        best = np.lexsort((-centres.max(axis=1), first_moment))[0]
+        chosen = km.labels_ == best
+        candidates, normalised = candidates[chosen], normalised[chosen]
+    aif = values[candidates].mean(axis=0)
+    if return_indices:
+        return aif, candidates
+    return aif
+
+
+# -- per patient ---------------------------------------------------------------------------
+def _brain_mean_signal(data, brain):
+    """Mean PWI signal over the brain, one slice at a time (bounded memory); None if empty."""
+    total = np.zeros(data.shape[-1])
+    count = 0
+    for k in range(data.shape[2]):
+        mask = np.asarray(brain[:, :, k]) > 0  # a bool array or a mask image's proxy
+        n = int(np.count_nonzero(mask))
+        if n:
+            total += np.asarray(data[:, :, k, :])[mask].sum(axis=0, dtype=np.float64)
+            count += n
+    return total / count if count else None
+
+
+def _patient_arrival(patient, data=None, brain=None):
+    """Pre-bolus frame count of ``patient``, from its mean brain signal."""
+    if brain is None:
+        brain = patient.get_brain_mask()
+    mean = _brain_mean_signal(patient.pwi.dataobj if data is None else data, brain)
+    if mean is None:
+        raise ValueError(f"participant {patient.id}: the brain mask is empty. Provide a "
+                         "brain_mask image that covers the brain.")
+    return bolus_arrival(mean, kind="signal")
+
+
+def _patient_offset(patient, align, arrival):
+    """Grid offset in seconds for a patient (``align`` of :func:`patient_aif`)."""
+    if align is None:
+        return 0.0
+    if isinstance(align, str) and align == "arrival":
+        return float(patient.frame_times[max(arrival - 1, 0)])
+    return _offset(align, None, None, None)
+
+
+def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=None):
+    """The AIF of a patient as a concentration curve on the common time grid.
+
+    The measured AIF (``patient.aif``, from ``aif.tsv``) when present, converted with
+    :func:`aif_curve`; otherwise detected with :func:`detect_aif` among the concentration
+    curves of the brain (baseline: the bolus arrival of the mean brain signal).
+
+    Parameters
+    ----------
+    patient : Patient
+        The patient.
+    n_timepoints : int, default=60
+        Number of grid points.
+    time_step : float, default=1.8
+        Grid spacing in seconds.
+    align : None, "arrival" or float, default=None
+        Grid offset: None starts at the first frame; ``"arrival"`` at the last pre-bolus
+        frame of the patient's mean brain signal (the offset that
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor` uses for the tissue curves with
+        ``align="arrival"``); a float is an offset in seconds.
+    arrival : int or None, default=None
+        Pre-bolus frame count of the patient if already known (skips its detection).
+
+    Returns
+    -------
+    curve : ndarray of shape (n_timepoints,)
+        float64, 1/s.
+
+    Examples
+    --------
+    >>> import nibabel as nib, numpy as np
+    >>> from sklearn_hemo.datasets import ArterialInputFunction, Patient
+    >>> from sklearn_hemo.signal import patient_aif
+    >>> img = nib.Nifti1Image(np.full((2, 2, 1, 5), 100.0), np.eye(4))
+    >>> dwi = nib.Nifti1Image(np.ones((2, 2, 1)), np.eye(4))
+    >>> aif = ArterialInputFunction([0.0, 1.8, 3.6], [0.0, 40.0, 10.0])
+    >>> p = Patient("sub-01", img, dwi, dwi, echo_time=0.03, repetition_time=1.8, aif=aif)
+    >>> patient_aif(p, n_timepoints=4)
+    array([ 0., 40., 10., 10.])
+    """
+    n_timepoints = _check_int(n_timepoints, "n_timepoints", 1)
+    time_step = _check_positive(time_step, "time_step")
+    needs_arrival = patient.aif is None or (isinstance(align, str) and align == "arrival")
+    if needs_arrival and arrival is None:
+        arrival = _patient_arrival(patient)
+    offset = _patient_offset(patient, align, arrival)
+    if patient.aif is not None:
+        return aif_curve(patient.aif, echo_time=patient.echo_time, n_timepoints=n_timepoints,
+                         time_step=time_step, align=offset).astype(np.float64)
+    brain = patient.get_brain_mask()
+    data = np.asarray(patient.pwi.dataobj)
+    curves = concentration(data[brain].astype(np.float32), patient.echo_time,
+                           baseline=slice(0, arrival))
+    try:
+        aif = detect_aif(curves, patient.frame_times)
+    except ValueError as exc:
+        raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
+                         "Provide a measured AIF in aif.tsv.") from None
+    return resample_time(aif, patient.frame_times, n_timepoints, time_step, align=offset)

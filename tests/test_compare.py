@@ -1,0 +1,272 @@
+"""The patient-grouped nested comparison: compare_models, its files, resume, dask, CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_hemo.datasets import make_stroke_cohort, save_cohort
+from sklearn_hemo.metrics import weighted_auc
+from sklearn_hemo.model_selection import (
+    compare_models,
+    make_model_zoo,
+    read_predictions,
+    summarize_predictions,
+)
+from sklearn_hemo.model_selection import _compare as compare_module
+from sklearn_hemo.neural import LSTMClassifier
+from sklearn_hemo.preprocessing import PatchExtractor
+
+# 8 patients, 5 of them bleeding: 113 HT voxels, enough HT patients for
+# 3 outer x 2 inner patient-grouped folds. The shared tiny_cohort has too few HT voxels.
+SMALL = {"n_patients": 8, "shape": (32, 32, 2), "ht_prevalence": 0.6, "n_frames": 40,
+         "random_state": 0}
+RUN = {"n_outer": 3, "n_inner": 2, "n_samples": 200, "n_resamples": 200, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return make_stroke_cohort(**SMALL)
+
+
+def _zoo(cohort, lstm=False):
+    """Fast rows: the zoo's least squares and a searched logistic regression; the LSTM
+    with patient-grouped early stopping needs ``groups`` routed into the inner search."""
+    zoo = make_model_zoo(cohort, models=["linear"], random_state=0)
+    zoo["logistic"] = (
+        Pipeline([("features", PatchExtractor(cohort, inputs="pwi", n_timepoints=20)),
+                  ("scale", StandardScaler()),
+                  ("model", LogisticRegression(max_iter=300))]),
+        {"model__C": [0.01, 1.0]},
+    )
+    if lstm:
+        import sklearn
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            net = LSTMClassifier(inputs="pwi", n_timepoints=20, hidden_size=4, max_epochs=2,
+                                 early_stopping=True, validation_fraction=0.3,
+                                 random_state=0, torch_num_threads=1)
+            net.set_fit_request(groups=True)
+        zoo["lstm-es"] = (
+            Pipeline([("features", PatchExtractor(cohort, inputs="pwi", n_timepoints=20)),
+                      ("scale", StandardScaler()), ("model", net)]),
+            {"model__lr": [1e-3, 1e-2]},
+        )
+    return zoo
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def serial_run(cohort, tmp_path_factory):
+    """One end-to-end run, with a spy on every patient-disjointness check."""
+    checks = []
+    original = compare_module._check_disjoint
+
+    def spy(groups, train, test, where):
+        groups = np.asarray(groups)
+        checks.append((where, set(groups[train].tolist()), set(groups[test].tolist())))
+        return original(groups, train, test, where)
+
+    out = tmp_path_factory.mktemp("compare")
+    compare_module._check_disjoint = spy
+    try:
+        result = compare_models(cohort, _zoo(cohort, lstm=True), out_dir=out, **RUN)
+    finally:
+        compare_module._check_disjoint = original
+    return result, out, checks
+
+
+def test_end_to_end_files_and_no_patient_in_train_and_test(serial_run, cohort):
+    result, out, checks = serial_run
+    for name in ("table.csv", "table.md", "predictions.csv", "folds.csv", "fold_scores.csv",
+                 "best_params.json", "roc_pr.png"):
+        assert (out / name).stat().st_size > 0, name
+    # every split, outer and inner, was checked and none shared a patient
+    outer = [c for c in checks if c[0].startswith("outer fold")]
+    inner = [c for c in checks if c[0].startswith("inner")]
+    assert len(outer) >= RUN["n_outer"] and inner
+    # the inner search of the searched rows: n_inner splits per (model, outer fold)
+    assert len(inner) >= 2 * RUN["n_outer"] * RUN["n_inner"]
+    for where, train, test in checks:
+        assert not train & test, where
+    # a patient has one fold, the same in folds.csv and in every model's predictions
+    folds = {row["patient"]: int(row["fold"]) for row in _read_csv(out / "folds.csv")}
+    assert sorted(folds.values()) and set(folds.values()) == set(range(RUN["n_outer"]))
+    predictions = read_predictions(out / "predictions.csv")
+    assert set(predictions) == {"linear", "logistic", "lstm-es", "oracle"}
+    for pred in predictions.values():
+        for patient, fold in zip(pred["patient"], pred["fold"], strict=True):
+            assert folds[patient] == fold
+    # the table: one row per model, intervals around the point estimates
+    table = _read_csv(out / "table.csv")
+    assert [r["model"] for r in table] == ["linear", "logistic", "lstm-es", "oracle"]
+    assert list(table[0]) == ["model", "inputs", "auc_roc", "auc_roc_low", "auc_roc_high",
+                              "auc_pr", "auc_pr_low", "auc_pr_high", "n_patients",
+                              "n_voxels"]
+    for row in table:
+        for metric in ("auc_roc", "auc_pr"):
+            assert (float(row[f"{metric}_low"]) <= float(row[metric])
+                    <= float(row[f"{metric}_high"])), row
+        assert int(row["n_patients"]) == len(cohort)
+    best = json.loads((out / "best_params.json").read_text())
+    assert set(best["logistic"]) == {"0", "1", "2"}
+    assert all(p["model__C"] in (0.01, 1.0) for p in best["logistic"].values())
+    fold_rows = _read_csv(out / "fold_scores.csv")
+    assert len(fold_rows) == 4 * RUN["n_outer"]
+    assert all(float(r["fit_time_s"]) > 0 for r in fold_rows if r["model"] != "oracle")
+    markdown = (out / "table.md").read_text()
+    assert "| linear | Linear regression | PWI+AIF+DWI |" in markdown
+    assert "58.5 ± 7.5" in markdown  # the paper's number alongside
+
+
+def test_table_recomputes_from_predictions_csv(serial_run):
+    result, out, _ = serial_run
+    table, _, _ = summarize_predictions(
+        read_predictions(out / "predictions.csv"), n_resamples=RUN["n_resamples"],
+        random_state=RUN["random_state"])
+    written = _read_csv(out / "table.csv")
+    for mine, row in zip(table, written, strict=True):
+        for column in ("auc_roc", "auc_roc_low", "auc_roc_high", "auc_pr", "auc_pr_low",
+                       "auc_pr_high"):
+            assert repr(mine[column]) == row[column], (row["model"], column)
+        assert str(mine["n_voxels"]) == row["n_voxels"]
+
+
+def test_oracle_row_scores_the_true_risk(serial_run, cohort):
+    result, _, _ = serial_run
+    pred = result.predictions["oracle"]
+    patients = [cohort.index(p) for p in pred["patient"]]
+    risk = [cohort[p].truth["risk"][tuple(ijk)] for p, ijk in zip(patients, pred["ijk"],
+                                                                    strict=True)]
+    np.testing.assert_array_equal(pred["score"], risk)
+    roc, _ = weighted_auc(pred["y_true"], pred["score"])
+    assert result.table[-1]["model"] == "oracle" and result.table[-1]["auc_roc"] == roc
+    # the same voxels, labels and folds for every model
+    for name in ("linear", "logistic"):
+        np.testing.assert_array_equal(result.predictions[name]["ijk"], pred["ijk"])
+        np.testing.assert_array_equal(result.predictions[name]["fold"], pred["fold"])
+
+
+def test_resume_after_interruption_gives_the_identical_table(cohort, tmp_path, monkeypatch):
+    zoo = _zoo(cohort)
+    saved, fits = [], []
+    real_save, real_fit = compare_module._save_part, compare_module._fit_part
+
+    def save_then_interrupt(*args):
+        real_save(*args)
+        saved.append(args[1:3])
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # Ctrl-C right after the second part was written
+
+    def counting_fit(*args):
+        fits.append(args[8])  # the outer fold index
+        return real_fit(*args)
+
+    monkeypatch.setattr(compare_module, "_save_part", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        compare_models(cohort, zoo, out_dir=tmp_path, oracle=False, plot=False, **RUN)
+    assert not (tmp_path / "table.csv").exists()
+    monkeypatch.setattr(compare_module, "_save_part", real_save)
+    monkeypatch.setattr(compare_module, "_fit_part", counting_fit)
+    resumed = compare_models(cohort, zoo, out_dir=tmp_path, oracle=False, plot=False, **RUN)
+    # only the parts not saved before the interruption were fitted again
+    assert len(fits) == 2 * RUN["n_outer"] - 2
+    table_resumed = (tmp_path / "table.csv").read_text()
+    fresh_dir = tmp_path / "fresh"
+    fresh = compare_models(cohort, zoo, out_dir=fresh_dir, oracle=False, plot=False, **RUN)
+    assert table_resumed == (fresh_dir / "table.csv").read_text()
+    assert ((tmp_path / "predictions.csv").read_text()
+            == (fresh_dir / "predictions.csv").read_text())
+    assert resumed.best_params == fresh.best_params
+
+    # a rerun does no work; a changed model definition recomputes that model only
+    fits.clear()
+    compare_models(cohort, zoo, out_dir=tmp_path, oracle=False, plot=False, **RUN)
+    assert fits == []
+    changed = dict(zoo)
+    changed["logistic"] = (zoo["logistic"][0], {"model__C": [0.1, 10.0]})
+    compare_models(cohort, changed, out_dir=tmp_path, oracle=False, plot=False, **RUN)
+    assert len(fits) == RUN["n_outer"]
+    # a changed configuration (the sample) gets its own cache folder: nothing is reused
+    fits.clear()
+    compare_models(cohort, zoo, out_dir=tmp_path, oracle=False, plot=False,
+                   **{**RUN, "n_samples": 160})
+    assert len(fits) == 2 * RUN["n_outer"]
+    assert len(list((tmp_path / "parts").iterdir())) == 2
+
+
+def test_dask_local_cluster_with_worker_processes_equals_serial(cohort, tmp_path):
+    pytest.importorskip("dask.distributed", reason="the distributed extra is not installed")
+    zoo = _zoo(cohort)
+    serial = compare_models(cohort, zoo, oracle=False, **RUN)
+    dask = compare_models(cohort, zoo, oracle=False, backend="dask", n_jobs=2, **RUN)
+    assert dask.table == serial.table
+    for name in zoo:
+        np.testing.assert_array_equal(dask.predictions[name]["score"],
+                                      serial.predictions[name]["score"])
+    assert dask.best_params == serial.best_params
+
+
+def test_input_errors(cohort):
+    zoo = _zoo(cohort)
+    with pytest.raises(ValueError, match="n_outer=9 outer folds need at least 9 patients"):
+        compare_models(cohort, zoo, **{**RUN, "n_outer": 9})
+    with pytest.raises(TypeError, match="pipeline, param_grid"):
+        compare_models(cohort, {"m": zoo["linear"][0]}, **RUN)
+    with pytest.raises(ValueError, match="not allowed"):
+        compare_models(cohort, {"oracle": zoo["linear"]}, **RUN)
+    with pytest.raises(ValueError, match="unknown zoo rows"):
+        compare_models(cohort, ["no-such-model"], **RUN)
+    with pytest.raises(ValueError, match="scheduler"):
+        compare_models(cohort, zoo, scheduler="tcp://localhost:8786", **RUN)
+
+
+def test_leak_check_refuses_a_shared_patient():
+    groups = np.array([0, 0, 1, 1, 2])
+    with pytest.raises(AssertionError, match=r"patients \[1\]"):
+        compare_module._check_disjoint(groups, np.array([0, 2]), np.array([3, 4]), "here")
+
+
+def test_time_estimate_is_printed(cohort, capsys):
+    compare_models(cohort, ["linear"], estimate_time=True, oracle=False, **RUN)
+    assert "Estimated time for 3 (model, fold) tasks: about" in capsys.readouterr().out
+
+
+def test_cli_compare_on_a_cohort_folder(cohort, tmp_path, capsys):
+    from sklearn_hemo.cli import main
+
+    data = save_cohort(cohort, tmp_path / "cohort")
+    out = tmp_path / "results"
+    code = main(["compare", "--data", str(data), "--models", "linear", "--n-outer", "3",
+                 "--n-inner", "2", "--n-samples", "200", "--n-resamples", "100",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "linear" in printed and "oracle" in printed and "AUC-ROC" in printed
+    assert [r["model"] for r in _read_csv(out / "table.csv")] == ["linear", "oracle"]
+
+
+def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch):
+    from sklearn_hemo import cli, model_selection
+
+    seen = {}
+
+    def fake_compare(cohort, models, **kwargs):
+        seen.update(cohort=cohort, models=models, **kwargs)
+        return "table"
+
+    monkeypatch.setattr(model_selection, "compare_models", fake_compare)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["compare", "--quiet"]) == 0
+    assert len(seen["cohort"]) == 24 and seen["models"] is None  # make_stroke_cohort()
+    assert seen["protocol"] == "quick" and seen["out_dir"] == "hemo-results"
+    assert seen["n_jobs"] == 1 and seen["backend"] == "loky" and seen["random_state"] == 0
+    assert seen["estimate_time"] is False

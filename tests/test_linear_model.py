@@ -1,0 +1,67 @@
+"""Tests of the least-squares (linear regression) classifier."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs, make_classification
+from sklearn.linear_model import LinearRegression, RidgeClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_hemo.linear_model import LinearRegressionClassifier
+
+
+@parametrize_with_checks(
+    [LinearRegressionClassifier(), LinearRegressionClassifier(fit_intercept=False)]
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_binary_score_is_the_ols_fit_of_the_coded_labels():
+    X, y = make_classification(300, n_features=8, random_state=0)
+    labels = np.where(y == 1, "ht", "none")  # classes_ = ["ht", "none"]
+    clf = LinearRegressionClassifier().fit(X, labels)
+    ols = LinearRegression().fit(X, np.where(labels == "none", 1.0, -1.0))
+    np.testing.assert_allclose(clf.decision_function(X), ols.predict(X), rtol=1e-10, atol=1e-12)
+    assert clf.coef_.shape == (1, 8)
+    np.testing.assert_array_equal(
+        clf.predict(X), np.where(ols.predict(X) > 0, "none", "ht")
+    )
+    assert roc_auc_score(labels == "none", clf.decision_function(X)) > 0.9
+
+
+def test_equals_ridge_classifier_without_penalty():
+    X, y = make_blobs(200, n_features=5, centers=4, random_state=0)
+    ours = LinearRegressionClassifier().fit(X, y)
+    ridge = RidgeClassifier(alpha=1e-12, solver="svd").fit(X, y)
+    np.testing.assert_allclose(ours.coef_, ridge.coef_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.intercept_, ridge.intercept_, rtol=1e-6, atol=1e-9)
+    assert ours.decision_function(X).shape == (200, 4)
+    np.testing.assert_array_equal(ours.predict(X), ridge.predict(X))
+
+
+def test_rank_deficient_design_gives_minimum_norm_solution():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 3))
+    X = np.hstack([base, base[:, :1]])  # duplicated column
+    y = (base[:, 0] > 0).astype(int)
+    clf = LinearRegressionClassifier().fit(X, y)
+    assert clf.rank_ == 3
+    # The weight is split evenly between the two copies (minimum norm).
+    assert clf.coef_[0, 0] == pytest.approx(clf.coef_[0, 3], rel=1e-8)
+    wide = LinearRegressionClassifier().fit(rng.normal(size=(10, 50)), np.arange(10) % 2)
+    assert np.all(np.isfinite(wide.coef_))
+
+
+def test_without_intercept():
+    X, y = make_classification(100, n_features=4, random_state=1)
+    clf = LinearRegressionClassifier(fit_intercept=False).fit(X, y)
+    np.testing.assert_array_equal(clf.intercept_, [0.0])
+    codes = np.where(y == 1, 1.0, -1.0)
+    expected = np.linalg.lstsq(X, codes, rcond=None)[0]
+    np.testing.assert_allclose(clf.coef_[0], expected, rtol=1e-10)
+
+
+def test_one_class_error_names_the_fix():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LinearRegressionClassifier().fit(np.eye(4), ["a"] * 4)

@@ -1,0 +1,343 @@
+"""PatchExtractor: voxel references to patch features."""
+
+import pickle
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import SkipTestWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient
+from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.preprocessing._patches import _check_voxel_refs, _gather_patches
+from sklearn_hemo.signal import aif_from_tsv
+
+TE = 0.03
+ONSET = 16.0  # s: every voxel's bolus jumps here, so the baseline frames are exactly zero
+GRID = np.arange(60) * 1.8
+WIDTHS = {"pwi": 540, "pwi+aif": 600, "pwi+dwi": 558, "pwi+aif+dwi": 618}
+
+
+def _oblique(angle=0.35):
+    c, s = np.cos(angle), np.sin(angle)
+    affine = np.array([[1.8 * c, -1.8 * s, 0.3, -90], [1.8 * s, 1.8 * c, 0, -100],
+                       [0, 0.4, 5.0, -40], [0, 0, 0, 1]])
+    return affine
+
+
+def make_patient(pid, shape=(7, 6, 3), n_frames=40, tr=1.5, seed=0, affine=None, aif=True,
+                 ht=1):
+    """A patient with a known concentration ``truth["conc"]`` (frames x voxels).
+
+    Signal ``S = S0 exp(-TE C)``; C is zero before ``ONSET`` and decays after it, with a
+    height and a width that differ per voxel; a brain mask leaves out one corner column.
+    """
+    rng = np.random.default_rng(seed)
+    affine = np.diag([1.8, 1.8, 5.0, 1.0]) if affine is None else affine
+    t = np.arange(n_frames) * tr
+    height = rng.uniform(1, 30, shape)[..., None]
+    tau = rng.uniform(2, 8, shape)[..., None]
+    conc = np.where(t >= ONSET, height * np.exp(-np.clip(t - ONSET, 0, None) / tau), 0.0)
+    s0 = rng.uniform(300, 900, shape)
+    pwi = (s0[..., None] * np.exp(-TE * conc)).astype(np.float32)
+    brain = np.ones(shape, dtype=np.uint8)
+    brain[0, 0, :] = 0
+    measured = None
+    if aif:
+        at = np.arange(0, n_frames * tr, 0.9)
+        measured = ArterialInputFunction(at, np.where(at >= 14, 60 * np.exp(-(at - 14) / 2), 0))
+    images = [nib.Nifti1Image(a, affine) for a in
+              (pwi, rng.uniform(500, 900, shape).astype(np.float32),
+               rng.uniform(100, 400, shape).astype(np.float32))]
+    patient = Patient(pid, *images, echo_time=TE, repetition_time=tr, ht=ht,
+                      brain_mask=nib.Nifti1Image(brain, affine), aif=measured,
+                      truth={"conc": conc})
+    return patient
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return Cohort([make_patient("sub-a", seed=0), make_patient("sub-b", seed=1, tr=1.8,
+                                                               n_frames=60)])
+
+
+def _all_voxels(cohort, index):
+    ijk = np.argwhere(np.ones(cohort[index].shape, dtype=bool))
+    return np.column_stack([np.full(len(ijk), index), ijk])
+
+
+def _brain_voxels(cohort, index):
+    ijk = np.argwhere(cohort[index].get_brain_mask())
+    return np.column_stack([np.full(len(ijk), index), ijk])
+
+
+# -- column layout ------------------------------------------------------------------------------
+@pytest.mark.parametrize("inputs", list(WIDTHS))
+def test_widths_and_names(cohort, inputs):
+    extractor = PatchExtractor(cohort, inputs=inputs)
+    features = extractor.fit_transform(_all_voxels(cohort, 0)[:5])
+    names = extractor.get_feature_names_out()
+    assert features.shape == (5, WIDTHS[inputs]) and features.dtype == np.float32
+    assert len(names) == WIDTHS[inputs] == len(set(names))
+    assert names[0] == "pwi_t00_p0" and names[4] == "pwi_t00_p4" and names[9] == "pwi_t01_p0"
+    if "aif" in inputs:
+        assert names[540] == "aif_t00" and names[599] == "aif_t59"
+    if "dwi" in inputs:
+        assert names[-18] == "dwi_b0_p0" and names[-1] == "dwi_b1000_p8"
+    from sklearn_hemo._lstm_module import expected_feature_names
+
+    assert names.tolist() == expected_feature_names(inputs, 60)
+
+
+def test_pwi_columns_are_the_resampled_concentration_of_the_right_neighbours(cohort):
+    for index in (0, 1):
+        patient = cohort[index]
+        X = _all_voxels(cohort, index)
+        features = PatchExtractor(cohort, inputs="pwi+dwi").fit_transform(X)
+        pwi = features[:, :540].reshape(-1, 60, 9)
+        conc, t = patient.truth["conc"], patient.frame_times
+        b0 = np.asarray(patient.dwi_b0.dataobj)
+        nx, ny, _ = patient.shape
+        for row in (0, 7, len(X) // 2, len(X) - 1):  # corners (edges replicate) and inside
+            _, i, j, k = X[row]
+            for p, (di, dj) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
+                ii, jj = np.clip(i + di, 0, nx - 1), np.clip(j + dj, 0, ny - 1)
+                expected = np.interp(GRID, t, conc[ii, jj, k])
+                np.testing.assert_allclose(pwi[row, :, p], expected, rtol=1e-4, atol=1e-3)
+                assert features[row, 540 + p] == b0[ii, jj, k]
+
+
+def test_aif_columns_are_the_resampled_measured_aif(cohort):
+    X = _all_voxels(cohort, 1)[::7]
+    features = PatchExtractor(cohort, inputs="pwi+aif").fit_transform(X)
+    aif = cohort[1].aif
+    np.testing.assert_allclose(features[:, 540:600],
+                               np.tile(np.interp(GRID, aif.time, aif.values), (len(X), 1)),
+                               rtol=1e-6)
+
+
+def test_align_to_arrival_shifts_tissue_and_aif_alike(cohort):
+    patient = cohort[0]
+    X = _all_voxels(cohort, 0)[10:12]
+    features = PatchExtractor(cohort, inputs="pwi+aif", align="arrival").fit_transform(X)
+    t = patient.frame_times
+    start = t[int(np.ceil(ONSET / 1.5)) - 1]  # last pre-bolus frame
+    _, i, j, k = X[0]
+    np.testing.assert_allclose(features[0, 4:540:9],
+                               np.interp(start + GRID, t, patient.truth["conc"][i, j, k]),
+                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(features[0, 540:],
+                               np.interp(start + GRID, patient.aif.time, patient.aif.values),
+                               rtol=1e-6)
+
+
+def test_odd_acquisitions_give_finite_features():
+    rng = np.random.default_rng(5)
+    patients = []
+    for n, (tr, frames) in enumerate([(1.2, 90), (1.63, 71), (2.0, 50)]):
+        p = make_patient(f"sub-{n}", shape=(9, 8, 2), tr=tr, n_frames=frames, seed=n,
+                         affine=_oblique(0.2 * n + 0.1), aif=n != 1)
+        noisy = np.asarray(p.pwi.dataobj) + rng.normal(0, 5, p.pwi.shape).astype(np.float32)
+        patients.append(Patient(p.id, nib.Nifti1Image(noisy, p.affine), p.dwi_b0, p.dwi_b1000,
+                                echo_time=TE, repetition_time=tr, aif=p.aif, ht=0))
+    odd = Cohort(patients)
+    X = np.concatenate([_all_voxels(odd, i) for i in range(3)])
+    features = PatchExtractor(odd).fit_transform(X)
+    assert features.shape == (len(X), 618) and np.isfinite(features).all()
+    # the detected AIF (patient 1) is an early, high first pass
+    aif = features[X[:, 0] == 1][0, 540:600]
+    assert aif.max() > 10 and GRID[np.argmax(aif)] < 25
+
+
+# -- invariances and the whole-volume path ------------------------------------------------------
+def test_sample_order_and_subset_invariance(cohort):
+    X = np.concatenate([_all_voxels(cohort, 0), _all_voxels(cohort, 1)])
+    extractor = PatchExtractor(cohort)
+    full = extractor.fit_transform(X)
+    perm = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_array_equal(extractor.transform(X[perm]), full[perm])
+    np.testing.assert_array_equal(extractor.transform(X[perm[:3]]), full[perm[:3]])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 10_000])
+def test_iter_volume_equals_transform_over_the_brain(cohort, chunk_size):
+    extractor = PatchExtractor(cohort)
+    chunks = list(extractor.iter_volume(1, chunk_size=chunk_size))
+    assert all(0 < len(ijk) <= max(chunk_size, 6) for ijk, _ in chunks)
+    ijk = np.concatenate([c[0] for c in chunks])
+    features = np.concatenate([c[1] for c in chunks])
+    # every brain voxel once, slice by slice
+    brain = np.argwhere(cohort[1].get_brain_mask())
+    np.testing.assert_array_equal(ijk, brain[np.lexsort((brain[:, 1], brain[:, 0], brain[:, 2]))])
+    X = np.column_stack([np.ones(len(ijk), dtype=int), ijk])
+    np.testing.assert_array_equal(features, extractor.transform(X))
+
+
+def test_on_the_simulated_cohort_in_memory_and_on_disk(tiny_cohort, tiny_cohort_dir):
+    from sklearn_hemo.datasets._layout import load_cohort
+
+    on_disk = load_cohort(tiny_cohort_dir)
+    X = np.concatenate([_brain_voxels(tiny_cohort, i)[::3] for i in range(len(tiny_cohort))])
+    in_memory = PatchExtractor(tiny_cohort).fit_transform(X)
+    assert np.isfinite(in_memory).all()
+    np.testing.assert_allclose(PatchExtractor(on_disk).fit_transform(X), in_memory, rtol=1e-5,
+                               atol=1e-5)
+    # the AIF columns are aif.tsv resampled onto the 1.8 s grid
+    aif = aif_from_tsv(tiny_cohort_dir / tiny_cohort[2].id / "aif.tsv")
+    row = np.flatnonzero(X[:, 0] == 2)[0]
+    np.testing.assert_allclose(in_memory[row, 540:600], np.interp(GRID, aif.time, aif.values),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_clipped_samples_of_requested_voxels_are_reported():
+    p = make_patient("sub-z", aif=False)
+    pwi = np.asarray(p.pwi.dataobj).copy()
+    pwi[3, 3, 1, 20:23] = 0
+    patient = Patient("sub-z", nib.Nifti1Image(pwi, p.affine), p.dwi_b0, p.dwi_b1000,
+                      echo_time=TE, repetition_time=1.5, brain_mask=p.brain_mask)
+    extractor = PatchExtractor(Cohort([patient]), inputs="pwi")
+    with pytest.warns(UserWarning, match="sub-z: 3 PWI samples"):
+        features = extractor.fit_transform([[0, 3, 3, 1]])
+    assert np.isfinite(features).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a neighbour's dropout is not the voxel's
+        extractor.transform([[0, 3, 4, 1]])
+
+
+def test_gather_patches_on_maps_and_series():
+    volume = np.arange(4 * 3 * 2, dtype=float).reshape(4, 3, 2)
+    patches = _gather_patches(volume, np.array([[0, 0, 1], [2, 1, 0]]), 3)
+    np.testing.assert_array_equal(patches[0], volume[[0, 0, 0, 0, 0, 0, 1, 1, 1],
+                                                     [0, 0, 1, 0, 0, 1, 0, 0, 1], 1])
+    np.testing.assert_array_equal(patches[1], volume[1:4, 0:3, 0].ravel())
+    series = np.asfortranarray(np.random.default_rng(0).random((4, 3, 2, 5)))
+    out = _gather_patches(series, np.array([[2, 1, 0]]), 3)
+    np.testing.assert_array_equal(out[0], series[1:4, 0:3, 0].reshape(9, 5).T)
+
+
+# -- errors -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("X, error, message", [
+    ([[2, 0, 0, 0]], ValueError, "patient index 2"),
+    ([[0, 7, 0, 0]], ValueError, "outside the volume of participant sub-a"),
+    ([[1, 0, -1, 0]], ValueError, "outside the volume of participant sub-b"),
+    ([[0, 0, 0]], ValueError, "4 columns"),
+    ([0, 0, 0, 0], ValueError, "2D array"),
+    (np.zeros((0, 4), dtype=int), ValueError, "0 sample"),
+    ([[0.0, 1.0, 1.0, 1.0]], TypeError, "integer voxel references"),
+    ([[0.0, np.nan, 1.0, 1.0]], ValueError, "NaN"),
+    (np.ones((2, 4), dtype=bool), TypeError, "integer voxel references"),
+    (np.ones((2, 4), dtype=object), TypeError, "integer voxel references"),
+    (np.ones((2, 4), dtype=complex), ValueError, "[Cc]omplex"),
+])
+def test_bad_references(cohort, X, error, message):
+    with pytest.raises(error, match=message):
+        PatchExtractor(cohort).fit(X)
+    with pytest.raises(error, match=message):
+        PatchExtractor(cohort).transform(X)
+
+
+def test_bad_parameters(cohort):
+    with pytest.raises(ValueError, match="needs a cohort"):
+        PatchExtractor().fit([[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="odd"):
+        PatchExtractor(cohort, patch_size=2).transform([[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="inputs"):
+        PatchExtractor(cohort, inputs="dwi").fit([[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="cohort"):
+        PatchExtractor(list(cohort)).fit([[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="patient_index"):
+        next(PatchExtractor(cohort).iter_volume(5))
+    with pytest.raises(ValueError, match="chunk_size"):
+        next(PatchExtractor(cohort).iter_volume(0, chunk_size=0))
+
+
+# -- scikit-learn compatibility -----------------------------------------------------------------
+# The input is voxel references, so ``two_d_array`` is False (as for scikit-learn's
+# vectorizers) and scikit-learn's random-float checks are skipped; the checks that need no
+# data run below, and the properties of the data checks are tested on voxel references.
+_COHORT = Cohort([make_patient("sub-c", shape=(4, 4, 2), n_frames=20, seed=3)])
+
+
+with warnings.catch_warnings():  # collection-time SkipTestWarning, asserted below
+    warnings.simplefilter("ignore", SkipTestWarning)
+    _CHECKS = parametrize_with_checks([PatchExtractor(_COHORT)])
+
+
+@_CHECKS
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("name", [
+    "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
+    "check_estimator_repr", "check_no_attributes_set_in_init",
+    "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
+    "check_get_params_invariance", "check_set_params",
+    "check_parameters_default_constructible"])
+def test_sklearn_checks_without_data(name):
+    getattr(estimator_checks, name)("PatchExtractor", PatchExtractor(_COHORT))
+
+
+def test_tags_say_voxel_references():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checks = list(estimator_checks.estimator_checks_generator(PatchExtractor(_COHORT)))
+    assert len(checks) == 1 and any(w.category is SkipTestWarning for w in caught)
+    tags = PatchExtractor().__sklearn_tags__()
+    assert not tags.input_tags.two_d_array and not tags.requires_fit
+
+
+def test_sklearn_api_on_voxel_references(cohort, tmp_path):
+    X = np.concatenate([_all_voxels(cohort, 0)[::3], _all_voxels(cohort, 1)[::4]])
+    extractor = PatchExtractor(cohort, inputs="pwi+dwi")
+    params = extractor.get_params()
+    unfitted = extractor.transform(X)  # stateless: no fit needed
+    assert extractor.fit(X) is extractor and extractor.n_features_in_ == 4
+    assert extractor.get_params() == params and not hasattr(extractor, "cohort_")
+    np.testing.assert_array_equal(extractor.transform(X), unfitted)
+    np.testing.assert_array_equal(extractor.fit(X[:3]).transform(X), unfitted)  # idempotent
+    # cheap clone and pickle
+    assert clone(extractor).cohort is cohort
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(extractor)).transform(X), unfitted)
+    # read-only memory-mapped and Fortran-ordered references
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    np.testing.assert_array_equal(extractor.transform(np.load(path, mmap_mode="r")), unfitted)
+    np.testing.assert_array_equal(extractor.transform(np.asfortranarray(X)), unfitted)
+    np.testing.assert_array_equal(extractor.transform(X.astype(np.int32).tolist()), unfitted)
+    # one sample
+    np.testing.assert_array_equal(extractor.transform(X[:1]), unfitted[:1])
+
+
+def test_dataframes_and_pandas_output(cohort):
+    pd = pytest.importorskip("pandas", reason="pandas output needs pandas")
+    X = pd.DataFrame(_all_voxels(cohort, 0)[:4], columns=["patient", "i", "j", "k"])
+    extractor = PatchExtractor(cohort, inputs="pwi").set_output(transform="pandas")
+    out = extractor.fit_transform(X)
+    assert list(out.columns) == extractor.get_feature_names_out().tolist()
+    assert extractor.feature_names_in_.tolist() == ["patient", "i", "j", "k"]
+    with pytest.raises(ValueError, match="feature names"):
+        extractor.transform(X.rename(columns={"i": "x"}))
+
+
+def test_in_a_pipeline(cohort):
+    X = np.concatenate([_all_voxels(cohort, 0), _all_voxels(cohort, 1)])
+    y = (X[:, 1] > 3).astype(int)
+    model = make_pipeline(PatchExtractor(cohort, inputs="pwi"), StandardScaler(),
+                          LogisticRegression())
+    proba = model.fit(X, y).predict_proba(X[:5])
+    assert proba.shape == (5, 2) and np.isfinite(proba).all()
+
+
+def test_check_voxel_refs_without_estimator(cohort):
+    refs = _check_voxel_refs(np.array([[1, 2, 3, 0]], dtype=np.uint8), cohort)
+    assert refs.dtype == np.int64 and refs.tolist() == [[1, 2, 3, 0]]
+    with pytest.raises(ValueError, match="needs a cohort"):
+        _check_voxel_refs([[0, 0, 0, 0]], None)
