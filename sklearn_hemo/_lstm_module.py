@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from skorch.dataset import Dataset
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Sampler
 
 __all__ = ["HemoLSTM", "INPUT_MODES", "expected_width", "expected_feature_names"]
 
@@ -190,13 +190,33 @@ class TensorDataset(Dataset):
         return Xi, yi
 
 
+class BatchIndices(Sampler):
+    """Yield the index of each whole batch: contiguous slices, or shuffled index tensors.
+
+    Slices make prediction batches views (no copy); a fresh ``torch.randperm`` per epoch,
+    drawn from torch's global generator (which the classifier seeds), shuffles training.
+    """
+
+    def __init__(self, n_samples, batch_size, shuffle=False):
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+
+    def __len__(self):
+        return -(-self.n_samples // self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            return iter(torch.randperm(self.n_samples).split(self.batch_size))
+        return (slice(start, start + self.batch_size)
+                for start in range(0, self.n_samples, self.batch_size))
+
+
 def batch_loader(dataset, batch_size, shuffle=False):
     """A DataLoader that yields whole batches from :class:`TensorDataset`.
 
-    Shuffling draws from torch's global generator, which the classifier seeds. The loader
-    gets a generator of its own because it draws a (here unused) worker seed on every
-    iteration, which would otherwise advance the caller's global RNG at predict time.
+    The loader gets a generator of its own because it draws a (here unused) worker seed on
+    every iteration, which would otherwise advance the caller's global RNG at predict time.
     """
-    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+    return DataLoader(dataset, sampler=BatchIndices(len(dataset), batch_size, shuffle),
                       batch_size=None, generator=torch.Generator())

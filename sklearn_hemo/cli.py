@@ -310,8 +310,8 @@ def _run_predict(args):
     from .persistence import BundleError, load_model
 
     try:
-        model = load_model(args.model)
         patient = load_patient(args.patient)
+        model = load_model(args.model)
         risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
     except (BundleError, CohortError, ValueError, TypeError) as exc:
         raise SystemExit(f"sklearn-hemo predict: {exc}") from None

@@ -15,9 +15,11 @@ sites would have to be trusted as much as a program. A bundle written by
 
 :func:`load_model` checks the manifest (an unlisted file or a changed hash refuses the
 bundle), warns when library versions differ, loads the object tree through skops with
-an explicit list of trusted types (refusing any other), rebuilds every skorch net from its
-JSON parameters, resolving classes and functions only from an explicit list of trusted
-names, and loads its weights from safetensors. No step unpickles anything.
+an explicit list of trusted types (refusing any other), puts back metadata-routing
+requests (kept as JSON: their back-reference to the estimator is a cycle skops cannot
+store), rebuilds every skorch net from its JSON parameters, resolving classes and
+functions only from an explicit list of trusted names, and loads its weights from
+safetensors. No step unpickles anything.
 
 The cohort held by a :class:`~sklearn_hemo.preprocessing.PatchExtractor` is *not* saved
 (it is data, often private, and can be large): its place is left empty and
@@ -68,6 +70,9 @@ _EXTRA_TRUSTED_TYPES = (
     "sklearn._loss.loss.HalfBinomialLoss",
     "sklearn._loss.loss.HalfMultinomialLoss",
     "sklearn.utils._bunch.Bunch",
+    # with_probabilities: CalibratedClassifierCV's fitted parts
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 )
 
 # Classes and functions a skorch net's constructor parameters may name. The bundle gives
@@ -179,28 +184,35 @@ def _is_cohort(obj):
     return isinstance(obj, Cohort)
 
 
-def _detach(obj, path, nets, cohorts):
-    """Return a copy of ``obj`` without skorch nets and cohorts, recording where they were.
+def _detach(obj, path, found):
+    """Return a copy of ``obj`` without what skops cannot or must not store.
 
-    Estimators are shallow-copied (``copy.copy``), so arrays are shared with the
-    original, which stays untouched; lists, tuples and dicts are rebuilt.
+    ``found`` collects where each removed piece was: ``"nets"`` (skorch nets, stored
+    as JSON + safetensors), ``"cohorts"`` (never stored) and ``"requests"`` (metadata
+    routing requests, whose ``owner`` back-reference is a cycle skops cannot follow;
+    stored as JSON). Estimators are shallow-copied (``copy.copy``), so arrays are shared
+    with the original, which stays untouched; lists, tuples and dicts are rebuilt.
     """
     if _is_cohort(obj):
-        cohorts.append(path)
+        found["cohorts"].append(path)
         return None
     if _is_skorch_net(obj):
-        nets.append((path, obj))
+        found["nets"].append((path, obj))
         return None
     if isinstance(obj, BaseEstimator):
         new = copy.copy(obj)
         for name, value in vars(obj).items():
-            setattr(new, name, _detach(value, [*path, ["attr", name]], nets, cohorts))
+            if name == "_metadata_request":
+                found["requests"].append({"path": path, "requests": value._serialize()})
+                delattr(new, name)
+            else:
+                setattr(new, name, _detach(value, [*path, ["attr", name]], found))
         return new
     if isinstance(obj, (list, tuple)):
-        items = [_detach(v, [*path, ["item", i]], nets, cohorts) for i, v in enumerate(obj)]
+        items = [_detach(v, [*path, ["item", i]], found) for i, v in enumerate(obj)]
         return type(obj)(items) if isinstance(obj, list) else tuple(items)
     if isinstance(obj, dict):
-        return {k: _detach(v, [*path, ["key", k]], nets, cohorts) for k, v in obj.items()}
+        return {k: _detach(v, [*path, ["key", k]], found) for k, v in obj.items()}
     from .datasets import Patient
 
     if isinstance(obj, Patient):
@@ -218,13 +230,27 @@ def _describe(path):
     return "estimator" + "".join(parts)
 
 
+def _get_at(root, path):
+    target = root
+    for kind, key in path:
+        target = getattr(target, key) if kind == "attr" else target[key]
+    return target
+
+
+def _restore_requests(estimator, requests):
+    """Put back the metadata routing requests (e.g. ``set_fit_request(groups=True)``)."""
+    request = estimator._get_metadata_request()
+    for method, params in requests.items():
+        for param, alias in params.items():
+            getattr(request, method).add_request(param=param, alias=alias)
+    estimator._metadata_request = request
+
+
 def _set_at(root, path, value):
     """Set the attribute / item that ``path`` (from :func:`_detach`) names in ``root``."""
     if not path:
         raise BundleError("a bundle cannot hold a bare net or cohort at its root.")
-    target = root
-    for kind, key in path[:-1]:
-        target = getattr(target, key) if kind == "attr" else target[key]
+    target = _get_at(root, path[:-1])
     kind, key = path[-1]
     if kind == "attr":
         setattr(target, key, value)
@@ -383,8 +409,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
         raise FileExistsError(
             f"{path} exists and is not a model bundle (no {_MANIFEST}); refusing to replace "
             "it. Remove it or choose another folder.")
-    nets, cohorts = [], []
-    detached = _detach(estimator, [], nets, cohorts)
+    found = {"nets": [], "cohorts": [], "requests": []}
+    detached = _detach(estimator, [], found)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
@@ -395,7 +421,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "classes_": getattr(estimator, "classes_", None),
         }, indent=2, default=_json_default), encoding="utf-8")
         net_records = []
-        for i, (net_path, net) in enumerate(nets):
+        for i, (net_path, net) in enumerate(found["nets"]):
             files = _save_net(net, tmp, f"net-{i}")
             net_records.append({"path": net_path, **files})
         manifest = {
@@ -405,7 +431,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "estimator": _qualname(type(estimator)),
             "versions": _versions(),
             "nets": net_records,
-            "cohort_paths": cohorts,
+            "cohort_paths": found["cohorts"],
+            "metadata_requests": found["requests"],
             "metadata": metadata,
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
         }
@@ -470,7 +497,8 @@ def read_manifest(path):
     -------
     manifest : dict
         With keys ``format``, ``format_version``, ``created``, ``estimator``,
-        ``versions``, ``files``, ``nets``, ``cohort_paths`` and ``metadata``.
+        ``versions``, ``files``, ``nets``, ``cohort_paths``, ``metadata_requests`` and
+        ``metadata``.
 
     Examples
     --------
@@ -577,6 +605,9 @@ def load_model(path, cohort=None, *, trusted=None):
     for record in manifest.get("nets", []):
         _set_at(estimator, _tuple_free(record["path"]),
                 _load_net(path, record, net_trusted))
+    for record in manifest.get("metadata_requests", []):
+        _restore_requests(_get_at(estimator, _tuple_free(record["path"])),
+                          record["requests"])
     if cohort is not None:
         for cohort_path in manifest.get("cohort_paths", []):
             _set_at(estimator, _tuple_free(cohort_path), cohort)

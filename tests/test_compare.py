@@ -270,3 +270,14 @@ def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch)
     assert seen["protocol"] == "quick" and seen["out_dir"] == "hemo-results"
     assert seen["n_jobs"] == 1 and seen["backend"] == "loky" and seen["random_state"] == 0
     assert seen["estimate_time"] is False
+
+
+def test_precomputed_features_give_the_same_results(cohort):
+    # the stateless extractor runs once on all sampled voxels instead of in every fit
+    zoo = _zoo(cohort)
+    fast = compare_models(cohort, zoo, oracle=False, **RUN)
+    slow = compare_models(cohort, zoo, oracle=False, precompute_features=False, **RUN)
+    for name in zoo:
+        np.testing.assert_array_equal(fast.predictions[name]["score"],
+                                      slow.predictions[name]["score"])
+    assert fast.best_params == slow.best_params

@@ -331,7 +331,7 @@ def test_in_a_pipeline(cohort):
     X = np.concatenate([_all_voxels(cohort, 0), _all_voxels(cohort, 1)])
     y = (X[:, 1] > 3).astype(int)
     model = make_pipeline(PatchExtractor(cohort, inputs="pwi"), StandardScaler(),
-                          LogisticRegression())
+                          LogisticRegression(C=1e-3))
     proba = model.fit(X, y).predict_proba(X[:5])
     assert proba.shape == (5, 2) and np.isfinite(proba).all()
 

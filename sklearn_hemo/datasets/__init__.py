@@ -1,7 +1,7 @@
 """Cohorts: the simulated stroke cohort and reading/writing cohorts on disk."""
 
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
-from ._layout import load_cohort, save_cohort
+from ._layout import load_cohort, load_patient, save_cohort
 from ._simulate import PAPER_COHORT, make_stroke_cohort, simulated_concentration
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "PAPER_COHORT",
     "Patient",
     "load_cohort",
+    "load_patient",
     "make_stroke_cohort",
     "save_cohort",
     "simulated_concentration",

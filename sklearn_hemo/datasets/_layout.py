@@ -34,7 +34,7 @@ from .._io import atomic_path, atomic_write_text
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
 from ._validation import check_acquisition, check_file, check_patient
 
-__all__ = ["load_cohort", "save_cohort", "write_cohort"]
+__all__ = ["load_cohort", "load_patient", "save_cohort", "write_cohort"]
 
 _PARTICIPANTS = "participants.tsv"
 _IMAGES = ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask")
@@ -213,6 +213,45 @@ def load_cohort(path):
     rows = _read_participants(path)
     patients = [_read_patient(path, pid, ht) for pid, ht in rows]
     return Cohort(patients, path=path)
+
+
+def load_patient(path, *, ht=None):
+    """Read one patient folder of the cohort layout, e.g. a new patient to predict.
+
+    The folder needs no ``participants.tsv`` around it; its name is the participant id.
+    Checks and lazy loading are those of :func:`load_cohort`.
+
+    Parameters
+    ----------
+    path : path-like
+        The patient folder (``pwi.nii.gz``, ``pwi.json``, ``dwi_b0.nii.gz``,
+        ``dwi_b1000.nii.gz``, optional ``brain_mask``, ``aif.tsv``, ``ht_mask``).
+    ht : int or None, default=None
+        Patient-level HT label when known.
+
+    Returns
+    -------
+    patient : Patient
+        File-backed patient.
+
+    Raises
+    ------
+    CohortError
+        Naming the file and the fix, for any problem found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_hemo.datasets import load_patient, make_stroke_cohort, save_cohort
+    >>> folder = save_cohort(make_stroke_cohort(1, (8, 8, 1), random_state=0),
+    ...                      tempfile.mkdtemp())
+    >>> load_patient(folder / "sub-001").id
+    'sub-001'
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CohortError(f"patient folder {path} does not exist or is not a folder.")
+    return _read_patient(path.parent, path.name, ht)
 
 
 def _read_participants(path):

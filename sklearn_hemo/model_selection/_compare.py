@@ -31,10 +31,12 @@ import sklearn
 from joblib import Parallel, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
-from ._resume import PartStore, fingerprint, model_key
+from ._resume import PartStore, _canonical, _digest, fingerprint, model_key
 from ._zoo import PROTOCOLS, make_model_zoo
 
 __all__ = ["compare_models"]
@@ -119,19 +121,39 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
             "score_time": time.perf_counter() - start, "n_candidates": len(candidates)}
 
 
-def _detach_cohort(pipeline, cohort):
-    """Copy of ``pipeline`` without the cohort, and the parameters that held it.
+def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
+    """What one model's tasks run on: ``(pipeline, inputs, cohort, cohort_params)``.
 
-    Sending the cohort once as its own argument lets dask scatter it once per worker
-    (joblib's dask backend scatters large arguments by identity) instead of pickling it
-    inside every task.
+    When the first step is a feature extractor that learns nothing (its tags say it does
+    not require ``fit``, as :class:`~sklearn_hemo.preprocessing.PatchExtractor`) and the
+    grid does not search its parameters, its features are computed once for all sampled
+    voxels (shared by every row with the same extractor) and the tasks run the rest of the
+    pipeline on them. A stateless, row-wise extractor gives every voxel the same features
+    whether it is transformed alone or with others, so nothing leaks across folds; the
+    saving is large (each inner fit would otherwise re-read every training patient).
+
+    Otherwise the pipeline runs on the voxel references, and the cohort it holds is sent
+    once as its own argument (joblib's dask backend scatters large arguments by identity)
+    rather than pickled inside every task.
     """
-    names = [name for name, value in pipeline.get_params(deep=True).items()
+    name, first = pipeline.steps[0]
+    searched = any(key.split("__")[0] == name for key in grid)
+    if (precompute and len(pipeline.steps) > 1 and not searched
+            and not get_tags(first).requires_fit):
+        key = _features_key(first)
+        if key not in cache:
+            cache[key] = clone(first).fit_transform(X)
+        return clone(Pipeline(pipeline.steps[1:])), cache[key], None, []
+    names = [param for param, value in pipeline.get_params(deep=True).items()
              if value is cohort]
     pipeline = clone(pipeline)
     if names:
         pipeline.set_params(**dict.fromkeys(names, None))
-    return pipeline, names
+    return pipeline, X, (cohort if names else None), names
+
+
+def _features_key(extractor):
+    return _digest(_canonical(extractor))
 
 
 @contextlib.contextmanager
@@ -238,8 +260,8 @@ def _outer_folds(y, groups, n_outer, seed):
     return fold
 
 
-def _estimate_seconds(zoo, X, y, groups, fold, n_inner, n_workers, seed):
-    """Wall time of the whole run, extrapolated from two small fits per model.
+def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
+    """Wall time of the pending work, extrapolated from two small fits per model.
 
     Each model's first grid candidate is timed on n and 2n voxels; the growth exponent
     (clipped to [1, 2.5]) extrapolates to the outer-training size, and every part costs
@@ -249,18 +271,19 @@ def _estimate_seconds(zoo, X, y, groups, fold, n_inner, n_workers, seed):
     n_train = int(np.mean([np.sum(fold != k) for k in np.unique(fold)]))
     n_small = max(50, min(500, n_train // 8))
     total = 0.0
-    for pipeline, grid in zoo.values():
-        candidates = list(ParameterGrid(grid))
+    for name, n_parts in prepared.items():
+        pipeline, inputs, cohort, cohort_params = n_parts[0]
+        candidates = list(ParameterGrid(zoo[name][1]))
         times = []
         for n in (n_small, 2 * n_small):
-            rows = rng.choice(len(X), size=min(n, len(X)), replace=False)
-            if np.unique(y[rows]).size < 2:
-                rows = np.arange(min(n, len(X)))
+            rows = rng.choice(len(y), size=min(n, len(y)), replace=False)
             model = clone(pipeline).set_params(**candidates[0])
+            if cohort_params:
+                model.set_params(**dict.fromkeys(cohort_params, cohort))
             start = time.perf_counter()
             with sklearn.config_context(enable_metadata_routing=True):
                 params = {"groups": groups[rows]} if _consumes_groups(model) else {}
-                model.fit(X[rows], y[rows], **params)
+                model.fit(inputs[rows], y[rows], **params)
             times.append(time.perf_counter() - start)
         exponent = float(np.clip(np.log2(max(times[1], 1e-6) / max(times[0], 1e-6)), 1, 2.5))
 
@@ -269,7 +292,7 @@ def _estimate_seconds(zoo, X, y, groups, fold, n_inner, n_workers, seed):
 
         fits = len(candidates) * n_inner * cost(n_train * (n_inner - 1) / n_inner) \
             if len(candidates) > 1 else 0.0
-        total += (fits + cost(n_train)) * len(np.unique(fold))
+        total += (fits + cost(n_train)) * n_parts[1]
     return total / max(1, n_workers)
 
 
@@ -301,6 +324,7 @@ def _format_seconds(seconds):
         "progress": ["boolean"],
         "estimate_time": ["boolean"],
         "plot": ["boolean"],
+        "precompute_features": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
@@ -308,7 +332,8 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
                    n_samples=None, scoring="roc_auc", n_resamples=1000,
                    bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
-                   random_state=0, progress=False, estimate_time=False, plot=True):
+                   random_state=0, progress=False, estimate_time=False, plot=True,
+                   precompute_features=True):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -366,6 +391,12 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
         Print an estimate of the wall time before starting, from small timed fits.
     plot : bool, default=True
         Write ``roc_pr.png`` into ``out_dir`` when matplotlib is installed.
+    precompute_features : bool, default=True
+        Compute the features of a pipeline's first step once for all sampled voxels when
+        that step learns nothing (e.g. ``PatchExtractor``) and is not searched over, and
+        fit the rest of the pipeline on them. Same results (the extractor is stateless and
+        row-wise), far less reading of images; False runs every pipeline on the voxel
+        references.
 
     Returns
     -------
@@ -427,19 +458,22 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
             else:
                 parts[name, k] = part
 
+    cache, prepared = {}, {}
+    for name in dict.fromkeys(n for n, _ in todo):
+        prepared[name] = _prepare(*zoo[name], X, cohort, cache, precompute_features)
+    del cache
     if estimate_time and todo:
         n_workers = n_jobs if n_jobs > 0 else os_cpu_count() + 1 + n_jobs
-        todo_zoo = {name: zoo[name] for name in dict.fromkeys(n for n, _ in todo)}
-        seconds = _estimate_seconds(todo_zoo, X, y, groups, fold, settings["n_inner"],
+        pending = {name: (prepared[name], sum(1 for n, _ in todo if n == name))
+                   for name in prepared}
+        seconds = _estimate_seconds(pending, zoo, y, groups, fold, settings["n_inner"],
                                     n_workers, seeds[0])
         print(f"Estimated time for {len(todo)} (model, fold) tasks: about "
               f"{_format_seconds(seconds)} on {n_workers} worker(s) "
               "(extrapolated from small timed fits; the progress bar refines it).",
               flush=True)
-
-    detached = {name: _detach_cohort(pipeline, cohort) for name, (pipeline, _) in zoo.items()}
-    _run_tasks(todo, zoo, detached, cohort, X, y, groups, fold, settings, scoring, seeds,
-               store, keys, parts, n_jobs, backend, scheduler, progress,
+    _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, store, keys,
+               parts, n_jobs, backend, scheduler, progress,
                total=len(zoo) * settings["n_outer"])
 
     predictions, best_params, fold_info = {}, {}, {}
@@ -489,8 +523,8 @@ def _prediction_record(patient_of, X, fold, y, scores):
             "score": scores}
 
 
-def _run_tasks(todo, zoo, detached, cohort, X, y, groups, fold, settings, scoring, seeds,
-               store, keys, parts, n_jobs, backend, scheduler, progress, total):
+def _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, store, keys,
+               parts, n_jobs, backend, scheduler, progress, total):
     """Run the pending (model, fold) tasks, saving each as soon as it arrives."""
     if not todo:
         return
@@ -501,8 +535,8 @@ def _run_tasks(todo, zoo, detached, cohort, X, y, groups, fold, settings, scorin
     try:
         with _backend(backend, scheduler, n_jobs) as parallel_jobs:
             tasks = (
-                delayed(_tagged)(name, k, detached[name][0], zoo[name][1], cohort,
-                                 detached[name][1], X, y, groups, fold, k,
+                delayed(_tagged)(name, k, prepared[name][0], zoo[name][1], prepared[name][2],
+                                 prepared[name][3], prepared[name][1], y, groups, fold, k,
                                  settings["n_inner"], scoring, int(seeds[k + 1]))
                 for name, k in todo
             )

@@ -9,16 +9,20 @@
 - :func:`patient_perfusion_maps`: all of them for one patient of a cohort, from its
   source signal (``MAP_NAMES`` lists them).
 - :func:`compare_to_truth`: their errors against a simulated cohort's ground truth.
+- :class:`ROIPermeabilityScorer`: the paper's ROI-based permeability baseline, one
+  score per patient spread to its voxels.
 """
 
 from ._deconvolution import deconvolve, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._patient import MAP_NAMES, patient_perfusion_maps
 from ._permeability import permeability_measures
+from ._roi import ROIPermeabilityScorer
 from ._validation import compare_to_truth
 
 __all__ = [
     "MAP_NAMES",
+    "ROIPermeabilityScorer",
     "compare_to_truth",
     "correct_leakage",
     "deconvolve",

@@ -100,9 +100,8 @@ def _check_voxel_refs(X, cohort, *, estimator=None, reset=True):
             f"{len(cohort)} patients (indices 0 to {len(cohort) - 1}); {bad.size} rows are "
             "affected. Use references built on this cohort."
         )
-    used = np.unique(patients)
     shapes = np.zeros((len(cohort), 3), dtype=np.int64)
-    for p in used:
+    for p in np.flatnonzero(np.bincount(patients, minlength=len(cohort))):
         shapes[p] = cohort[p].shape
     limits = shapes[patients]
     bad = np.flatnonzero(((refs[:, 1:] < 0) | (refs[:, 1:] >= limits)).any(axis=1))
@@ -359,11 +358,12 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
                                  reset=False)
         out = np.empty((len(refs), self._n_features_out()), dtype=np.float32)
         order = np.argsort(refs[:, 0], kind="stable")
-        patients, starts = np.unique(refs[order, 0], return_index=True)
-        bounds = np.append(starts, len(order))
-        for p, lo, hi in zip(patients, bounds[:-1], bounds[1:], strict=True):
-            rows = order[lo:hi]
-            contiguous = rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1)
+        sorted_patients = refs[order, 0]
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_patients)) + 1,
+                                 [len(order)]])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            p, rows = sorted_patients[lo], order[lo:hi]
+            contiguous = rows[-1] - rows[0] == len(rows) - 1  # sorted and distinct
             target = out[rows[0]: rows[-1] + 1] if contiguous else np.empty(
                 (len(rows), out.shape[1]), dtype=np.float32)
             patient = self.cohort[int(p)]
@@ -559,7 +559,9 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             for volume in dwi:
                 out[:, column: column + n_patch] = volume[coords]
                 column += n_patch
-        n_bad = int(clipped[np.unique(position[:, n_patch // 2])].sum())
+        centre = np.zeros(flat.size, dtype=bool)
+        centre[position[:, n_patch // 2]] = True
+        n_bad = int(clipped[centre].sum())
         if n_bad:
             warnings.warn(
                 f"participant {patient.id}: {n_bad} PWI samples of the requested voxels are "

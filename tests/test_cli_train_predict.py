@@ -1,0 +1,91 @@
+"""``sklearn-hemo train`` and ``sklearn-hemo predict``, run in-process."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sklearn_hemo.cli import main
+from sklearn_hemo.datasets import load_patient, make_stroke_cohort
+from sklearn_hemo.maps import predict_risk_map
+from sklearn_hemo.persistence import load_model, read_manifest
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    """Six patients on disk, three with HT (36 HT voxels on a 20 x 20 x 2 grid)."""
+    folder = tmp_path_factory.mktemp("cohort")
+    make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5, random_state=0,
+                       out_dir=folder)
+    return folder
+
+
+@pytest.mark.parametrize("row", ["linear", "lstm-pwi"])
+def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    params = ["--params", '{"model__max_epochs": 2}'] if row.startswith("lstm") else []
+    assert main(["train", "--data", str(cohort_dir), "--model", row, "--out", str(model_dir),
+                 "--n-samples", "72", "--random-state", "0", *params]) == 0
+    manifest = read_manifest(model_dir)
+    assert manifest["metadata"]["model"] == row
+    assert manifest["metadata"]["n_samples"] == 72
+    assert "saved" in capsys.readouterr().out
+
+    patient_dir = cohort_dir / "sub-003"
+    risk_file, png = tmp_path / "out" / "risk.nii.gz", tmp_path / "out" / "overlay.png"
+    assert main(["predict", "--model", str(model_dir), "--patient", str(patient_dir),
+                 "--out", str(risk_file), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "predicted HT volume" in out and "Dice" in out  # sub-003 has an ht_mask
+
+    patient = load_patient(patient_dir)
+    risk = nib.load(risk_file)
+    assert risk.shape == patient.shape
+    np.testing.assert_allclose(risk.affine, patient.affine)
+    data = np.asarray(risk.dataobj)
+    assert data.min() >= 0 and data.max() <= 1
+    assert np.all(data[~patient.get_brain_mask()] == 0)
+    expected = predict_risk_map(load_model(model_dir), patient)
+    np.testing.assert_array_equal(data, np.asarray(expected.dataobj))
+    assert png.read_bytes().startswith(b"\x89PNG")
+    # atomic writes leave no temporary files behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["overlay.png",
+                                                                    "risk.nii.gz"]
+
+
+def test_train_uses_the_most_frequent_best_params(cohort_dir, tmp_path):
+    best = tmp_path / "best_params.json"
+    best.write_text(json.dumps({"sr-kda": {"0": {"model__alpha": 1.0},
+                                           "1": {"model__alpha": 0.01},
+                                           "2": {"model__alpha": 1.0}}}))
+    model_dir = tmp_path / "model"
+    assert main(["train", "--data", str(cohort_dir), "--model", "sr-kda", "--out",
+                 str(model_dir), "--n-samples", "72", "--params-from", str(best)]) == 0
+    metadata = read_manifest(model_dir)["metadata"]
+    assert metadata["params"] == {"model__alpha": 1.0}
+    assert load_model(model_dir).named_steps["model"].estimator.alpha == 1.0
+
+
+def test_train_defaults_to_the_first_grid_point(cohort_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    assert main(["train", "--data", str(cohort_dir), "--model", "sr-kda", "--out",
+                 str(model_dir), "--n-samples", "72"]) == 0
+    metadata = read_manifest(model_dir)["metadata"]
+    assert metadata["params_source"] == "first grid point"
+    assert metadata["params"] == {"model__alpha": 0.01}
+
+
+def test_command_line_errors(cohort_dir, tmp_path):
+    with pytest.raises(SystemExit, match="unknown zoo rows"):
+        main(["train", "--data", str(cohort_dir), "--model", "nope", "--out",
+              str(tmp_path / "m")])
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["train", "--data", str(cohort_dir), "--model", "linear", "--out",
+              str(tmp_path / "m"), "--params", "{alpha"])
+    with pytest.raises(SystemExit, match="not a model bundle"):
+        main(["predict", "--model", str(tmp_path), "--patient", str(cohort_dir / "sub-001"),
+              "--out", str(tmp_path / "r.nii.gz")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["predict", "--model", str(tmp_path), "--patient", str(tmp_path / "sub-404"),
+              "--out", str(tmp_path / "r.nii.gz")])

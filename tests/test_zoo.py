@@ -1,0 +1,95 @@
+"""The model zoo: every row builds, has a valid grid, fits and scores under GroupKFold."""
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import GroupKFold, ParameterGrid, cross_validate
+
+from sklearn_hemo.datasets import make_stroke_cohort
+from sklearn_hemo.model_selection import PROTOCOLS, ZOO_ROWS, make_model_zoo
+from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.sampling import sample_voxels
+
+CLASSIC = ("linear", "random-forest", "sr-kda", "svm")
+LSTM_ROWS = ("lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi")
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    # 8 patients, 5 bleeding: enough HT voxels for two patient-grouped folds
+    return make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
+                              n_frames=40, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def voxels(cohort):
+    return sample_voxels(cohort, n_samples=160, random_state=0)
+
+
+@pytest.mark.parametrize("protocol", ["quick", "paper"])
+def test_zoo_builds_every_row_with_a_valid_grid(cohort, protocol):
+    zoo = make_model_zoo(cohort, protocol, random_state=0)
+    assert list(zoo) == [name for name in ZOO_ROWS if name in zoo]
+    assert set(LSTM_ROWS + CLASSIC) <= set(zoo)
+    for name, (pipeline, grid) in zoo.items():
+        steps = list(pipeline.named_steps)
+        assert steps[0] == "features" and steps[-1] == "model", name
+        assert pipeline.named_steps["features"].cohort is cohort
+        for candidate in ParameterGrid(grid):
+            clone(pipeline).set_params(**candidate)  # every grid key is a real parameter
+        model = pipeline.named_steps["model"]
+        if hasattr(model, "random_state"):
+            assert model.random_state == 0, name
+    for name in LSTM_ROWS:
+        features = zoo[name][0].named_steps["features"]
+        assert isinstance(features, PatchExtractor)
+        assert features.inputs == name.removeprefix("lstm-")
+        assert zoo[name][0].named_steps["model"].inputs == features.inputs
+    for name in CLASSIC:
+        assert zoo[name][0].named_steps["features"].inputs == "pwi+aif+dwi"
+    # scaling where it belongs: not for trees, nor for scale-equivariant least squares
+    assert "scale" not in zoo["random-forest"][0].named_steps
+    assert "scale" not in zoo["linear"][0].named_steps
+    assert "scale" in zoo["svm"][0].named_steps and "scale" in zoo["sr-kda"][0].named_steps
+
+
+def test_paper_protocol_is_the_faithful_one(cohort):
+    quick = make_model_zoo(cohort, "quick", models=list(LSTM_ROWS[:1]) + list(CLASSIC))
+    paper = make_model_zoo(cohort, "paper", models=list(LSTM_ROWS[:1]) + list(CLASSIC))
+    lstm = paper["lstm-pwi"][0].named_steps["model"]
+    assert (lstm.hidden_size, lstm.max_epochs) == (60, 20)  # the paper's network
+    for name in quick:
+        assert len(ParameterGrid(paper[name][1])) >= len(ParameterGrid(quick[name][1]))
+    assert PROTOCOLS["paper"] == {"n_outer": 10, "n_inner": 5, "n_samples": 50_000}
+
+
+def test_lstm_rows_request_groups_for_patient_grouped_validation(cohort):
+    zoo = make_model_zoo(cohort, models=["lstm-pwi", "svm"])
+    with sklearn.config_context(enable_metadata_routing=True):
+        assert zoo["lstm-pwi"][0].get_metadata_routing().consumes("fit", ["groups"])
+        assert not zoo["svm"][0].get_metadata_routing().consumes("fit", ["groups"])
+
+
+@pytest.mark.parametrize("name", LSTM_ROWS + CLASSIC)
+def test_every_row_fits_and_scores_under_group_kfold(cohort, voxels, name):
+    X, y, groups = voxels
+    pipeline, grid = make_model_zoo(cohort, models=[name], random_state=0)[name]
+    pipeline.set_params(**next(iter(ParameterGrid(grid))))
+    if name.startswith("lstm"):
+        pipeline.set_params(model__max_epochs=1)
+    cv = GroupKFold(n_splits=2)
+    for train, test in cv.split(X, y, groups):
+        assert not set(groups[train]) & set(groups[test])
+    with sklearn.config_context(enable_metadata_routing=True):
+        scores = cross_validate(pipeline, X, y, params={"groups": groups}, cv=cv,
+                                scoring="roc_auc", error_score="raise")
+    assert np.isfinite(scores["test_score"]).all()
+    assert ((0 <= scores["test_score"]) & (scores["test_score"] <= 1)).all()
+
+
+def test_unknown_or_unavailable_rows_raise(cohort):
+    with pytest.raises(ValueError, match="unknown zoo rows"):
+        make_model_zoo(cohort, models=["lstm"])
+    with pytest.raises(ValueError):
+        make_model_zoo(cohort, protocol="huge")
