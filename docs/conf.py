@@ -59,7 +59,14 @@ autodoc_typehints = "none"
 # numpydoc renders the members table itself; autosummary stubs do not list them again.
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-numpydoc_xref_param_type = False
+# Parameter types become cross-references; besides linking package names this keeps a
+# type such as ``ndarray of shape (n_features_in_,)`` from being read as an RST link
+# target. Unresolved references stay plain text (the build is not nitpicky).
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = {
+    "of", "or", "and", "shape", "default", "optional", "instance", "in", "the", "a",
+    "an", "to", "with", "for", "from", "same", "as", "per", "one", "each", "like",
+}
 # Docstring completeness (an Examples section on every public name) is checked by
 # tests/test_examples.py::test_public_docstrings_have_examples, not here, so that one
 # missing section cannot fail the whole build.
@@ -67,6 +74,19 @@ numpydoc_validation_checks = set()
 
 # No network at build time: intersphinx stays off.
 intersphinx_mapping = {}
+
+
+
+def _skip_routing_methods(app, what, name, obj, skip, options):
+    """Hide scikit-learn's generated ``set_*_request`` methods (documented upstream)."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_routing_methods)
+
 
 # -- sphinx-gallery ------------------------------------------------------------------
 sphinx_gallery_conf = {

@@ -1,7 +1,7 @@
 """
-==================================================================
+====================================================================
 Patch features in a Pipeline, tuned with GridSearchCV and GroupKFold
-==================================================================
+====================================================================
 
 The samples of this package are *voxels*, referenced by integer rows
 ``(patient index, i, j, k)``. The first step of every pipeline,

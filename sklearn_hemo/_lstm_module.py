@@ -180,8 +180,9 @@ class HemoLSTM(nn.Module):
 class TensorDataset(Dataset):
     """skorch Dataset over tensors that is indexed by a whole batch of positions at once.
 
-    skorch's default DataLoader calls ``__getitem__`` once per row and collates; indexing
-    the tensors with the batch's index list does the same in one call.
+    skorch's default DataLoader calls ``__getitem__`` once per row and collates; with
+    :func:`batch_loader`, ``i`` is a whole batch's slice or index tensor, so a batch is one
+    indexing call (a view, for prediction).
     """
 
     def __getitem__(self, i):

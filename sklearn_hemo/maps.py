@@ -20,9 +20,13 @@ of that cohort. To map a patient:
   and no other step is copied (the remaining steps are used as they are, through
   ``pipeline[1:]``).
 
-Features are computed and scored in chunks of ``chunk_size`` voxels, so memory is bounded
+Features are computed and scored in chunks of ``chunk_size`` voxels (through the
+extractor's ``iter_volume``, which reads the volume slab by slab), so memory is bounded
 by one chunk of features whatever the volume size; the map equals
-``pipeline.predict_proba(refs)[:, positive column]`` on the patient's brain voxels.
+``pipeline.predict_proba(refs)[:, positive column]`` on the patient's brain voxels (up
+to float rounding in the model). A gzip-compressed PWI (``pwi.nii.gz``) is first
+streamed once into a temporary uncompressed file, deleted afterwards: reading it slab
+by slab in place would decompress it again for every slab.
 
 Probabilities, not scores
 -------------------------
@@ -35,8 +39,13 @@ pushed through an arbitrary squashing function that would only look like a proba
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gzip
 import numbers
+import shutil
+import tempfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -169,6 +178,34 @@ def brain_voxel_refs(patient, patient_index=0, mask=None):
     return refs
 
 
+@contextlib.contextmanager
+def _uncompressed_pwi(patient):
+    """The patient, or a copy whose PWI is an uncompressed temporary file.
+
+    A 4D NIfTI stores time as the slowest axis, so every slab of slices read for the
+    chunked features spans the whole file; in a ``.nii.gz`` each such read decompresses
+    the file again from its start. One streamed decompression into a temporary ``.nii``
+    (memory-mapped, deleted afterwards) reads the same bytes once, with flat memory.
+    """
+    source = patient.source("pwi")
+    if source is None or not str(source).endswith(".gz"):
+        yield patient
+        return
+
+    def image(name):  # file-backed images stay files; in-memory ones are shared
+        found = patient.source(name)
+        return found if found is not None else getattr(patient, name)
+
+    with tempfile.TemporaryDirectory(prefix="sklearn-hemo-map-") as tmp:
+        target = Path(tmp) / "pwi.nii"
+        with gzip.open(source, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        yield Patient(patient.id, target, image("dwi_b0"), image("dwi_b1000"),
+                      echo_time=patient.echo_time, repetition_time=patient.repetition_time,
+                      ht=patient.ht, brain_mask=image("brain_mask"),
+                      ht_mask=image("ht_mask"), aif=patient.aif)
+
+
 def _feature_chunks(extractor, patient, index, mask, chunk_size):
     """Yield ``(ijk, features)`` for the voxels to map, ``chunk_size`` at a time.
 
@@ -260,14 +297,17 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     column = _positive_column(rest.classes_, positive_class)
     extractor, index, patient = _resolve_patient(extractor, patient, cohort)
     values = np.zeros(patient.shape, dtype=np.float32)
-    for ijk, features in _feature_chunks(extractor, patient, index, mask, chunk_size):
-        proba = rest.predict_proba(features)[:, column]
-        if not np.all(np.isfinite(proba)):
-            raise ValueError(
-                f"participant {patient.id}: the model returned non-finite probabilities "
-                f"for {int(np.sum(~np.isfinite(proba)))} voxels; check the patient's images "
-                "(e.g. zero baseline signal) and the model.")
-        values[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = proba
+    with _uncompressed_pwi(patient) as readable:
+        if readable is not patient:
+            extractor, index = _with_cohort(extractor, Cohort([readable])), 0
+        for ijk, features in _feature_chunks(extractor, readable, index, mask, chunk_size):
+            proba = rest.predict_proba(features)[:, column]
+            if not np.all(np.isfinite(proba)):
+                raise ValueError(
+                    f"participant {patient.id}: the model returned non-finite probabilities "
+                    f"for {int(np.sum(~np.isfinite(proba)))} voxels; check the patient's "
+                    "images (e.g. zero baseline signal) and the model.")
+            values[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = proba
     # float rounding can leave a softmax a hair outside [0, 1]
     np.clip(values, 0.0, 1.0, out=values)
     return _map_image(values, patient)

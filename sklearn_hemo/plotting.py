@@ -199,6 +199,7 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     >>> len(fig.axes)
     2
     """
+    import matplotlib
     from matplotlib.figure import Figure
     from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -208,6 +209,10 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     fig = Figure(figsize=(11, 5), layout="constrained")
     ax_roc, ax_pr = fig.subplots(1, 2)
     prevalence = None
+    # tab10 repeats after ten curves; the full zoo has eleven models plus the oracle
+    n_colors = sum(name != "oracle" for name in predictions)
+    palette = matplotlib.colormaps["tab10" if n_colors <= 10 else "tab20"].colors
+    colors = iter(palette)
     for name, pred in predictions.items():
         y_true, score = np.asarray(pred["y_true"]), np.asarray(pred["score"], dtype=float)
         prevalence = float(np.mean(y_true))
@@ -220,7 +225,8 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
         else:
             roc, pr = weighted_auc(y_true, score)
             roc_label, pr_label = f"{name}: {100 * roc:.1f}", f"{name}: {100 * pr:.1f}"
-        style = {"linestyle": "--", "color": "black"} if name == "oracle" else {}
+        style = ({"linestyle": "--", "color": "black"} if name == "oracle"
+                 else {"color": next(colors)})
         fpr, tpr, _ = roc_curve(y_true, score)
         ax_roc.plot(fpr, tpr, label=roc_label, linewidth=1.4, **style)
         precision, recall, _ = precision_recall_curve(y_true, score)

@@ -226,10 +226,7 @@ def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
     if isinstance(clip_fraction, bool) or not isinstance(clip_fraction, numbers.Real) \
             or not 0 < clip_fraction < 1:
         raise ValueError(f"clip_fraction must be a number in (0, 1), got {clip_fraction!r}.")
-    original = np.asarray(signal)
-    values = _as_float(original, "signal")
-    if np.may_share_memory(values, original):
-        values = values.copy()  # computed in place below
+    values = _as_float(signal, "signal")
     frames = _baseline_slice(values, baseline)
     out, clipped, valid = _concentration(values, echo_time, frames, clip_fraction)
     if return_info:
@@ -238,24 +235,33 @@ def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
     return out
 
 
-def _concentration(values, echo_time, frames, clip_fraction=1e-3):
-    """:func:`concentration` on a float array ``values``, **overwriting it**.
+def _concentration(signal, echo_time, frames, clip_fraction=1e-3, out=None):
+    """:func:`concentration` of a finite real array, without argument checks.
 
-    Returns the concentration (``values`` itself), the number of clipped samples per curve
-    and whether each curve's baseline is positive (both of shape ``values.shape[:-1]``).
+    ``out`` receives the result (a float array of ``signal``'s shape; it may be ``signal``
+    itself when that is a float array to overwrite); None allocates float32 for float32
+    input and float64 otherwise. Returns ``out``, the number of clipped samples per curve
+    and whether each curve's baseline is positive (both of shape ``signal.shape[:-1]``).
     """
-    dtype = values.dtype
-    i0 = values[..., frames].mean(axis=-1, keepdims=True)
+    if out is None:
+        out = np.empty(signal.shape, np.float32 if signal.dtype == np.float32 else np.float64)
+    dtype = out.dtype
+    i0 = signal[..., frames].mean(axis=-1, keepdims=True, dtype=np.float64)
     valid = i0 > 0
-    floor = np.where(valid, clip_fraction * i0, 1).astype(dtype)
-    clipped = np.where(valid[..., 0], np.count_nonzero(values < floor, axis=-1), 0)
-    np.maximum(values, floor, out=values)
-    np.log(values, out=values)
-    values -= np.log(np.where(valid, i0, 1)).astype(dtype)
-    values *= dtype.type(-1.0 / echo_time)
+    inverse = np.where(valid, 1.0 / np.where(valid, i0, 1.0), 0.0).astype(dtype)
+    np.multiply(signal, inverse, out=out)  # I(t) / I0, the only pass over the input
+    floor = dtype.type(clip_fraction)
+    # count below the floor only where the minimum is (one cheap reduction otherwise)
+    low = (out.min(axis=-1) < floor) & valid[..., 0]
+    clipped = np.zeros(out.shape[:-1], dtype=np.intp)
+    if low.any():
+        clipped[low] = np.count_nonzero(out[low] < floor, axis=-1)
+    np.maximum(out, floor, out=out)
+    np.log(out, out=out)
+    out *= dtype.type(-1.0 / echo_time)
     if not valid.all():
-        values[np.broadcast_to(~valid, values.shape)] = 0
-    return values, clipped, valid[..., 0]
+        out[np.broadcast_to(~valid, out.shape)] = 0
+    return out, clipped, valid[..., 0]
 
 
 # -- time grid -----------------------------------------------------------------------------

@@ -11,13 +11,13 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import make_stroke_cohort, save_cohort
 from sklearn_hemo.metrics import weighted_auc
+from sklearn_hemo.model_selection import _compare as compare_module
 from sklearn_hemo.model_selection import (
     compare_models,
     make_model_zoo,
     read_predictions,
     summarize_predictions,
 )
-from sklearn_hemo.model_selection import _compare as compare_module
 from sklearn_hemo.neural import LSTMClassifier
 from sklearn_hemo.preprocessing import PatchExtractor
 
@@ -281,3 +281,14 @@ def test_precomputed_features_give_the_same_results(cohort):
         np.testing.assert_array_equal(fast.predictions[name]["score"],
                                       slow.predictions[name]["score"])
     assert fast.best_params == slow.best_params
+
+
+def test_ray_backend_without_ray_says_how_to_install(cohort):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("ray is installed here; this checks the message shown without it")
+    with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
+        compare_models(cohort, _zoo(cohort), backend="ray", oracle=False, **RUN)

@@ -174,3 +174,19 @@ def test_maps_and_table_for_several_patients(classic, cohort):
         assert 0 <= row["risk_score"] <= 1
         assert row["predicted_volume_ml"] >= 0
         assert row["dice"] is not None  # the simulated cohort has ht masks
+
+
+def test_file_backed_compressed_patient(classic, cohort, tmp_path, monkeypatch):
+    from sklearn_hemo.datasets import load_patient, save_cohort
+
+    folder = save_cohort(cohort, tmp_path / "cohort")
+    patient = load_patient(folder / cohort.ids[1])
+    assert str(patient.source("pwi")).endswith(".nii.gz")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    from_files = predict_risk_map(classic, patient)
+    in_memory = predict_risk_map(classic, 1)
+    np.testing.assert_array_equal(np.asarray(from_files.dataobj),
+                                  np.asarray(in_memory.dataobj))
+    assert list(scratch.iterdir()) == []  # the decompressed copy is gone

@@ -21,7 +21,9 @@ PROTOCOLS = {
     "paper": {"n_outer": 10, "n_inner": 5, "n_samples": 50_000},
 }
 
-#: Zoo rows in the order of the paper's Table 1; the last three need perfusion maps.
+#: Zoo rows in the order of the paper's Table 1, then the perfusion-map baselines: a random
+#: forest and an SVM on patches of CBF, CBV, MTT, Tmax and leakage K2 maps (SVD
+#: deconvolution of the same source signal), and the paper's ROI-based K2 row.
 ZOO_ROWS = (
     "lstm-pwi",
     "lstm-pwi+aif",
@@ -95,8 +97,7 @@ def make_model_zoo(cohort, protocol="quick", models=None, *, random_state=None,
         minutes on a laptop. ``"paper"``: the paper's LSTM (60 cells, 20 epochs) and a
         faithful hyperparameter search for every model.
     models : list of str or None, default=None
-        Rows to build (see :data:`ZOO_ROWS`); ``None`` builds every row whose
-        building blocks are available.
+        Rows to build (see :data:`ZOO_ROWS`); ``None`` builds every row.
     random_state : int, RandomState instance or None, default=None
         Seed given to every stochastic estimator (an int makes every row reproducible).
     n_timepoints : int, default=60
@@ -121,7 +122,7 @@ def make_model_zoo(cohort, protocol="quick", models=None, *, random_state=None,
     Raises
     ------
     ValueError
-        If a requested row is unknown, or needs a building block that is not available.
+        If a requested row is unknown.
 
     Examples
     --------
@@ -135,19 +136,13 @@ def make_model_zoo(cohort, protocol="quick", models=None, *, random_state=None,
     """
     builders = _builders()
     if models is None:
-        names = [name for name in ZOO_ROWS if builders.get(name) is not None]
+        names = list(ZOO_ROWS)
     else:
         names = list(models)
         unknown = [n for n in names if n not in ZOO_ROWS]
         if unknown:
             raise ValueError(
                 f"unknown zoo rows {unknown}; choose from {list(ZOO_ROWS)}."
-            )
-        missing = [n for n in names if builders.get(n) is None]
-        if missing:
-            raise ValueError(
-                f"zoo rows {missing} need perfusion-map features that this installation "
-                "does not provide; leave them out of models=."
             )
     settings = _grids(protocol)
     context = {
@@ -161,16 +156,11 @@ def make_model_zoo(cohort, protocol="quick", models=None, *, random_state=None,
 
 
 def _builders():
-    """Row name -> builder function, None where a building block is missing."""
+    """Row name -> builder function."""
     builders = {name: _lstm for name in ZOO_ROWS if name.startswith("lstm-")}
-    builders.update(linear=_linear, **{"random-forest": _forest, "sr-kda": _srkda,
-                                       "svm": _svm})
-    try:
-        from . import _zoo_maps
-    except ImportError:
-        _zoo_maps = None
-    for name in ("random-forest-maps", "svm-maps", "roi-k2"):
-        builders[name] = None if _zoo_maps is None else _zoo_maps.BUILDERS.get(name)
+    builders.update({"linear": _linear, "random-forest": _forest, "sr-kda": _srkda,
+                     "svm": _svm, "random-forest-maps": _forest_maps, "svm-maps": _svm_maps,
+                     "roi-k2": _roi_k2})
     return builders
 
 
@@ -249,3 +239,36 @@ def _svm_estimator(random_state, max_samples, **params):
 
     # LIBSVM's SVC up to max_samples training voxels, Nystroem + linear SVM above
     return ScalableSVC(max_exact_samples=max_samples, random_state=random_state, **params)
+
+
+# -- perfusion-map baselines ----------------------------------------------------------
+_MAPS = ("cbf", "cbv", "mtt", "tmax", "k2")
+
+
+def _maps(cohort):
+    from ..preprocessing import PerfusionMapExtractor
+
+    return PerfusionMapExtractor(cohort, maps=_MAPS)
+
+
+def _forest_maps(name, *, cohort, random_state, settings, **_):
+    from sklearn.ensemble import RandomForestClassifier
+
+    params, grid = settings["forest"]
+    model = RandomForestClassifier(random_state=random_state, n_jobs=1, **params)
+    return _pipeline(("features", _maps(cohort)), ("model", model)), dict(grid)
+
+
+def _svm_maps(name, *, cohort, random_state, settings, svm_exact_max_samples, **_):
+    params, grid = settings["svm"]
+    model = _svm_estimator(random_state, svm_exact_max_samples, **params)
+    return _pipeline(("features", _maps(cohort)), ("scale", _scaler()),
+                     ("model", model)), dict(grid)
+
+
+def _roi_k2(name, *, cohort, **_):
+    from ..perfusion import ROIPermeabilityScorer
+
+    # one score per patient (mean leakage K2 over the Tmax > 6 s lesion), nothing to tune:
+    # the paper's ROI-based row
+    return _pipeline(("model", ROIPermeabilityScorer(cohort))), {}

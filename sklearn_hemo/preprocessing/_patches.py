@@ -38,6 +38,7 @@ __all__ = ["PatchExtractor"]
 
 INPUTS = ("pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi")
 _BLOCK = 512  # voxels per gather block: the (block, P, T) buffer stays in cache
+_CHUNK = 8192  # voxels per transform chunk: bounds the temporaries of one step
 
 
 # -- shared building blocks ----------------------------------------------------------------
@@ -138,8 +139,17 @@ def _neighbour_coords(ijk, shape, patch_size):
 
 def _neighbour_index(ijk, shape, patch_size):
     """Flat C-order indices ``(n, P)`` of the in-plane neighbours (edges replicated)."""
-    i, j, k = _neighbour_coords(ijk, shape, patch_size)
-    return (i * shape[1] + j) * shape[2] + k
+    half = patch_size // 2
+    di, dj = _offsets(patch_size)
+    base = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
+    index = base[:, None] + (di * shape[1] + dj) * shape[2]
+    # only voxels near the in-plane border need their neighbours clipped
+    border = ((ijk[:, 0] < half) | (ijk[:, 0] >= shape[0] - half)
+              | (ijk[:, 1] < half) | (ijk[:, 1] >= shape[1] - half))
+    if border.any():
+        i, j, k = _neighbour_coords(ijk[border], shape, patch_size)
+        index[border] = (i * shape[1] + j) * shape[2] + k
+    return index
 
 
 def _gather_rows(rows, index, out):
@@ -193,6 +203,15 @@ def _gather_patches(volume, ijk, patch_size):
     rows = np.ascontiguousarray(volume).reshape(-1, volume.shape[3])
     out = np.empty((len(ijk), volume.shape[3], index.shape[1]), dtype=volume.dtype)
     return _gather_rows(rows, index, out)
+
+
+class _Workspace:
+    """Reusable volume-sized scratch arrays of :meth:`PatchExtractor._fill`."""
+
+    def __init__(self, shape):
+        size = int(np.prod(shape))
+        self.needed = np.zeros(size, dtype=bool)
+        self.lookup = np.empty(size, dtype=np.intp)
 
 
 class _Context:
@@ -356,25 +375,34 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
         fitted = hasattr(self, "n_features_in_")
         refs = _check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
                                  reset=False)
-        out = np.empty((len(refs), self._n_features_out()), dtype=np.float32)
+        n_features = self._n_features_out()
+        out = np.empty((len(refs), n_features), dtype=np.float32)
+        buffer = np.empty((min(_CHUNK, len(refs)), n_features), dtype=np.float32)
         order = np.argsort(refs[:, 0], kind="stable")
         sorted_patients = refs[order, 0]
         bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_patients)) + 1,
                                  [len(order)]])
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            p, rows = sorted_patients[lo], order[lo:hi]
-            contiguous = rows[-1] - rows[0] == len(rows) - 1  # sorted and distinct
-            target = out[rows[0]: rows[-1] + 1] if contiguous else np.empty(
-                (len(rows), out.shape[1]), dtype=np.float32)
-            patient = self.cohort[int(p)]
+            patient = self.cohort[int(sorted_patients[lo])]
+            rows = order[lo:hi]
             data = np.asarray(patient.pwi.dataobj)
             context = self._context(patient, data)
             dwi = None
             if "dwi" in self.inputs:
                 dwi = (np.asarray(patient.dwi_b0.dataobj), np.asarray(patient.dwi_b1000.dataobj))
-            self._fill(context, data, dwi, refs[rows, 1:], target)
-            if not contiguous:
-                out[rows] = target
+            # raster order, so that the voxels of a chunk share their neighbours
+            voxel = np.ravel_multi_index(tuple(refs[rows, 1:].T), patient.shape)
+            if np.any(np.diff(voxel) < 0):
+                rows = rows[np.argsort(voxel, kind="stable")]
+            workspace = _Workspace(patient.shape)
+            # chunks keep every temporary small and reused (cache, no page faults)
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start: start + _CHUNK]
+                direct = chunk[-1] - chunk[0] == len(chunk) - 1 and np.all(np.diff(chunk) == 1)
+                target = out[chunk[0]: chunk[-1] + 1] if direct else buffer[: len(chunk)]
+                self._fill(context, data, dwi, refs[chunk, 1:], target, workspace)
+                if not direct:
+                    out[chunk] = target
         return out
 
     def get_feature_names_out(self, input_features=None):
@@ -522,30 +550,39 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
                               align=offset, arrival=arrival).astype(np.float32)
         return _Context(patient, arrival, plan, aif)
 
-    def _fill(self, context, raw, dwi, ijk, out):
+    def _fill(self, context, raw, dwi, ijk, out, workspace=None):
         """Write the features of voxels ``ijk`` of the block ``raw`` into ``out``.
 
         ``raw`` is the PWI signal ``(bx, by, bz, F)`` of a block of the volume that holds
         every existing neighbour of the voxels (the whole volume, or rows with their
-        halo): neighbour coordinates are clipped to the block.
+        halo): neighbour coordinates are clipped to the block. ``dwi`` holds the two DWI
+        blocks or is None; ``workspace`` is a :class:`_Workspace` of the block's shape to
+        reuse, or None.
         """
         patient = context.patient
         shape = raw.shape[:3]
         n, n_patch, n_t = len(ijk), self.patch_size**2, self.n_timepoints
-        coords = _neighbour_coords(ijk, shape, self.patch_size)
-        index = (coords[0] * shape[1] + coords[1]) * shape[2] + coords[2]
+        index = _neighbour_index(ijk, shape, self.patch_size)
+        if workspace is None:
+            workspace = _Workspace(shape)
         # concentration only for the voxels the patches touch, each once
-        needed = np.zeros(np.prod(shape), dtype=bool)
+        needed = workspace.needed
         needed[index.ravel()] = True
-        flat = np.flatnonzero(needed)
+        first, last = int(index.min()), int(index.max()) + 1  # compact for sorted chunks
+        flat = first + np.flatnonzero(needed[first:last])
+        needed[flat] = False  # clean for the next chunk
         if flat.size == needed.size and raw.flags.c_contiguous:
-            # a copy: the concentration is computed in place
-            curves = raw.reshape(-1, raw.shape[-1]).astype(np.float32)
+            curves = raw.reshape(-1, raw.shape[-1])  # a view: not to be overwritten
+            target = None
         else:
-            curves = raw[np.unravel_index(flat, shape)].astype(np.float32, copy=False)
-        lookup = np.zeros(needed.size, dtype=np.intp)
+            curves = raw[np.unravel_index(flat, shape)]  # a copy
+            target = curves if curves.dtype == np.float32 else None
+        if target is None:
+            target = np.empty(curves.shape, dtype=np.float32)
+        lookup = workspace.lookup
         lookup[flat] = np.arange(flat.size)
-        conc, clipped, _ = _concentration(curves, patient.echo_time, context.baseline)
+        conc, clipped, _ = _concentration(curves, patient.echo_time, context.baseline,
+                                          out=target)
         rows = _apply_plan(conc, *context.plan)
         del conc
         position = lookup[index]
@@ -557,7 +594,10 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             column += n_t
         if dwi is not None:
             for volume in dwi:
-                out[:, column: column + n_patch] = volume[coords]
+                if volume.flags.c_contiguous:  # one flat take instead of three indices
+                    out[:, column: column + n_patch] = np.take(volume.reshape(-1), index)
+                else:
+                    out[:, column: column + n_patch] = volume[np.unravel_index(index, shape)]
                 column += n_patch
         centre = np.zeros(flat.size, dtype=bool)
         centre[position[:, n_patch // 2]] = True
