@@ -6,6 +6,7 @@ numpy / scikit-learn are written as plain text.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -59,14 +60,7 @@ autodoc_typehints = "none"
 # numpydoc renders the members table itself; autosummary stubs do not list them again.
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-# Parameter types become cross-references; besides linking package names this keeps a
-# type such as ``ndarray of shape (n_features_in_,)`` from being read as an RST link
-# target. Unresolved references stay plain text (the build is not nitpicky).
-numpydoc_xref_param_type = True
-numpydoc_xref_ignore = {
-    "of", "or", "and", "shape", "default", "optional", "instance", "in", "the", "a",
-    "an", "to", "with", "for", "from", "same", "as", "per", "one", "each", "like",
-}
+numpydoc_xref_param_type = False
 # Docstring completeness (an Examples section on every public name) is checked by
 # tests/test_examples.py::test_public_docstrings_have_examples, not here, so that one
 # missing section cannot fail the whole build.
@@ -77,6 +71,17 @@ intersphinx_mapping = {}
 
 
 
+# A fitted-attribute name inside a shape, as in ``ndarray of shape (n_features_in_,)``,
+# would be read by docutils as a link target ("name_"); render it literally instead.
+_SHAPE_NAME = re.compile(r"(?<![`\w])([A-Za-z]\w*_)(?=\s*[,)])")
+
+
+def _quote_shape_names(app, what, name, obj, options, lines):
+    for i, line in enumerate(lines):
+        if "shape" in line:
+            lines[i] = _SHAPE_NAME.sub(r"``\1``", line)
+
+
 def _skip_routing_methods(app, what, name, obj, skip, options):
     """Hide scikit-learn's generated ``set_*_request`` methods (documented upstream)."""
     if name.startswith("set_") and name.endswith("_request"):
@@ -84,8 +89,34 @@ def _skip_routing_methods(app, what, name, obj, skip, options):
     return None
 
 
+def _write_cli_help(app):
+    """Write ``sklearn-hemo [COMMAND] --help`` into generated/ for the CLI page.
+
+    The page then shows the real options of the installed command, never a stale copy.
+    """
+    import contextlib
+    import io
+
+    from sklearn_hemo.cli import main
+
+    out = HERE / "generated"
+    out.mkdir(exist_ok=True)
+    os.environ["COLUMNS"] = "92"  # argparse wraps to the terminal width
+    for command in ["", "simulate", "compare", "train", "predict"]:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+            main(([command] if command else []) + ["--help"])
+        name = f"cli_{command or 'main'}.txt"
+        text = buffer.getvalue()
+        target = out / name
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+
+
 def setup(app):
+    app.connect("builder-inited", _write_cli_help)
     app.connect("autodoc-skip-member", _skip_routing_methods)
+    app.connect("autodoc-process-docstring", _quote_shape_names)
 
 
 # -- sphinx-gallery ------------------------------------------------------------------

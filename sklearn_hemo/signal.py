@@ -180,9 +180,11 @@ def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
     Non-positive intensities have no logarithm. They are never turned into NaN or
     infinity: a sample below ``clip_fraction * I0`` (in particular any zero or negative
     sample) is raised to that floor, which caps the concentration at
-    ``-ln(clip_fraction) / TE``; a curve whose baseline ``I0`` is not positive (no signal,
-    e.g. outside the head) gets a concentration of 0 everywhere. Both are counted in the
-    ``info`` returned with ``return_info=True``.
+    ``-ln(clip_fraction) / TE``; symmetrically, a sample above ``I0 / clip_fraction``
+    (impossible in DSC, but a baseline barely above 0 produces it) is lowered to that
+    ceiling. A curve whose baseline ``I0`` is not positive (no signal, e.g. outside the
+    head) gets a concentration of 0 everywhere. Clipped samples and invalid curves are
+    counted in the ``info`` returned with ``return_info=True``.
 
     Parameters
     ----------
@@ -197,10 +199,11 @@ def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
         shares the same baseline frames; an int ``n`` takes the first ``n`` frames; a
         slice takes those frames.
     clip_fraction : float in (0, 1), default=1e-3
-        Floor of the signal as a fraction of the curve's baseline, see above.
+        Floor of the signal as a fraction of the curve's baseline (and inverse of the
+        ceiling), see above.
     return_info : bool, default=False
         Also return a :class:`~sklearn.utils.Bunch` with ``baseline`` (the slice of
-        frames used), ``n_clipped`` (samples raised to the floor) and
+        frames used), ``n_clipped`` (samples clipped to the floor or the ceiling) and
         ``n_invalid_baseline`` (curves with a non-positive baseline, set to 0).
 
     Returns
@@ -248,15 +251,17 @@ def _concentration(signal, echo_time, frames, clip_fraction=1e-3, out=None):
     dtype = out.dtype
     i0 = signal[..., frames].mean(axis=-1, keepdims=True, dtype=np.float64)
     valid = i0 > 0
-    inverse = np.where(valid, 1.0 / np.where(valid, i0, 1.0), 0.0).astype(dtype)
-    np.multiply(signal, inverse, out=out)  # I(t) / I0, the only pass over the input
-    floor = dtype.type(clip_fraction)
-    # count below the floor only where the minimum is (one cheap reduction otherwise)
-    low = (out.min(axis=-1) < floor) & valid[..., 0]
+    with np.errstate(over="ignore"):  # a ratio that overflows is clipped below
+        np.divide(signal, np.where(valid, i0, 1.0).astype(dtype), out=out)  # I(t) / I0
+    floor, ceiling = dtype.type(clip_fraction), dtype.type(1.0 / clip_fraction)
+    # count outside [floor, ceiling] only in the curves whose extremes are (two cheap
+    # reductions otherwise)
+    outside = ((out.min(axis=-1) < floor) | (out.max(axis=-1) > ceiling)) & valid[..., 0]
     clipped = np.zeros(out.shape[:-1], dtype=np.intp)
-    if low.any():
-        clipped[low] = np.count_nonzero(out[low] < floor, axis=-1)
-    np.maximum(out, floor, out=out)
+    if outside.any():
+        ratios = out[outside]
+        clipped[outside] = np.count_nonzero((ratios < floor) | (ratios > ceiling), axis=-1)
+    np.clip(out, floor, ceiling, out=out)
     np.log(out, out=out)
     out *= dtype.type(-1.0 / echo_time)
     if not valid.all():
