@@ -56,7 +56,7 @@ def fit_models(random_state=0):
     """A tiny LSTM pipeline and a linear one, fitted on a small simulated cohort."""
     cohort = make_stroke_cohort(n_patients=6, shape=(32, 32, 4), ht_prevalence=0.5,
                                 random_state=random_state)
-    X, y, _ = sample_voxels(cohort, n_samples=400, random_state=random_state)
+    X, y, _ = sample_voxels(cohort, n_samples=340, random_state=random_state)  # 170 HT
 
     def pipeline(model):
         return Pipeline([("features", PatchExtractor(cohort, inputs=INPUTS)),

@@ -35,37 +35,45 @@ from sklearn_hemo.preprocessing._patches import _gather_rows, _neighbour_index
 from sklearn_hemo.signal import _patient_arrival, patient_aif
 
 
-def best_of(function, repeat):
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
+class Timing:
+    """Best wall-clock and CPU (process) time over repeats.
+
+    On a shared machine the wall clock also counts the time spent waiting for a core;
+    the process time does not, so both are reported.
+    """
+
+    def __init__(self):
+        self.wall = self.cpu = np.inf
+
+    def __call__(self, function):
+        wall, cpu = time.perf_counter(), time.process_time()
         result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        self.wall = min(self.wall, time.perf_counter() - wall)
+        self.cpu = min(self.cpu, time.process_time() - cpu)
+        return result
 
 
-def copy_time(nbytes, repeat, preallocated=False):
-    """Seconds of copying ``nbytes``: into a fresh array (``np.copy``, which pays the page
-    faults of new memory as any transform's output does) or into a reused one."""
+def time_copy(nbytes, timing, preallocated=False):
+    """Copy ``nbytes``: into a fresh array (``np.copy``, which pays the page faults of new
+    memory as any transform's output does) or into a reused one."""
     source = np.ones(nbytes // 4, dtype=np.float32)
-    if not preallocated:
-        return best_of(source.copy, repeat)[0]
-    target = np.empty_like(source)
-    return best_of(lambda: np.copyto(target, source), repeat)[0]
+    if preallocated:
+        target = np.empty_like(source)
+        timing(lambda: np.copyto(target, source))
+    else:
+        timing(source.copy)
 
 
-def gather_times(shape, ijk, repeat):
-    """Seconds of the PWI-block gather alone, from precomputed rows: ours, a plain
-    element-wise fancy index (index array precomputed, not timed), and its bytes."""
+def time_gathers(shape, ijk, ours, fancy):
+    """The PWI-block gather alone, from precomputed rows: ours, and a plain element-wise
+    fancy index (its index array precomputed, not timed). Returns the output bytes."""
     rows = np.random.default_rng(0).random((int(np.prod(shape)), 60), dtype=np.float32)
     index = _neighbour_index(ijk, shape, 3)
-    ours = best_of(lambda: _gather_rows(rows, index, np.empty((len(ijk), 60, 9),
-                                                                dtype=np.float32)), repeat)
+    a = ours(lambda: _gather_rows(rows, index, np.empty((len(ijk), 60, 9), np.float32)))
     elements = index[:, None, :] * 60 + np.arange(60)[None, :, None]
-    flat = rows.reshape(-1)
-    fancy = best_of(lambda: flat[elements], repeat)
-    np.testing.assert_array_equal(ours[1], fancy[1])
-    return ours[0], fancy[0], ours[1].nbytes
+    b = fancy(lambda: rows.reshape(-1)[elements])
+    np.testing.assert_array_equal(a, b)
+    return a.nbytes
 
 
 def loop_features(patient, ijk, aif, te):
@@ -150,42 +158,42 @@ def main(quick=False):
         for _ in extractor.iter_volume(0, chunk_size=4096):
             pass
 
-    # interleaved repeats, best of each: a shared machine slows all three alike
-    source = np.ones(nbytes // 4, dtype=np.float32)
-    t_copy = t_transform = t_iter = np.inf
+    # interleaved repeats, best of each: a shared machine slows all of them alike
+    copy, transform, chunked = Timing(), Timing(), Timing()
     for _ in range(repeat):
-        t_copy = min(t_copy, best_of(source.copy, 1)[0])
-        t, features = best_of(lambda: extractor.transform(X), 1)
-        t_transform = min(t_transform, t)
-        t_iter = min(t_iter, best_of(consume, 1)[0])
-    del source
-    t_gather, t_fancy, gather_bytes = gather_times(patient.shape, ijk, repeat)
-    t_copy_gather = copy_time(gather_bytes, repeat)
-    t_warm = copy_time(nbytes, repeat, preallocated=True)
+        time_copy(nbytes, copy)
+        features = transform(lambda: extractor.transform(X))
+        chunked(consume)
+    warm, gather, fancy, gather_copy = Timing(), Timing(), Timing(), Timing()
+    for _ in range(repeat):
+        time_copy(nbytes, warm, preallocated=True)
+        gather_bytes = time_gathers(patient.shape, ijk, gather, fancy)
+        time_copy(gather_bytes, gather_copy)
 
     n_loop = 300 if quick else 2000
     sample = np.random.default_rng(0).choice(n, size=min(n_loop, n), replace=False)
     aif = patient_aif(patient).astype(np.float32)
-    start = time.perf_counter()
-    reference = loop_features(patient, ijk[sample], aif, patient.echo_time)
-    t_loop = (time.perf_counter() - start) * n / len(sample)
+    loop = Timing()
+    reference = loop(lambda: loop_features(patient, ijk[sample], aif, patient.echo_time))
     np.testing.assert_allclose(features[sample], reference, rtol=1e-4, atol=1e-3)
+    loop.wall, loop.cpu = loop.wall * n / len(sample), loop.cpu * n / len(sample)
 
-    print(f"numpy copy of {nbytes / 1e6:.0f} MB:          {t_copy:8.3f} s "
-          f"({nbytes / t_copy / 1e9:.2f} GB/s)")
-    print(f"PatchExtractor.transform:        {t_transform:8.3f} s "
-          f"({nbytes / t_transform / 1e9:.2f} GB/s) -> {t_copy / t_transform:.2f} x copy "
-          "bandwidth (target >= 0.25)")
-    print(f"PatchExtractor.iter_volume:      {t_iter:8.3f} s "
-          f"-> {t_copy / t_iter:.2f} x copy bandwidth")
-    print(f"  gather alone (PWI block):      {t_gather:8.3f} s "
-          f"-> {t_copy_gather / t_gather:.2f} x copy bandwidth")
-    print(f"  plain fancy-index gather:      {t_fancy:8.3f} s "
-          f"-> {t_copy_gather / t_fancy:.2f} x copy bandwidth")
-    print(f"copy into a preallocated array:  {t_warm:8.3f} s (no page faults; transform is "
-          f"{t_warm / t_transform:.2f} x this)")
-    print(f"per-voxel Python loop (est.):    {t_loop:8.3f} s (timed on {len(sample)} voxels, "
-          f"extrapolated) -> transform is {t_loop / t_transform:.0f} x faster")
+    def row(name, timing, reference=copy, note=""):
+        print(f"{name:34s} {timing.wall:8.3f} {timing.cpu:8.3f}   "
+              f"{reference.wall / timing.wall:6.2f} {reference.cpu / timing.cpu:6.2f}  {note}")
+
+    print(f"{'':34s} {'wall s':>8s} {'cpu s':>8s}   ratio to copy (wall, cpu)")
+    row(f"numpy copy of {nbytes / 1e6:.0f} MB (fresh array)", copy)
+    row("PatchExtractor.transform", transform, note="target >= 0.25")
+    row("PatchExtractor.iter_volume", chunked)
+    row("copy into a reused array", warm, note="no page faults: the raw bandwidth")
+    row("  transform against that copy", transform, reference=warm)
+    row("  gather alone (PWI block)", gather, reference=gather_copy)
+    row("  plain fancy-index gather", fancy, reference=gather_copy)
+    print(f"per-voxel Python loop: {loop.wall:.1f} s wall, {loop.cpu:.1f} s cpu (timed on "
+          f"{len(sample)} voxels, extrapolated to {n}); transform is "
+          f"{loop.wall / transform.wall:.0f} x (wall), {loop.cpu / transform.cpu:.0f} x (cpu) "
+          "faster")
 
     print("peak traced memory of iter_volume(chunk_size=4096):")
     sizes = [(32, 32, 5), (64, 64, 10)] if quick else [(128, 128, 10), (128, 128, 40),

@@ -97,7 +97,7 @@ ax.set_axis_off()
 rows = result.table
 fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(rows) + 1.5), layout="constrained",
                          sharey=True)
-for ax, metric in zip(axes, ["auc_roc", "auc_pr"]):
+for ax, metric in zip(axes, ["auc_roc", "auc_pr"], strict=True):
     value = np.array([r[metric] for r in rows])
     low = np.array([r[f"{metric}_low"] for r in rows])
     high = np.array([r[f"{metric}_high"] for r in rows])

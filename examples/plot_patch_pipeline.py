@@ -52,7 +52,8 @@ test_patients = np.concatenate([np.flatnonzero(ht == 1)[-1:], np.flatnonzero(ht 
 is_test = np.isin(groups, test_patients)
 X_train, y_train, g_train = X[~is_test], y[~is_test], groups[~is_test]
 X_test, y_test = X[is_test], y[is_test]
-print(f"train patients {sorted(set(g_train.tolist()))}, test patients {sorted(test_patients.tolist())}")
+print(f"train patients {sorted(set(g_train.tolist()))}, "
+      f"test patients {sorted(test_patients.tolist())}")
 
 # %%
 # What one row of features holds

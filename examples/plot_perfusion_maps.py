@@ -132,7 +132,7 @@ for name, pipe in pipelines.items():
     print(f"{name:32s} AUC-ROC per fold {np.round(results[name], 3)}")
 
 fig, ax = plt.subplots(figsize=(6, 2.6), layout="constrained")
-for row, (name, scores) in enumerate(results.items()):
+for row, scores in enumerate(results.values()):
     ax.plot(scores, np.full(scores.size, row), "o", alpha=0.6)
     ax.plot(scores.mean(), row, "k|", ms=20)
 ax.set(yticks=range(len(results)), yticklabels=list(results), xlabel="AUC-ROC per fold",

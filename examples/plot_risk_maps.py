@@ -115,11 +115,11 @@ annotation = np.asarray(bleeder.ht_mask.dataobj) > 0
 k = int(np.argmax(annotation.sum(axis=(0, 1)))) if annotation.any() else 0
 b0 = np.asarray(bleeder.dwi_b0.dataobj, dtype=float)[..., k]
 fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
-for ax, (title, image) in zip(
-    axes,
-    [("predicted risk", values[..., k]), ("latent risk (simulator)",
-                                          bleeder.truth["risk"][..., k])],
-):
+panels = [
+    ("predicted risk", values[..., k]),
+    ("latent risk (simulator)", bleeder.truth["risk"][..., k]),
+]
+for ax, (title, image) in zip(axes[:2], panels, strict=True):
     ax.imshow(b0.T, cmap="gray", origin="lower")
     shown = ax.imshow(np.ma.masked_less(image.T, 0.05), cmap="hot", vmin=0, vmax=1,
                       origin="lower", alpha=0.8)

@@ -79,7 +79,7 @@ for name, mask in groups.items():
 # contrast agent lifts the late signal back to (or above) its baseline.
 times = patient.frame_times
 fig, (ax_signal, ax_conc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-for color, (name, mask) in zip(["C0", "C1", "C3", "C2"], groups.items()):
+for color, (name, mask) in zip(["C0", "C1", "C3", "C2"], groups.items(), strict=True):
     curves = pwi[mask]
     relative = curves / curves[:, :5].mean(axis=1, keepdims=True)
     conc = concentration(curves, patient.echo_time)
@@ -112,7 +112,7 @@ panels = [
     ("latent HT risk", truth["risk"][..., k], "magma"),
 ]
 fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.2), layout="constrained")
-for ax, (title, image, cmap) in zip(axes, panels):
+for ax, (title, image, cmap) in zip(axes, panels, strict=True):
     ax.imshow(image.T, cmap=cmap, origin="lower")
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()

@@ -112,6 +112,10 @@ def _add_compare(sub):
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--volumes", action="store_true",
+                   help="also refit each model per outer fold and map the held-out patients "
+                   "in full: volumes, Dice, patient-level occurrence AUC (volumes.csv, "
+                   "volumes_summary.csv); costs about one more outer fit per model and fold")
     p.set_defaults(func=_run_compare)
 
 
@@ -132,12 +136,13 @@ def _compare_cohort(args):
     folder, marker = Path(args.out) / "cohort", Path(args.out) / "cohort.json"
     spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]),
             "random_state": args.random_state}
-    if folder.exists():
-        if not marker.exists() or json.loads(marker.read_text()) != spec:
+    if marker.exists():
+        if json.loads(marker.read_text()) != spec:
             raise ValueError(
                 f"{folder} holds a simulated cohort made with other settings than {spec}; "
-                "remove it or choose another --out.")
+                "remove it (and cohort.json) or choose another --out.")
         return load_cohort(folder)
+    # no marker: never simulated, or interrupted while simulating; (re)write it all
     print(f"simulating the paper-sized cohort ({PAPER_COHORT['n_patients']} patients, "
           f"{PAPER_COHORT['shape']}) into {folder} ...", flush=True)
     cohort = make_stroke_cohort(**PAPER_COHORT, random_state=args.random_state,
@@ -154,6 +159,12 @@ def _run_compare(args):
     from .datasets import CohortError
     from .model_selection import compare_models
 
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("sklearn-hemo compare: --device cuda, but torch finds no CUDA "
+                             "device; install a CUDA build of PyTorch or use --device cpu.")
     start = time.perf_counter()
     try:
         cohort = _compare_cohort(args)
@@ -165,8 +176,14 @@ def _run_compare(args):
             progress=not args.quiet, estimate_time=args.protocol == "paper")
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished (model, fold) results are saved in {args.out}; "
+              "rerun the same command to resume.", file=sys.stderr)
+        return 130
     print()
     print(result)
+    if args.volumes:
+        _compare_volumes(args, cohort, result)
     print(f"\nAUCs in %, patient-bootstrap 95% intervals. Wrote table.csv, table.md, "
           f"predictions.csv, folds.csv, fold_scores.csv, best_params.json and roc_pr.png "
           f"to {args.out} in {time.perf_counter() - start:.0f} s.")
@@ -331,6 +348,73 @@ def _run_predict(args):
                           title=f"{patient.id}: HT risk")
         print(f"wrote {args.png}")
     return 0
+
+
+# -- compare --volumes (whole-brain, patient-level results of a comparison) -----------
+_VOLUME_COLUMNS = ("model", "fold", "patient_id", "ht", "risk_score", "predicted_volume_ml",
+                   "annotated_volume_ml", "volume_error_ml", "dice")
+_VOLUME_SUMMARY_COLUMNS = ("model", "n_patients", "occurrence_auc", "dice_mean",
+                           "volume_abs_error_mean_ml")
+
+
+def _csv(columns, rows):
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["NA" if row.get(c) is None else row[c] for c in columns])
+    return buffer.getvalue()
+
+
+def _compare_volumes(args, cohort, result):
+    """Refit each compared model per outer fold with its chosen parameters and map the
+    held-out patients in full: per-patient volumes, Dice and risk scores, and per model
+    the patient-level occurrence AUC (files volumes.csv and volumes_summary.csv)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ._io import atomic_write_text
+    from .maps import cross_val_risk_map_table
+    from .metrics import summarize_patient_table
+    from .model_selection import make_model_zoo
+
+    names = [name for name in result.predictions if name != "oracle"]
+    zoo = make_model_zoo(cohort, result.config.get("protocol", args.protocol), models=names,
+                         random_state=result.config.get("random_state", args.random_state),
+                         device=args.device)
+    index = {pid: i for i, pid in enumerate(cohort.ids)}
+    rows, summary = [], []
+    for name in names:
+        print(f"whole-brain maps of the held-out patients: {name} ...", flush=True)
+        pred = result.predictions[name]
+        X = np.column_stack([[index[p] for p in pred["patient"].tolist()], pred["ijk"]])
+        try:
+            table = cross_val_risk_map_table(zoo[name][0], X, pred["y_true"], pred["fold"],
+                                             params=result.best_params.get(name))
+        except (TypeError, ValueError) as exc:
+            # e.g. a row whose first step reads no voxel references, or too few HT
+            # patients in a training side to calibrate a score-only model
+            print(f"  skipped {name}: {exc}")
+            continue
+        rows += [{"model": name, **row} for row in table]
+        summary.append({"model": name, **summarize_patient_table(table)})
+    out = Path(args.out)
+    atomic_write_text(out / "volumes.csv", _csv(_VOLUME_COLUMNS, rows))
+    atomic_write_text(out / "volumes_summary.csv", _csv(_VOLUME_SUMMARY_COLUMNS, summary))
+
+    def fmt(value, spec):
+        return "NA" if value is None else format(value, spec)
+
+    print("\nmodel                occurrence AUC  mean Dice (HT)  mean |volume error| mL")
+    for s in summary:
+        print(f"{s['model']:20} {fmt(s['occurrence_auc'], '.3f'):>14}  "
+              f"{fmt(s['dice_mean'], '.3f'):>14}  {fmt(s['volume_abs_error_mean_ml'], '.2f'):>22}")
+    print(f"Wrote volumes.csv and volumes_summary.csv to {out} (risk >= 0.5 is predicted HT; "
+          "risk score = 99th percentile of in-brain voxel risk).")
 
 
 _COMMANDS = [_add_simulate, _add_compare]

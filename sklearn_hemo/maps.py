@@ -55,7 +55,7 @@ from sklearn.utils.validation import check_is_fitted
 from .datasets import Cohort, Patient
 
 __all__ = ["predict_risk_map", "predict_risk_maps", "risk_map_table", "brain_voxel_refs",
-           "with_probabilities"]
+           "cross_val_risk_map_table", "with_probabilities"]
 
 DEFAULT_CHUNK_SIZE = 16_384
 
@@ -393,17 +393,103 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
     return rows
 
 
+def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
+                             threshold=0.5, percentile=99.0, calibration_splits=3,
+                             chunk_size=DEFAULT_CHUNK_SIZE):
+    """Out-of-fold risk maps of whole patients, measured: volumes, Dice, risk scores.
+
+    For each outer fold ``k``: a clone of ``pipeline`` (with ``params[k]``, and
+    :func:`with_probabilities` when its model has no ``predict_proba``) is fitted on the
+    voxel references of the other folds, and every patient of fold ``k`` is mapped in
+    full and measured (:func:`sklearn_hemo.metrics.patient_table`). With the voxels,
+    folds and chosen parameters of :func:`~sklearn_hemo.model_selection.compare_models`
+    this gives the whole-brain, patient-level results of the same comparison.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Unfitted pipeline starting with a PatchExtractor (e.g. a model-zoo row).
+    X : ndarray of shape (n_samples, 4)
+        Voxel references (patient index, i, j, k) of the training sample.
+    y : ndarray of shape (n_samples,)
+        Their labels.
+    fold : ndarray of shape (n_samples,)
+        Outer fold of each row; all rows of a patient must share one fold.
+    params : dict or None, default=None
+        Fold -> parameters to set (keys int or str, as in the ``best_params`` of a
+        comparison); None keeps the pipeline's.
+    cohort : Cohort or None, default=None
+        Set as the extractor's cohort when given.
+    threshold, percentile
+        As in :func:`sklearn_hemo.metrics.patient_table`.
+    calibration_splits : int, default=3
+        Patient-grouped folds of :func:`with_probabilities`, for models without
+        ``predict_proba``.
+    chunk_size : int, default=16384
+        As in :func:`predict_risk_map`.
+
+    Returns
+    -------
+    rows : list of dict
+        One row per patient with a sampled voxel: ``fold`` and the columns of
+        :func:`~sklearn_hemo.metrics.patient_table`.
+
+    Raises
+    ------
+    ValueError
+        A patient has rows in two folds (its voxels would be both trained and tested on).
+
+    Examples
+    --------
+    >>> from sklearn_hemo.maps import cross_val_risk_map_table
+    >>> rows = cross_val_risk_map_table(pipeline, X, y, fold)  # doctest: +SKIP
+    """
+    from sklearn.base import clone
+
+    from .metrics import patient_table
+
+    X, y, fold = np.asarray(X), np.asarray(y), np.asarray(fold)
+    if not (len(X) == len(y) == len(fold)):
+        raise ValueError(f"X, y and fold must have one entry per row, got {len(X)}, {len(y)} "
+                         f"and {len(fold)}.")
+    patients, first = np.unique(X[:, 0], return_index=True)
+    owner = dict(zip(patients.tolist(), fold[first].tolist(), strict=True))
+    split = np.flatnonzero(fold != np.array([owner[p] for p in X[:, 0].tolist()]))
+    if split.size:
+        raise ValueError(
+            f"patient index {int(X[split[0], 0])} has rows in more than one fold; a patient "
+            "must be on one side of every split.")
+    rows = []
+    for k in np.unique(fold).tolist():
+        model = clone(pipeline)
+        if cohort is not None:
+            model.steps[0][1].set_params(cohort=cohort)
+        if params is not None:
+            model.set_params(**params.get(k, params.get(str(k), {})))
+        train = fold != k
+        model = with_probabilities(model, y[train], X[train, 0],
+                                   n_splits=calibration_splits)
+        model.fit(X[train], y[train])
+        source = model.steps[0][1].get_params(deep=False)["cohort"]
+        for index in sorted(set(X[~train, 0].tolist())):
+            risk = predict_risk_map(model, index, chunk_size=chunk_size)
+            row = patient_table([risk], [source[index]], threshold=threshold,
+                                percentile=percentile)[0]
+            rows.append({"fold": k, **row})
+    return rows
+
+
 # -------------------------------------------------------------------- probabilities
-def with_probabilities(pipeline, y, groups, *, n_splits=3, step="model"):
+def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
     """Give a pipeline whose model has only ``decision_function`` a ``predict_proba``.
 
     The named step is replaced (in a copy of the pipeline's step list; the steps are
     not cloned) by :class:`~sklearn.calibration.CalibratedClassifierCV` with Platt
-    (sigmoid) scaling, ``ensemble=False`` and ``StratifiedGroupKFold`` folds over
-    ``groups`` (stratified so that every fold trains on both classes): the sigmoid is
-    fitted on out-of-fold decision values of held-out *patients* and a single model is
-    then refitted on every voxel. Returns an unfitted pipeline, to fit
-    on the same rows ``groups`` describes.
+    (sigmoid) scaling, ``ensemble=False`` and patient-grouped folds over ``groups``
+    (patients holding the rarer class dealt round-robin first, so that every fold
+    trains on both classes): the sigmoid is fitted on out-of-fold decision values of
+    held-out *patients* and a single model is then refitted on every voxel. Returns an
+    unfitted pipeline, to fit on the same rows ``groups`` describes.
 
     Parameters
     ----------
@@ -414,9 +500,10 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step="model"):
     groups : array-like of shape (n_samples,)
         Patient of each training row (``X[:, 0]`` of the voxel references).
     n_splits : int, default=3
-        Patient-grouped folds for the calibration (at most the number of patients).
-    step : str, default="model"
-        Name of the step to calibrate.
+        Patient-grouped folds for the calibration; fewer when fewer patients hold a
+        class (each fold must train on both).
+    step : str or None, default=None
+        Name of the step to calibrate; None is the last step.
 
     Returns
     -------
@@ -439,21 +526,38 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step="model"):
     (60, 2)
     """
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import PredefinedSplit
 
+    step = pipeline.steps[-1][0] if step is None else step
     model = pipeline.named_steps[step]
     if hasattr(model, "predict_proba"):
         return pipeline
-    groups = np.asarray(groups)
-    n_groups = np.unique(groups).size
-    if n_groups < 2:
+    y, groups = np.asarray(y), np.asarray(groups)
+    # every calibration fold must train on both classes: at most as many folds as there
+    # are patients holding the rarer class
+    per_class = {c: np.unique(groups[y == c]).size for c in np.unique(y)}
+    n_folds = min([n_splits, *per_class.values()])
+    if len(per_class) < 2 or n_folds < 2:
         raise ValueError(
-            f"calibrating {type(model).__name__} needs rows from at least 2 patients, got "
-            f"{n_groups}.")
-    folds = StratifiedGroupKFold(n_splits=min(n_splits, n_groups))
+            f"calibrating {type(model).__name__} into probabilities needs each class in the "
+            f"voxels of at least 2 patients (patient-grouped folds); got patients per "
+            f"class {per_class}. Train on more patients, or use a model with predict_proba.")
+    # Deal the patients holding the rarer class round-robin over the folds first, then
+    # the others, so that every fold holds out (and every training side keeps) both
+    # classes; StratifiedGroupKFold balances voxel counts and can put them all together.
+    rare = min(per_class, key=per_class.get)
+    holders = np.unique(groups[y == rare])
+    others = np.setdiff1d(np.unique(groups), holders)
+    fold_of = {g: i % n_folds for i, g in enumerate([*holders.tolist(), *others.tolist()])}
+    test_fold = np.array([fold_of[g] for g in groups.tolist()])
     # precomputed (train, test) index pairs: a Pipeline step cannot receive groups
     # without turning metadata routing on globally
-    cv = [(train, test) for train, test in folds.split(groups, y, groups=groups)]
+    cv = list(PredefinedSplit(test_fold).split())
+    for train, _ in cv:
+        if np.unique(y[train]).size < 2:
+            raise ValueError(
+                f"cannot calibrate {type(model).__name__}: a patient-grouped fold would "
+                "train on one class only. Train on more patients.")
     calibrated = CalibratedClassifierCV(model, method="sigmoid", cv=cv, ensemble=False)
     steps = [(name, calibrated if name == step else est) for name, est in pipeline.steps]
     return Pipeline(steps, memory=pipeline.memory, verbose=pipeline.verbose)

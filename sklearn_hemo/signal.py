@@ -249,18 +249,17 @@ def _concentration(signal, echo_time, frames, clip_fraction=1e-3, out=None):
     if out is None:
         out = np.empty(signal.shape, np.float32 if signal.dtype == np.float32 else np.float64)
     dtype = out.dtype
-    i0 = signal[..., frames].mean(axis=-1, keepdims=True, dtype=np.float64)
+    i0 = signal[..., frames].mean(axis=-1, keepdims=True, dtype=np.float64).astype(dtype)
     valid = i0 > 0
     with np.errstate(over="ignore"):  # a ratio that overflows is clipped below
-        np.divide(signal, np.where(valid, i0, 1.0).astype(dtype), out=out)  # I(t) / I0
+        np.divide(signal, np.where(valid, i0, 1), out=out)  # I(t) / I0
     floor, ceiling = dtype.type(clip_fraction), dtype.type(1.0 / clip_fraction)
-    # count outside [floor, ceiling] only in the curves whose extremes are (two cheap
-    # reductions otherwise)
-    outside = ((out.min(axis=-1) < floor) | (out.max(axis=-1) > ceiling)) & valid[..., 0]
     clipped = np.zeros(out.shape[:-1], dtype=np.intp)
-    if outside.any():
-        ratios = out[outside]
-        clipped[outside] = np.count_nonzero((ratios < floor) | (ratios > ceiling), axis=-1)
+    # two fast whole-array reductions; the per-curve count only when something is outside
+    if out.size and (out.min() < floor or out.max() > ceiling):
+        outside = (out < floor) | (out > ceiling)
+        outside &= valid
+        clipped = np.count_nonzero(outside, axis=-1)
     np.clip(out, floor, ceiling, out=out)
     np.log(out, out=out)
     out *= dtype.type(-1.0 / echo_time)
@@ -648,11 +647,17 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     if needs_arrival and arrival is None:
         arrival = _patient_arrival(patient)
     offset = _patient_offset(patient, align, arrival)
+    return _patient_aif(patient, n_timepoints, time_step, offset, arrival)
+
+
+def _patient_aif(patient, n_timepoints, time_step, offset, arrival, data=None):
+    """:func:`patient_aif` with the grid offset in seconds; ``data`` is the PWI array when
+    already loaded."""
     if patient.aif is not None:
         return aif_curve(patient.aif, echo_time=patient.echo_time, n_timepoints=n_timepoints,
                          time_step=time_step, align=offset).astype(np.float64)
     brain = patient.get_brain_mask()
-    data = np.asarray(patient.pwi.dataobj)
+    data = np.asarray(patient.pwi.dataobj) if data is None else data
     curves = concentration(data[brain].astype(np.float32), patient.echo_time,
                            baseline=slice(0, arrival))
     try:

@@ -89,3 +89,19 @@ def test_command_line_errors(cohort_dir, tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         main(["predict", "--model", str(tmp_path), "--patient", str(tmp_path / "sub-404"),
               "--out", str(tmp_path / "r.nii.gz")])
+
+
+def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    # a single-candidate row: no inner search, which 6 patients could not support
+    assert main(["compare", "--data", str(cohort_dir), "--models", "lstm-pwi",
+                 "--n-outer", "2",
+                 "--n-inner", "2", "--n-samples", "72", "--n-resamples", "20", "--quiet",
+                 "--out", str(out), "--volumes"]) == 0
+    assert "occurrence AUC" in capsys.readouterr().out
+    lines = (out / "volumes.csv").read_text().splitlines()
+    assert lines[0].startswith("model,fold,patient_id,ht,risk_score,predicted_volume_ml")
+    assert len(lines) == 1 + 6  # every patient mapped once, out of fold
+    summary = (out / "volumes_summary.csv").read_text().splitlines()
+    assert summary[0] == "model,n_patients,occurrence_auc,dice_mean,volume_abs_error_mean_ml"
+    assert summary[1].startswith("lstm-pwi,6,")

@@ -292,3 +292,27 @@ def test_ray_backend_without_ray_says_how_to_install(cohort):
         pytest.skip("ray is installed here; this checks the message shown without it")
     with pytest.raises(ImportError, match=r"pip install 'ray\[default\]'"):
         compare_models(cohort, _zoo(cohort), backend="ray", oracle=False, **RUN)
+
+
+def test_cli_paper_protocol_simulates_once_into_out_and_estimates(tmp_path, monkeypatch):
+    from sklearn_hemo import cli, datasets, model_selection
+
+    seen = []
+
+    def fake_compare(cohort, models, **kwargs):
+        seen.append((cohort, kwargs))
+        return "table"
+
+    # a paper-shaped run in miniature: the cohort size is the only thing shrunk
+    monkeypatch.setattr(datasets, "PAPER_COHORT", {"n_patients": 3, "shape": (8, 8, 2)})
+    monkeypatch.setattr(model_selection, "compare_models", fake_compare)
+    out = tmp_path / "paper"
+    for _ in range(2):
+        assert cli.main(["compare", "--protocol", "paper", "--out", str(out), "--quiet"]) == 0
+    assert (out / "cohort" / "participants.tsv").exists()
+    first, second = seen[0][0], seen[1][0]
+    assert len(first) == 3 and first.ids == second.ids and second.path == out / "cohort"
+    assert seen[0][1]["protocol"] == "paper" and seen[0][1]["estimate_time"] is True
+    with pytest.raises(SystemExit, match="other settings"):
+        cli.main(["compare", "--protocol", "paper", "--out", str(out), "--random-state", "1",
+                  "--quiet"])

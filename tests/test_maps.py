@@ -190,3 +190,23 @@ def test_file_backed_compressed_patient(classic, cohort, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(from_files.dataobj),
                                   np.asarray(in_memory.dataobj))
     assert list(scratch.iterdir()) == []  # the decompressed copy is gone
+
+
+def test_cross_validated_patient_table(cohort, training):
+    from sklearn_hemo.maps import cross_val_risk_map_table
+
+    X, y, groups = training
+    # one HT patient (0, 2, 5) per fold, so every training side has two to calibrate on
+    fold = groups // 2
+    pipe = Pipeline([("features", PatchExtractor(cohort, inputs="pwi", n_timepoints=N_T)),
+                     ("model", LinearRegressionClassifier())])
+    rows = cross_val_risk_map_table(pipe, X, y, fold, params={"0": {"model__fit_intercept":
+                                                                    False}})
+    assert sorted(r["patient_id"] for r in rows) == sorted(cohort.ids)
+    assert {r["fold"] for r in rows if r["patient_id"] == cohort.ids[0]} == {0}
+    assert all(0 <= r["risk_score"] <= 1 and r["dice"] is not None for r in rows)
+    assert not hasattr(pipe.named_steps["model"], "coef_")  # the template stays unfitted
+    leaky = fold.copy()
+    leaky[np.flatnonzero(groups == 0)[0]] = 1
+    with pytest.raises(ValueError, match="more than one fold"):
+        cross_val_risk_map_table(pipe, X, y, leaky)

@@ -22,13 +22,14 @@ each finished task is written to disk at once, so a rerun skips it (see ``_resum
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import sklearn
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, cpu_count, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
@@ -36,7 +37,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
-from ._resume import PartStore, _canonical, _digest, fingerprint, model_key
+from ._resume import PartStore, _canonical, _digest, _json_default, fingerprint, model_key
 from ._zoo import PROTOCOLS, make_model_zoo
 
 __all__ = ["compare_models"]
@@ -173,7 +174,7 @@ def _backend(backend, scheduler, n_jobs):
             ) from exc
         cluster = None
         if scheduler is None:
-            n_workers = max(1, n_jobs if n_jobs > 0 else (os_cpu_count() + 1 + n_jobs))
+            n_workers = max(1, n_jobs if n_jobs > 0 else (_cpu_count() + 1 + n_jobs))
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None)
         client = Client(cluster if cluster is not None else scheduler)
@@ -204,9 +205,7 @@ def _backend(backend, scheduler, n_jobs):
             ray.shutdown()
 
 
-def os_cpu_count():
-    from joblib import cpu_count
-
+def _cpu_count():
     return cpu_count()
 
 
@@ -488,11 +487,16 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
                 parts[name, k] = part
 
     cache, prepared = {}, {}
-    for name in dict.fromkeys(n for n, _ in todo):
+    pending = list(dict.fromkeys(n for n, _ in todo))
+    if progress and pending:
+        from tqdm.auto import tqdm
+
+        pending = tqdm(pending, desc="features", unit="model", leave=False)
+    for name in pending:
         prepared[name] = _prepare(*zoo[name], X, cohort, cache, precompute_features)
     del cache
     if estimate_time and todo:
-        n_workers = n_jobs if n_jobs > 0 else os_cpu_count() + 1 + n_jobs
+        n_workers = n_jobs if n_jobs > 0 else _cpu_count() + 1 + n_jobs
         pending = {name: (prepared[name], sum(1 for n, _ in todo if n == name))
                    for name in prepared}
         seconds = _estimate_seconds(pending, zoo, y, groups, fold, settings["n_inner"],
@@ -591,10 +595,6 @@ def _tagged(name, k, *args):
 
 
 def _normalise(part):
-    import json
-
-    from ._resume import _json_default
-
     meta = {key: value for key, value in part.items() if key not in ("scores", "test")}
     meta = json.loads(json.dumps(meta, default=_json_default))
     return {"scores": np.asarray(part["scores"], dtype=float),

@@ -29,9 +29,9 @@ from ..signal import (
     _concentration,
     _grid,
     _interp_plan,
+    _patient_aif,
     _patient_arrival,
     _patient_offset,
-    patient_aif,
 )
 
 __all__ = ["PatchExtractor"]
@@ -254,8 +254,10 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
     replicate the nearest voxel.
 
     The transformer is stateless: it holds the cohort (cheap to clone: a cohort's deep
-    copy is itself) and recomputes every patient's concentration once per ``transform``
-    call, only for the voxels the call needs. ``fit`` only validates.
+    copy is itself) and, in every ``transform`` call, reads each referenced patient once
+    and computes the concentration only of the voxels that the requested patches touch
+    (voxel chunks in raster order, so that neighbouring patches share their curves).
+    ``fit`` only validates.
 
     Parameters
     ----------
@@ -546,8 +548,9 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
                             _grid(self.n_timepoints, float(self.time_step), offset))
         aif = None
         if "aif" in self.inputs:
-            aif = patient_aif(patient, self.n_timepoints, float(self.time_step),
-                              align=offset, arrival=arrival).astype(np.float32)
+            full = data if isinstance(data, np.ndarray) else None  # not a proxy
+            aif = _patient_aif(patient, self.n_timepoints, float(self.time_step), offset,
+                               arrival, full).astype(np.float32)
         return _Context(patient, arrival, plan, aif)
 
     def _fill(self, context, raw, dwi, ijk, out, workspace=None):
