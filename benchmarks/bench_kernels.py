@@ -131,14 +131,15 @@ def theoretical_mib(method, n_train, n_features, args):
     gamma_sample = 8 * min(n_train, _GAMMA_SAMPLE_SIZE) ** 2
     if method == "srkda-exact":
         # K and X_fit_, plus one block of kernel rows being computed.
-        block = 16 * min(n_train, rows(n_train)) * n_train
+        block = 24 * min(n_train, rows(n_train)) * n_train
         return (8 * (n_train * n_train + n_train * n_features) + block) / MIB
     if method == "srkda-nystroem":
         # Phi^T Phi, the normalisation, the landmarks, plus one block of features.
-        block = 16 * min(n_train, rows(m)) * m
+        block = 24 * min(n_train, rows(m)) * m
         return (8 * (2 * m * m + m * n_features) + max(block, gamma_sample)) / MIB
     if method == "svc-nystroem":
-        return 8 * (n_train * m + m * m) / MIB  # the whole feature matrix Phi for LinearSVC
+        # Nystroem.transform of the whole training set: Phi and the kernel temporaries.
+        return 8 * (3 * n_train * m + m * m) / MIB
     return 200.0  # LIBSVM kernel cache (cache_size), plus support vectors
 
 

@@ -410,9 +410,10 @@ class SRKDAClassifier(_SpectralRegressionClassifier):
     def _rows_per_block(self, n_columns):
         if self.block_size is not None:
             return self.block_size
-        # A kernel block and the distance temporaries behind it: ~2 float64 per entry.
+        # A kernel block and the two same-sized temporaries of the Euclidean distances
+        # behind it: ~3 float64 per entry.
         working_bytes = get_config()["working_memory"] * 2**20
-        return max(1, int(working_bytes // (16 * n_columns)))
+        return max(1, int(working_bytes // (24 * n_columns)))
 
     def _fit_centroids(self, X, Y, y_idx):
         # A refit in the other mode must not keep the previous mode's (large) arrays.

@@ -98,11 +98,32 @@ _TRAINING_ONLY_NET_PARAMS = ("callbacks", "train_split")
 
 
 class BundleError(ValueError):
-    """A model bundle is missing, malformed, tampered with or holds untrusted types."""
+    """A model bundle is missing, malformed, tampered with or holds untrusted types.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.persistence import BundleError, load_model
+    >>> try:
+    ...     load_model("/tmp/sklearn-hemo-no-such-bundle")
+    ... except BundleError as exc:
+    ...     print(type(exc).__name__)
+    BundleError
+    """
 
 
 class BundleVersionWarning(UserWarning):
-    """A model bundle was written with other library versions than the running ones."""
+    """A model bundle was written with other library versions than the running ones.
+
+    Examples
+    --------
+    To refuse, rather than warn about, a bundle saved with other versions:
+
+    >>> import warnings
+    >>> from sklearn_hemo.persistence import BundleVersionWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", BundleVersionWarning)
+    ...     model = load_model("hemo-model")  # doctest: +SKIP
+    """
 
 
 # --------------------------------------------------------------------------- helpers

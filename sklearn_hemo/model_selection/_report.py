@@ -88,6 +88,20 @@ class ComparisonResult:
         The protocol settings of the run.
     out_dir : path or None
         Where the files were written.
+
+    Examples
+    --------
+    A full run is in the gallery example :ref:`sphx_glr_auto_examples_plot_compare_models.py`.
+    A result prints as a plain-text table:
+
+    >>> from sklearn_hemo.model_selection import ComparisonResult
+    >>> row = dict(model="linear", inputs="PWI+AIF+DWI", auc_roc=0.8, auc_roc_low=0.7,
+    ...            auc_roc_high=0.9, auc_pr=0.7, auc_pr_low=0.6, auc_pr_high=0.8,
+    ...            n_patients=12, n_voxels=400)
+    >>> print(ComparisonResult([row], [], {}, {}, {}, {}))
+    model   inputs       AUC-ROC [95% CI]   AUC-PR [95% CI]    patients  voxels
+    ------  -----------  -----------------  -----------------  --------  ------
+    linear  PWI+AIF+DWI  80.0 [70.0, 90.0]  70.0 [60.0, 80.0]  12        400
     """
 
     table: list
