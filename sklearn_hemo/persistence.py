@@ -205,42 +205,75 @@ def _is_cohort(obj):
     return isinstance(obj, Cohort)
 
 
+def _walks_into(obj):
+    """Whether :func:`_detach` looks inside ``obj``: estimators and the plain helper
+    objects of scikit-learn and this package (e.g. the fitted ``_CalibratedClassifier``
+    that holds a calibrated model)."""
+    if isinstance(obj, BaseEstimator):
+        return True
+    root = type(obj).__module__.split(".")[0]
+    return root in ("sklearn", "sklearn_hemo") and hasattr(obj, "__dict__") \
+        and not isinstance(obj, type)
+
+
 def _detach(obj, path, found):
-    """Return a copy of ``obj`` without what skops cannot or must not store.
+    """Return ``obj`` without what skops cannot or must not store.
 
     ``found`` collects where each removed piece was: ``"nets"`` (skorch nets, stored
     as JSON + safetensors), ``"cohorts"`` (never stored) and ``"requests"`` (metadata
     routing requests, whose ``owner`` back-reference is a cycle skops cannot follow;
-    stored as JSON). Estimators are shallow-copied (``copy.copy``), so arrays are shared
-    with the original, which stays untouched; lists, tuples and dicts are rebuilt.
+    stored as JSON). Copy on write: an object is shallow-copied (``copy.copy``) only
+    when something inside it is removed, so arrays are shared and the original stays
+    untouched.
     """
+    from .datasets import Patient
+
     if _is_cohort(obj):
         found["cohorts"].append(path)
         return None
     if _is_skorch_net(obj):
         found["nets"].append((path, obj))
         return None
-    if isinstance(obj, BaseEstimator):
-        new = copy.copy(obj)
-        for name, value in vars(obj).items():
-            if name == "_metadata_request":
-                found["requests"].append({"path": path, "requests": value._serialize()})
-                delattr(new, name)
-            else:
-                setattr(new, name, _detach(value, [*path, ["attr", name]], found))
-        return new
-    if isinstance(obj, (list, tuple)):
-        items = [_detach(v, [*path, ["item", i]], found) for i, v in enumerate(obj)]
-        return type(obj)(items) if isinstance(obj, list) else tuple(items)
-    if isinstance(obj, dict):
-        return {k: _detach(v, [*path, ["key", k]], found) for k, v in obj.items()}
-    from .datasets import Patient
-
     if isinstance(obj, Patient):
         raise TypeError(
             f"the estimator holds a Patient at {_describe(path)}; bundles do not store "
             "patient data. Hold patients in a Cohort (which is left out and re-attached "
             "by load_model(path, cohort=...)).")
+    if _walks_into(obj):
+        changes, drop = {}, False
+        for name, value in vars(obj).items():
+            if name == "_metadata_request" and hasattr(value, "_serialize"):
+                found["requests"].append({"path": path, "requests": value._serialize()})
+                drop = True
+                continue
+            new = _detach(value, [*path, ["attr", name]], found)
+            if new is not value:
+                changes[name] = new
+        if not changes and not drop:
+            return obj
+        obj = copy.copy(obj)
+        if drop:
+            del obj._metadata_request
+        for name, value in changes.items():
+            setattr(obj, name, value)
+        return obj
+    if isinstance(obj, (list, tuple, dict)):
+        keyed = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        kind = "key" if isinstance(obj, dict) else "item"
+        changes = {}
+        for key, value in keyed:
+            new = _detach(value, [*path, [kind, key]], found)
+            if new is not value:
+                changes[key] = new
+        if not changes:
+            return obj
+        if isinstance(obj, tuple):
+            items = [changes.get(i, v) for i, v in enumerate(obj)]
+            return type(obj)._make(items) if hasattr(obj, "_make") else type(obj)(items)
+        obj = copy.copy(obj)  # keeps dict / list subclasses (e.g. Bunch)
+        for key, value in changes.items():
+            obj[key] = value
+        return obj
     return obj
 
 

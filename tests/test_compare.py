@@ -1,6 +1,7 @@
 """The patient-grouped nested comparison: compare_models, its files, resume, dask, CLI."""
 
 import csv
+import inspect
 import json
 
 import numpy as np
@@ -266,7 +267,8 @@ def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch)
     monkeypatch.setattr(model_selection, "compare_models", fake_compare)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["compare", "--quiet"]) == 0
-    assert len(seen["cohort"]) == 24 and seen["models"] is None  # make_stroke_cohort()
+    default = inspect.signature(make_stroke_cohort).parameters["n_patients"].default
+    assert len(seen["cohort"]) == default and seen["models"] is None  # make_stroke_cohort()
     assert seen["protocol"] == "quick" and seen["out_dir"] == "hemo-results"
     assert seen["n_jobs"] == 1 and seen["backend"] == "loky" and seen["random_state"] == 0
     assert seen["estimate_time"] is False

@@ -249,3 +249,16 @@ def test_metadata_routing_requests_survive(tmp_path):
     assert loaded.get_metadata_routing().consumes("fit", ["groups"]) == {"groups"}
     assert loaded._metadata_request.fit.owner is loaded
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_nets_nested_in_helper_objects(tmp_path):
+    from sklearn.calibration import CalibratedClassifierCV
+
+    X, y = _data(n=60, n_features=6)
+    model = CalibratedClassifierCV(LSTMClassifier(hidden_size=2, max_epochs=1,
+                                                  random_state=0), cv=2).fit(X, y)
+    path = save_model(model, tmp_path / "m")
+    assert len(read_manifest(path)["nets"]) == 2  # one per calibration fold
+    loaded = _load_quietly(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert all(c.estimator.net_ is not None for c in model.calibrated_classifiers_)

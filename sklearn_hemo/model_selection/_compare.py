@@ -441,10 +441,14 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     --------
     >>> from sklearn_hemo.datasets import make_stroke_cohort
     >>> from sklearn_hemo.model_selection import compare_models
-    >>> cohort = make_stroke_cohort(n_patients=8, random_state=0)  # doctest: +SKIP
-    >>> result = compare_models(cohort, ["linear"], n_outer=4, n_inner=2,
-    ...                         n_samples=800)  # doctest: +SKIP
-    >>> print(result.to_markdown())  # doctest: +SKIP
+    >>> cohort = make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
+    ...                             n_frames=40, random_state=0)
+    >>> result = compare_models(cohort, ["linear"], n_outer=3, n_inner=2, n_samples=200,
+    ...                         n_resamples=100, random_state=0)
+    >>> [(row["model"], row["n_patients"], row["n_voxels"]) for row in result.table]
+    [('linear', 8, 200), ('oracle', 8, 200)]
+    >>> print(result.to_markdown())  # doctest: +ELLIPSIS
+    | model | paper's name | inputs | AUC-ROC (95% CI) | AUC-PR (95% CI) | paper AUC-ROC ...
     """
     from ..sampling import sample_voxels
 

@@ -59,6 +59,8 @@ def inputs_label(name, pipeline=None):
     """Human label of a model's inputs: the zoo's, else read from its first step."""
     if name in _INPUTS:
         return _INPUTS[name]
+    if pipeline is None:
+        return ""
     first = getattr(pipeline, "steps", [[None, pipeline]])[0][1]
     inputs = getattr(first, "inputs", None)
     return inputs.upper() if isinstance(inputs, str) else type(first).__name__

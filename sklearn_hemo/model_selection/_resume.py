@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .._io import atomic_path, atomic_write_text
+from ..datasets import Cohort
 
 __all__ = ["PartStore", "fingerprint", "model_key"]
 
@@ -42,7 +43,7 @@ def _canonical(value):
             "params": {k: _canonical(v) for k, v in sorted(params.items())
                        if k not in _COMPUTE_ONLY},
         }
-    if hasattr(value, "ids") and hasattr(value, "__len__"):  # a Cohort
+    if isinstance(value, Cohort):  # identified by its patients, not its voxels
         return {"cohort": list(value.ids)}
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}

@@ -128,10 +128,12 @@ def make_model_zoo(cohort, protocol="quick", models=None, *, random_state=None,
     --------
     >>> from sklearn_hemo.datasets import make_stroke_cohort
     >>> from sklearn_hemo.model_selection import make_model_zoo
-    >>> cohort = make_stroke_cohort(n_patients=4, random_state=0)  # doctest: +SKIP
-    >>> zoo = make_model_zoo(cohort, models=["linear", "svm"], random_state=0)  # doctest: +SKIP
-    >>> pipeline, grid = zoo["svm"]  # doctest: +SKIP
-    >>> list(pipeline.named_steps)  # doctest: +SKIP
+    >>> cohort = make_stroke_cohort(n_patients=4, shape=(12, 12, 2), random_state=0)
+    >>> zoo = make_model_zoo(cohort, models=["linear", "svm"], random_state=0)
+    >>> pipeline, grid = zoo["svm"]
+    >>> grid
+    {'model__C': [1.0, 10.0]}
+    >>> list(pipeline.named_steps)
     ['features', 'scale', 'model']
     """
     builders = _builders()
