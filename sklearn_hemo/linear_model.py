@@ -21,7 +21,9 @@ class LinearRegressionClassifier(ClassifierMixin, BaseEstimator):
     output is the score (``decision_function``), so ROC and PR curves rank samples by
     it; ``predict`` thresholds it at the midpoint of the codes, 0 (or takes the largest
     column). Rank-deficient designs (collinear features, fewer samples than features)
-    get the minimum-norm least-squares solution.
+    get the minimum-norm least-squares solution; singular values below
+    ``max(n_samples, n_features) * eps`` times the largest count as zero (the rank
+    tolerance of :func:`numpy.linalg.lstsq` and :func:`numpy.linalg.matrix_rank`).
 
     This is :class:`sklearn.linear_model.RidgeClassifier` at ``alpha=0``, written with
     an SVD least-squares solver because the Cholesky path of ridge fails (or warns) on
@@ -99,7 +101,12 @@ class LinearRegressionClassifier(ClassifierMixin, BaseEstimator):
         if self.fit_intercept:
             x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
             X, Y = X - x_mean, Y - y_mean
-        coef, _, self.rank_, _ = lstsq(X, Y, check_finite=False)
+        # LAPACK's default cutoff (eps * largest singular value) is below the SVD's own
+        # round-off, so an exactly rank-deficient design (e.g. AIF columns, constant within
+        # a patient) keeps null directions with singular values ~1e-13 and coefficients
+        # ~1e12: held-out patients then get scores of ~1e10 that swamp the voxel ranking.
+        cond = max(X.shape) * np.finfo(np.float64).eps
+        coef, _, self.rank_, _ = lstsq(X, Y, cond=cond, check_finite=False)
         self.coef_ = np.ascontiguousarray(coef.T)
         if self.fit_intercept:
             self.intercept_ = y_mean - x_mean @ coef

@@ -20,6 +20,10 @@ of that cohort. To map a patient:
   and no other step is copied (the remaining steps are used as they are, through
   ``pipeline[1:]``).
 
+A model that reads voxel references itself (a one-step pipeline, or a bare estimator,
+with a ``cohort`` parameter and ``predict_proba``, such as the zoo's ``roi-k2`` row) is
+re-pointed the same way and scored on chunks of references.
+
 Features are computed and scored in chunks of ``chunk_size`` voxels (through the
 extractor's ``iter_volume``, which reads the volume slab by slab), so memory is bounded
 by one chunk of features whatever the volume size; the map equals
@@ -61,28 +65,34 @@ DEFAULT_CHUNK_SIZE = 16_384
 
 
 # ---------------------------------------------------------------------------- pieces
+def _reads_cohort(step):
+    return "cohort" in step.get_params(deep=False)
+
+
 def _split_pipeline(estimator):
-    """Return ``(extractor, rest)`` of a fitted pipeline starting with a cohort reader."""
-    if not isinstance(estimator, Pipeline):
+    """Return ``(reader, rest)``: the step holding the cohort and what scores its output.
+
+    ``rest`` is ``pipeline[1:]``, or None when the reader is the whole model (a pipeline
+    of one step, or an estimator, that reads voxel references and has ``predict_proba``,
+    e.g. the ``roi-k2`` row).
+    """
+    steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
+    reader = steps[0][1]
+    if not _reads_cohort(reader):
         raise TypeError(
-            f"risk maps need a fitted Pipeline whose first step is a PatchExtractor, got "
-            f"{type(estimator).__name__}. Build it as Pipeline([('features', "
-            "PatchExtractor(cohort, ...)), ..., ('model', classifier)]).")
-    extractor = estimator.steps[0][1]
-    if "cohort" not in extractor.get_params(deep=False):
-        raise TypeError(
-            f"the first step of the pipeline ({type(extractor).__name__}) does not read "
-            "voxel references of a cohort; risk maps need a PatchExtractor first.")
-    if len(estimator) < 2:
-        raise TypeError("the pipeline has only a feature step; add a classifier after it.")
+            f"risk maps need a fitted Pipeline whose first step reads voxel references of "
+            f"a cohort (a PatchExtractor); its first step is {type(reader).__name__}. Build "
+            "it as Pipeline([('features', PatchExtractor(cohort, ...)), ..., ('model', "
+            "classifier)]).")
     check_is_fitted(estimator)
-    rest = estimator[1:]
-    if not hasattr(rest, "predict_proba"):
+    rest = estimator[1:] if len(steps) > 1 else None
+    model = reader if rest is None else rest
+    if not hasattr(model, "predict_proba"):
         raise TypeError(
-            f"{type(estimator.steps[-1][1]).__name__} has no predict_proba, and a risk map "
-            "is a probability. Wrap the pipeline with sklearn_hemo.maps.with_probabilities "
+            f"{type(steps[-1][1]).__name__} has no predict_proba, and a risk map is a "
+            "probability. Wrap the pipeline with sklearn_hemo.maps.with_probabilities "
             "(Platt scaling on patient-grouped folds) or sklearn's CalibratedClassifierCV.")
-    return extractor, rest
+    return reader, rest
 
 
 def _positive_column(classes, positive_class):
@@ -206,20 +216,23 @@ def _uncompressed_pwi(patient):
                       ht_mask=image("ht_mask"), aif=patient.aif)
 
 
-def _feature_chunks(extractor, patient, index, mask, chunk_size):
-    """Yield ``(ijk, features)`` for the voxels to map, ``chunk_size`` at a time.
+def _proba_chunks(reader, rest, patient, index, mask, chunk_size):
+    """Yield ``(ijk, proba)`` for the voxels to map, ``chunk_size`` at a time.
 
     The extractor's own whole-volume path (``iter_volume``, which reads the volume block
-    by block) serves the brain mask; an explicit mask, or an extractor without that
-    path, goes through ``transform`` on chunks of voxel references.
+    by block) serves the brain mask; an explicit mask, an extractor without that path,
+    or a reader that is the whole model goes through chunks of voxel references.
     """
-    if mask is None and hasattr(extractor, "iter_volume"):
-        yield from extractor.iter_volume(index, chunk_size=chunk_size)
+    if rest is not None and mask is None and hasattr(reader, "iter_volume"):
+        for ijk, features in reader.iter_volume(index, chunk_size=chunk_size):
+            yield ijk, rest.predict_proba(features)
         return
     refs = brain_voxel_refs(patient, index, mask)
     for start in range(0, len(refs), chunk_size):
         chunk = refs[start:start + chunk_size]
-        yield chunk[:, 1:], extractor.transform(chunk)
+        proba = (reader.predict_proba(chunk) if rest is None
+                 else rest.predict_proba(reader.transform(chunk)))
+        yield chunk[:, 1:], proba
 
 
 def _map_image(values, patient):
@@ -245,11 +258,13 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
 
     Parameters
     ----------
-    estimator : Pipeline
+    estimator : Pipeline or estimator
         Fitted pipeline whose first step is a
-        :class:`~sklearn_hemo.preprocessing.PatchExtractor` and whose last step has
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor` (or another step with a
+        ``cohort`` that reads voxel references) and whose last step has
         ``predict_proba`` (any model: LSTM or classic; see :func:`with_probabilities`
-        for models without probabilities).
+        for models without probabilities); or one estimator that reads voxel
+        references and has ``predict_proba``.
     patient : Patient, int or str
         The patient to map: a :class:`~sklearn_hemo.datasets.Patient` (of any cohort,
         or none), or a patient index / participant id of ``cohort`` (default: the
@@ -273,8 +288,8 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     Raises
     ------
     TypeError
-        The estimator is not a pipeline starting with a PatchExtractor, or cannot give
-        probabilities.
+        The estimator does not start with a step that reads voxel references, or cannot
+        give probabilities.
     ValueError
         The model returns non-finite probabilities, or ``patient`` / ``positive_class``
         do not fit the model and cohort.
@@ -293,15 +308,15 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     """
     if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    extractor, rest = _split_pipeline(estimator)
-    column = _positive_column(rest.classes_, positive_class)
-    extractor, index, patient = _resolve_patient(extractor, patient, cohort)
+    reader, rest = _split_pipeline(estimator)
+    column = _positive_column((reader if rest is None else rest).classes_, positive_class)
+    reader, index, patient = _resolve_patient(reader, patient, cohort)
     values = np.zeros(patient.shape, dtype=np.float32)
     with _uncompressed_pwi(patient) as readable:
         if readable is not patient:
-            extractor, index = _with_cohort(extractor, Cohort([readable])), 0
-        for ijk, features in _feature_chunks(extractor, readable, index, mask, chunk_size):
-            proba = rest.predict_proba(features)[:, column]
+            reader, index = _with_cohort(reader, Cohort([readable])), 0
+        for ijk, proba in _proba_chunks(reader, rest, readable, index, mask, chunk_size):
+            proba = proba[:, column]
             if not np.all(np.isfinite(proba)):
                 raise ValueError(
                     f"participant {patient.id}: the model returned non-finite probabilities "
@@ -337,8 +352,8 @@ def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
     >>> from sklearn_hemo.maps import predict_risk_maps
     >>> maps = predict_risk_maps(pipeline, test_cohort)  # doctest: +SKIP
     """
-    extractor, _ = _split_pipeline(estimator)
-    source = extractor.get_params(deep=False)["cohort"] if cohort is None else cohort
+    reader, _ = _split_pipeline(estimator)
+    source = reader.get_params(deep=False)["cohort"] if cohort is None else cohort
     if source is None:
         raise ValueError("the model holds no cohort; pass cohort=...")
     patients = range(len(source)) if patients is None else patients
@@ -380,8 +395,8 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
     """
     from .metrics import patient_table
 
-    extractor, _ = _split_pipeline(estimator)
-    source = extractor.get_params(deep=False)["cohort"] if cohort is None else cohort
+    reader, _ = _split_pipeline(estimator)
+    source = reader.get_params(deep=False)["cohort"] if cohort is None else cohort
     if source is None:
         raise ValueError("the model holds no cohort; pass cohort=...")
     patients = range(len(source)) if patients is None else patients

@@ -34,10 +34,12 @@ keeps a hostile bundle from running code is that nothing in it is ever executed.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib
 import json
 import os
+import pkgutil
 import platform
 import shutil
 import tempfile
@@ -159,10 +161,11 @@ def _json_default(value):
 def default_trusted_types():
     """Types :func:`load_model` lets skops build without being told.
 
-    These are sklearn_hemo's own estimators and transformers (read from the installed
-    package, never from the bundle) plus the few scikit-learn internals the model zoo
-    stores (e.g. ``sklearn.tree._tree.Tree`` for random forests). skops trusts plain
-    scikit-learn estimators, numpy and builtins by itself.
+    These are the estimators and transformers defined in sklearn_hemo (found by
+    importing the installed package, never read from the bundle) plus the few
+    scikit-learn internals the model zoo stores (e.g. ``sklearn.tree._tree.Tree`` for
+    random forests). skops trusts plain scikit-learn estimators, numpy and builtins by
+    itself.
 
     Returns
     -------
@@ -175,19 +178,25 @@ def default_trusted_types():
     >>> "sklearn.tree._tree.Tree" in default_trusted_types()
     True
     """
-    names = set(_EXTRA_TRUSTED_TYPES)
-    for module_name in ("sklearn_hemo.preprocessing", "sklearn_hemo.neural",
-                        "sklearn_hemo.discriminant", "sklearn_hemo.linear_model",
-                        "sklearn_hemo.sampling", "sklearn_hemo.perfusion"):
+    return sorted(set(_EXTRA_TRUSTED_TYPES) | _own_estimators())
+
+
+@functools.lru_cache(maxsize=1)
+def _own_estimators():
+    """Fully qualified names of every estimator class defined in sklearn_hemo."""
+    import sklearn_hemo
+
+    names = set()
+    for info in pkgutil.walk_packages(sklearn_hemo.__path__, "sklearn_hemo."):
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # a module not written yet / optional: nothing to trust
+            module = importlib.import_module(info.name)
+        except ImportError:  # an optional dependency is missing: nothing there to trust
             continue
         for value in vars(module).values():
             if (isinstance(value, type) and issubclass(value, BaseEstimator)
-                    and value.__module__.startswith("sklearn_hemo")):
+                    and value.__module__.startswith("sklearn_hemo.")):
                 names.add(_qualname(value))
-    return sorted(names)
+    return frozenset(names)
 
 
 # ------------------------------------------------------------ walking the object tree

@@ -16,6 +16,7 @@ import inspect
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -227,11 +228,24 @@ def test_docs_build_without_warnings(tmp_path):
     """
     for module in ("sphinx", "sphinx_gallery", "numpydoc", "pydata_sphinx_theme"):
         pytest.importorskip(module, reason="the docs extra is not installed")
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    # A copy of the sources, as in a clean checkout: the build writes generated stubs and
+    # gallery pages beside its sources, and must not touch those of a full local build.
+    src = tmp_path / "src"
+    generated = shutil.ignore_patterns(
+        "_build", "generated", "gen_modules", "auto_examples", "sg_execution_times.rst"
+    )
+    shutil.copytree(ROOT / "docs", src / "docs", ignore=generated)
+    shutil.copytree(ROOT / "examples", src / "examples")
+    shutil.copy(ROOT / "README.md", src / "README.md")
+    env = dict(
+        os.environ,
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-D", "plot_gallery=0", "-d", str(tmp_path / "doctrees"),
-         str(ROOT / "docs"), str(tmp_path / "html")],
+         "-D", "plot_gallery=0", str(src / "docs"), str(tmp_path / "html")],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, f"docs build failed:\n{proc.stdout}\n{proc.stderr[-6000:]}"

@@ -53,6 +53,29 @@ def test_rank_deficient_design_gives_minimum_norm_solution():
     assert np.all(np.isfinite(wide.coef_))
 
 
+
+def test_exactly_rank_deficient_block_is_not_amplified_on_new_groups():
+    # Regression: columns constant within a group (as the AIF is within a patient) have
+    # rank n_groups - 1 after centring; LAPACK's default cutoff kept round-off directions
+    # (singular values ~1e-13): held-out groups got scores of ~1e12 and AUC ~0.55.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(20), 30)
+    curves = 500.0 * rng.uniform(0.5, 1.5, (20, 60))
+    free = rng.standard_normal((len(groups), 40))
+    X = np.hstack([free, curves[groups]]).astype(np.float32)
+    y = (free[:, 0] + 0.5 * rng.standard_normal(len(groups)) > 0).astype(int)
+    train = groups < 15
+    clf = LinearRegressionClassifier().fit(X[train], y[train])
+    assert clf.rank_ == 40 + 15 - 1
+    codes = np.where(y[train] == 1, 1.0, -1.0)
+    centred = X[train].astype(float) - X[train].astype(float).mean(axis=0)
+    coef = np.linalg.lstsq(centred, codes - codes.mean(), rcond=None)[0]
+    expected = (X[~train] - X[train].astype(float).mean(axis=0)) @ coef + codes.mean()
+    np.testing.assert_allclose(clf.decision_function(X[~train]), expected, rtol=1e-6,
+                               atol=1e-6)
+    assert np.abs(expected).max() < 10.0
+    assert roc_auc_score(y[~train], clf.decision_function(X[~train])) > 0.85
+
 def test_without_intercept():
     X, y = make_classification(100, n_features=4, random_state=1)
     clf = LinearRegressionClassifier(fit_intercept=False).fit(X, y)

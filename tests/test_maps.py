@@ -210,3 +210,18 @@ def test_cross_validated_patient_table(cohort, training):
     leaky[np.flatnonzero(groups == 0)[0]] = 1
     with pytest.raises(ValueError, match="more than one fold"):
         cross_val_risk_map_table(pipe, X, y, leaky)
+
+
+def test_a_model_that_reads_voxel_references_itself(cohort, training):
+    from sklearn_hemo.perfusion import ROIPermeabilityScorer
+
+    X, y, _ = training
+    roi = Pipeline([("model", ROIPermeabilityScorer(cohort))]).fit(X, y)
+    refs = brain_voxel_refs(cohort[2], 2)
+    risk = predict_risk_map(roi, 2, chunk_size=100)
+    expected = roi.predict_proba(refs)[:, 1]
+    np.testing.assert_allclose(_values_at(risk, refs), expected, atol=1e-6)
+    assert np.unique(_values_at(risk, refs)).size == 1  # one score per patient
+    # a bare estimator that reads references works too, also for a patient on its own
+    alone = predict_risk_map(roi.named_steps["model"], Cohort([cohort[2]])[0])
+    np.testing.assert_array_equal(np.asarray(alone.dataobj), np.asarray(risk.dataobj))

@@ -272,5 +272,6 @@ def _roi_k2(name, *, cohort, **_):
     from ..perfusion import ROIPermeabilityScorer
 
     # one score per patient (mean leakage K2 over the Tmax > 6 s lesion), nothing to tune:
-    # the paper's ROI-based row
+    # the paper's ROI-based row. Its AUC may be below 0.5 honestly: it only orders the few
+    # HT patients, and the lesion's K2 is dominated by the BSW delay bias (see the class)
     return _pipeline(("model", ROIPermeabilityScorer(cohort))), {}

@@ -36,6 +36,14 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
     so that ``predict_proba`` is calibrated and ``decision_function`` is an increasing or
     decreasing affine function of the patient's score (its sign learned from the data).
 
+    A per-patient score only ranks patients, so its voxel AUC rests on the few bleeding
+    patients and can fall below one half under patient-grouped cross-validation: with a
+    weak score the sign learned without the held-out patients often points the wrong way
+    for them. On the simulated cohort, moreover, delayed and dispersed lesion curves bias
+    the BSW K2 negative by as much as the leakage raises it (Bjornerud et al., JCBFM
+    31:2041, 2011), so the ROI mean hardly orders patients by leakage although the
+    voxel-level sign is right.
+
     Parameters
     ----------
     cohort : Cohort or None, default=None
