@@ -23,7 +23,8 @@ drawing the map of a file-backed patient, after imports and model loading, and t
 of numpy/Python allocations (``tracemalloc``) during the call, for two volume sizes
 (20 and 40 slices of 128 x 128). Target: the same at both sizes (flat), under 2 GB.
 
-Run: ``python benchmarks/bench_maps.py [--quick]`` (``--quick``: 64 x 64 volumes).
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_maps.py [--quick]`` (``--quick``: 64 x 64
+volumes).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def fit_models(random_state=0):
                          ("scale", StandardScaler()), ("model", model)]).fit(X, y)
 
     return {
+        # one torch thread, as the model zoo uses: on a shared machine, torch's spinning
+        # worker threads otherwise make both timings erratic
         "lstm": pipeline(LSTMClassifier(INPUTS, hidden_size=16, max_epochs=1,
-                                        batch_size=1024, random_state=random_state)),
+                                        batch_size=1024, torch_num_threads=1,
+                                        random_state=random_state)),
         "linear": pipeline(LogisticRegression(max_iter=500)),
     }
 
@@ -155,7 +159,9 @@ def child(model_dir, patient_dir):
 
 def memory(model_dir, patient_dir):
     out = subprocess.run([sys.executable, __file__, "--child", str(model_dir),
-                          str(patient_dir)], capture_output=True, text=True, check=True)
+                          str(patient_dir)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the memory probe failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

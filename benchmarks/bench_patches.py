@@ -68,7 +68,9 @@ def time_gathers(shape, ijk, ours, fancy):
     """The PWI-block gather alone, from precomputed rows: ours, and a plain element-wise
     fancy index (its index array precomputed, not timed). Returns the output bytes."""
     rows = np.random.default_rng(0).random((int(np.prod(shape)), 60), dtype=np.float32)
-    index = _neighbour_index(ijk, shape, 3)
+    inside = np.zeros(shape, dtype=bool)
+    inside[tuple(ijk.T)] = True  # the brain voxels: brain-edge patches read their centre
+    index = _neighbour_index(ijk, shape, 3, inside)
     a = ours(lambda: _gather_rows(rows, index, np.empty((len(ijk), 60, 9), np.float32)))
     elements = index[:, None, :] * 60 + np.arange(60)[None, :, None]
     b = fancy(lambda: rows.reshape(-1)[elements])
@@ -77,8 +79,11 @@ def time_gathers(shape, ijk, ours, fancy):
 
 
 def loop_features(patient, ijk, aif, te):
-    """The straightforward per-voxel implementation (reference for speed and values)."""
+    """The straightforward per-voxel implementation (reference for speed and values).
+
+    Neighbours outside the brain mask read the centre (``mask_neighbours=True``)."""
     data = np.asarray(patient.pwi.dataobj)
+    inside = patient.get_brain_mask()
     b0 = np.asarray(patient.dwi_b0.dataobj)
     b1000 = np.asarray(patient.dwi_b1000.dataobj)
     baseline = slice(0, _patient_arrival(patient))
@@ -90,6 +95,8 @@ def loop_features(patient, ijk, aif, te):
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 ii, jj = min(max(i + di, 0), nx - 1), min(max(j + dj, 0), ny - 1)
+                if not inside[ii, jj, k]:
+                    ii, jj = i, j
                 signal = data[ii, jj, k].astype(np.float32)
                 i0 = signal[baseline].mean()
                 if i0 > 0:

@@ -222,6 +222,96 @@ def test_gather_patches_on_maps_and_series():
     np.testing.assert_array_equal(out[0], series[1:4, 0:3, 0].reshape(9, 5).T)
 
 
+def test_gather_patches_with_a_mask_reads_the_centre_outside_it():
+    volume = np.arange(5 * 4 * 2, dtype=float).reshape(5, 4, 2)
+    inside = np.ones(volume.shape, dtype=bool)
+    inside[0, :, :] = inside[:, 3, :] = False
+    ijk = np.array([[1, 2, 1], [3, 1, 0], [0, 0, 0]])
+    patches = _gather_patches(volume, ijk, 3, inside=inside)
+    raw = _gather_patches(volume, ijk, 3)
+    centre = volume[1, 2, 1]
+    # row i=0 and column j=3 are outside: p = 0, 1, 2 (di=-1) and p = 2, 5, 8 (dj=+1)
+    expected = raw[0].copy()
+    expected[[0, 1, 2, 5, 8]] = centre
+    np.testing.assert_array_equal(patches[0], expected)
+    np.testing.assert_array_equal(patches[1], raw[1])  # an interior voxel
+    # a centre outside the mask: outside neighbours read it, inside ones stay raw
+    expected = np.where(inside[[0, 0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 1, 0, 0, 1], 0],
+                        raw[2], volume[0, 0, 0])
+    np.testing.assert_array_equal(patches[2], expected)
+    series = np.random.default_rng(0).random((5, 4, 2, 6))
+    out = _gather_patches(series, ijk[:1], 3, inside=inside)
+    np.testing.assert_array_equal(out[0][:, [0, 1, 2, 5, 8]],
+                                  np.repeat(series[1, 2, 1][:, None], 5, axis=1))
+    np.testing.assert_array_equal(out[0][:, [3, 4, 6, 7]],
+                                  _gather_patches(series, ijk[:1], 3)[0][:, [3, 4, 6, 7]])
+
+
+def _disc_patient(pid="sub-disc", seed=4):
+    """``make_patient`` with a disc brain mask and a noise floor outside it, as in a scan."""
+    p = make_patient(pid, shape=(9, 8, 2), seed=seed)
+    ii, jj = np.indices((9, 8))
+    brain = np.repeat(((ii - 4) ** 2 + (jj - 3.5) ** 2 <= 10)[..., None], 2, axis=2)
+    pwi = np.asarray(p.pwi.dataobj).copy()
+    noise = np.random.default_rng(seed).rayleigh(50, pwi.shape).astype(np.float32)
+    pwi[~brain] = noise[~brain]
+    return Patient(pid, nib.Nifti1Image(pwi, p.affine), p.dwi_b0, p.dwi_b1000, echo_time=TE,
+                   repetition_time=1.5, brain_mask=nib.Nifti1Image(brain.astype(np.uint8),
+                                                                   p.affine),
+                   aif=p.aif, truth=p.truth)
+
+
+def test_brain_edge_neighbours_take_the_centre_values():
+    patient = _disc_patient()
+    cohort = Cohort([patient])
+    inside = patient.get_brain_mask()
+    X = _brain_voxels(cohort, 0)
+    masked = PatchExtractor(cohort, inputs="pwi+dwi").fit_transform(X)
+    raw = PatchExtractor(cohort, inputs="pwi+dwi", mask_neighbours=False).fit_transform(X)
+    pwi_m, pwi_r = masked[:, :540].reshape(-1, 60, 9), raw[:, :540].reshape(-1, 60, 9)
+    conc, t = patient.truth["conc"], patient.frame_times
+    nx, ny, _ = patient.shape
+    offsets = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    outside = np.array([[not inside[np.clip(i + di, 0, nx - 1), np.clip(j + dj, 0, ny - 1), k]
+                         for di, dj in offsets] for _, i, j, k in X])
+    assert outside.any() and not outside.all(axis=1).any()
+    # the centre column does not depend on the option
+    np.testing.assert_array_equal(pwi_m[:, :, 4], pwi_r[:, :, 4])
+    for row in np.flatnonzero(outside.any(axis=1)):
+        _, i, j, k = X[row]
+        for p in np.flatnonzero(outside[row]):
+            # on: the centre's curve and DWI; off: the raw (noise) neighbour
+            np.testing.assert_array_equal(pwi_m[row, :, p], pwi_m[row, :, 4])
+            assert masked[row, 540 + p] == masked[row, 544]
+            assert masked[row, 549 + p] == masked[row, 553]
+            ii, jj = np.clip(i + offsets[p][0], 0, nx - 1), np.clip(j + offsets[p][1], 0, ny - 1)
+            assert raw[row, 540 + p] == patient.dwi_b0.dataobj[ii, jj, k]
+            assert not np.allclose(pwi_r[row, :, p], pwi_r[row, :, 4])
+        for p in np.flatnonzero(~outside[row]):  # inside neighbours stay raw
+            np.testing.assert_array_equal(pwi_m[row, :, p], pwi_r[row, :, p])
+    # interior voxels are unchanged, and the centre of an edge voxel is its true curve
+    interior = ~outside.any(axis=1)
+    np.testing.assert_array_equal(masked[interior], raw[interior])
+    row = np.flatnonzero(outside.any(axis=1))[0]
+    _, i, j, k = X[row]
+    np.testing.assert_allclose(pwi_m[row, :, 4], np.interp(GRID, t, conc[i, j, k]), rtol=1e-4,
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize("mask_neighbours", [True, False])
+@pytest.mark.parametrize("chunk_size", [1, 10, 10_000])
+def test_iter_volume_equals_transform_at_brain_edges(mask_neighbours, chunk_size):
+    cohort = Cohort([_disc_patient()])
+    extractor = PatchExtractor(cohort, mask_neighbours=mask_neighbours)
+    chunks = list(extractor.iter_volume(0, chunk_size=chunk_size))
+    ijk = np.concatenate([c[0] for c in chunks])
+    features = np.concatenate([c[1] for c in chunks])
+    X = np.column_stack([np.zeros(len(ijk), dtype=int), ijk])
+    np.testing.assert_array_equal(features, extractor.transform(X))
+    other = PatchExtractor(cohort, mask_neighbours=not mask_neighbours).transform(X)
+    assert not np.array_equal(features, other)  # the option reaches iter_volume
+
+
 # -- errors -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("X, error, message", [
     ([[2, 0, 0, 0]], ValueError, "patient index 2"),
@@ -250,6 +340,8 @@ def test_bad_parameters(cohort):
         PatchExtractor(cohort, patch_size=2).transform([[0, 0, 0, 0]])
     with pytest.raises(ValueError, match="inputs"):
         PatchExtractor(cohort, inputs="dwi").fit([[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="mask_neighbours"):
+        PatchExtractor(cohort, mask_neighbours="yes").fit([[0, 0, 0, 0]])
     with pytest.raises(ValueError, match="cohort"):
         PatchExtractor(list(cohort)).fit([[0, 0, 0, 0]])
     with pytest.raises(ValueError, match="patient_index"):

@@ -52,14 +52,43 @@ def test_columns_are_map_patches(tiny_cohort, refs):
     maps = patient_perfusion_maps(patient)
     b0 = np.asarray(patient.dwi_b0.dataobj)
     nx, ny, _ = patient.shape
+    inside = patient.get_brain_mask()
     _, i, j, k = X[-1]
     for p, (di, dj) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
         ii, jj = np.clip(i + di, 0, nx - 1), np.clip(j + dj, 0, ny - 1)
+        if not inside[ii, jj, k]:  # mask_neighbours: outside neighbours read the centre
+            ii, jj = i, j
         assert features[-1, p] == maps.cbv[ii, jj, k]
         assert features[-1, 9 + p] == maps.tmax[ii, jj, k]
         assert features[-1, 18 + p] == maps.psr[ii, jj, k]
         assert features[-1, 27 + p] == b0[ii, jj, k]
     assert np.isfinite(features).all()
+
+
+def test_brain_edge_neighbours_read_the_centre_not_the_zero_background(tiny_cohort):
+    patient = tiny_cohort[0]
+    inside = patient.get_brain_mask()
+    ijk = np.argwhere(inside)
+    X = np.column_stack([np.zeros(len(ijk), dtype=int), ijk])
+    maps = patient_perfusion_maps(patient)
+    b0 = np.asarray(patient.dwi_b0.dataobj)
+    masked = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True).fit_transform(X)
+    raw = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True,
+                                mask_neighbours=False).fit_transform(X)
+    nx, ny, _ = patient.shape
+    n_edge = 0
+    for row, (i, j, k) in enumerate(ijk):
+        for p, (di, dj) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
+            ii, jj = np.clip(i + di, 0, nx - 1), np.clip(j + dj, 0, ny - 1)
+            assert raw[row, p] == maps.cbv[ii, jj, k] and raw[row, 9 + p] == b0[ii, jj, k]
+            if inside[ii, jj, k]:
+                assert masked[row, p] == raw[row, p] and masked[row, 9 + p] == raw[row, 9 + p]
+            else:
+                n_edge += 1
+                assert raw[row, p] == 0  # maps are 0 outside the brain
+                assert masked[row, p] == maps.cbv[i, j, k] == masked[row, 4]
+                assert masked[row, 9 + p] == b0[i, j, k] == masked[row, 13]
+    assert n_edge > 0
 
 
 def test_default_maps_and_all_maps(tiny_cohort, refs):
@@ -113,6 +142,7 @@ def test_maps_are_computed_once_per_patient(monkeypatch):
     ({"patch_size": 2}, "odd"),
     ({"method": "svd"}, "method"),
     ({"dwi": "yes"}, "dwi"),
+    ({"mask_neighbours": "yes"}, "mask_neighbours"),
 ])
 def test_bad_parameters(tiny_cohort, params, message):
     with pytest.raises(ValueError, match=message):

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
-from ._patches import _check_voxel_refs, _gather_patches
+from ._patches import _brain_inside, _check_voxel_refs, _gather_patches
 
 __all__ = ["PerfusionMapExtractor"]
 
@@ -42,8 +42,11 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
     ``dwi_b1000_p{p}``    ``P`` columns, with ``dwi=True``
     ====================  ==============================================================
 
-    Patches at the edge of the volume replicate the nearest voxel; maps are 0 outside the
-    brain mask.
+    Neighbours beyond the edge of the volume replicate the nearest voxel. Maps are 0
+    outside the brain mask, so with ``mask_neighbours=True`` (the default) neighbours
+    outside the patient's brain mask (:meth:`~sklearn_hemo.datasets.Patient.get_brain_mask`)
+    take the values of the patch centre, in every block (maps and DWI), instead of
+    reading as tissue with zero perfusion.
 
     The transformer is stateless (``fit`` only validates). A patient's maps are computed
     on first use, for the whole brain, and kept in a per-process cache (least recently
@@ -66,6 +69,11 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
         Deconvolution method of the maps (see :func:`~sklearn_hemo.perfusion.perfusion_maps`).
     dwi : bool, default=False
         Append the DWI b0 and b1000 patches (raw intensities).
+    mask_neighbours : bool, default=True
+        Neighbours outside the patient's brain mask (``patient.get_brain_mask()``) take
+        the values of the patch centre, as neighbours beyond the volume border take those
+        of the nearest voxel; this applies whether the centre itself is inside the mask or
+        not. False reads the raw neighbours (0 in the maps outside the brain).
 
     Attributes
     ----------
@@ -106,15 +114,17 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
         "patch_size": [Interval(Integral, 1, None, closed="left")],
         "method": [StrOptions({"osvd", "csvd", "ssvd"})],
         "dwi": ["boolean"],
+        "mask_neighbours": ["boolean"],
     }
 
     def __init__(self, cohort=None, *, maps=("cbf", "cbv", "mtt", "tmax", "k2"), patch_size=3,
-                 method="osvd", dwi=False):
+                 method="osvd", dwi=False, mask_neighbours=True):
         self.cohort = cohort
         self.maps = maps
         self.patch_size = patch_size
         self.method = method
         self.dwi = dwi
+        self.mask_neighbours = mask_neighbours
 
     def _check_params(self):
         self._validate_params()
@@ -172,6 +182,7 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
             rows = np.flatnonzero(refs[:, 0] == p)
             patient = self.cohort[int(p)]
             ijk = refs[rows, 1:]
+            inside = _brain_inside(patient) if self.mask_neighbours else None
             maps = _cached_patient_maps(patient, self.method)
             blocks = [maps[name] for name in names]
             if self.dwi:
@@ -184,7 +195,7 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
                         f"but the PWI grid is {patient.shape}. Resample the DWI onto the "
                         "PWI grid.")
                 out[rows, b * n_patch: (b + 1) * n_patch] = _gather_patches(
-                    volume, ijk, self.patch_size)
+                    volume, ijk, self.patch_size, inside)
         return out
 
     def get_feature_names_out(self, input_features=None):

@@ -9,6 +9,10 @@ float32 feature rows in the fixed column layout of Yu et al. (MICCAI 2019) come 
 * ``aif_t{tt:02d}``: the patient's arterial input function on the same grid;
 * ``dwi_b0_p{p}``, ``dwi_b1000_p{p}``: the DWI patches.
 
+Neighbours beyond the edge of the volume replicate the nearest voxel; neighbours outside
+the patient's brain mask take the value of the patch centre (``mask_neighbours=True``),
+so that brain-edge patches do not read the background noise around the head.
+
 The private helpers :func:`_check_voxel_refs`, :func:`_neighbour_index` and
 :func:`_gather_patches` are shared with the other voxel-reference transformers.
 """
@@ -137,8 +141,14 @@ def _neighbour_coords(ijk, shape, patch_size):
     return i, j, k
 
 
-def _neighbour_index(ijk, shape, patch_size):
-    """Flat C-order indices ``(n, P)`` of the in-plane neighbours (edges replicated)."""
+def _neighbour_index(ijk, shape, patch_size, inside=None):
+    """Flat C-order indices ``(n, P)`` of the in-plane neighbours.
+
+    Edges of the volume replicate the nearest voxel. With ``inside`` (a boolean array of
+    ``shape``, the brain mask), a neighbour where ``inside`` is False gets the index of
+    its patch centre, so it reads the centre's values (whether the centre itself is
+    inside or not).
+    """
     half = patch_size // 2
     di, dj = _offsets(patch_size)
     base = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
@@ -149,7 +159,30 @@ def _neighbour_index(ijk, shape, patch_size):
     if border.any():
         i, j, k = _neighbour_coords(ijk[border], shape, patch_size)
         index[border] = (i * shape[1] + j) * shape[2] + k
+    if inside is not None:
+        # one boolean gather per neighbour: cheap next to the (n, T, P) gathers it guards
+        outside = ~np.ravel(inside)[index]
+        if outside.any():
+            centre = index[:, index.shape[1] // 2].copy()
+            np.copyto(index, centre[:, None], where=outside)
     return index
+
+
+def _take_patches(volume, index):
+    """Values ``(n, P)`` of a 3D ``volume`` at flat C-order indices ``index``."""
+    if volume.flags.c_contiguous:  # one flat take instead of three fancy indices
+        return np.take(volume.reshape(-1), index)
+    return volume[np.unravel_index(index, volume.shape)]
+
+
+def _brain_inside(patient):
+    """The patient's brain mask as a C-contiguous boolean array on the PWI grid."""
+    inside = np.ascontiguousarray(patient.get_brain_mask(), dtype=bool)
+    if inside.shape != tuple(patient.shape):
+        raise ValueError(f"participant {patient.id}: the brain mask has shape {inside.shape}, "
+                         f"but the PWI grid is {tuple(patient.shape)}. Resample the mask onto "
+                         "the PWI grid, or pass mask_neighbours=False.")
+    return inside
 
 
 def _gather_rows(rows, index, out):
@@ -176,8 +209,11 @@ def _gather_rows(rows, index, out):
     return out
 
 
-def _gather_patches(volume, ijk, patch_size):
-    """In-plane patches of a 3D or 4D volume at voxels ``ijk``, edges replicated.
+def _gather_patches(volume, ijk, patch_size, inside=None):
+    """In-plane patches of a 3D or 4D volume at voxels ``ijk``.
+
+    Edges of the volume replicate the nearest voxel; with ``inside``, neighbours outside
+    that mask take the value of the patch centre.
 
     Parameters
     ----------
@@ -188,6 +224,8 @@ def _gather_patches(volume, ijk, patch_size):
         Centre voxels, inside the volume.
     patch_size : int
         Odd patch width.
+    inside : ndarray of bool of shape (X, Y, Z) or None, default=None
+        The brain mask; None reads every neighbour as it is.
 
     Returns
     -------
@@ -197,9 +235,9 @@ def _gather_patches(volume, ijk, patch_size):
     """
     volume = np.asarray(volume)
     ijk = np.asarray(ijk)
+    index = _neighbour_index(ijk, volume.shape[:3], patch_size, inside)
     if volume.ndim == 3:
-        return volume[_neighbour_coords(ijk, volume.shape, patch_size)]
-    index = _neighbour_index(ijk, volume.shape, patch_size)
+        return _take_patches(volume, index)
     rows = np.ascontiguousarray(volume).reshape(-1, volume.shape[3])
     out = np.empty((len(ijk), volume.shape[3], index.shape[1]), dtype=volume.dtype)
     return _gather_rows(rows, index, out)
@@ -250,8 +288,12 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
     ======================  ==========================================================
 
     With the defaults the widths are 540 (``"pwi"``), 600 (``"pwi+aif"``), 558
-    (``"pwi+dwi"``) and 618 (``"pwi+aif+dwi"``). Patches at the edge of the volume
-    replicate the nearest voxel.
+    (``"pwi+dwi"``) and 618 (``"pwi+aif+dwi"``). Neighbours beyond the edge of the volume
+    replicate the nearest voxel. With ``mask_neighbours=True`` (the default) neighbours
+    outside the patient's brain mask (:meth:`~sklearn_hemo.datasets.Patient.get_brain_mask`)
+    take the values of the patch centre, in every block (PWI and DWI columns): at the edge
+    of the brain the raw neighbours are background noise (near-zero signal, whose
+    "concentration" is meaningless), which models would otherwise read as tissue.
 
     The transformer is stateless: it holds the cohort (cheap to clone: a cohort's deep
     copy is itself) and, in every ``transform`` call, reads each referenced patient once
@@ -276,6 +318,11 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
         None: the grid starts at the first frame of each patient (the paper). ``"arrival"``:
         it starts at the last pre-bolus frame of the patient's mean brain signal, for the
         tissue curves and the AIF alike.
+    mask_neighbours : bool, default=True
+        Neighbours outside the patient's brain mask (``patient.get_brain_mask()``) take
+        the values of the patch centre, as neighbours beyond the volume border take those
+        of the nearest voxel; this applies whether the centre itself is inside the mask or
+        not. False reads the raw neighbours (the behaviour before this option).
 
     Attributes
     ----------
@@ -323,16 +370,18 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
         "n_timepoints": [Interval(Integral, 1, None, closed="left")],
         "time_step": [Interval(Real, 0, None, closed="neither")],
         "align": [StrOptions({"arrival"}), None],
+        "mask_neighbours": ["boolean"],
     }
 
     def __init__(self, cohort=None, *, patch_size=3, inputs="pwi+aif+dwi", n_timepoints=60,
-                 time_step=1.8, align=None):
+                 time_step=1.8, align=None, mask_neighbours=True):
         self.cohort = cohort
         self.patch_size = patch_size
         self.inputs = inputs
         self.n_timepoints = n_timepoints
         self.time_step = time_step
         self.align = align
+        self.mask_neighbours = mask_neighbours
 
     # -- sklearn API ---------------------------------------------------------------------
     def _check_params(self):
@@ -397,12 +446,13 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             if np.any(np.diff(voxel) < 0):
                 rows = rows[np.argsort(voxel, kind="stable")]
             workspace = _Workspace(patient.shape)
+            inside = _brain_inside(patient) if self.mask_neighbours else None
             # chunks keep every temporary small and reused (cache, no page faults)
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start: start + _CHUNK]
                 direct = chunk[-1] - chunk[0] == len(chunk) - 1 and np.all(np.diff(chunk) == 1)
                 target = out[chunk[0]: chunk[-1] + 1] if direct else buffer[: len(chunk)]
-                self._fill(context, data, dwi, refs[chunk, 1:], target, workspace)
+                self._fill(context, data, dwi, refs[chunk, 1:], target, workspace, inside)
                 if not direct:
                     out[chunk] = target
         return out
@@ -515,7 +565,10 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
                                 for img in (patient.dwi_b0, patient.dwi_b1000))
                 local = np.column_stack([ii + (r0 - lo), jj, np.zeros_like(ii)])
                 features = np.empty((ii.size, self._n_features_out()), dtype=np.float32)
-                self._fill(context, raw, dwi, local, features)
+                # the block's own mask: the same neighbours as transform's whole-volume one
+                inside = np.ascontiguousarray(mask[lo:hi, :, None]) \
+                    if self.mask_neighbours else None
+                self._fill(context, raw, dwi, local, features, inside=inside)
                 ijk = np.column_stack([ii + r0, jj, np.full_like(ii, k)]).astype(np.int64)
                 for s in range(0, ii.size, chunk_size):
                     yield ijk[s: s + chunk_size], features[s: s + chunk_size]
@@ -553,19 +606,20 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
                                arrival, full).astype(np.float32)
         return _Context(patient, arrival, plan, aif)
 
-    def _fill(self, context, raw, dwi, ijk, out, workspace=None):
+    def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None):
         """Write the features of voxels ``ijk`` of the block ``raw`` into ``out``.
 
         ``raw`` is the PWI signal ``(bx, by, bz, F)`` of a block of the volume that holds
         every existing neighbour of the voxels (the whole volume, or rows with their
         halo): neighbour coordinates are clipped to the block. ``dwi`` holds the two DWI
         blocks or is None; ``workspace`` is a :class:`_Workspace` of the block's shape to
-        reuse, or None.
+        reuse, or None; ``inside`` is the brain mask of the block (neighbours outside it
+        read the centre) or None.
         """
         patient = context.patient
         shape = raw.shape[:3]
         n, n_patch, n_t = len(ijk), self.patch_size**2, self.n_timepoints
-        index = _neighbour_index(ijk, shape, self.patch_size)
+        index = _neighbour_index(ijk, shape, self.patch_size, inside)
         if workspace is None:
             workspace = _Workspace(shape)
         # concentration only for the voxels the patches touch, each once
@@ -597,10 +651,7 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             column += n_t
         if dwi is not None:
             for volume in dwi:
-                if volume.flags.c_contiguous:  # one flat take instead of three indices
-                    out[:, column: column + n_patch] = np.take(volume.reshape(-1), index)
-                else:
-                    out[:, column: column + n_patch] = volume[np.unravel_index(index, shape)]
+                out[:, column: column + n_patch] = _take_patches(volume, index)
                 column += n_patch
         centre = np.zeros(flat.size, dtype=bool)
         centre[position[:, n_patch // 2]] = True
