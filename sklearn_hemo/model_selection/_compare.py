@@ -35,6 +35,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroup
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from threadpoolctl import threadpool_limits
 
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
 from ._resume import PartStore, _canonical, _digest, _json_default, fingerprint, model_key
@@ -595,7 +596,11 @@ def _save_part(store, name, k, key, part):
 
 
 def _tagged(name, k, *args):
-    return name, k, _fit_part(*args)
+    # One BLAS thread per task, whatever the backend: a BLAS reduction split over a
+    # different number of threads sums in another order, so serial, loky and dask runs
+    # would differ in the last bits; pinned, they are identical.
+    with threadpool_limits(limits=1):
+        return name, k, _fit_part(*args)
 
 
 def _normalise(part):
