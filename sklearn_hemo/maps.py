@@ -95,6 +95,19 @@ def _split_pipeline(estimator):
     return reader, rest
 
 
+def _cohort_patients(estimator, cohort, patients):
+    """Return ``(cohort, patients)`` of a call on several patients.
+
+    The cohort is the model's own when ``cohort`` is None; the patients are all of the
+    cohort when ``patients`` is None.
+    """
+    reader, _ = _split_pipeline(estimator)
+    source = reader.get_params(deep=False)["cohort"] if cohort is None else cohort
+    if source is None:
+        raise ValueError("the model holds no cohort; pass cohort=...")
+    return source, range(len(source)) if patients is None else patients
+
+
 def _positive_column(classes, positive_class):
     classes = np.asarray(classes)
     hits = np.flatnonzero(classes == positive_class)
@@ -352,11 +365,7 @@ def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
     >>> from sklearn_hemo.maps import predict_risk_maps
     >>> maps = predict_risk_maps(pipeline, test_cohort)  # doctest: +SKIP
     """
-    reader, _ = _split_pipeline(estimator)
-    source = reader.get_params(deep=False)["cohort"] if cohort is None else cohort
-    if source is None:
-        raise ValueError("the model holds no cohort; pass cohort=...")
-    patients = range(len(source)) if patients is None else patients
+    source, patients = _cohort_patients(estimator, cohort, patients)
     return [predict_risk_map(estimator, p, cohort=source, **kwargs) for p in patients]
 
 
@@ -395,11 +404,7 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
     """
     from .metrics import patient_table
 
-    reader, _ = _split_pipeline(estimator)
-    source = reader.get_params(deep=False)["cohort"] if cohort is None else cohort
-    if source is None:
-        raise ValueError("the model holds no cohort; pass cohort=...")
-    patients = range(len(source)) if patients is None else patients
+    source, patients = _cohort_patients(estimator, cohort, patients)
     rows = []
     for p in patients:
         risk = predict_risk_map(estimator, p, cohort=source, **kwargs)

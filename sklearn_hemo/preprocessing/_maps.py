@@ -12,17 +12,16 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
-from ._patches import _brain_inside, _check_voxel_refs, _gather_patches
+from ._patches import _brain_inside, _gather_patches, _VoxelReferenceTransformer
 
 __all__ = ["PerfusionMapExtractor"]
 
 
-class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
+class PerfusionMapExtractor(_VoxelReferenceTransformer):
     """Patches of perfusion and permeability maps, from voxel references.
 
     For each voxel reference ``(patient index, i, j, k)`` the transformer reads the
@@ -127,10 +126,7 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
         self.mask_neighbours = mask_neighbours
 
     def _check_params(self):
-        self._validate_params()
-        if self.patch_size % 2 != 1:
-            raise ValueError(f"patch_size must be odd (the voxel is the centre of its patch), "
-                             f"got {self.patch_size}.")
+        super()._check_params()
         names = list(self.maps)
         unknown = [m for m in names if m not in MAP_NAMES]
         if not names or unknown or len(set(names)) != len(names):
@@ -139,25 +135,6 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
                 f"{tuple(self.maps)!r}" + (f" (unknown: {unknown})." if unknown else ".")
             )
         return names
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Validate the voxel references; nothing is learned.
-
-        Parameters
-        ----------
-        X : array-like of int of shape (n_samples, 4)
-            Voxel references (patient index, i, j, k) into ``cohort``.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : PerfusionMapExtractor
-        """
-        self._check_params()
-        _check_voxel_refs(X, self.cohort, estimator=self, reset=True)
-        return self
 
     def transform(self, X):
         """Map patches of the referenced voxels.
@@ -173,9 +150,7 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
             In the column layout of the class docstring.
         """
         names = self._check_params()
-        fitted = hasattr(self, "n_features_in_")
-        refs = _check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
-                                 reset=False)
+        refs = self._transform_refs(X)
         n_patch = self.patch_size**2
         out = np.empty((len(refs), len(self.get_feature_names_out())), dtype=np.float32)
         for p in np.unique(refs[:, 0]):
@@ -215,14 +190,3 @@ class PerfusionMapExtractor(TransformerMixin, BaseEstimator):
             blocks += ["dwi_b0", "dwi_b1000"]
         n_patch = self.patch_size**2
         return np.asarray([f"{b}_p{p}" for b in blocks for p in range(n_patch)], dtype=object)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # voxel references, not a feature array: see Notes in the class docstring
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = []  # always float32 features
-        return tags
-
-    def __sklearn_is_fitted__(self):
-        return True  # stateless

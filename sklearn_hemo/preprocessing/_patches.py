@@ -14,7 +14,8 @@ the patient's brain mask take the value of the patch centre (``mask_neighbours=T
 so that brain-edge patches do not read the background noise around the head.
 
 The private helpers :func:`_check_voxel_refs`, :func:`_neighbour_index` and
-:func:`_gather_patches` are shared with the other voxel-reference transformers.
+:func:`_gather_patches`, and the base class :class:`_VoxelReferenceTransformer` (``fit``,
+tags), are shared with the other voxel-reference transformers.
 """
 
 from __future__ import annotations
@@ -262,8 +263,61 @@ class _Context:
         self.aif = aif
 
 
+# -- the shared scikit-learn API ----------------------------------------------------------
+class _VoxelReferenceTransformer(TransformerMixin, BaseEstimator):
+    """Scikit-learn API shared by the stateless transformers of voxel references.
+
+    Subclasses hold ``cohort`` and an odd ``patch_size`` (with their
+    ``_parameter_constraints``) and define ``transform`` and ``get_feature_names_out``;
+    ``fit`` only validates.
+    """
+
+    def _check_params(self):
+        self._validate_params()
+        if self.patch_size % 2 != 1:
+            raise ValueError(f"patch_size must be odd (the voxel is the centre of its patch), "
+                             f"got {self.patch_size}.")
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate the voxel references; nothing is learned.
+
+        Parameters
+        ----------
+        X : array-like of int of shape (n_samples, 4)
+            Voxel references (patient index, i, j, k) into ``cohort``.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The transformer itself.
+        """
+        self._check_params()
+        _check_voxel_refs(X, self.cohort, estimator=self, reset=True)
+        return self
+
+    def _transform_refs(self, X):
+        """Voxel references of a ``transform`` call, checked against ``fit``'s when fitted."""
+        fitted = hasattr(self, "n_features_in_")
+        return _check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
+                                 reset=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # voxel references, not a feature array: see Notes in the class docstring
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = []  # always float32 features
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return True  # stateless
+
+
 # -- the transformer -----------------------------------------------------------------------
-class PatchExtractor(TransformerMixin, BaseEstimator):
+class PatchExtractor(_VoxelReferenceTransformer):
     """Patch features of voxels for the HT models, from voxel references.
 
     For each voxel reference ``(patient index, i, j, k)`` the transformer reads the
@@ -383,32 +437,7 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
         self.align = align
         self.mask_neighbours = mask_neighbours
 
-    # -- sklearn API ---------------------------------------------------------------------
-    def _check_params(self):
-        self._validate_params()
-        if self.patch_size % 2 != 1:
-            raise ValueError(f"patch_size must be odd (the voxel is the centre of its patch), "
-                             f"got {self.patch_size}.")
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Validate the voxel references; nothing is learned.
-
-        Parameters
-        ----------
-        X : array-like of int of shape (n_samples, 4)
-            Voxel references (patient index, i, j, k) into ``cohort``.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : PatchExtractor
-        """
-        self._check_params()
-        _check_voxel_refs(X, self.cohort, estimator=self, reset=True)
-        return self
-
+    # -- sklearn API (fit, tags: _VoxelReferenceTransformer) -----------------------------
     def transform(self, X):
         """Patch features of the referenced voxels.
 
@@ -423,9 +452,7 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             In the column layout of the class docstring.
         """
         self._check_params()
-        fitted = hasattr(self, "n_features_in_")
-        refs = _check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
-                                 reset=False)
+        refs = self._transform_refs(X)
         n_features = self._n_features_out()
         out = np.empty((len(refs), n_features), dtype=np.float32)
         buffer = np.empty((min(_CHUNK, len(refs)), n_features), dtype=np.float32)
@@ -479,17 +506,6 @@ class PatchExtractor(TransformerMixin, BaseEstimator):
             names += [f"dwi_b0_p{p}" for p in range(n_patch)]
             names += [f"dwi_b1000_p{p}" for p in range(n_patch)]
         return np.asarray(names, dtype=object)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # voxel references, not a feature array: see Notes in the class docstring
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = []  # always float32 features
-        return tags
-
-    def __sklearn_is_fitted__(self):
-        return True  # stateless
 
     # -- whole volumes -------------------------------------------------------------------
     def iter_volume(self, patient_index, *, chunk_size=4096):
