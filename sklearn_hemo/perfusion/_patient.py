@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
-
 import numpy as np
 from sklearn.utils import Bunch
 
+from .._cache import CACHE, cached
 from ._deconvolution import _correction_factor, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._permeability import permeability_measures
@@ -109,63 +106,12 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     return out
 
 
-class _MapCache:
-    """Maps of patients computed in this process, least recently used first out.
-
-    Entries are keyed by the Patient object (its identity: a cohort's copies and clones
-    share their patients) and the map parameters, dropped when the patient is garbage
-    collected, and evicted beyond ``max_bytes`` in total.
-    """
-
-    def __init__(self, max_bytes):
-        self.max_bytes = max_bytes
-        self._entries = OrderedDict()
-        self._watched = set()
-        self._lock = threading.Lock()
-
-    def get(self, patient, key, compute):
-        full_key = (id(patient), key)
-        with self._lock:
-            if full_key in self._entries:
-                self._entries.move_to_end(full_key)
-                return self._entries[full_key]
-        value = compute()
-        with self._lock:
-            self._entries[full_key] = value
-            if id(patient) not in self._watched:
-                self._watched.add(id(patient))
-                weakref.finalize(patient, self._forget, id(patient))
-            total = sum(_nbytes(v) for v in self._entries.values())
-            while total > self.max_bytes and len(self._entries) > 1:
-                _, dropped = self._entries.popitem(last=False)
-                total -= _nbytes(dropped)
-        return value
-
-    def _forget(self, patient_id):
-        with self._lock:
-            for full_key in [k for k in self._entries if k[0] == patient_id]:
-                del self._entries[full_key]
-            self._watched.discard(patient_id)
-
-    def clear(self):
-        with self._lock:
-            self._entries.clear()
-
-
-def _nbytes(maps):
-    return sum(value.nbytes for value in maps.values())
-
-
-#: Per-process cache of whole-patient maps (about 1.3 MB per map of a paper-sized patient).
-_CACHE = _MapCache(max_bytes=1 << 30)
+#: The per-process cache shared with the other transformers (see sklearn_hemo._cache).
+_CACHE = CACHE
 
 
 def _cached_patient_maps(patient, method="osvd"):
     """:func:`patient_perfusion_maps` of ``patient``, computed once per process (cached)."""
-    def compute():
-        maps = patient_perfusion_maps(patient, method=method)
-        for value in maps.values():
-            value.flags.writeable = False  # shared by every caller
-        return maps
-
-    return _CACHE.get(patient, ("maps", method), compute)
+    # read-only: shared by every caller
+    return cached(patient, ("maps", method),
+                  lambda: patient_perfusion_maps(patient, method=method))
