@@ -23,11 +23,13 @@ from __future__ import annotations
 import warnings
 from numbers import Integral, Real
 
+import nibabel as nib
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, validate_data
 
+from .._cache import cached
 from ..datasets import Cohort
 from ..signal import (
     _apply_plan,
@@ -176,9 +178,28 @@ def _take_patches(volume, index):
     return volume[np.unravel_index(index, volume.shape)]
 
 
+def _patient_volume(patient, name):
+    """The voxel array of the patient's image ``name``, read once per process.
+
+    A file-backed image (a nibabel array proxy: a ``.nii.gz`` is decompressed at every
+    read) is read through the shared cache, read-only; an in-memory one is returned as it
+    is, at no cost.
+    """
+    img = getattr(patient, name)
+    if nib.is_proxy(img.dataobj):
+        return cached(patient, ("volume", name), lambda: np.asarray(img.dataobj))
+    return np.asarray(img.dataobj)
+
+
+def _patient_brain(patient):
+    """:meth:`Patient.get_brain_mask` as a read-only C-contiguous bool array (cached)."""
+    return cached(patient, ("brain_mask",),
+                  lambda: np.ascontiguousarray(patient.get_brain_mask(), dtype=bool))
+
+
 def _brain_inside(patient):
     """The patient's brain mask as a C-contiguous boolean array on the PWI grid."""
-    inside = np.ascontiguousarray(patient.get_brain_mask(), dtype=bool)
+    inside = _patient_brain(patient)
     if inside.shape != tuple(patient.shape):
         raise ValueError(f"participant {patient.id}: the brain mask has shape {inside.shape}, "
                          f"but the PWI grid is {tuple(patient.shape)}. Resample the mask onto "
@@ -403,6 +424,15 @@ class PatchExtractor(_VoxelReferenceTransformer):
     A patient whose PWI has non-positive samples in requested voxels gets them clipped as
     :func:`~sklearn_hemo.signal.concentration` documents, with a warning that counts them.
 
+    ``transform`` keeps what it derives from each patient once (the decompressed PWI and
+    DWI arrays of file-backed images, the brain mask, the bolus arrival, the AIF on the
+    grid) in a per-process cache of at most 1 GiB, shared with
+    :class:`PerfusionMapExtractor` and keyed by the Patient object, so that the repeated
+    fits and scores of a cross-validation do not re-read a ``.nii.gz`` cohort. Entries go
+    with their patient, least recently used first beyond the budget, or all at once with
+    ``sklearn_hemo._cache.clear_cache()`` (after replacing files on disk). Features do
+    not depend on it: they are bit-identical with and without.
+
     Examples
     --------
     >>> from sklearn_hemo.datasets import make_stroke_cohort
@@ -463,11 +493,12 @@ class PatchExtractor(_VoxelReferenceTransformer):
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             patient = self.cohort[int(sorted_patients[lo])]
             rows = order[lo:hi]
-            data = np.asarray(patient.pwi.dataobj)
-            context = self._context(patient, data)
+            # read-only when file-backed: the per-process cache keeps the decompressed arrays
+            data = _patient_volume(patient, "pwi")
+            context = self._context(patient, data, use_cache=True)
             dwi = None
             if "dwi" in self.inputs:
-                dwi = (np.asarray(patient.dwi_b0.dataobj), np.asarray(patient.dwi_b1000.dataobj))
+                dwi = (_patient_volume(patient, "dwi_b0"), _patient_volume(patient, "dwi_b1000"))
             # raster order, so that the voxels of a chunk share their neighbours
             voxel = np.ravel_multi_index(tuple(refs[rows, 1:].T), patient.shape)
             if np.any(np.diff(voxel) < 0):
@@ -599,15 +630,24 @@ class PatchExtractor(_VoxelReferenceTransformer):
             width += 2 * n_patch
         return width
 
-    def _context(self, patient, data, brain=None):
-        """Per-patient quantities of one call: baseline frames, time plan, AIF."""
+    def _context(self, patient, data, brain=None, *, use_cache=False):
+        """Per-patient quantities of one call: baseline frames, time plan, AIF.
+
+        With ``use_cache`` (``transform``: ``data`` is the whole PWI array) the bolus
+        arrival and the AIF come from the per-process cache; the warnings and checks run
+        on every call.
+        """
         for name in ("dwi_b0", "dwi_b1000") if "dwi" in self.inputs else ():
             img = getattr(patient, name)
             if tuple(img.shape[:3]) != patient.shape or img.ndim != 3:
                 raise ValueError(f"participant {patient.id}: {name} has shape {img.shape}, "
                                  f"but the PWI grid is {patient.shape}. Resample the DWI onto "
                                  "the PWI grid.")
-        arrival = _patient_arrival(patient, data, brain)
+        if use_cache:
+            arrival = cached(patient, ("bolus_arrival",), lambda: _patient_arrival(
+                patient, data, _patient_brain(patient)))
+        else:
+            arrival = _patient_arrival(patient, data, brain)
         if arrival >= patient.n_frames:
             warnings.warn(f"participant {patient.id}: no bolus found in the mean brain "
                           "signal; every frame is treated as baseline (concentration near "
@@ -618,8 +658,13 @@ class PatchExtractor(_VoxelReferenceTransformer):
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
-            aif = _patient_aif(patient, self.n_timepoints, float(self.time_step), offset,
-                               arrival, full).astype(np.float32)
+
+            def compute():
+                return _patient_aif(patient, self.n_timepoints, float(self.time_step),
+                                    offset, arrival, full).astype(np.float32)
+
+            key = ("patch_aif", self.n_timepoints, float(self.time_step), offset)
+            aif = cached(patient, key, compute) if use_cache else compute()
         return _Context(patient, arrival, plan, aif)
 
     def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None):
