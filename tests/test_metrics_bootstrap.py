@@ -134,3 +134,19 @@ def test_bootstrap_auc_input_errors():
         bootstrap_auc(y, score[:-1], groups)
     with pytest.raises(ValueError, match="unit"):
         bootstrap_auc(y, score, groups, unit="slice")
+
+
+def test_explicit_weights_are_the_draws_of_bootstrap_auc_beyond_one_block(monkeypatch):
+    # bootstrap_auc draws its resamples in blocks bounded in memory; bootstrap_weights
+    # must reproduce the same draws however many blocks that takes (large cohorts)
+    from sklearn_hemo.metrics import _bootstrap
+
+    monkeypatch.setattr(_bootstrap, "_BLOCK_ELEMENTS", 4 * 1200)  # 4 resamples per block
+    y, score, groups = _clustered()
+    y[groups < 10] = 0  # patients without HT voxels: a second stratum
+    res = bootstrap_auc(y, score, groups, n_resamples=30, random_state=5,
+                        return_replicates=True)
+    roc, pr = weighted_auc(y, score, bootstrap_weights(groups, y, n_resamples=30,
+                                                       random_state=5))
+    np.testing.assert_allclose(res.replicates[:, 0], roc)
+    np.testing.assert_allclose(res.replicates[:, 1], pr)

@@ -204,9 +204,15 @@ def bootstrap_weights(groups, y_true, *, unit="patient", n_resamples=1000, strat
     y_true = np.asarray(y_true)
     groups = _check_groups(groups, y_true, unit)
     inverse, unit_positive = _units(groups, y_true, unit)
+    # the block size shapes the draws: use bootstrap_auc's, so these are its resamples
     blocks = _weight_blocks(unit_positive, n_resamples, stratify, random_state,
-                            block_rows=n_resamples)
+                            block_rows=_block_rows(y_true.size))
     return np.concatenate([b[:, inverse] for b in blocks])
+
+
+def _block_rows(n_samples):
+    """Resamples per block of weights (the blocks' sizes decide the order of the draws)."""
+    return max(1, _BLOCK_ELEMENTS // max(1, n_samples))
 
 
 def _check_groups(groups, y_true, unit):
@@ -307,7 +313,7 @@ def bootstrap_auc(y_true, y_score, groups=None, *, unit="patient", n_resamples=1
     ranking = _Ranking(y_true.astype(bool), y_score)
     # map sorted voxel positions straight to their unit: one gather per block
     sorted_units = inverse[ranking.order]
-    block_rows = max(1, _BLOCK_ELEMENTS // y_true.size)
+    block_rows = _block_rows(y_true.size)
     replicates = np.empty((n_resamples, 2))
     row = 0
     for counts in _weight_blocks(unit_positive, n_resamples, stratify, random_state,
