@@ -244,7 +244,8 @@ def _train_params(args, grid):
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"sklearn-hemo train: cannot read {path} ({exc}).") from None
         per_fold = chosen.get(args.model) if isinstance(chosen, dict) else None
-        if not per_fold:
+        if not per_fold or not isinstance(per_fold, dict) or not all(
+                isinstance(v, dict) for v in per_fold.values()):
             raise SystemExit(
                 f"sklearn-hemo train: {path} has no parameters for {args.model!r} (it has "
                 f"{sorted(chosen) if isinstance(chosen, dict) else '?'}). Run compare with "
@@ -275,14 +276,19 @@ def _run_train(args):
         pipeline.set_params(**params)
     except ValueError as exc:
         raise SystemExit(f"sklearn-hemo train: parameters from {source}: {exc}") from None
-    n_samples = args.n_samples or PROTOCOLS[args.protocol]["n_samples"]
-    X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
-                                 random_state=args.random_state)
-    pipeline = with_probabilities(pipeline, y, groups)
-    print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
-          f"{len(set(groups.tolist()))} patients; parameters ({source}): {params or 'defaults'}",
-          flush=True)
-    pipeline.fit(X, y)
+    # `or` would turn an explicit --n-samples 0 into the default instead of an error
+    n_samples = (PROTOCOLS[args.protocol]["n_samples"] if args.n_samples is None
+                 else args.n_samples)
+    try:
+        X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
+                                     random_state=args.random_state)
+        pipeline = with_probabilities(pipeline, y, groups)
+        print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
+              f"{len(set(groups.tolist()))} patients; parameters ({source}): "
+              f"{params or 'defaults'}", flush=True)
+        pipeline.fit(X, y)
+    except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
                 "params_source": source, "n_samples": int(len(y)),
                 "random_state": args.random_state, "patients": list(cohort.ids),
@@ -326,6 +332,10 @@ def _run_predict(args):
     from .metrics import dice_score, patient_risk_score, predicted_volume
     from .persistence import BundleError, load_model
 
+    if not args.out.endswith((".nii", ".nii.gz")):
+        # checked first: nibabel picks the format from the suffix, after the whole map
+        raise SystemExit(f"sklearn-hemo predict: --out {args.out} must end with .nii.gz or "
+                         ".nii (a NIfTI risk map), e.g. risk.nii.gz.")
     try:
         patient = load_patient(args.patient)
         model = load_model(args.model)

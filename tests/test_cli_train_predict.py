@@ -105,3 +105,25 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     summary = (out / "volumes_summary.csv").read_text().splitlines()
     assert summary[0] == "model,n_patients,occurrence_auc,dice_mean,volume_abs_error_mean_ml"
     assert summary[1].startswith("lstm-pwi,6,")
+
+
+def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):
+    # bad input ends in a one-line SystemExit message, never a traceback or a silent default
+    with pytest.raises(SystemExit, match="must end with .nii.gz"):
+        main(["predict", "--model", str(tmp_path), "--patient", str(cohort_dir / "sub-001"),
+              "--out", str(tmp_path / "risk")])
+    with pytest.raises(SystemExit, match="n_samples must be"):
+        main(["train", "--data", str(cohort_dir), "--model", "linear", "--out",
+              str(tmp_path / "m"), "--n-samples", "0"])
+    best = tmp_path / "best_params.json"
+    best.write_text(json.dumps({"linear": [{"model__alpha": 1.0}]}))
+    with pytest.raises(SystemExit, match="has no parameters for 'linear'"):
+        main(["train", "--data", str(cohort_dir), "--model", "linear", "--out",
+              str(tmp_path / "m"), "--params-from", str(best)])
+    no_ht = tmp_path / "no-ht"
+    make_stroke_cohort(n_patients=2, shape=(8, 8, 1), ht_prevalence=0.0, random_state=0,
+                       out_dir=no_ht)
+    with pytest.raises(SystemExit, match="sklearn-hemo train: .*no HT voxel"):
+        main(["train", "--data", str(no_ht), "--model", "linear", "--out",
+              str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists()

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -248,7 +249,8 @@ def load_patient(path, *, ht=None):
     >>> load_patient(folder / "sub-001").id
     'sub-001'
     """
-    path = Path(path)
+    # absolute, so that "." or "sub-001/.." still name the folder (and the participant id)
+    path = Path(os.path.abspath(path))
     if not path.is_dir():
         raise CohortError(f"patient folder {path} does not exist or is not a folder.")
     return _read_patient(path.parent, path.name, ht)
