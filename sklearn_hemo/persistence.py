@@ -51,6 +51,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._io import _UMASK
+
 __all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
            "read_manifest", "default_trusted_types"]
 
@@ -477,6 +479,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
+        # mkdtemp creates 0700: a bundle shared with colleagues gets ordinary permissions
+        os.chmod(tmp, 0o777 & ~_UMASK)
         sio.dump(detached, tmp / _ESTIMATOR)
         (tmp / _ESTIMATOR_JSON).write_text(json.dumps({
             "class": _qualname(type(estimator)),
@@ -666,6 +670,13 @@ def load_model(path, cohort=None, *, trusted=None):
     estimator = sio.load(path / _ESTIMATOR, trusted=list(untrusted))
     net_trusted = set(_TRUSTED_NET_CALLABLES) | extra
     for record in manifest.get("nets", []):
+        # only files whose hashes were just verified may be read (no path outside the bundle)
+        stray = [record.get(k) for k in ("spec", "weights", "history")
+                 if record.get(k) not in manifest["files"]]
+        if stray:
+            raise BundleError(
+                f"{path / _MANIFEST} names network files it does not list with a hash: "
+                f"{stray}. The bundle was modified after saving; refusing to load it.")
         _set_at(estimator, _tuple_free(record["path"]),
                 _load_net(path, record, net_trusted))
     for record in manifest.get("metadata_requests", []):

@@ -137,6 +137,18 @@ def test_extra_and_missing_files_are_refused(lstm_pipeline, tmp_path):
         load_model(path)
 
 
+def test_network_files_outside_the_hashed_list_are_refused(lstm_pipeline, tmp_path):
+    model, _ = lstm_pipeline
+    path = save_model(model, tmp_path / "m")
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text((path / "net-0.json").read_text())
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["nets"][0]["spec"] = str(outside)  # a name the hash check never saw
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="does not list with a hash"):
+        load_model(path)
+
+
 def test_version_mismatch_warns(classic_pipeline, tmp_path):
     model, X = classic_pipeline
     path = save_model(model, tmp_path / "m")
@@ -262,3 +274,14 @@ def test_nets_nested_in_helper_objects(tmp_path):
     loaded = _load_quietly(path)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     assert all(c.estimator.net_ is not None for c in model.calibrated_classifiers_)
+
+
+def test_bundle_folder_gets_ordinary_permissions(classic_pipeline, tmp_path):
+    # mkdtemp makes the temporary folder 0700; a shared model must stay readable by others
+    import os
+    import stat
+
+    from sklearn_hemo._io import _UMASK
+
+    path = save_model(classic_pipeline[0], tmp_path / "m")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~_UMASK
