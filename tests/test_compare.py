@@ -318,3 +318,23 @@ def test_cli_paper_protocol_simulates_once_into_out_and_estimates(tmp_path, monk
     with pytest.raises(SystemExit, match="other settings"):
         cli.main(["compare", "--protocol", "paper", "--out", str(out), "--random-state", "1",
                   "--quiet"])
+
+
+def test_predictions_csv_round_trips_names_with_commas_and_quotes(tmp_path):
+    from sklearn_hemo.model_selection._report import predictions_csv
+
+    predictions = {
+        'rf, "deep"': {"patient": np.array(["sub-1", "sub,2"]),
+                       "ijk": np.array([[0, 1, 2], [3, 4, 5]]), "fold": np.array([0, 1]),
+                       "y_true": np.array([1, 0]), "score": np.array([0.1 + 0.2, 1 / 3])},
+    }
+    path = tmp_path / "predictions.csv"
+    path.write_text(predictions_csv(predictions), encoding="utf-8")
+    back = read_predictions(path)
+    assert list(back) == ['rf, "deep"']
+    got, want = back['rf, "deep"'], predictions['rf, "deep"']
+    assert got["patient"].tolist() == ["sub-1", "sub,2"]
+    np.testing.assert_array_equal(got["ijk"], want["ijk"])
+    np.testing.assert_array_equal(got["fold"], want["fold"])
+    np.testing.assert_array_equal(got["y_true"], want["y_true"])
+    np.testing.assert_array_equal(got["score"], want["score"])  # exact, not approximate

@@ -14,6 +14,7 @@ from sklearn_hemo.datasets import (
     CohortError,
     Patient,
     load_cohort,
+    load_patient,
     make_stroke_cohort,
     save_cohort,
 )
@@ -281,3 +282,22 @@ def test_in_memory_patients_are_validated(tiny_cohort):
     bad = Patient("sub-x", p.pwi, shifted, p.dwi_b1000, echo_time=0.03, repetition_time=1.5)
     with pytest.raises(CohortError, match="sub-x.*dwi_b0 \\(in memory\\).*affine"):
         bad.validate()
+
+
+def test_load_patient_from_dot_keeps_the_participant_id(tiny_cohort_dir, monkeypatch):
+    # "." has an empty name: the id must come from the folder itself
+    monkeypatch.chdir(tiny_cohort_dir / "sub-001")
+    assert load_patient(".").id == "sub-001"
+    assert load_patient("../sub-002").id == "sub-002"
+
+
+def test_deriving_a_brain_mask_from_nan_baseline_names_the_participant():
+    pwi = np.full((4, 4, 2, 8), 100.0, dtype=np.float32)
+    pwi[1, 1, 0, 0] = np.nan
+    dwi = nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.eye(4))
+    patient = Patient("sub-nan", nib.Nifti1Image(pwi, np.eye(4)), dwi, dwi,
+                      echo_time=0.03, repetition_time=1.5)
+    with pytest.raises(CohortError, match="sub-nan.*NaN or inf"):
+        patient.get_brain_mask()
+    pwi[1, 1, 0, 0] = 100.0
+    assert patient.get_brain_mask().all()

@@ -236,11 +236,24 @@ class Patient:
 
         The ``brain_mask`` image when given; otherwise derived: voxels whose mean
         baseline PWI signal (first five frames) exceeds 10% of its 99th percentile.
+
+        Raises
+        ------
+        CohortError
+            When the mask must be derived and the baseline frames hold NaN or inf (the
+            percentile would be NaN and the mask silently empty).
         """
         if self.brain_mask is not None:
             return np.asarray(self.brain_mask.dataobj) > 0
         baseline = np.asarray(self.pwi.dataobj[..., : min(5, self.n_frames)], dtype=np.float32)
         baseline = baseline.mean(axis=-1)
+        if not np.isfinite(baseline).all():
+            raise CohortError(
+                f"participant {self.id}: the PWI baseline frames hold NaN or inf "
+                f"({self.source('pwi') or 'in-memory pwi'}), so no brain mask can be derived. "
+                "Fix the image or provide brain_mask.nii.gz; Cohort.validate() lists such "
+                "problems."
+            )
         return baseline > 0.1 * np.percentile(baseline, 99)
 
     # -- cheap copies --------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -263,18 +264,19 @@ def _cell(value):
 
 def predictions_csv(predictions):
     """The text of ``predictions.csv``: one line per model and voxel."""
-    lines = [",".join(PREDICTION_COLUMNS)]
+    # csv.writer quotes names holding commas or quotes, so read_predictions' csv.reader
+    # always reads back what was written; floats are written with repr (exact round trip)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
     for name, pred in predictions.items():
         ijk = np.asarray(pred["ijk"])
-        lines.extend(
-            f"{name},{p},{i},{j},{k},{f},{t},{s!r}"
-            for p, i, j, k, f, t, s in zip(
-                pred["patient"].tolist(), ijk[:, 0].tolist(), ijk[:, 1].tolist(),
-                ijk[:, 2].tolist(), np.asarray(pred["fold"]).tolist(),
-                np.asarray(pred["y_true"]).tolist(), np.asarray(pred["score"], float).tolist(),
-                strict=True)
-        )
-    return "\n".join(lines) + "\n"
+        writer.writerows(zip(
+            itertools.repeat(name), pred["patient"].tolist(), ijk[:, 0].tolist(),
+            ijk[:, 1].tolist(), ijk[:, 2].tolist(), np.asarray(pred["fold"]).tolist(),
+            np.asarray(pred["y_true"]).tolist(), np.asarray(pred["score"], float).tolist(),
+            strict=False))
+    return buffer.getvalue()
 
 
 def read_predictions(path):
