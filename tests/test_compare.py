@@ -338,3 +338,35 @@ def test_predictions_csv_round_trips_names_with_commas_and_quotes(tmp_path):
     np.testing.assert_array_equal(got["fold"], want["fold"])
     np.testing.assert_array_equal(got["y_true"], want["y_true"])
     np.testing.assert_array_equal(got["score"], want["score"])  # exact, not approximate
+
+
+def test_changed_images_under_the_same_ids_are_not_resumed(cohort, tmp_path, monkeypatch):
+    import nibabel as nib
+
+    from sklearn_hemo.datasets import Cohort, Patient
+
+    fits = []
+    real_fit = compare_module._fit_part
+
+    def counting_fit(*args):
+        fits.append(args[8])
+        return real_fit(*args)
+
+    monkeypatch.setattr(compare_module, "_fit_part", counting_fit)
+    zoo = {"linear": _zoo(cohort)["linear"]}
+    compare_models(cohort, zoo, out_dir=tmp_path, oracle=False, plot=False, **RUN)
+    assert len(fits) == RUN["n_outer"]
+
+    # the same participants and labels, but re-processed PWI data in one patient
+    first = cohort[0]
+    pwi = np.asarray(first.pwi.dataobj).copy()
+    pwi[..., -1] = pwi[..., -1] // 2 + 1
+    patients = [Patient(first.id, nib.Nifti1Image(pwi, first.affine), first.dwi_b0,
+                        first.dwi_b1000, echo_time=first.echo_time,
+                        repetition_time=first.repetition_time, ht=first.ht,
+                        brain_mask=first.brain_mask, ht_mask=first.ht_mask, aif=first.aif)]
+    changed = Cohort(patients + list(cohort)[1:])
+    fits.clear()
+    compare_models(changed, {"linear": _zoo(changed)["linear"]}, out_dir=tmp_path,
+                   oracle=False, plot=False, **RUN)
+    assert len(fits) == RUN["n_outer"]  # nothing reused from the old data

@@ -38,7 +38,15 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from threadpoolctl import threadpool_limits
 
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
-from ._resume import PartStore, _canonical, _digest, _json_default, fingerprint, model_key
+from ._resume import (
+    PartStore,
+    _canonical,
+    _digest,
+    _json_default,
+    cohort_signature,
+    fingerprint,
+    model_key,
+)
 from ._zoo import PROTOCOLS, make_model_zoo
 
 __all__ = ["compare_models"]
@@ -479,7 +487,8 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
         description = {"protocol": protocol, "random_state": random_state,
                        "n_patients": len(cohort), **settings, "models": list(zoo),
                        "cohort_path": None if cohort.path is None else str(cohort.path)}
-        store = PartStore(out_dir, fingerprint(**config), description)
+        store = PartStore(out_dir, fingerprint(cohort_content=cohort_signature(cohort),
+                                              **config), description)
 
     keys = {name: model_key(*row) for name, row in zoo.items()}
     parts, todo = {}, []

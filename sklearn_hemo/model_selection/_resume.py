@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from .._io import atomic_path, atomic_write_text
 from ..datasets import Cohort
 
-__all__ = ["PartStore", "fingerprint", "model_key"]
+__all__ = ["PartStore", "cohort_signature", "fingerprint", "model_key"]
 
 _FORMAT = 1
 # parameters that change how fast a model trains, not what it learns
@@ -64,6 +64,38 @@ def _canonical(value):
 
 def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def cohort_signature(cohort):
+    """What identifies a cohort's *content* for the resume key.
+
+    File-backed images by path, size and modification time (cheap: no voxel is read);
+    in-memory images by a hash of their voxels; plus each patient's acquisition times and
+    AIF. Re-processed images under the same participant ids therefore start a new run
+    instead of silently reusing parts fitted on the old data.
+    """
+    from .. import __version__
+
+    patients = []
+    for patient in cohort:
+        images = {}
+        for name in ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):
+            source = patient.source(name)
+            if source is not None:
+                stat = Path(source).stat()
+                images[name] = [str(Path(source).resolve()), stat.st_size, stat.st_mtime_ns]
+            else:
+                image = getattr(patient, name)
+                images[name] = None if image is None else _canonical(
+                    np.asarray(image.dataobj))
+        aif = patient.aif
+        patients.append({
+            "id": patient.id, "images": images, "echo_time": patient.echo_time,
+            "repetition_time": patient.repetition_time,
+            "aif": None if aif is None else [aif.kind, _canonical(aif.time),
+                                             _canonical(aif.values)],
+        })
+    return {"sklearn_hemo": __version__, "patients": patients}
 
 
 def fingerprint(**config):
