@@ -301,3 +301,124 @@ def test_deriving_a_brain_mask_from_nan_baseline_names_the_participant():
         patient.get_brain_mask()
     pwi[1, 1, 0, 0] = 100.0
     assert patient.get_brain_mask().all()
+
+
+# -- up-front checks before writing ------------------------------------------------------
+def _renamed(patient, pid):
+    return Patient(pid, patient.pwi, patient.dwi_b0, patient.dwi_b1000,
+                   echo_time=patient.echo_time, repetition_time=patient.repetition_time,
+                   ht=patient.ht, ht_mask=patient.ht_mask)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_repeated_ids_in_a_list_write_nothing(tiny_cohort, tmp_path, progress):
+    from sklearn_hemo.datasets._layout import write_cohort
+
+    patients = [tiny_cohort[0], tiny_cohort[1], _renamed(tiny_cohort[2], tiny_cohort[0].id)]
+    target = tmp_path / "out"
+    with pytest.raises(CohortError, match=f"participant {tiny_cohort[0].id} appears twice"):
+        save_cohort(patients, target, progress=progress)
+    assert not target.exists()
+    with pytest.raises(CohortError, match="appears twice"):
+        write_cohort(patients, target)
+    assert not target.exists()
+    tmp_path.joinpath("empty").mkdir()
+    with pytest.raises(CohortError, match="cannot name a folder"):
+        save_cohort([tiny_cohort[0], _renamed(tiny_cohort[1], "../x")], tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_repeated_ids_in_a_generator_never_overwrite(tiny_cohort, tmp_path):
+    first = tiny_cohort[0]
+    clash = _renamed(tiny_cohort[1], first.id)
+    target = tmp_path / "out"
+    with pytest.raises(CohortError, match=f"participant {first.id} appears twice"):
+        save_cohort(iter([first, clash]), target)
+    written = nib.load(target / first.id / "pwi.nii.gz")
+    np.testing.assert_array_equal(_data(written), _data(first.pwi))  # not the clash's
+    assert not (target / "participants.tsv").exists()
+
+
+# -- label vs annotation, both ways -------------------------------------------------------
+def test_ht_label_without_annotated_voxels_fails(copy_dir):
+    table = copy_dir / "participants.tsv"
+    assert "sub-001\t1" in table.read_text()
+    _set_image(copy_dir / "sub-001" / "ht_mask.nii.gz", np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(CohortError, match="sub-001.*ht_mask.*no voxel.*ht = 1"):
+        load_cohort(copy_dir).validate()
+    with pytest.raises(CohortError, match="ht = 1"):
+        load_cohort(copy_dir)[0].validate()
+    table.write_text(table.read_text().replace("sub-001\t1", "sub-001\t0"))
+    assert load_cohort(copy_dir).validate()[0].ht == 0
+
+
+def test_simulated_bleeders_always_have_voxels():
+    cohort = make_stroke_cohort(8, (6, 6, 1), random_state=3, ht_prevalence=0.5, n_frames=45)
+    assert (cohort.ht == 1).sum() >= 3
+    assert cohort.validate() is cohort
+
+
+# -- NIfTI time step vs RepetitionTime ------------------------------------------------------
+def _set_time_step(path, step, unit="sec"):
+    img = nib.load(path)
+    new = nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+    new.header.set_xyzt_units("mm", unit)
+    new.header.set_zooms(img.header.get_zooms()[:3] + (step,))
+    nib.save(new, path)
+
+
+def test_saved_pwi_header_holds_the_repetition_time(tiny_cohort, tiny_cohort_dir):
+    for p in tiny_cohort:
+        header = nib.load(tiny_cohort_dir / p.id / "pwi.nii.gz").header
+        assert header.get_xyzt_units()[1] == "sec"
+        assert header.get_zooms()[3] == pytest.approx(p.repetition_time, rel=1e-6)
+
+
+def test_own_files_never_warn_even_from_bad_headers(tmp_path, recwarn):
+    p = make_stroke_cohort(1, (6, 6, 1), random_state=0, n_frames=45)[0]
+    header = p.pwi.header.copy()
+    header.set_xyzt_units("unknown", "unknown")
+    header.set_zooms(header.get_zooms()[:3] + (0.0,))
+    bare = Patient(p.id, nib.Nifti1Image(np.asarray(p.pwi.dataobj), p.affine, header),
+                   p.dwi_b0, p.dwi_b1000, echo_time=p.echo_time,
+                   repetition_time=p.repetition_time)
+    folder = save_cohort([bare], tmp_path / "c")
+    assert header.get_zooms()[3] == 0.0  # the caller's image is left alone
+    load_cohort(folder)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    assert nib.load(folder / p.id / "pwi.nii.gz").header.get_zooms()[3] == pytest.approx(
+        p.repetition_time, rel=1e-6)
+
+
+@pytest.mark.parametrize("factor, unit", [(0.0, "sec"), (1.0, "sec"), (1000.0, "msec"),
+                                          (1.005, "sec"), (1000.0, "sec")])
+def test_time_step_in_seconds_milliseconds_or_zero_is_accepted(copy_dir, factor, unit,
+                                                               recwarn):
+    tr = json.loads((copy_dir / "sub-002" / "pwi.json").read_text())["RepetitionTime"]
+    _set_time_step(copy_dir / "sub-002" / "pwi.nii.gz", tr * factor, unit)
+    cohort = load_cohort(copy_dir)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    assert cohort[1].repetition_time == tr
+
+
+def test_time_step_placeholder_of_one_without_unit_is_ignored(copy_dir, recwarn):
+    _set_time_step(copy_dir / "sub-002" / "pwi.nii.gz", 1.0, "unknown")
+    load_cohort(copy_dir)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    _set_time_step(copy_dir / "sub-002" / "pwi.nii.gz", 1.0, "sec")  # a unit: it means it
+    with pytest.warns(UserWarning, match="sub-002.*is 1 sec"):
+        load_cohort(copy_dir)
+
+
+def test_time_step_contradicting_the_sidecar_warns_and_sidecar_wins(copy_dir):
+    tr = json.loads((copy_dir / "sub-002" / "pwi.json").read_text())["RepetitionTime"]
+    _set_time_step(copy_dir / "sub-002" / "pwi.nii.gz", 2.5 * tr, "sec")
+    with pytest.warns(UserWarning, match="sub-002.*pwi.nii.gz.*pixdim") as record:
+        cohort = load_cohort(copy_dir)
+    message = str(record[0].message)
+    assert f"{2.5 * tr:g}" in message and f"{tr:g} s" in message and "pwi.json wins" in message
+    assert record[0].filename == __file__  # points at the caller of load_cohort
+    assert cohort[1].repetition_time == tr
+    np.testing.assert_allclose(cohort[1].frame_times[1], tr)
+    with pytest.warns(UserWarning, match="pwi.json wins"):
+        load_patient(copy_dir / "sub-002")

@@ -33,7 +33,7 @@ import numpy as np
 
 from .._io import atomic_path, atomic_write_text
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
-from ._validation import check_acquisition, check_file, check_patient
+from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
 __all__ = ["load_cohort", "load_patient", "save_cohort", "write_cohort"]
 
@@ -48,6 +48,9 @@ def save_cohort(cohort, path, *, overwrite=False, progress=False):
 
     Every file is written atomically; ``participants.tsv`` comes last, so an interrupted
     write leaves a folder that :func:`load_cohort` refuses instead of a partial cohort.
+    Ids are checked first (unique, usable as folder names): for a collection before any
+    file is written, for a one-shot iterator before each patient's folder. The PWI header
+    is written with ``pixdim[4]`` = ``repetition_time`` in seconds.
 
     Parameters
     ----------
@@ -74,24 +77,84 @@ def save_cohort(cohort, path, *, overwrite=False, progress=False):
     >>> load_cohort(folder).ids
     ['sub-001', 'sub-002']
     """
-    patients = cohort
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = len(cohort) if hasattr(cohort, "__len__") else None
-        patients = tqdm(cohort, total=total, desc="writing", unit="patient")
-    return write_cohort(patients, path, overwrite=overwrite)
+    return _write(cohort, path, overwrite, progress)
 
 
 def write_cohort(patients, path, *, overwrite=False):
     """Write patients from an iterable one at a time (streaming); see :func:`save_cohort`."""
+    return _write(patients, path, overwrite, False)
+
+
+def _write(patients, path, overwrite, progress):
+    if iter(patients) is not patients:
+        # a collection can be checked in full first, so a bad id writes nothing at all
+        check_before_writing(patients)
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = len(patients) if hasattr(patients, "__len__") else None
+        patients = tqdm(patients, total=total, desc="writing", unit="patient")
     path = prepare_folder(path, overwrite)
-    rows = []
+    rows, seen = [], set()
     for patient in patients:
+        # a one-shot iterator is checked as it goes: a repeated id never overwrites the
+        # folder just written, and participants.tsv is not written
+        check_before_writing([patient], seen)
         write_patient(patient, path)
         rows.append((patient.id, patient.ht))
     write_participants(path, rows)
     return path
+
+
+def check_before_writing(patients, seen=None):
+    """Cheap checks of everything :func:`write_patient` would refuse, before any file.
+
+    Types, ids that name a folder, unique ids (``seen`` collects them across calls) and
+    in-memory truth entries that ``truth.npz`` cannot store.
+    """
+    seen = set() if seen is None else seen
+    for patient in patients:
+        if not isinstance(patient, Patient):
+            raise TypeError(f"only Patient objects can be written, got "
+                            f"{type(patient).__name__}.")
+        _check_id(patient.id)
+        if patient.id in seen:
+            raise CohortError(f"participant {patient.id} appears twice; ids must be unique.")
+        seen.add(patient.id)
+        if patient._truth_source is None:  # a truth.npz is numeric (read without pickle)
+            _truth_arrays(patient, patient._truth)
+
+
+def _check_id(pid):
+    if not pid or Path(pid).name != pid or pid in (".", ".."):
+        raise CohortError(
+            f"participant id {pid!r} cannot name a folder; use ids like 'sub-001'."
+        )
+
+
+def _truth_arrays(patient, truth):
+    if truth is None:
+        return None
+    arrays = {key: np.asarray(value) for key, value in truth.items()}
+    bad = [key for key, value in arrays.items() if value.dtype.hasobject]
+    if bad:
+        raise CohortError(
+            f"participant {patient.id}: truth entries {bad} are not numeric arrays; "
+            "truth.npz stores numeric arrays only (no pickle)."
+        )
+    return arrays
+
+
+def _with_time_step(img, repetition_time):
+    """A copy of 4D ``img`` whose header holds the frame time in seconds (pixdim[4]).
+
+    So that files written here never disagree with their ``pwi.json``.
+    """
+    img = img.__class__(img.dataobj, img.affine, img.header)
+    xyz, _ = img.header.get_xyzt_units()
+    img.header.set_xyzt_units("mm" if xyz == "unknown" else xyz, "sec")
+    img.header.set_zooms(tuple(img.header.get_zooms()[:3]) + (repetition_time,))
+    return img
 
 
 def prepare_folder(path, overwrite):
@@ -128,10 +191,7 @@ def check_target(path, overwrite):
 
 def write_patient(patient, root):
     """Write one patient's folder under ``root`` (all files atomically)."""
-    if not patient.id or Path(patient.id).name != patient.id or patient.id in (".", ".."):
-        raise CohortError(
-            f"participant id {patient.id!r} cannot name a folder; use ids like 'sub-001'."
-        )
+    _check_id(patient.id)
     folder = root / patient.id
     folder.mkdir(parents=True, exist_ok=True)
     for name in _IMAGES:
@@ -143,6 +203,8 @@ def write_patient(patient, root):
             continue
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             img = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
+        if name == "pwi" and len(img.shape) == 4:
+            img = _with_time_step(img, patient.repetition_time)
         with atomic_path(folder / f"{name}.nii.gz") as tmp:
             nib.save(img, tmp)
     atomic_write_text(
@@ -161,13 +223,7 @@ def write_patient(patient, root):
     truth_file = folder / "truth.npz"
     truth = patient.truth
     if truth is not None:
-        arrays = {key: np.asarray(value) for key, value in truth.items()}
-        bad = [key for key, value in arrays.items() if value.dtype.hasobject]
-        if bad:
-            raise CohortError(
-                f"participant {patient.id}: truth entries {bad} are not numeric arrays; "
-                "truth.npz stores numeric arrays only (no pickle)."
-            )
+        arrays = _truth_arrays(patient, truth)
         with atomic_path(truth_file) as tmp:
             np.savez_compressed(tmp, **arrays)
     else:
@@ -212,7 +268,9 @@ def load_cohort(path):
     if not path.is_dir():
         raise CohortError(f"cohort folder {path} does not exist or is not a folder.")
     rows = _read_participants(path)
-    patients = [_read_patient(path, pid, ht) for pid, ht in rows]
+    patients = []
+    for pid, ht in rows:  # a loop, not a comprehension: warnings point at the caller
+        patients.append(_read_patient(path, pid, ht))
     return Cohort(patients, path=path)
 
 
@@ -330,6 +388,7 @@ def _read_patient(root, pid, ht):
     found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
     images = {name: path for name, (path, _) in found.items()}
     echo_time, repetition_time = _read_sidecar(folder / "pwi.json", pid)
+    check_time_step(pid, images["pwi"], found["pwi"][1], repetition_time)
     aif_file = folder / "aif.tsv"
     truth_file = folder / "truth.npz"
     patient = Patient(

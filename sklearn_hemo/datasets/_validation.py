@@ -7,6 +7,8 @@ participant, the file and what to do. Nothing is fixed silently.
 from __future__ import annotations
 
 import gzip
+import math
+import warnings
 import zlib
 from pathlib import Path
 
@@ -14,12 +16,13 @@ import numpy as np
 
 from ._cohort import CohortError
 
-__all__ = ["check_file", "check_patient", "check_patient_data"]
+__all__ = ["check_file", "check_patient", "check_patient_data", "check_time_step"]
 
 _AFFINE_ATOL = 1e-3  # mm; NIfTI stores the sform in float32
 _MAX_ECHO_TIME = 1.0  # s; DSC echo times are 20-60 ms
 _MAX_REPETITION_TIME = 10.0  # s; DSC repetition times are 1-3 s
 _N_BASELINE = 3  # frames averaged for the pre-bolus baseline check
+_TIME_STEP_RTOL = 0.01  # pixdim[4] vs RepetitionTime; headers store float32
 
 
 def _where(patient, name):
@@ -113,6 +116,35 @@ def check_patient(patient):
                   "Sort the rows by time and remove duplicates.")
 
 
+def check_time_step(pid, path, img, repetition_time):
+    """Warn when the NIfTI frame time (``pixdim[4]``) contradicts RepetitionTime.
+
+    Exporters often leave 0 there or write milliseconds, so only a non-zero value that
+    matches neither seconds nor milliseconds (within 1%) is reported; ``pwi.json`` is used
+    either way. A step of exactly 1 without a time unit is nibabel's placeholder for "not
+    set" and is ignored too.
+    """
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not np.isfinite(zooms[3]) or zooms[3] == 0:
+        return
+    step = float(zooms[3])
+    unit = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else None
+    if step == 1.0 and unit in (None, "unknown"):
+        return
+    candidates = [repetition_time, repetition_time * 1000]
+    if unit == "usec":
+        candidates.append(repetition_time * 1e6)
+    if any(math.isclose(step, c, rel_tol=_TIME_STEP_RTOL) for c in candidates):
+        return
+    shown = f" {unit}" if unit and unit != "unknown" else ""
+    warnings.warn(
+        f"participant {pid}: {path}: the NIfTI time step (pixdim[4]) is {step:g}{shown}, "
+        f"which matches neither RepetitionTime = {repetition_time:g} s nor "
+        f"{repetition_time * 1000:g} ms in pwi.json; pwi.json wins ({repetition_time:g} s "
+        "between frames is used). Fix the header or the sidecar, whichever is wrong.",
+        UserWarning, stacklevel=4)
+
+
 def check_acquisition(pid, where, echo_time, repetition_time):
     """Echo and repetition times must be positive seconds of plausible size."""
     if not np.isfinite(echo_time) or echo_time <= 0:
@@ -174,3 +206,7 @@ def check_patient_data(patient):
         if patient.ht == 0 and n_ht:
             _fail(pid, _where(patient, "ht_mask"), f"marks {n_ht} voxel(s) but participants.tsv "
                   "says ht = 0.", "Make the label and the annotation agree.")
+        if patient.ht == 1 and not n_ht:
+            _fail(pid, _where(patient, "ht_mask"), "marks no voxel but participants.tsv says "
+                  "ht = 1.", "Make the label and the annotation agree (annotate the bleed or "
+                  "set ht = 0).")
