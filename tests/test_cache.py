@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn_hemo import _cache
 from sklearn_hemo._cache import PatientCache, cached, clear_cache
 from sklearn_hemo.datasets import Cohort, Patient, load_cohort
-from sklearn_hemo.preprocessing import PatchExtractor, _patches
+from sklearn_hemo.preprocessing import PatchExtractor, PerfusionMapExtractor, _patches
 
 
 class _Dummy:
@@ -106,6 +106,37 @@ def test_file_backed_features_are_cached_and_identical(tiny_cohort, tiny_cohort_
     assert other.shape == (4, 9 * 30 + 30 + 18) and len(reads) == 9
     np.testing.assert_allclose(PatchExtractor(tiny_cohort).transform(X), first,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_file_backed_dwi_of_perfusion_maps_is_read_once(tiny_cohort, tiny_cohort_dir,
+                                                          monkeypatch):
+    on_disk = load_cohort(tiny_cohort_dir)
+    X = np.array([[0, 5, 5, 0], [1, 6, 4, 1], [0, 6, 6, 1]])
+    clear_cache()
+    dwi_files = {str(p.source(name)) for p in on_disk for name in ("dwi_b0", "dwi_b1000")}
+    reads = []
+    original = nib.arrayproxy.ArrayProxy._get_scaled
+
+    def spy(proxy, *args, **kwargs):  # every array read of a proxy goes through it
+        if str(proxy.file_like) in dwi_files:
+            reads.append(str(proxy.file_like))
+        return original(proxy, *args, **kwargs)
+
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "_get_scaled", spy)
+    extractor = PerfusionMapExtractor(on_disk, maps=("cbv",), dwi=True)
+    first = extractor.fit_transform(X)
+    assert sorted(reads) == sorted(str(on_disk[i].source(name)) for i in (0, 1)
+                                   for name in ("dwi_b0", "dwi_b1000"))
+    np.testing.assert_array_equal(extractor.transform(X), first)
+    np.testing.assert_array_equal(clone(extractor).transform(X[::-1]), first[::-1])
+    assert len(reads) == 4  # the later calls, clones included, read no DWI file
+    # the same DWI columns as PatchExtractor's, and as from the in-memory cohort
+    np.testing.assert_array_equal(
+        first[:, -18:], PatchExtractor(on_disk, inputs="pwi+dwi").fit_transform(X)[:, -18:])
+    assert len(reads) == 4  # the two extractors share the cached volumes
+    np.testing.assert_allclose(
+        first, PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True).fit_transform(X),
+        rtol=1e-5, atol=1e-5)
 
 
 def test_warnings_are_repeated_on_cache_hits():

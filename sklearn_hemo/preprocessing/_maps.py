@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
-from ._patches import _brain_inside, _gather_patches, _VoxelReferenceTransformer
+from ._patches import _brain_inside, _gather_patches, _patient_volume, _VoxelReferenceTransformer
 
 __all__ = ["PerfusionMapExtractor"]
 
@@ -161,8 +161,9 @@ class PerfusionMapExtractor(_VoxelReferenceTransformer):
             maps = _cached_patient_maps(patient, self.method)
             blocks = [maps[name] for name in names]
             if self.dwi:
-                blocks += [np.asarray(patient.dwi_b0.dataobj),
-                           np.asarray(patient.dwi_b1000.dataobj)]
+                # file-backed DWI is read (decompressed) once per process, as PatchExtractor does
+                blocks += [_patient_volume(patient, "dwi_b0"),
+                           _patient_volume(patient, "dwi_b1000")]
             for b, volume in enumerate(blocks):
                 if volume.shape != patient.shape:
                     raise ValueError(
