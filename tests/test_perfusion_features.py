@@ -165,6 +165,24 @@ def test_bad_references(tiny_cohort, X, error, message):
 
 
 # -- ROIPermeabilityScorer -----------------------------------------------------------------
+@pytest.mark.parametrize("extractor", ["maps", "patches"])
+def test_dwi_off_the_pwi_grid_names_the_participant(tiny_cohort, extractor):
+    import nibabel as nib
+
+    from sklearn_hemo.datasets import Patient
+    from sklearn_hemo.preprocessing import PatchExtractor
+
+    p = tiny_cohort[0]
+    small = nib.Nifti1Image(np.ones((3, 3, 1), np.float32), p.affine)
+    moved = Cohort([Patient(p.id, p.pwi, small, p.dwi_b1000, echo_time=p.echo_time,
+                            repetition_time=p.repetition_time, ht=p.ht,
+                            brain_mask=p.brain_mask, ht_mask=p.ht_mask)])
+    model = (PerfusionMapExtractor(moved, maps=("cbv",), dwi=True) if extractor == "maps"
+             else PatchExtractor(moved, inputs="pwi+dwi"))
+    with pytest.raises(ValueError, match=f"participant {p.id}: dwi_b0 has shape.*Resample"):
+        model.fit_transform(np.array([[0, 1, 1, 0]]))
+
+
 def test_roi_scorer_spreads_one_patient_score(tiny_cohort, refs):
     X, y = refs
     scorer = ROIPermeabilityScorer(tiny_cohort).fit(X, y)

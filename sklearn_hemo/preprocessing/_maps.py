@@ -16,7 +16,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
-from ._patches import _brain_inside, _gather_patches, _patient_volume, _VoxelReferenceTransformer
+from ._patches import (
+    _brain_inside,
+    _check_dwi_grid,
+    _gather_patches,
+    _patient_volume,
+    _VoxelReferenceTransformer,
+)
 
 __all__ = ["PerfusionMapExtractor"]
 
@@ -161,15 +167,11 @@ class PerfusionMapExtractor(_VoxelReferenceTransformer):
             maps = _cached_patient_maps(patient, self.method)
             blocks = [maps[name] for name in names]
             if self.dwi:
+                _check_dwi_grid(patient)
                 # file-backed DWI is read (decompressed) once per process, as PatchExtractor does
                 blocks += [_patient_volume(patient, "dwi_b0"),
                            _patient_volume(patient, "dwi_b1000")]
             for b, volume in enumerate(blocks):
-                if volume.shape != patient.shape:
-                    raise ValueError(
-                        f"participant {patient.id}: a DWI image has shape {volume.shape}, "
-                        f"but the PWI grid is {patient.shape}. Resample the DWI onto the "
-                        "PWI grid.")
                 out[rows, b * n_patch: (b + 1) * n_patch] = _gather_patches(
                     volume, ijk, self.patch_size, inside)
         return out

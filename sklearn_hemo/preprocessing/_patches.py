@@ -191,6 +191,19 @@ def _patient_volume(patient, name):
     return np.asarray(img.dataobj)
 
 
+def _check_dwi_grid(patient):
+    """Raise a ValueError naming the participant when a DWI image is off the PWI grid.
+
+    Reads headers only (no voxels), so it is cheap to run on every call.
+    """
+    for name in ("dwi_b0", "dwi_b1000"):
+        img = getattr(patient, name)
+        if tuple(img.shape[:3]) != patient.shape or img.ndim != 3:
+            raise ValueError(f"participant {patient.id}: {name} has shape {img.shape}, "
+                             f"but the PWI grid is {patient.shape}. Resample the DWI onto "
+                             "the PWI grid.")
+
+
 def _patient_brain(patient):
     """:meth:`Patient.get_brain_mask` as a read-only C-contiguous bool array (cached)."""
     return cached(patient, ("brain_mask",),
@@ -637,12 +650,8 @@ class PatchExtractor(_VoxelReferenceTransformer):
         arrival and the AIF come from the per-process cache; the warnings and checks run
         on every call.
         """
-        for name in ("dwi_b0", "dwi_b1000") if "dwi" in self.inputs else ():
-            img = getattr(patient, name)
-            if tuple(img.shape[:3]) != patient.shape or img.ndim != 3:
-                raise ValueError(f"participant {patient.id}: {name} has shape {img.shape}, "
-                                 f"but the PWI grid is {patient.shape}. Resample the DWI onto "
-                                 "the PWI grid.")
+        if "dwi" in self.inputs:
+            _check_dwi_grid(patient)
         if use_cache:
             arrival = cached(patient, ("bolus_arrival",), lambda: _patient_arrival(
                 patient, data, _patient_brain(patient)))
