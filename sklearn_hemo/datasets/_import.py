@@ -524,15 +524,20 @@ def resample_to_grid(data, affine, shape, target_affine, *, kind="image",
         out = np.asarray(out.dataobj, dtype=np.float32)
         out[~_inside(shape, target_affine, data.shape, affine)] = 0
         return out
-    src = nib.Nifti1Image((np.asarray(data) > 0).astype(np.uint8), affine)
+    # a border of zeros: nearest-neighbour sampling keeps the outer half of the edge
+    # voxels (scipy's "constant" mode would drop it) and reads 0 beyond the field of view
+    padded = np.pad((np.asarray(data) > 0).astype(np.uint8), 1)
+    shift = np.eye(4)
+    shift[:3, 3] = -1
+    src = nib.Nifti1Image(padded, affine @ shift)
     if mask_interpolation == "nearest":
-        out = resample_from_to(src, (shape, target_affine), order=0, mode="constant", cval=0)
+        out = resample_from_to(src, (shape, target_affine), order=0, mode="nearest")
         return (np.asarray(out.dataobj) > 0).astype(np.uint8)
     s = _SUPERSAMPLE
     sub = np.diag([1.0 / s, 1.0 / s, 1.0 / s, 1.0])
     sub[:3, 3] = 0.5 / s - 0.5  # sub-voxel centres spread evenly over each voxel
     fine = resample_from_to(src, (tuple(n * s for n in shape), target_affine @ sub), order=0,
-                            mode="constant", cval=0)
+                            mode="nearest")
     fraction = np.asarray(fine.dataobj, dtype=np.float32).reshape(
         shape[0], s, shape[1], s, shape[2], s).mean(axis=(1, 3, 5))
     return (fraction >= mask_threshold - 1e-6).astype(np.uint8)
