@@ -440,8 +440,13 @@ def test_load_cohort_resample(cohort, tmp_path):
     before = hashes(folder)
     with pytest.raises(CohortError, match="Resample it onto the PWI grid"):
         load_cohort(folder)
-    with pytest.warns(UserWarning, match=r"dwi_b0.nii.gz is not on the PWI grid"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         loaded = load_cohort(folder, resample=True)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2, messages
+    assert "dwi_b0.nii.gz is not on the PWI grid; resampled" in messages[0]
+    assert "ht_mask.nii.gz is not on the PWI grid; resampled" in messages[1]
     patient = loaded[0]
     assert patient.dwi_b0.shape == original.shape
     np.testing.assert_allclose(patient.dwi_b0.affine, original.affine, atol=1e-5)
