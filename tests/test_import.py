@@ -456,3 +456,41 @@ def test_load_cohort_resample(cohort, tmp_path):
     assert dice(np.asarray(patient.ht_mask.dataobj), np.asarray(original.ht_mask.dataobj)) > 0.8
     loaded.validate()
     assert hashes(folder) == before  # resampled in memory only
+
+
+def test_several_sessions_need_a_choice(cohort, tmp_path):
+    src = tmp_path / "src"
+    write_bids(cohort[:1], src, slice_timing=False)
+    acute = src / "sub-01" / "ses-acute"
+    later = src / "sub-01" / "ses-day1"
+    for sub in ("perf", "dwi"):
+        (later / sub).mkdir(parents=True)
+        for file in (acute / sub).iterdir():
+            (later / sub / file.name.replace("ses-acute", "ses-day1")).write_bytes(
+                file.read_bytes())
+    with pytest.raises(CohortError, match=r"participant sub-01: several DSC series.*"
+                       r"--session"):
+        import_cohort(src, tmp_path / "out")
+    result = import_cohort(src, tmp_path / "out", session="ses-day1")
+    log = json.loads((result.path / "import.json").read_text())
+    assert "ses-day1" in log["participants"]["sub-01"]["pwi"]
+    assert "ses-day1" in log["participants"]["sub-01"]["dwi"]
+
+
+def test_split_dwi_given_in_a_map(cohort, tmp_path):
+    patient = cohort[1]
+    src = tmp_path / "raw"
+    src.mkdir()
+    nib.save(patient.pwi, src / "perf.nii.gz")
+    _write_json(src / "perf.json", {"EchoTime": patient.echo_time,
+                                    "RepetitionTime": patient.repetition_time})
+    nib.save(patient.dwi_b0, src / "b0.nii.gz")
+    nib.save(patient.dwi_b1000, src / "trace.nii.gz")
+    rows = [("p1", "pwi", "perf.nii.gz"), ("p1", "dwi_b0", "b0.nii.gz"),
+            ("p1", "dwi_b1000", "trace.nii.gz")]
+    result = import_cohort(src, tmp_path / "out", mapping=rows)
+    np.testing.assert_allclose(np.asarray(result[0].dwi_b1000.dataobj),
+                               np.asarray(patient.dwi_b1000.dataobj), rtol=1e-6)
+    assert result[0].ht is None and result[0].ht_mask is None
+    with pytest.raises(CohortError, match=r"participant p1: map row 1: unknown role 'dsc'"):
+        import_cohort(src, tmp_path / "out2", mapping=[rows[0], ("p1", "dsc", "b0.nii.gz")])

@@ -335,9 +335,12 @@ def _choose_pwi(plan, candidates, tolerance):
 
 
 def _session_of_any(path):
-    for part in Path(path).parts:
+    """The nearest ``ses-*`` folder above ``path``, or None."""
+    for part in reversed(Path(path).parts[:-1]):
         if part.startswith("ses-"):
             return part
+        if part.startswith("sub-"):
+            return None
     return None
 
 
@@ -383,6 +386,13 @@ def _plan_dwi(plan, roles, b_value, b_tolerance, pwi_session):
     if series:
         dwi = series[0]
         img = _load(pid, dwi)
+        if _session_of_any(dwi) != pwi_session:
+            note = (f"DWI from {_session_of_any(dwi) or 'no session'} and PWI from "
+                    f"{pwi_session or 'no session'}: resampled through their affines, "
+                    "which assumes they are registered")
+            plan.notes.append(note)
+            warnings.warn(f"participant {pid}: {note}; check it, or register the DWI to "
+                          "the PWI first.", UserWarning, stacklevel=4)
         n_volumes = img.shape[3] if len(img.shape) == 4 else 1
         if len(img.shape) not in (3, 4):
             raise CohortError(f"participant {pid}: {dwi} has shape {img.shape}; a DWI "
@@ -405,15 +415,15 @@ def _plan_dwi(plan, roles, b_value, b_tolerance, pwi_session):
         plan.notes.append(f"DWI {dwi.name}: b0 = mean of volumes {b0}, b{b_value:g} = "
                           f"geometric mean of volumes {b1000}"
                           + (f"; b-values {other} ignored" if other else ""))
-        return [img]
+        return [(dwi, img)]
     if all(len(files) == 1 for files in split):
         plan.dwi_b0, plan.dwi_b1000 = split[0][0], split[1][0]
-        imgs = [_load(pid, path) for path in (plan.dwi_b0, plan.dwi_b1000)]
-        for path, img in zip((plan.dwi_b0, plan.dwi_b1000), imgs, strict=True):
+        pairs = [(path, _load(pid, path)) for path in (plan.dwi_b0, plan.dwi_b1000)]
+        for path, img in pairs:
             if len(_squeeze_shape(img.shape)) != 3:
                 raise CohortError(f"participant {pid}: {path} has shape {img.shape}; it must "
                                   "be a 3D volume.")
-        return imgs
+        return pairs
     if any(len(files) > 1 for files in split):
         raise CohortError(f"participant {pid}: several dwi_b0 or dwi_b1000 files in the "
                           "map. Keep one of each.")
@@ -477,8 +487,9 @@ def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance)
         roles = found[pid]
         plan = _Plan(pid, ht=None if labels is None else labels.get(pid))
         pwi = _choose_pwi(plan, roles["pwi"], tolerance)
-        for img in _plan_dwi(plan, roles, b_value, b_tolerance, _session_of_any(plan.pwi)):
-            _check_overlap(pid, plan.dwi or plan.dwi_b0, img, pwi)
+        for path, img in _plan_dwi(plan, roles, b_value, b_tolerance,
+                                   _session_of_any(plan.pwi)):
+            _check_overlap(pid, path, img, pwi)
         for role in ("ht_mask", "brain_mask"):
             files = roles.get(role, [])
             if len(files) > 1:
@@ -814,9 +825,11 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
                                    ("timing_tolerance", timing_tolerance, 0, 1),
                                    ("b_tolerance", b_tolerance, 0, math.inf),
                                    ("b_value", b_value, 0, math.inf)):
+        closed = "[" if name == "min_overlap" else "("
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not low <= value <= high or (name != "min_overlap" and value == 0):
-            raise ValueError(f"{name} must be a number in ({low}, {high}], got {value!r}.")
+                or not low <= value <= high or (closed == "(" and value == 0):
+            raise ValueError(f"{name} must be a number in {closed}{low}, {high}], got "
+                             f"{value!r}.")
     if b_tolerance >= b_value / 2:
         raise ValueError(f"b_tolerance ({b_tolerance:g}) must be below half of b_value "
                          f"({b_value:g}), or b0 and b{b_value:g} volumes could mix.")
