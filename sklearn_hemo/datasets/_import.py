@@ -37,8 +37,14 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ._cohort import CohortError, Patient
-from ._layout import check_before_writing, load_cohort, prepare_folder, write_participants
-from ._layout import write_patient
+from ._layout import (
+    check_before_writing,
+    check_target,
+    load_cohort,
+    prepare_folder,
+    write_participants,
+    write_patient,
+)
 from ._validation import check_acquisition, check_slice_timing
 
 __all__ = ["import_cohort"]
@@ -315,8 +321,9 @@ def _choose_pwi(plan, candidates, tolerance):
         sessions = {_session_of_any(path) for path, _, _ in series}
         if len(set(echoes)) != len(echoes) or len(sessions) > 1 or len(
                 {img.shape for _, img, _ in series}) > 1:
+            names = ", ".join(str(p) for p, _, _ in series)
             raise CohortError(
-                f"participant {pid}: several DSC series ({', '.join(str(p) for p, _, _ in series)}) "
+                f"participant {pid}: several DSC series ({names}) "
                 "that are not the echoes of one acquisition. Choose one: pass session= "
                 "(--session) or list it in a map (--map)."
             )
@@ -833,10 +840,7 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
     if b_tolerance >= b_value / 2:
         raise ValueError(f"b_tolerance ({b_tolerance:g}) must be below half of b_value "
                          f"({b_value:g}), or b0 and b{b_value:g} volumes could mix.")
-    # refuse an existing cohort before reading anything
-    from ._layout import check_target
-
-    check_target(out, overwrite)
+    check_target(out, overwrite)  # refuse an existing cohort before reading anything
     plans = _plan(source, mapping, ht_pattern, session, float(b_value), float(b_tolerance),
                   float(timing_tolerance))
     check_before_writing([Patient(p.pid, p.pwi, p.pwi, p.pwi, echo_time=p.echo_time,
