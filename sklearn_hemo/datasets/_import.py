@@ -384,6 +384,9 @@ def _plan_dwi(plan, roles, b_value, b_tolerance, pwi_session):
     pid = plan.pid
     split = [roles.get("dwi_b0", []), roles.get("dwi_b1000", [])]
     series = roles.get("dwi", [])
+    if series and any(split):
+        raise CohortError(f"participant {pid}: the map gives both a 'dwi' series and "
+                          "'dwi_b0'/'dwi_b1000' images. Keep one or the other.")
     if len(series) > 1 and pwi_session is not None:
         series = [p for p in series if _session_of_any(p) == pwi_session] or series
     if len(series) > 1:

@@ -359,7 +359,9 @@ class PatchExtractor(_VoxelReferenceTransformer):
     (:func:`~sklearn_hemo.signal.concentration`, baseline before the bolus arrival of the
     patient's mean brain signal) and resamples it onto ``n_timepoints`` points
     ``time_step`` seconds apart (:func:`~sklearn_hemo.signal.resample_time`), for the
-    voxel and its in-plane neighbours. It optionally appends the patient's AIF on the same
+    voxel and its in-plane neighbours; when the patient has ``slice_timing`` (``SliceTiming``
+    in ``pwi.json``) the frames of slice ``k`` are placed at
+    ``patient.slice_frame_times(k)``. It optionally appends the patient's AIF on the same
     grid (:func:`~sklearn_hemo.signal.patient_aif`) and the DWI b0 and b1000 patches
     (raw intensities). This is the data preparation of Yu et al. (MICCAI 2019).
 
