@@ -336,6 +336,7 @@ def _format_seconds(seconds):
         "estimate_time": ["boolean"],
         "plot": ["boolean"],
         "precompute_features": ["boolean"],
+        "dry_run": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
@@ -344,7 +345,7 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
                    bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
                    random_state=0, progress=False, estimate_time=False, plot=True,
-                   precompute_features=True):
+                   precompute_features=True, dry_run=False):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -408,11 +409,15 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
         fit the rest of the pipeline on them. Same results (the extractor is stateless and
         row-wise), far less reading of images; False runs every pipeline on the voxel
         references.
+    dry_run : bool, default=False
+        Run nothing: return the plan of :func:`plan_comparison` (tasks, fits per model,
+        projected time for ``n_jobs`` workers and peak memory of a task, from a short
+        calibration), written to ``out_dir/plan.json`` when ``out_dir`` is given.
 
     Returns
     -------
-    result : ComparisonResult
-        ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
+    result : ComparisonResult or ComparisonPlan
+        (A :class:`ComparisonPlan` with ``dry_run=True``.) ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
         ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model).
 
     Raises
@@ -461,6 +466,13 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     """
     from ..sampling import sample_voxels
 
+    if dry_run:
+        from ._plan import plan_comparison
+
+        return plan_comparison(cohort, models, protocol=protocol, n_outer=n_outer,
+                               n_inner=n_inner, n_samples=n_samples, n_jobs=n_jobs,
+                               device=device, random_state=random_state,
+                               precompute_features=precompute_features, out_dir=out_dir)
     settings = dict(PROTOCOLS[protocol])
     for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
         if value is not None:
