@@ -244,8 +244,8 @@ def _schedule(durations, n_workers):
     free = [0.0] * max(1, n_workers)
     for seconds in durations:
         i = int(np.argmin(free))
-        free[i] += seconds
-    return max(free)
+        free[i] += float(seconds)
+    return float(max(free))
 
 
 class ComparisonPlan:
@@ -553,7 +553,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         "fits": sum(r["fits"] for r in rows),
         "features_seconds": feature_seconds if calibrate else None,
         "task_seconds": float(np.sum(durations)) if calibrated else None,
-        "projected_seconds": (feature_seconds + _schedule(durations, n_workers)
+        "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
                               if calibrated else None),
         "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
     }
