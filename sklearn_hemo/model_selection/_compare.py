@@ -37,6 +37,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from threadpoolctl import threadpool_limits
 
+from ._distributed import run_unordered
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
 from ._resume import (
     PartStore,
@@ -200,12 +201,15 @@ def _backend(backend, scheduler, n_jobs):
         from ray.util.joblib import register_ray
     except ImportError as exc:
         raise ImportError(
-            "backend='ray' needs ray: pip install 'ray[default]' (or use backend='dask')."
+            "backend='ray' needs ray: pip install 'sklearn-hemo[ray]' or "
+            "pip install 'ray[default]' (or use backend='dask')."
         ) from exc
     register_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=scheduler)
+        from ._distributed import init_ray
+
+        init_ray(ray, scheduler, n_jobs)
     try:
         with parallel_config(backend="ray"):
             yield -1 if n_jobs == 1 else n_jobs
@@ -385,7 +389,8 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     backend : {"loky", "dask", "ray"}, default="loky"
         joblib backend of the tasks. ``"dask"`` connects to ``scheduler`` or starts a
         ``LocalCluster`` of ``n_jobs`` worker processes; ``"ray"`` uses
-        ``ray.util.joblib`` (``scheduler`` is then a ray address).
+        ``ray.util.joblib`` (``scheduler`` is then a ray address) and, without one, starts
+        a local ray runtime of ``n_jobs`` CPUs without dashboard.
     scheduler : str or None, default=None
         Address of a running dask scheduler (e.g. ``"tcp://10.0.0.1:8786"``) or ray
         cluster.
@@ -599,8 +604,7 @@ def _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, s
                                  settings["n_inner"], scoring, int(seeds[k + 1]))
                 for name, k in todo
             )
-            runner = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered")
-            for name, k, part in runner(tasks):
+            for name, k, part in run_unordered(tasks, parallel_jobs, backend):
                 # JSON round trip now, so fresh and resumed parts are the same values
                 part = _normalise(part)
                 if store is not None:
