@@ -52,3 +52,36 @@ def test_ray_local_runtime_equals_serial(on_disk):
         np.testing.assert_array_equal(distributed.predictions[name]["score"],
                                       serial.predictions[name]["score"])
     assert distributed.best_params == serial.best_params
+
+
+def test_device_reaches_only_the_lstm_rows(in_memory):
+    # building the zoo needs no GPU: the device is a parameter of the LSTM rows only
+    zoo = make_model_zoo(in_memory, models=["lstm-pwi", "linear", "svm"], device="cuda")
+    assert zoo["lstm-pwi"][0].named_steps["model"].device == "cuda"
+    for name in ("linear", "svm"):
+        params = zoo[name][0].get_params(deep=True)
+        assert not any(key.endswith("device") for key in params), name
+
+
+def _cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(),
+                    reason="no CUDA device (torch.cuda.is_available() is False); this "
+                           "check runs on a GPU machine")
+def test_lstm_rows_on_cuda_give_the_cpu_table_within_float32(in_memory):
+    models = ["lstm-pwi", "linear"]
+    cpu = compare_models(in_memory, models, oracle=False, device="cpu", **RUN)
+    gpu = compare_models(in_memory, models, oracle=False, device="cuda", **RUN)
+    # the classic rows stay on the CPU: bit-identical
+    np.testing.assert_array_equal(gpu.predictions["linear"]["score"],
+                                  cpu.predictions["linear"]["score"])
+    # the LSTM: the same network within float32 rounding (reductions ordered differently)
+    np.testing.assert_allclose(gpu.predictions["lstm-pwi"]["score"],
+                               cpu.predictions["lstm-pwi"]["score"], atol=1e-4)
+    for got, want in zip(gpu.table, cpu.table):
+        assert got["model"] == want["model"]
+        assert got["auc_roc"] == pytest.approx(want["auc_roc"], abs=1e-3)
