@@ -9,7 +9,7 @@ its tasks' fit and score times as the workers recorded them. The peak resident m
 each worker process (``VmHWM``, read from ``/proc`` after the run, Linux only) is printed
 beside the plan's peak per worker.
 
-Default: a reduced slice (8 patients of 32 x 32 x 4, 1,000 voxels, 3 outer x 2 inner
+Default: a reduced slice (8 patients of 48 x 48 x 6, 1,000 voxels, 3 outer x 2 inner
 folds, the quick grids, every zoo row, 2 workers). The paper's one-tenth slice is
 ``--n-patients 16 --shape 128 128 20 --n-samples 5000 --n-outer 10 --n-inner 5
 --protocol paper`` (hours on two cores).
@@ -53,7 +53,7 @@ def worker_peaks_mb():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-patients", type=int, default=8)
-    parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 4))
+    parser.add_argument("--shape", type=int, nargs=3, default=(48, 48, 6))
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--n-outer", type=int, default=3)
     parser.add_argument("--n-inner", type=int, default=2)

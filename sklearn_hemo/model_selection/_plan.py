@@ -20,7 +20,12 @@ a short calibration on this machine:
   Nystroem) its full-size fits will use.
 * **Features.** Features of a stateless first step are computed once, in the main
   process, before the tasks (as ``compare_models`` does); reading a patient's images
-  dominates, so their time is projected linearly in the number of patients.
+  dominates, so their time is projected linearly in the number of patients. A pipeline
+  that reads images in its tasks (e.g. ``roi-k2``) is also timed once with an empty
+  per-patient cache, and each task is charged that reading per training patient, as a
+  fresh worker pays it.
+* **Fits are timed warm and single-threaded**, as tasks run them: one untimed fit first
+  (first-call costs such as torch's kernels), BLAS limited to one thread.
 * **Memory.** The resident memory a calibration fit adds (polled) is extrapolated the
   same way (linearly in ``n``; ``n m + m^2`` for Nystroem, ``n^2`` for an exact kernel;
   times the trees of a forest), plus the task's inputs (the features of every sampled
@@ -198,13 +203,21 @@ def _calibration_rows(y, groups, n_cal, rng):
     return rng.permutation(picked), len(chosen)
 
 
-def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params):
+def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=False):
+    """Fit a clone on ``inputs`` as a task would (one BLAS thread): ``(model, seconds,
+    added resident bytes)``. ``cold``: with an empty per-patient cache, as in a fresh
+    worker."""
+    from threadpoolctl import threadpool_limits
+
+    from .._cache import clear_cache
     from ._compare import _consumes_groups
 
     model = clone(pipeline).set_params(**params)
     if cohort_params:
         model.set_params(**dict.fromkeys(cohort_params, cohort))
-    with sklearn.config_context(enable_metadata_routing=True):
+    if cold:
+        clear_cache()
+    with sklearn.config_context(enable_metadata_routing=True), threadpool_limits(limits=1):
         fit_params = {"groups": groups} if _consumes_groups(model) else {}
         with warnings.catch_warnings():
             # tiny calibration fits may not converge; the time is what counts here
@@ -488,6 +501,18 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         extra = {step + key: value for key, value in extra.items()}
         y_cal, g_cal = y[cal_rows], groups[cal_rows]
         small = np.arange(n_cal)
+        first_params = {**candidates[0], **budget, **extra}
+        cold_seconds = None
+        if cohort_params:
+            # the tasks read images themselves: a fresh worker reads each training patient
+            # once (then its cache serves), so time that read on the calibration patients
+            _, cold_seconds, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal,
+                                            held, cohort_params, cold=True)
+        else:
+            # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid once
+            # per worker, not per fit
+            _fit_timed(prepared, first_params, inputs[small], y_cal[small], g_cal[small],
+                       held, cohort_params)
         times, memory = [], []
         for i, candidate in enumerate(candidates):
             params = {**candidate, **budget, **extra}
@@ -524,6 +549,12 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
             n_scored = (n_tr * len(candidates) if searched else 0) + n_te
             factor = size_factor * (n_tr / len(cal_rows) if law == "n^2" else 1.0)
             per_task.append(seconds + n_scored * score_per_voxel * factor)
+        if cold_seconds is not None:
+            # reading: (cold - warm) per calibration patient, for each training patient
+            warm = [s for i, n, s in times if i == 0 and n == len(cal_rows)][0]
+            per_patient = max(cold_seconds - warm, 0.0) / np.unique(g_cal).size
+            per_task = [t + per_patient * np.unique(groups[fold != k]).size
+                        for k, t in enumerate(per_task)]
         durations.extend(per_task)
         (n1, m1), (n2, m2) = memory[0], memory[1]
         mw = [(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))]
@@ -537,6 +568,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         row.update({
             "calibration": {"voxels": [n_cal, len(cal_rows)], "patients": cal_patients,
                             "fit_seconds": [[n, round(s, 4)] for _, n, s in times],
+                            "cold_read_seconds": cold_seconds,
                             "budget": budget, "budget_factor": time_factor,
                             "score_seconds_per_voxel": score_per_voxel,
                             "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory]},
