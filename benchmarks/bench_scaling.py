@@ -31,8 +31,9 @@ from sklearn_hemo.model_selection import compare_models, plan_comparison
 
 
 def worker_peaks_mb():
-    """``VmHWM`` (peak resident memory) of this process's child Python workers, MB."""
-    peaks = {}
+    """``VmHWM`` (peak resident memory, MB) and CPU seconds of this process's child
+    workers (Linux ``/proc``)."""
+    peaks, cpu = {}, {}
     me = str(os.getpid())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -47,7 +48,9 @@ def worker_peaks_mb():
             continue
         if "VmHWM" in fields:
             peaks[int(entry.name)] = int(fields["VmHWM"].split()[0]) / 1024
-    return peaks
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu[int(entry.name)] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return peaks, cpu
 
 
 def main(argv=None):
@@ -82,31 +85,37 @@ def main(argv=None):
         result = compare_models(cohort, args.models, out_dir=out / "run", n_resamples=200,
                                 plot=False, **common)
         wall = time.perf_counter() - start
-        peaks = worker_peaks_mb()
+        peaks, worker_cpu = worker_peaks_mb()
 
     measured = {}
     for row in result.fold_table:
         seconds = (row.get("fit_time_s") or 0.0) + (row.get("score_time_s") or 0.0)
         measured[row["model"]] = measured.get(row["model"], 0.0) + seconds
     lines = [f"{'model':20} {'projected s':>11} {'measured s':>10} {'proj/meas':>9} "
-             f"{'plan peak MB':>12}"]
+             f"{'proj. CPU s':>11} {'plan peak MB':>12}"]
     table = []
     for row in plan.rows:
         got = measured.get(row["model"])
         ratio = row["seconds"] / got if got else float("nan")
         lines.append(f"{row['model']:20} {row['seconds']:11.1f} {got:10.1f} {ratio:9.2f} "
-                     f"{row['peak_task_mb']:12.0f}")
+                     f"{row['cpu_seconds']:11.1f} {row['peak_task_mb']:12.0f}")
         table.append({"model": row["model"], "projected_s": row["seconds"],
+                      "projected_cpu_s": row["cpu_seconds"],
                       "measured_s": got, "peak_task_mb_projected": row["peak_task_mb"]})
     print("\n".join(lines))
     total_projected = plan.totals["projected_seconds"]
     print(f"total: projected {total_projected:.0f} s on {args.n_jobs} workers, measured "
           f"{wall:.0f} s wall (features, tasks, bootstrap and files)")
+    print(f"CPU seconds of the workers (all their tasks, unpickling included): "
+          f"{sum(worker_cpu.values()):.1f}; projected CPU of the tasks: "
+          f"{plan.totals['task_cpu_seconds']:.1f}")
     print("peak resident memory per worker (VmHWM): "
           + ", ".join(f"{mb:.0f} MB" for mb in sorted(peaks.values()))
           + f"; plan: {plan.totals['peak_worker_mb']:.0f} MB")
     summary = {"settings": plan.settings, "rows": table, "wall_seconds": wall,
                "projected_seconds": total_projected, "worker_peak_mb": sorted(peaks.values()),
+               "worker_cpu_seconds": sum(worker_cpu.values()),
+               "projected_task_cpu_seconds": plan.totals["task_cpu_seconds"],
                "plan_peak_worker_mb": plan.totals["peak_worker_mb"],
                "dry_run_seconds": plan_seconds, "load": os.getloadavg()}
     print(json.dumps(summary))

@@ -82,6 +82,6 @@ def test_lstm_rows_on_cuda_give_the_cpu_table_within_float32(in_memory):
     # the LSTM: the same network within float32 rounding (reductions ordered differently)
     np.testing.assert_allclose(gpu.predictions["lstm-pwi"]["score"],
                                cpu.predictions["lstm-pwi"]["score"], atol=1e-4)
-    for got, want in zip(gpu.table, cpu.table):
+    for got, want in zip(gpu.table, cpu.table, strict=True):
         assert got["model"] == want["model"]
         assert got["auc_roc"] == pytest.approx(want["auc_roc"], abs=1e-3)

@@ -10,8 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import make_stroke_cohort
-from sklearn_hemo.model_selection import compare_models, make_model_zoo, plan_comparison
 from sklearn_hemo.model_selection import _plan as plan_module
+from sklearn_hemo.model_selection import compare_models, make_model_zoo, plan_comparison
 from sklearn_hemo.preprocessing import PatchExtractor
 
 SMALL = {"n_patients": 8, "shape": (32, 32, 2), "ht_prevalence": 0.6, "n_frames": 40,

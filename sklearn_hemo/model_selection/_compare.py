@@ -29,7 +29,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import sklearn
-from joblib import Parallel, cpu_count, delayed, parallel_config
+from joblib import cpu_count, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
@@ -422,8 +422,9 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     Returns
     -------
     result : ComparisonResult or ComparisonPlan
-        (A :class:`ComparisonPlan` with ``dry_run=True``.) ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
-        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model).
+        ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
+        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model);
+        a :class:`ComparisonPlan` with ``dry_run=True``.
 
     Raises
     ------

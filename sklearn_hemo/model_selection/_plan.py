@@ -204,8 +204,8 @@ def _calibration_rows(y, groups, n_cal, rng):
 
 
 def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=False):
-    """Fit a clone on ``inputs`` as a task would (one BLAS thread): ``(model, seconds,
-    added resident bytes)``. ``cold``: with an empty per-patient cache, as in a fresh
+    """Fit a clone on ``inputs`` as a task would (one BLAS thread): ``(model, (wall, CPU)
+    seconds, added resident bytes)``. ``cold``: with an empty per-patient cache, as in a fresh
     worker."""
     from threadpoolctl import threadpool_limits
 
@@ -223,19 +223,19 @@ def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=
             # tiny calibration fits may not converge; the time is what counts here
             warnings.simplefilter("ignore")
             with _PeakRSS() as rss:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 model.fit(inputs, y, **fit_params)
-                seconds = time.perf_counter() - start
+                seconds = (time.perf_counter() - start, time.process_time() - cpu)
     return model, seconds, rss.added
 
 
 def _score_seconds(model, inputs):
     from ._compare import _positive_scores
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with sklearn.config_context(enable_metadata_routing=True):
         _positive_scores(model, inputs)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _budget_params(estimator, prefix):
@@ -259,6 +259,45 @@ def _schedule(durations, n_workers):
         i = int(np.argmin(free))
         free[i] += float(seconds)
     return float(max(free))
+
+
+def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_patients):
+    """Seconds of each task of one model on ``clock`` (0: wall, 1: CPU), from its
+    calibration ``cal``."""
+    law, times, n_cal = cal["law"], cal["times"], cal["n_cal"]
+    searched = len(candidates) > 1
+    # the first candidate, at two sizes, gives the law's overhead / slope split;
+    # every candidate's own small fit scales that curve to its cost
+    a, b = _affine([(_work(law, n)[0], c[clock]) for i, n, c in times if i == 0])
+
+    def curve(n):
+        return a + b * _work(law, n)[0]
+
+    ref = curve(n_cal)
+    scale = [c[clock] / ref if ref > 0 else 1.0 for i, n, c in times if n == n_cal]
+
+    def fit_seconds(n):
+        return cal["time_factor"] * sum(curve(n) * f for f in scale)
+
+    per_task = []
+    for k, (n_tr, n_te) in enumerate(zip(n_train, n_test, strict=True)):
+        inner = n_tr * (n_inner - 1) / n_inner
+        # inner: every candidate on every inner split; refit: an average candidate
+        seconds = (n_inner * fit_seconds(inner) + fit_seconds(n_tr) / len(scale)
+                   if searched else fit_seconds(n_tr))
+        # inner folds score n_tr in total per candidate; the refit scores the test part
+        n_scored = (n_tr * len(candidates) if searched else 0) + n_te
+        factor = cal["size_factor"] * (n_tr / cal["n_big"] if law == "n^2" else 1.0)
+        seconds += n_scored * cal["score_per_voxel"][clock] * factor
+        if k < n_workers:  # each worker's first task of this model
+            seconds += cal["one_off"][clock]
+        if cal["cold"] is not None:
+            # reading: (cold - warm) per calibration patient, for each training patient
+            warm = [c[clock] for i, n, c in times if i == 0 and n == cal["n_big"]][0]
+            per_patient = max(cal["cold"][clock] - warm, 0.0) / cal["cal_patients"]
+            seconds += per_patient * train_patients[k]
+        per_task.append(float(seconds))
+    return per_task
 
 
 class ComparisonPlan:
@@ -471,7 +510,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     cal_rows, cal_patients = _calibration_rows(y, groups, n_cal, rng)
     n_patients = int(np.unique(groups).size)
 
-    rows, cache, feature_seconds, durations = [], {}, 0.0, []
+    rows, cache, feature_seconds, durations, cpu_durations = [], {}, 0.0, [], []
     peak_worker = None
     baseline = _worker_baseline_bytes() if calibrate else None
     for name, (pipeline, grid) in zoo.items():
@@ -486,7 +525,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
                "inner_train_voxels": (int(round(n_train.mean() * (n_inner_ - 1) / n_inner_))
                                       if searched else None),
                "calibration": None, "seconds_per_task": None, "seconds": None,
-               "peak_task_mb": None}
+               "cpu_seconds": None, "peak_task_mb": None}
         rows.append(row)
         if not calibrate:
             continue
@@ -502,60 +541,45 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         y_cal, g_cal = y[cal_rows], groups[cal_rows]
         small = np.arange(n_cal)
         first_params = {**candidates[0], **budget, **extra}
-        cold_seconds = None
+        cold = None
         if cohort_params:
             # the tasks read images themselves: a fresh worker reads each training patient
             # once (then its cache serves), so time that read on the calibration patients
-            _, cold_seconds, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal,
-                                            held, cohort_params, cold=True)
+            _, cold, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
+                                    cohort_params, cold=True)
+            warmup = None
         else:
             # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid once
-            # per worker, not per fit
-            _fit_timed(prepared, first_params, inputs[small], y_cal[small], g_cal[small],
-                       held, cohort_params)
+            # per worker, not per fit; they are charged to the first task on each worker
+            _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
+                                                 y_cal[small], g_cal[small], held,
+                                                 cohort_params)
         times, memory = [], []
         for i, candidate in enumerate(candidates):
             params = {**candidate, **budget, **extra}
             sizes = (small, np.arange(len(cal_rows))) if i == 0 else (small,)
             for rows_ in sizes:
-                model, seconds, added = _fit_timed(prepared, params, inputs[rows_],
-                                                   y_cal[rows_], g_cal[rows_], held,
-                                                   cohort_params)
-                times.append((i, len(rows_), seconds))
+                model, clocks, added = _fit_timed(prepared, params, inputs[rows_],
+                                                  y_cal[rows_], g_cal[rows_], held,
+                                                  cohort_params)
+                times.append((i, len(rows_), clocks))
                 memory.append((len(rows_), added))
             if i == 0:
-                score_per_voxel = _score_seconds(model, inputs) / len(cal_rows)
-        # the first candidate, at two sizes, gives the law's overhead / slope split;
-        # every candidate's own small fit scales that curve to its cost
-        first = [(_work(law, n)[0], s) for i, n, s in times if i == 0]
-        a, b = _affine(first)
+                score_per_voxel = np.asarray(_score_seconds(model, inputs)) / len(cal_rows)
+        one_off = (np.zeros(2) if warmup is None
+                   else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
+        one_off_bytes = 0 if warmup is None else max(warmup_added - memory[0][1], 0)
 
-        def curve(n, a=a, b=b):
-            return a + b * _work(law, n)[0]
-
-        ref = curve(n_cal)
-        scale = [s / ref if ref > 0 else 1.0 for i, n, s in times if n == n_cal]
-
-        def fit_seconds(n):
-            return time_factor * sum(curve(n) * f for f in scale)
-
-        per_task = []
-        for n_tr, n_te in zip(n_train, n_test):
-            inner = n_tr * (n_inner_ - 1) / n_inner_
-            # inner: every candidate on every inner split; refit: an average candidate
-            seconds = (n_inner_ * fit_seconds(inner) + fit_seconds(n_tr) / len(scale)
-                       if searched else fit_seconds(n_tr))
-            # inner folds score n_tr in total per candidate; the refit scores the test
-            n_scored = (n_tr * len(candidates) if searched else 0) + n_te
-            factor = size_factor * (n_tr / len(cal_rows) if law == "n^2" else 1.0)
-            per_task.append(seconds + n_scored * score_per_voxel * factor)
-        if cold_seconds is not None:
-            # reading: (cold - warm) per calibration patient, for each training patient
-            warm = [s for i, n, s in times if i == 0 and n == len(cal_rows)][0]
-            per_patient = max(cold_seconds - warm, 0.0) / np.unique(g_cal).size
-            per_task = [t + per_patient * np.unique(groups[fold != k]).size
-                        for k, t in enumerate(per_task)]
+        calibration = {"law": law, "times": times, "n_cal": n_cal, "n_big": len(cal_rows),
+                       "time_factor": time_factor, "size_factor": size_factor,
+                       "score_per_voxel": score_per_voxel, "one_off": one_off, "cold": cold,
+                       "cal_patients": np.unique(g_cal).size}
+        per_task, per_task_cpu = (
+            _project(clock, calibration, candidates, n_train, n_test, n_inner_, n_workers,
+                     [np.unique(groups[fold != k]).size for k in range(len(n_train))])
+            for clock in (0, 1))
         durations.extend(per_task)
+        cpu_durations.extend(per_task_cpu)
         (n1, m1), (n2, m2) = memory[0], memory[1]
         mw = [(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))]
         ma, mb = _affine(mw)
@@ -563,19 +587,23 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
         item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
         input_bytes = item * (len(y) + n_big)
-        peak = (baseline or 0) + input_bytes + model_bytes
+        peak = (baseline or 0) + one_off_bytes + input_bytes + model_bytes
         peak_worker = max(peak_worker or 0, peak)
         row.update({
             "calibration": {"voxels": [n_cal, len(cal_rows)], "patients": cal_patients,
-                            "fit_seconds": [[n, round(s, 4)] for _, n, s in times],
-                            "cold_read_seconds": cold_seconds,
+                            "fit_seconds": [[n, round(c[0], 4)] for _, n, c in times],
+                            "fit_cpu_seconds": [[n, round(c[1], 4)] for _, n, c in times],
+                            "first_call_seconds": [round(float(v), 4) for v in one_off],
+                            "cold_read_seconds": None if cold is None else list(cold),
                             "budget": budget, "budget_factor": time_factor,
-                            "score_seconds_per_voxel": score_per_voxel,
+                            "score_seconds_per_voxel": float(score_per_voxel[0]),
                             "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory]},
             "seconds_per_task": float(np.mean(per_task)),
             "seconds": float(np.sum(per_task)),
+            "cpu_seconds": float(np.sum(per_task_cpu)),
             "peak_task_mb": peak / 2**20,
             "peak_task_parts_mb": {"worker_baseline": (baseline or 0) / 2**20,
+                                   "first_call": one_off_bytes / 2**20,
                                    "inputs": input_bytes / 2**20,
                                    "fit": model_bytes / 2**20},
         })
@@ -585,6 +613,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         "fits": sum(r["fits"] for r in rows),
         "features_seconds": feature_seconds if calibrate else None,
         "task_seconds": float(np.sum(durations)) if calibrated else None,
+        "task_cpu_seconds": float(np.sum(cpu_durations)) if calibrated else None,
         "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
                               if calibrated else None),
         "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
