@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from sklearn_hemo.datasets import load_cohort, make_stroke_cohort
 from sklearn_hemo.model_selection import compare_models, plan_comparison
 
@@ -82,30 +84,38 @@ def main(argv=None):
         print(plan)
         print(f"(dry run took {plan_seconds:.0f} s)\n")
         start = time.perf_counter()
-        result = compare_models(cohort, args.models, out_dir=out / "run", n_resamples=200,
-                                plot=False, **common)
+        compare_models(cohort, args.models, out_dir=out / "run", n_resamples=200,
+                       plot=False, **common)
         wall = time.perf_counter() - start
         peaks, worker_cpu = worker_peaks_mb()
+        measured, measured_cpu = {}, {}
+        for part_file in sorted((out / "run" / "parts").glob("*/*__fold*.npz")):
+            with np.load(part_file, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+            name = part_file.name.rsplit("__fold", 1)[0]
+            measured[name] = measured.get(name, 0.0) + meta["fit_time"] + meta["score_time"]
+            measured_cpu[name] = measured_cpu.get(name, 0.0) + meta.get("cpu_time", np.nan)
 
-    measured = {}
-    for row in result.fold_table:
-        seconds = (row.get("fit_time_s") or 0.0) + (row.get("score_time_s") or 0.0)
-        measured[row["model"]] = measured.get(row["model"], 0.0) + seconds
-    lines = [f"{'model':20} {'projected s':>11} {'measured s':>10} {'proj/meas':>9} "
-             f"{'proj. CPU s':>11} {'plan peak MB':>12}"]
+
+    lines = [f"{'model':20} {'wall: projected':>15} {'measured':>8} {'ratio':>5}   "
+             f"{'CPU: projected':>14} {'measured':>8} {'ratio':>5}  {'plan peak MB':>12}"]
     table = []
     for row in plan.rows:
-        got = measured.get(row["model"])
-        ratio = row["seconds"] / got if got else float("nan")
-        lines.append(f"{row['model']:20} {row['seconds']:11.1f} {got:10.1f} {ratio:9.2f} "
-                     f"{row['cpu_seconds']:11.1f} {row['peak_task_mb']:12.0f}")
+        got, got_cpu = measured.get(row["model"]), measured_cpu.get(row["model"])
+        lines.append(f"{row['model']:20} {row['seconds']:15.1f} {got:8.1f} "
+                     f"{row['seconds'] / got:5.2f}   {row['cpu_seconds']:14.1f} "
+                     f"{got_cpu:8.1f} {row['cpu_seconds'] / got_cpu:5.2f}  "
+                     f"{row['peak_task_mb']:12.0f}")
         table.append({"model": row["model"], "projected_s": row["seconds"],
-                      "projected_cpu_s": row["cpu_seconds"],
-                      "measured_s": got, "peak_task_mb_projected": row["peak_task_mb"]})
+                      "measured_s": got, "projected_cpu_s": row["cpu_seconds"],
+                      "measured_cpu_s": got_cpu,
+                      "peak_task_mb_projected": row["peak_task_mb"]})
     print("\n".join(lines))
     total_projected = plan.totals["projected_seconds"]
     print(f"total: projected {total_projected:.0f} s on {args.n_jobs} workers, measured "
-          f"{wall:.0f} s wall (features, tasks, bootstrap and files)")
+          f"{wall:.0f} s wall (features, tasks, bootstrap and files); the sum of all tasks: "
+          f"projected {plan.totals['task_cpu_seconds']:.1f} CPU s, measured "
+          f"{sum(measured_cpu.values()):.1f} CPU s")
     print(f"CPU seconds of the workers (all their tasks, unpickling included): "
           f"{sum(worker_cpu.values()):.1f}; projected CPU of the tasks: "
           f"{plan.totals['task_cpu_seconds']:.1f}")

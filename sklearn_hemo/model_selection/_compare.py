@@ -626,7 +626,12 @@ def _tagged(name, k, *args):
     # different number of threads sums in another order, so serial, loky and dask runs
     # would differ in the last bits; pinned, they are identical.
     with threadpool_limits(limits=1):
-        return name, k, _fit_part(*args)
+        cpu = time.process_time()
+        part = _fit_part(*args)
+        # CPU seconds of the task in its worker: with the wall times, what a shared
+        # machine's load did to it (compared with the dry-run plan's projection)
+        part["cpu_time"] = time.process_time() - cpu
+        return name, k, part
 
 
 def _normalise(part):
