@@ -96,7 +96,6 @@ def main(argv=None):
             measured[name] = measured.get(name, 0.0) + meta["fit_time"] + meta["score_time"]
             measured_cpu[name] = measured_cpu.get(name, 0.0) + meta.get("cpu_time", np.nan)
 
-
     lines = [f"{'model':20} {'wall: projected':>15} {'measured':>8} {'ratio':>5}   "
              f"{'CPU: projected':>14} {'measured':>8} {'ratio':>5}  {'plan peak MB':>12}"]
     table = []
