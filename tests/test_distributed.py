@@ -1,5 +1,6 @@
 """Distributed backends of compare_models: ray equals serial; cohorts travel as paths."""
 
+import builtins
 import pickle
 
 import numpy as np
@@ -43,10 +44,13 @@ def test_ray_local_runtime_equals_serial(on_disk):
     zoo = make_model_zoo(on_disk, models=["linear", "svm"], random_state=0)
     serial = compare_models(on_disk, zoo, oracle=False, **RUN)
     assert not ray.is_initialized()
+    print_before = builtins.print
     # without precomputed features every task gets the pipeline and the cohort itself
     distributed = compare_models(on_disk, zoo, oracle=False, backend="ray", n_jobs=2,
                                  precompute_features=False, **RUN)
     assert not ray.is_initialized()  # the runtime it started is shut down
+    # ray's driver swaps the builtin print (for its progress bars): it must be put back
+    assert builtins.print is print_before
     assert distributed.table == serial.table
     for name in zoo:
         np.testing.assert_array_equal(distributed.predictions[name]["score"],

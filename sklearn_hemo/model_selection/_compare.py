@@ -209,13 +209,14 @@ def _backend(backend, scheduler, n_jobs):
     if started:
         from ._distributed import init_ray
 
-        init_ray(ray, scheduler, n_jobs)
+        restore = init_ray(ray, scheduler, n_jobs)
     try:
         with parallel_config(backend="ray"):
             yield -1 if n_jobs == 1 else n_jobs
     finally:
         if started:
             ray.shutdown()
+            restore()
 
 
 def _cpu_count():

@@ -5,6 +5,7 @@ Kept apart from the comparison so that the backends can change without touching 
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 
@@ -22,14 +23,25 @@ def init_ray(ray, address, n_jobs):
     The local runtime has no dashboard (nothing listens on a web port) and its worker
     processes import this very copy of the package: the folder holding ``sklearn_hemo``
     goes first on their ``PYTHONPATH``, as a checkout run from its root expects.
+
+    Returns a function to call after ``ray.shutdown()``: it puts back the builtin
+    ``print`` that ray's driver replaces (``ray.experimental.tqdm_ray``) and never
+    restores, which would otherwise, e.g., make skorch print its epoch table whatever
+    its ``verbose``.
     """
+    original_print = builtins.print
+
+    def restore():
+        builtins.print = original_print
+
     if address is not None:
         ray.init(address=address)
-        return
+        return restore
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=n_workers(n_jobs), include_dashboard=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
+    return restore
 
 
 def run_unordered(tasks, n_jobs, backend):
