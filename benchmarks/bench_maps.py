@@ -14,13 +14,15 @@ a patient. For each model, in one run:
   assembling cost per unit of inference. Target ``<= 0.5`` for the paper's LSTM.
 
 Why earlier runs disagreed (0.97-1.01 once, 1.74-1.88 another time, same commit): (1)
-the ``model`` reference was one ``predict_proba`` over every brain voxel at once (500 MB
-of features at 128 x 128 x 20, then a scaled copy), whose time swings by +-40 % between
-repeats with the allocator's and the machine's memory state, and can exceed the chunked
-inference inside the map (ratios below 1); (2) best-of-3 of each side took minima from
-different repeats; (3) the model was a 16-cell LSTM whose inference is nearly free, so the
-ratio measured feature extraction, not inference, and moved with every change to the
-extractor. Now: one untimed warm-up of each side; ``--repeat`` (default 5) interleaved
+the ``model`` reference was one ``predict_proba`` over every brain voxel at once (318 MB
+of features at 128 x 128 x 20, then a scaled copy), whose time swings with the
+allocator's and the machine's memory state and exceeds the chunked inference inside the
+map: measured on the 16-cell LSTM, 0.96-1.45 CPU s in one call against 0.74-0.81 s in
+chunks over five repeats, so map / model read 0.90-1.38 with the old reference and
+1.65-1.82 with the chunked one (64 x 64 x 20: 1.28-2.03 against 1.89-1.98); (2) best-of-3
+of each side took minima from different repeats; (3) the model was a 16-cell LSTM whose
+inference is nearly free, so the ratio measured feature extraction, not inference, and
+moved with every change to the extractor. Now: one untimed warm-up of each side; ``--repeat`` (default 5) interleaved
 repeats, alternating which side goes first; the median of the per-repeat ratios, with
 their range; process CPU time for the verdict (less sensitive to other jobs on a shared
 machine), wall time beside it; the model reference applied in the map's chunks; and the
