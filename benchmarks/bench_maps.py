@@ -22,8 +22,8 @@ chunks over five repeats, so map / model read 0.90-1.38 with the old reference a
 1.65-1.82 with the chunked one (64 x 64 x 20: 1.28-2.03 against 1.89-1.98); (2) best-of-3
 of each side took minima from different repeats; (3) the model was a 16-cell LSTM whose
 inference is nearly free, so the ratio measured feature extraction, not inference, and
-moved with every change to the extractor. Now: one untimed warm-up of each side; ``--repeat`` (default 5) interleaved
-repeats, alternating which side goes first; the median of the per-repeat ratios, with
+moved with every change to the extractor. Now: one untimed warm-up of each side;
+``--repeat`` (default 5) interleaved repeats, alternating which side goes first; the median of the per-repeat ratios, with
 their range; process CPU time for the verdict (less sensitive to other jobs on a shared
 machine), wall time beside it; the model reference applied in the map's chunks; and the
 paper's LSTM (60 cells, batch 128, as ``make_model_zoo(protocol="paper")``) beside the
