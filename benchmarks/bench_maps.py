@@ -19,16 +19,17 @@ of features at 128 x 128 x 20, then a scaled copy), whose time swings with the
 allocator's and the machine's memory state and exceeds the chunked inference inside the
 map: measured on the 16-cell LSTM, 0.96-1.45 CPU s in one call against 0.74-0.81 s in
 chunks over five repeats, so map / model read 0.90-1.38 with the old reference and
-1.65-1.82 with the chunked one (64 x 64 x 20: 1.28-2.03 against 1.89-1.98); (2) best-of-3
-of each side took minima from different repeats; (3) the model was a 16-cell LSTM whose
-inference is nearly free, so the ratio measured feature extraction, not inference, and
-moved with every change to the extractor. Now: one untimed warm-up of each side;
-``--repeat`` (default 5) interleaved repeats, alternating which side goes first; the median of the per-repeat ratios, with
-their range; process CPU time for the verdict (less sensitive to other jobs on a shared
-machine), wall time beside it; the model reference applied in the map's chunks; and the
-paper's LSTM (60 cells, batch 128, as ``make_model_zoo(protocol="paper")``) beside the
-16-cell one and a linear model. The file cache is warm (the patient was just written and
-the warm-up read it): the timings measure decompression and extraction, not the disk.
+1.65-1.82 with the chunked one (64 x 64 x 20: 1.28-2.03 against 1.89-1.98); (2) best-
+of-3 of each side took minima from different repeats; (3) the model was a 16-cell LSTM
+whose inference is nearly free, so the ratio measured feature extraction, not inference,
+and moved with every change to the extractor. Now: one untimed warm-up of each side;
+``--repeat`` (default 5) interleaved repeats, alternating which side goes first; the
+median of the per-repeat ratios, with their range; process CPU time for the verdict
+(less sensitive to other jobs on a shared machine), wall time beside it; the model
+reference applied in the map's chunks; and the paper's LSTM (60 cells, batch 128, as
+``make_model_zoo(protocol="paper")``) beside the 16-cell one and a linear model. The
+file cache is warm (the patient was just written and the warm-up read it): the timings
+measure decompression and extraction, not the disk.
 
 Memory: in a fresh process per size, the peak resident memory (``ru_maxrss``) added by
 drawing the map of a file-backed patient, after imports and model loading, and the peak
