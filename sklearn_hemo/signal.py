@@ -160,11 +160,10 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
     which shifts every concentration curve upward (a positive "concentration" before the
     bolus) and inflates CBV. The curves given are averaged into one mean curve; its
     steady baseline level is the median of the second half of the frames before the
-    bolus peak (its deepest drop), its noise the robust (MAD) spread of its frame-to-frame
-    differences there. Leading frames count as non-steady, from the first one on and as
+    bolus arrival (:func:`bolus_arrival`, the first frame left out of its reference), its
+    noise the robust (MAD) spread of its frame-to-frame differences there. Leading frames count as non-steady, from the first one on and as
     long as they exceed that level by more than both ``n_sigma`` times the noise and
-    ``min_excess`` times the level. At most half of the frames before the peak are
-    counted.
+    ``min_excess`` times the level. At most half of the pre-bolus frames are counted.
 
     Parameters
     ----------
@@ -207,21 +206,24 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
 
 def _leading_excess(mean, n_sigma=5.0, min_excess=0.01):
     """Leading non-steady frame count of a mean signal curve, and its reference level."""
-    peak = int(np.argmin(mean))
-    pre = mean[:peak]
-    if pre.size < 4:
+    n_frames = mean.size
+    if n_frames < 4:
         return 0, float(mean[0])
-    half = pre.size // 2
-    tail = pre[half:]
-    if tail.size > 2:  # the last pre-peak frames are often on the bolus' down-slope
-        tail = tail[:-1]
-    level = float(np.median(tail))
-    diffs = np.diff(pre[half:])
-    noise = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2) \
-        if diffs.size >= 2 else 0.0
+    # the first frame is the one most often out of steady state: leave it out of the
+    # reference of the bolus arrival (its foot, not its peak, bounds the baseline)
+    arrival = 1 + bolus_arrival(mean[1:], kind="signal")
+    if arrival >= n_frames:  # no bolus: the whole series is baseline
+        arrival = n_frames
+    cap = arrival // 2
+    window = mean[cap:arrival]
+    if cap < 1 or window.size < 2:
+        return 0, float(mean[min(cap, n_frames - 1)])
+    level = float(np.median(window))
+    diffs = np.diff(window)
+    noise = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2)
     margin = max(n_sigma * noise, min_excess * abs(level))
     count = 0
-    while count < half and mean[count] > level + margin:
+    while count < cap and mean[count] > level + margin:
         count += 1
     return count, level
 
