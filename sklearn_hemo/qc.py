@@ -28,7 +28,7 @@ PLAUSIBILITY_LIMITS = {
     "negative_cbf": 0.05,
     "tmax_at_end": 0.05,
     "tmax_at_zero": 0.5,
-    "prebolus_concentration": 0.1,
+    "prebolus_concentration": 0.05,
 }
 
 _DESCRIPTIONS = {
