@@ -153,7 +153,7 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
                           origin="lower", interpolation="nearest")
         if contour is not None and np.any(contour[:, :, k]):
             ax.contour((view(contour, k) > 0).astype(float), levels=[0.5],
-                       colors="cyan", linewidths=1.0, origin="lower")
+                       colors="cyan", linewidths=1.0)  # origin=None: on the pixel centres
         if affine is not None:
             for x, letter in ((0.01, "R"), (0.93, "L")):
                 ax.text(x, 0.5, letter, transform=ax.transAxes, color="white",

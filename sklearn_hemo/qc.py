@@ -240,12 +240,11 @@ def _plot_patient(qc, patient):
                   vmax=max(high, low + 1), origin="lower", interpolation="nearest")
         if mask[:, :, k].any():
             ax.contour(_radiological_view(mask, k).astype(float), levels=[0.5],
-                       colors="yellow", linewidths=0.8, origin="lower")
+                       colors="yellow", linewidths=0.8)  # origin=None: pixel centres
         rows, cols = np.nonzero(_radiological_view(marks, k))
         if rows.size:
             ax.scatter(cols, rows, s=28, facecolors="none", edgecolors="red", linewidths=1.2)
-        ax.set_title(f"baseline, axial slice {k}: mask (yellow), AIF voxels (red)",
-                     fontsize=8)
+        ax.set_title(f"slice {k}: mask (yellow), AIF voxels (red)", fontsize=8)
         ax.text(0.01, 0.5, "R", transform=ax.transAxes, color="white", fontsize=10,
                 va="center")
         ax.text(0.97, 0.5, "L", transform=ax.transAxes, color="white", fontsize=10,

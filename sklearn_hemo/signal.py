@@ -152,7 +152,7 @@ def bolus_arrival(curves, *, kind="signal", threshold=0.05, n_sigma=3.0):
 
 
 # -- steady state --------------------------------------------------------------------------
-def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
+def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.02):
     """Number of leading frames acquired before the magnetisation reached steady state.
 
     The first frames of an EPI series are often brighter than the rest of the baseline
@@ -161,9 +161,10 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
     bolus) and inflates CBV. The curves given are averaged into one mean curve; its
     steady baseline level is the median of the second half of the frames before the
     bolus arrival (:func:`bolus_arrival`, the first frame left out of its reference), its
-    noise the robust (MAD) spread of its frame-to-frame differences there. Leading frames count as non-steady, from the first one on and as
-    long as they exceed that level by more than both ``n_sigma`` times the noise and
-    ``min_excess`` times the level. At most half of the pre-bolus frames are counted.
+    noise the robust (MAD) spread of its frame-to-frame differences there. Leading
+    frames count as non-steady, from the first one on and as long as they exceed that
+    level by more than both ``n_sigma`` times the noise and ``min_excess`` times the
+    level. At most half of the pre-bolus frames are counted.
 
     Parameters
     ----------
@@ -172,8 +173,9 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
         the last axis.
     n_sigma : float >= 0, default=5.0
         Margin over the baseline in multiples of its noise.
-    min_excess : float >= 0, default=0.01
-        Margin over the baseline as a fraction of its level.
+    min_excess : float >= 0, default=0.02
+        Margin over the baseline as a fraction of its level (a slow drift of the signal,
+        e.g. from head motion, stays below it).
 
     Returns
     -------
@@ -204,7 +206,7 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.01):
     return _leading_excess(mean, n_sigma, min_excess)[0]
 
 
-def _leading_excess(mean, n_sigma=5.0, min_excess=0.01):
+def _leading_excess(mean, n_sigma=5.0, min_excess=0.02):
     """Leading non-steady frame count of a mean signal curve, and its reference level."""
     n_frames = mean.size
     if n_frames < 4:

@@ -285,7 +285,7 @@ def _mean_curve(excess, n_frames=40, arrival=10):
     return curve + np.random.default_rng(0).normal(0, 1.0, n_frames)
 
 
-@pytest.mark.parametrize("excess", [(), (0.3,), (0.25, 0.06), (0.1, 0.03, 0.015)])
+@pytest.mark.parametrize("excess", [(), (0.3,), (0.25, 0.06), (0.1, 0.04, 0.025)])
 def test_steady_state_frames_counts_the_bright_leading_frames(excess):
     assert steady_state_frames(_mean_curve(excess)) == len(excess)
     # voxel curves are averaged: the same count from a (voxels, frames) array

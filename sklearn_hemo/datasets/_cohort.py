@@ -246,11 +246,12 @@ class Patient:
         """Boolean brain mask on the PWI grid.
 
         The ``brain_mask`` image when given; otherwise derived from the temporal median
-        of the PWI (a baseline image that neither the bolus nor non-steady leading frames
-        disturb) with a method made for EPI: Otsu's threshold, erosion in-plane by about
-        4 mm (it cuts the thin bridges between the brain and the scalp ring), the largest
-        connected component, a geodesic dilation back inside the thresholded head and the
-        filling of holes (ventricles, arteries darkened by the bolus). When the image has
+        of the first 8 PWI frames (a baseline image that neither a few non-steady leading
+        frames nor an early bolus frame disturb, and that later head motion does not blur)
+        with a method made for EPI: Otsu's threshold, an in-plane erosion by about 8 mm (at
+        least 2 voxels: it cuts the bridges between the brain and the scalp ring), the
+        largest connected component, a dilation back by as much inside the thresholded
+        head, and the filling of holes (ventricles, vessels). When the image has
         no dark background (the darker Otsu class is more than half as bright as the
         brighter one, e.g. a field of view cropped to the brain), every voxel with signal
         is brain. The derived mask is computed once per process (see
@@ -270,10 +271,11 @@ class Patient:
 
     def _derive_brain_mask(self):
         data = self.pwi.dataobj
+        n_first = min(8, self.n_frames)
         baseline = np.empty(self.shape, dtype=np.float32)
         for k in range(self.shape[2]):  # one slice at a time: bounded memory
-            baseline[:, :, k] = np.median(np.asarray(data[:, :, k, :], dtype=np.float32),
-                                          axis=-1)
+            baseline[:, :, k] = np.median(
+                np.asarray(data[:, :, k, :n_first], dtype=np.float32), axis=-1)
         if not np.isfinite(baseline).all():
             raise CohortError(
                 f"participant {self.id}: the PWI holds NaN or inf "
@@ -325,7 +327,7 @@ def _otsu_threshold(values, n_bins=256):
     return float(centres[np.argmax(between[:-1])]) if n_bins > 1 else float(centres[0])
 
 
-def _epi_brain_mask(baseline, zooms, erosion_mm=4.0):
+def _epi_brain_mask(baseline, zooms, erosion_mm=8.0):
     """Brain mask of a baseline EPI image (see :meth:`Patient.get_brain_mask`)."""
     from scipy import ndimage
 
@@ -340,11 +342,14 @@ def _epi_brain_mask(baseline, zooms, erosion_mm=4.0):
     dark, bright = baseline[positive & ~head], baseline[head]
     if dark.size == 0 or bright.size == 0 or dark.mean() > 0.5 * bright.mean():
         return positive  # no background in the field of view
-    # in-plane structuring element: slices are thick and few
+    # in-plane (3 x 3 square) structuring element: slices are thick and few
     plane = np.zeros((3, 3, 3), dtype=bool)
-    plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
-    radius = max(1, int(round(erosion_mm / max(min(zooms[0], zooms[1]), 1e-6))))
+    plane[:, :, 1] = True
+    radius = max(2, int(round(erosion_mm / max(min(zooms[0], zooms[1]), 1e-6))))
     core = ndimage.binary_erosion(head, plane, iterations=radius)
+    while not core.any() and radius > 1:  # a small volume: erode less
+        radius -= 1
+        core = ndimage.binary_erosion(head, plane, iterations=radius)
     if not core.any():  # a tiny volume: nothing survives the erosion
         core = head
     labels, n = ndimage.label(core)
