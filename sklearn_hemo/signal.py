@@ -538,41 +538,46 @@ def _roughness(curves, times):
     return (second**2 * (0.5 * (times[2:] - times[:-2]))).sum(axis=-1)
 
 
-def _half_width(curves, times):
-    """Full width at half maximum (s) of the main peak of each curve (frames above half
-    of the peak, contiguous with it)."""
+def _rise_time(curves, times, fraction=0.5):
+    """Time (s) at which each curve first reaches ``fraction`` of its peak, on the rising
+    edge of that peak (the first frame after the last one below that level before it).
+
+    Unlike the time to peak it is not moved by a saturated, flat-topped arterial peak
+    (whose maximum may come late in the plateau) nor by a broad recirculation.
+    """
     n = curves.shape[1]
     peak = np.argmax(curves, axis=1)
-    half = 0.5 * curves[np.arange(curves.shape[0]), peak]
-    below = curves < half[:, None]
+    level = fraction * curves[np.arange(curves.shape[0]), peak]
     frames = np.arange(n)
-    left = np.where(below & (frames[None, :] < peak[:, None]), frames[None, :], -1).max(axis=1)
-    right = np.where(below & (frames[None, :] > peak[:, None]), frames[None, :], n).min(axis=1)
-    return times[np.minimum(right, n - 1)] - times[np.maximum(left, 0)]
+    below = (curves < level[:, None]) & (frames[None, :] < peak[:, None])
+    last_below = np.where(below, frames[None, :], -1).max(axis=1)
+    return times[np.clip(last_below + 1, 0, n - 1)]
 
 
 def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=5,
-               n_rounds=2, reject_late=True, peak_fraction=0.5, random_state=0,
+               n_rounds=1, reject_late=True, peak_fraction=0.5, random_state=0,
                return_indices=False):
     """Arterial input function found automatically among brain concentration curves.
 
-    A simplified version of the cluster analysis of Mouridsen et al. (2006), which looks
-    for early, high and narrow first passes:
+    A version of the cluster analysis of Mouridsen et al. (2006), which looks for early,
+    high and narrow first passes, with physiological criteria for real scans (veins,
+    partial volume and saturated arteries):
 
-    0. (``reject_late``) physiological criteria: keep the curves that peak before the
-       median curve of all those given (the brain's typical tissue) and whose first pass
-       (full width at half maximum) is no broader than its. Veins, which drain the
-       tissue, peak after it with a broad, high curve: they go here, however large
-       their area; ischaemic, delayed tissue goes too. When no curve passes, this step
-       is skipped;
+    0. (``reject_late``) keep the curves whose bolus rises earlier than that of the
+       median curve of all those given (the brain's typical tissue): the time at which a
+       curve first reaches half of its peak, on the rising edge, comes before the median
+       curve's. Veins, which drain the tissue, rise after it, however high and large
+       their curve; ischaemic, delayed tissue goes too. The rising edge, not the time to
+       peak, is compared because a saturated arterial curve is flat-topped (its maximum
+       may come late in the plateau). When no curve passes, this step is skipped;
     1. keep the curves whose area under the curve (AUC) is in the top
        ``1 - auc_quantile`` (arteries carry the most contrast agent);
     2. among them, drop the ``1 - roughness_quantile`` roughest ones (the integral of the
        squared second derivative of the area-normalised curve; noisy and partial-volume
        curves are rough);
     3. cluster the area-normalised curves with k-means (``n_clusters``) and keep the
-       cluster whose centroid has the smallest first moment (the earliest, narrowest
-       bolus); repeat the clustering on that cluster ``n_rounds - 1`` more times;
+       cluster whose centroid rises first (ties: the smallest first moment, then the
+       highest peak); repeat the clustering on that cluster ``n_rounds - 1`` more times;
     4. partial-volume-aware choice: of the last cluster, keep the ``peak_fraction`` of
        curves with the highest peaks (partial volume with tissue lowers and broadens the
        arterial peak, and biases CBF upward, Chen et al. 2005); the AIF is their mean
@@ -592,7 +597,7 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         Curves rougher than this quantile (of the remaining ones) are discarded.
     n_clusters : int, default=5
         Clusters of k-means (fewer when fewer curves remain).
-    n_rounds : int, default=2
+    n_rounds : int, default=1
         Rounds of clustering.
     reject_late : bool, default=True
         Apply the physiological criteria of step 0.
@@ -660,10 +665,8 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     pool = np.arange(values.shape[0])
     if reject_late and values.shape[1] >= 3:
         reference = np.median(values, axis=0)
-        ref_peak = times[np.argmax(reference)]
-        ref_width = _half_width(reference[None], times)[0]
-        early = (times[np.argmax(values, axis=1)] < ref_peak) \
-            & (_half_width(values, times) <= ref_width) & (area > 0)
+        early = (_rise_time(values, times) < _rise_time(reference[None], times)[0]) \
+            & (area > 0)
         if early.any():
             pool = np.flatnonzero(early)
     candidates = pool[(area[pool] >= np.quantile(area[pool], auc_quantile))
@@ -682,8 +685,9 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         km = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(normalised)
         centres = km.cluster_centers_
         first_moment = (centres * times).sum(axis=1) / centres.sum(axis=1)
-        # ties (rare) go to the cluster with the highest peak
-        best = np.lexsort((-centres.max(axis=1), first_moment))[0]
+        rise = _rise_time(centres, times) if reject_late else first_moment
+        # ties go to the smallest first moment, then to the highest peak
+        best = np.lexsort((-centres.max(axis=1), first_moment, rise))[0]
         chosen = km.labels_ == best
         candidates, normalised = candidates[chosen], normalised[chosen]
     peaks = values[candidates].max(axis=1)
@@ -813,12 +817,14 @@ def _detect_patient_aif(patient, timing, data=None):
     voxels = np.argwhere(brain)[indices].astype(np.int64)
     tissue = curves.mean(axis=0, dtype=np.float64)
     notes = []
-    aif_peak, tissue_peak = times[np.argmax(aif)], times[np.argmax(tissue)]
-    if aif_peak >= tissue_peak:
+    # the rising edges (half of the peak), as in detect_aif: a saturated arterial curve
+    # is flat-topped, so its maximum may come late in the plateau
+    aif_rise, tissue_rise = _rise_time(np.stack([aif, tissue]), times)
+    if aif_rise >= tissue_rise:
         notes.append(
-            f"participant {patient.id}: the detected AIF peaks at {aif_peak:.1f} s, not "
-            f"before the mean brain tissue ({tissue_peak:.1f} s); it may be a vein or "
-            "tissue. Check the QC report (sklearn-hemo qc) or provide aif.tsv.")
+            f"participant {patient.id}: the detected AIF rises at {aif_rise:.1f} s (half "
+            f"of its peak), not before the mean brain tissue ({tissue_rise:.1f} s); it may "
+            "be a vein or tissue. Check the QC report (sklearn-hemo qc) or provide aif.tsv.")
     return Bunch(curve=aif.astype(np.float64), times=times, voxels=voxels, tissue=tissue,
                  notes=tuple(notes))
 

@@ -41,7 +41,7 @@ def test_phantom_mask_is_the_brain_frames_are_dropped_and_the_aif_is_an_artery(s
     assert np.mean(qc.brain_mask[head == 1]) >= 0.9
     assert qc.n_nonsteady == truth["n_nonsteady"]
     assert _arteries_hit(qc, truth)
-    assert not any("not before" in w for w in qc.warnings)
+    assert not any("not before the mean brain" in w for w in qc.warnings)
     assert qc.aif_voxels.dtype.kind == "i" and qc.aif_voxels.shape[1] == 3
     if truth["n_nonsteady"]:
         assert any(f"{patient.id}: the first {truth['n_nonsteady']} PWI frame" in w
@@ -102,7 +102,7 @@ def test_an_aif_after_the_tissue_and_a_bad_baseline_warn_naming_the_patient(tmp_
     late = Patient("sub-late", nib.Nifti1Image(data, patient.affine), patient.dwi_b0,
                    patient.dwi_b1000, echo_time=0.03, repetition_time=1.5)
     qc = patient_qc(late, maps=False)
-    if not any("sub-late: the detected AIF peaks" in w for w in qc.warnings):
+    if not any("sub-late: the detected AIF rises" in w for w in qc.warnings):
         # it found tissue that peaks early: acceptable only if it is not a vein
         veins = {tuple(v) for v in truth["vein_voxels"].tolist()}
         assert not any(tuple(v) in veins for v in qc.aif_voxels.tolist())
@@ -124,8 +124,10 @@ def test_a_short_scan_warns_by_how_much_it_is_padded():
     assert patient_qc(patient, maps=False).measures["padding_s"] == pytest.approx(47.7)
 
 
-def test_plausibility_measures_of_an_easy_patient_are_quiet(tiny_cohort):
-    qc = patient_qc(tiny_cohort[0])
+def test_plausibility_measures_of_an_easy_patient_are_quiet():
+    easy = {"difficulty": "easy"} if REALISTIC else {}
+    qc = patient_qc(make_stroke_cohort(n_patients=1, shape=(12, 12, 2), random_state=0,
+                                       **easy)[0])
     for name in ("negative_cbv", "negative_cbf", "tmax_at_end", "prebolus_concentration"):
         assert 0 <= qc.measures[name] < 0.05
     assert qc.measured_aif and qc.aif_voxels.shape == (0, 3)
@@ -196,7 +198,9 @@ def test_qc_index_opens_in_a_headless_browser(tmp_path):
 def realistic():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        cohort = make_stroke_cohort(n_patients=10, shape=(32, 32, 4), random_state=0,
+        # 3.75 mm voxels: at the default 7.5 mm the 1-2 mm arteries fill at most about a
+        # fifth of a voxel and a third of the patients have no artery voxel in the truth
+        cohort = make_stroke_cohort(n_patients=10, shape=(64, 64, 3), random_state=0,
                                     difficulty="realistic")
         return cohort, [patient_qc(p, maps=False) for p in cohort]
 

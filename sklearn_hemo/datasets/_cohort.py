@@ -248,8 +248,8 @@ class Patient:
         The ``brain_mask`` image when given; otherwise derived from the temporal median
         of the first 8 PWI frames (a baseline image that neither a few non-steady leading
         frames nor an early bolus frame disturb, and that later head motion does not blur)
-        with a method made for EPI: Otsu's threshold, an in-plane erosion by about 8 mm (at
-        least 2 voxels: it cuts the bridges between the brain and the scalp ring), the
+        with a method made for EPI: Otsu's threshold, an in-plane erosion by about 10 mm
+        (at least 2 voxels: it cuts the bridges between the brain and the scalp ring), the
         largest connected component, a dilation back by as much inside the thresholded
         head, and the filling of holes (ventricles, vessels). When the image has
         no dark background (the darker Otsu class is more than half as bright as the
@@ -327,7 +327,7 @@ def _otsu_threshold(values, n_bins=256):
     return float(centres[np.argmax(between[:-1])]) if n_bins > 1 else float(centres[0])
 
 
-def _epi_brain_mask(baseline, zooms, erosion_mm=8.0):
+def _epi_brain_mask(baseline, zooms, erosion_mm=10.0):
     """Brain mask of a baseline EPI image (see :meth:`Patient.get_brain_mask`)."""
     from scipy import ndimage
 
@@ -345,7 +345,7 @@ def _epi_brain_mask(baseline, zooms, erosion_mm=8.0):
     # in-plane (3 x 3 square) structuring element: slices are thick and few
     plane = np.zeros((3, 3, 3), dtype=bool)
     plane[:, :, 1] = True
-    radius = max(2, int(round(erosion_mm / max(min(zooms[0], zooms[1]), 1e-6))))
+    radius = max(2, int(np.ceil(erosion_mm / max(min(zooms[0], zooms[1]), 1e-6) - 1e-6)))
     core = ndimage.binary_erosion(head, plane, iterations=radius)
     while not core.any() and radius > 1:  # a small volume: erode less
         radius -= 1
