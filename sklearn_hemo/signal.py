@@ -160,7 +160,8 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.02):
     which shifts every concentration curve upward (a positive "concentration" before the
     bolus) and inflates CBV. The curves given are averaged into one mean curve; its
     steady baseline level is the median of the second half of the frames before the
-    bolus arrival (:func:`bolus_arrival`, the first frame left out of its reference), its
+    bolus arrival (:func:`bolus_arrival`, on the curve clipped from above at its median
+    pre-peak level so that the bright frames do not hide the bolus), its
     noise the robust (MAD) spread of its frame-to-frame differences there. Leading
     frames count as non-steady, from the first one on and as long as they exceed that
     level by more than both ``n_sigma`` times the noise and ``min_excess`` times the
@@ -211,9 +212,12 @@ def _leading_excess(mean, n_sigma=5.0, min_excess=0.02):
     n_frames = mean.size
     if n_frames < 4:
         return 0, float(mean[0])
-    # the first frame is the one most often out of steady state: leave it out of the
-    # reference of the bolus arrival (its foot, not its peak, bounds the baseline)
-    arrival = 1 + bolus_arrival(mean[1:], kind="signal")
+    # bright leading frames would inflate the reference and the noise of the bolus
+    # arrival (its foot, not its peak, bounds the baseline): clip the curve from above at
+    # the median level before its deepest drop (the bolus is a drop: unchanged)
+    peak = int(np.argmin(mean))
+    ceiling = float(np.median(mean[: max(peak, 1)]))
+    arrival = bolus_arrival(np.minimum(mean, ceiling), kind="signal")
     if arrival >= n_frames:  # no bolus: the whole series is baseline
         arrival = n_frames
     cap = arrival // 2
