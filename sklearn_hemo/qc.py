@@ -28,6 +28,7 @@ PLAUSIBILITY_LIMITS = {
     "negative_cbf": 0.05,
     "tmax_at_end": 0.05,
     "tmax_at_zero": 0.5,
+    "negative_tmax": 0.05,
     "prebolus_concentration": 0.05,
 }
 
@@ -37,6 +38,8 @@ _DESCRIPTIONS = {
     "tmax_at_end": "of brain voxels have a Tmax at the end of the acquisition",
     "tmax_at_zero": "of brain voxels have a Tmax of 0 (an AIF that does not precede the "
                     "tissue?)",
+    "negative_tmax": "of brain voxels have a negative Tmax (tissue bolus before the AIF: a "
+                     "late AIF, e.g. a vein?)",
     "prebolus_concentration": "is the mean brain pre-bolus concentration relative to its "
                               "peak (baseline not at steady state?)",
 }
@@ -70,7 +73,8 @@ class PatientQC:
         Whether the AIF comes from ``aif.tsv`` rather than detection.
     measures : dict
         Plausibility measures: shares of brain voxels with negative CBV or CBF, with Tmax
-        at the end of the acquisition or at 0, the relative pre-bolus concentration, and
+        at the end of the acquisition, at 0 or negative, the relative pre-bolus
+        concentration, and
         ``padding_s`` (seconds of the common time grid after the last frame).
     maps : Bunch or None
         The perfusion maps (:func:`~sklearn_hemo.perfusion.patient_perfusion_maps`).
@@ -115,8 +119,9 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     leading frames dropped, an AIF that does not peak before the tissue, a scan shorter
     than the common time grid (padding, with its length), and each plausibility measure
     above its limit in :data:`PLAUSIBILITY_LIMITS`: the share of brain voxels with a
-    negative CBV or CBF, with Tmax at the end of the acquisition (or, for more than half
-    of the brain, at 0), and a mean pre-bolus brain concentration far from 0.
+    negative CBV or CBF, with Tmax at the end of the acquisition, negative (the tissue
+    before the AIF) or, for more than half of the brain, at 0, and a mean pre-bolus
+    brain concentration far from 0.
 
     Parameters
     ----------
@@ -192,7 +197,8 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
             measures["negative_cbf"] = float(np.mean(perfusion.cbf[inside] < 0))
             measures["tmax_at_end"] = float(np.mean(
                 tmax >= duration - patient.repetition_time / 2))
-            measures["tmax_at_zero"] = float(np.mean(tmax <= 1e-6))
+            measures["tmax_at_zero"] = float(np.mean(np.abs(tmax) <= 1e-6))
+            measures["negative_tmax"] = float(np.mean(tmax < -1e-6))
     for name, limit in PLAUSIBILITY_LIMITS.items():
         value = measures.get(name)
         if value is not None and value > limit:
@@ -227,7 +233,9 @@ def _plot_patient(qc, patient):
     # the slices with the most AIF voxels, then the middle of the brain
     order = np.argsort(-marks.sum(axis=(0, 1)), kind="stable") if marks.any() \
         else np.array([n_z // 2])
-    slices = sorted({int(order[0]), int(np.argmax(mask.sum(axis=(0, 1))))})[:2]
+    by_size = np.argsort(-mask.sum(axis=(0, 1)), kind="stable")
+    second = next((int(k) for k in by_size if int(k) != int(order[0])), None)
+    slices = sorted({int(order[0])} | ({second} if second is not None else set()))
     maps = qc.maps
     n_map = 3 if maps is not None else 0
     fig = Figure(figsize=(4.0 * max(len(slices) + 1, n_map), 7.6), layout="constrained")
@@ -281,9 +289,9 @@ def _plot_patient(qc, patient):
             ax = fig.add_subplot(grid[1, col])
             shown = np.ma.masked_where(~_radiological_view(mask, k),
                                        _radiological_view(volume, k))
-            image = ax.imshow(shown, cmap="viridis", vmin=min(0.0, float(values.min()))
-                              if values.size else 0.0, vmax=max(top, 1e-6), origin="lower",
-                              interpolation="nearest")
+            bottom = min(0.0, float(np.percentile(values, 2))) if values.size else 0.0
+            image = ax.imshow(shown, cmap="viridis", vmin=bottom, vmax=max(top, bottom + 1e-6),
+                              origin="lower", interpolation="nearest")
             fig.colorbar(image, ax=ax, shrink=0.8, label=unit)
             ax.set_title(f"{name.upper()}, axial slice {k}", fontsize=9)
             ax.set_axis_off()
