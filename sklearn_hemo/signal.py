@@ -185,8 +185,8 @@ def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.02):
 
     See Also
     --------
-    patient_timing : the same on a patient's mean brain signal, with ``pwi.json``'s
-        ``NonSteadyStateFrames`` taking precedence.
+    sklearn_hemo.qc.patient_qc : the count used for a patient (on its mean brain signal;
+        ``pwi.json``'s ``NonSteadyStateFrames`` takes precedence).
 
     Examples
     --------

@@ -225,3 +225,16 @@ def test_realistic_mask_holds_at_most_two_percent_non_brain(realistic):
 def test_realistic_dropped_frames_equal_the_truth(realistic):
     cohort, results = realistic
     assert [qc.n_nonsteady for qc in results] == [int(p.truth["n_nonsteady"]) for p in cohort]
+
+
+@needs_realistic
+def test_train_prints_the_qc_warnings(tmp_path, capsys):
+    from sklearn_hemo.cli import main
+
+    data = tmp_path / "data"
+    make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5, random_state=0,
+                       out_dir=data, difficulty="realistic")
+    assert main(["train", "--data", str(data), "--model", "linear", "--out",
+                 str(tmp_path / "model"), "--n-samples", "72", "--random-state", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "QC warning: participant sub-001: the first" in err  # non-steady frames
