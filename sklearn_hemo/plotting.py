@@ -20,8 +20,7 @@ def _to_ras(volume, affine):
     """``volume`` (3D, or more with extra trailing axes) reoriented to the closest RAS+
     voxel order of ``affine`` (first axis from the patient's left to right,
     second posterior to anterior, third inferior to superior), with nibabel."""
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, \
-        ornt_transform
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
     transform = ornt_transform(io_orientation(np.asarray(affine)), axcodes2ornt("RAS"))
     return apply_orientation(np.asanyarray(volume), transform)

@@ -280,9 +280,8 @@ def _plot_patient(qc, patient):
     ax.set_title("AIF and tissue curves", fontsize=9)
     if maps is not None:
         k = slices[-1]
-        for col, (name, unit, vmax) in enumerate((("cbf", "mL/100 mL/min", None),
-                                                  ("cbv", "mL/100 mL", None),
-                                                  ("tmax", "s", None))):
+        for col, (name, unit) in enumerate((("cbf", "mL/100 mL/min"), ("cbv", "mL/100 mL"),
+                                            ("tmax", "s"))):
             volume = _to_ras(np.asarray(maps[name]), affine)
             values = volume[mask]
             top = np.percentile(values, 98) if values.size else 1.0

@@ -41,7 +41,7 @@ def head_phantom(pid="sub-ph", *, shape=(40, 40, 3), n_frames=50, tr=1.5, te=0.0
     conc[brain] = tissue
     # arteries: 8 voxels in the middle cerebral territories, partial volume 0.4-1
     arteries = [(nx // 2 - 6, ny // 2 + d, k) for d in (-1, 0, 1) for k in range(nz)][:8]
-    for i, (a, b, c) in enumerate(arteries):
+    for a, b, c in arteries:
         f = 0.4 + 0.6 * rng.random()
         conc[a, b, c] = f * aif + (1 - f) * tissue
     # veins: the sinus, peaking 4 s after the tissue, 1.5 times the arterial area

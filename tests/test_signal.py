@@ -9,7 +9,6 @@ from hypothesis.extra import numpy as hnp
 
 from sklearn_hemo.datasets import ArterialInputFunction, CohortError, Patient
 from sklearn_hemo.signal import (
-    steady_state_frames,
     aif_curve,
     aif_from_tsv,
     bolus_arrival,
@@ -17,6 +16,7 @@ from sklearn_hemo.signal import (
     detect_aif,
     patient_aif,
     resample_time,
+    steady_state_frames,
 )
 
 TE = 0.03

@@ -34,8 +34,9 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     Leading non-steady frames are dropped (see
     :func:`sklearn_hemo.signal.steady_state_frames`), the brain voxels of the source PWI
     are converted to concentration with :func:`sklearn_hemo.signal.concentration`
-    (baseline: the steady pre-bolus frames of the mean brain signal), the patient's AIF is taken on its own frame times with
-    :func:`sklearn_hemo.signal.patient_aif` (measured, or detected when absent), and the
+    (baseline: the steady pre-bolus frames of the mean brain signal), the patient's AIF
+    is taken on its own kept frame times with :func:`sklearn_hemo.signal.patient_aif`
+    (measured, or detected when absent: the same AIF as the patch features), and the
     maps are computed on the acquisition's own time grid (no resampling: interpolation
     would smooth the bolus, and a short acquisition padded to the paper's 108 s would
     distort the areas).

@@ -35,7 +35,6 @@ from ..signal import (
     _apply_plan,
     _concentration,
     _grid,
-    _interp_plan,
     _padding_note,
     _patient_aif,
     _patient_offset,
