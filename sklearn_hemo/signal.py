@@ -837,7 +837,7 @@ def _patient_aif_detection(patient, timing, data=None):
     """:func:`_detect_patient_aif` through the per-process cache (one AIF per patient)."""
     from ._cache import cached
 
-    return cached(patient, ("aif_detection",),
+    return cached(patient, ("aif_detection", timing.n_nonsteady, timing.arrival),
                   lambda: _detect_patient_aif(patient, timing, data))
 
 
