@@ -140,10 +140,12 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     --------
     >>> from sklearn_hemo.datasets import make_stroke_cohort
     >>> from sklearn_hemo.qc import patient_qc
-    >>> patient = make_stroke_cohort(n_patients=1, shape=(12, 12, 2), random_state=0)[0]
+    >>> patient = make_stroke_cohort(n_patients=1, shape=(32, 32, 3), random_state=0)[0]
     >>> qc = patient_qc(patient, maps=False)
-    >>> qc.n_nonsteady, bool(qc.brain_mask.any())
-    (0, True)
+    >>> qc.n_nonsteady == int(patient.truth["n_nonsteady"]), bool(qc.brain_mask.any())
+    (True, True)
+    >>> print(qc.warnings[0])  # doctest: +ELLIPSIS
+    participant sub-001: the first 1 PWI frame(s) are not at steady state ...
     """
     from ._cache import cached
     from .preprocessing._patches import _patient_brain, _patient_volume
