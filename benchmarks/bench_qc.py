@@ -9,7 +9,7 @@ Prints, over ``--n-patients`` simulated patients (``difficulty="realistic"``):
 * the dropped leading frames against ``truth["n_nonsteady"]``;
 * for comparison, the same for the old mask (10% of the 99th percentile of the first
   five frames) and the old AIF detection (``reject_late=False, peak_fraction=1,
-  n_rounds=2``; on the same dropped frames and mask).
+  n_rounds=2, n_clusters=5``; on the same dropped frames and mask).
 
 Run: ``python benchmarks/bench_qc.py [--n-patients 20] [--shape 64 64 3]``. The default
 shape is 64 x 64 x 3 (3.75 mm voxels): at the simulator's default 32 x 32 x 4 (7.5 mm)
@@ -43,7 +43,7 @@ def _old_aif_voxels(patient, qc):
     curves = concentration(data[qc.brain_mask][:, start:].astype(np.float32),
                            patient.echo_time, baseline=slice(0, qc.arrival - start))
     _, idx = detect_aif(curves, _steady_times(patient, start), reject_late=False,
-                        peak_fraction=1.0, n_rounds=2, return_indices=True)
+                        peak_fraction=1.0, n_rounds=2, n_clusters=5, return_indices=True)
     return np.argwhere(qc.brain_mask)[idx]
 
 

@@ -558,8 +558,8 @@ def _rise_time(curves, times, fraction=0.5):
     return times[np.clip(last_below + 1, 0, n - 1)]
 
 
-def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=5,
-               n_rounds=1, reject_late=True, peak_fraction=0.5, random_state=0,
+def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
+               n_rounds=1, reject_late=True, peak_fraction=0.3, random_state=0,
                return_indices=False):
     """Arterial input function found automatically among brain concentration curves.
 
@@ -570,7 +570,8 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     0. (``reject_late``) keep the curves whose bolus rises earlier than that of the
        median curve of all those given (the brain's typical tissue): the time at which a
        curve first reaches half of its peak, on the rising edge, comes before the median
-       curve's. Veins, which drain the tissue, rise after it, however high and large
+       curve's, but not more than two frames before the foot of the mean curve
+       (:func:`bolus_arrival`; earlier "boluses" are motion or noise). Veins, which drain the tissue, rise after it, however high and large
        their curve; ischaemic, delayed tissue goes too. The rising edge, not the time to
        peak, is compared because a saturated arterial curve is flat-topped (its maximum
        may come late in the plateau). When no curve passes, this step is skipped;
@@ -599,14 +600,15 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         Curves with an AUC below this quantile are discarded.
     roughness_quantile : float in (0, 1], default=0.75
         Curves rougher than this quantile (of the remaining ones) are discarded.
-    n_clusters : int, default=5
+    n_clusters : int, default=8
         Clusters of k-means (fewer when fewer curves remain).
     n_rounds : int, default=1
         Rounds of clustering.
     reject_late : bool, default=True
         Apply the physiological criteria of step 0.
-    peak_fraction : float in (0, 1], default=0.5
-        Fraction of the final cluster, highest peaks first, averaged into the AIF.
+    peak_fraction : float in (0, 1], default=0.3
+        Fraction of the final cluster, highest peaks first, averaged into the AIF (at
+        least one curve).
     random_state : int, RandomState instance or None, default=0
         Seed of k-means; the default makes the AIF reproducible.
     return_indices : bool, default=False
@@ -669,8 +671,12 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     pool = np.arange(values.shape[0])
     if reject_late and values.shape[1] >= 3:
         reference = np.median(values, axis=0)
-        early = (_rise_time(values, times) < _rise_time(reference[None], times)[0]) \
-            & (area > 0)
+        rise = _rise_time(values, times)
+        # no artery fills before the bolus reaches the brain: a curve rising more than two
+        # frames before the foot of the mean curve is an artefact (motion, a noise spike)
+        foot = bolus_arrival(values.mean(axis=0), kind="concentration")
+        early = (rise < _rise_time(reference[None], times)[0]) \
+            & (rise >= times[max(foot - 3, 0)]) & (area > 0)
         if early.any():
             pool = np.flatnonzero(early)
     candidates = pool[(area[pool] >= np.quantile(area[pool], auc_quantile))
