@@ -571,10 +571,11 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
        median curve of all those given (the brain's typical tissue): the time at which a
        curve first reaches half of its peak, on the rising edge, comes before the median
        curve's, but not more than two frames before the foot of the mean curve
-       (:func:`bolus_arrival`; earlier "boluses" are motion or noise). Veins, which drain the tissue, rise after it, however high and large
-       their curve; ischaemic, delayed tissue goes too. The rising edge, not the time to
-       peak, is compared because a saturated arterial curve is flat-topped (its maximum
-       may come late in the plateau). When no curve passes, this step is skipped;
+       (:func:`bolus_arrival`; earlier "boluses" are motion or noise). Veins, which
+       drain the tissue, rise after it, however high and large their curve; ischaemic,
+       delayed tissue goes too. The rising edge, not the time to peak, is compared
+       because a saturated arterial curve is flat-topped (its maximum may come late in
+       the plateau). When no curve passes, this step is skipped;
     1. keep the curves whose area under the curve (AUC) is in the top
        ``1 - auc_quantile`` (arteries carry the most contrast agent);
     2. among them, drop the ``1 - roughness_quantile`` roughest ones (the integral of the
