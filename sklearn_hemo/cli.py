@@ -210,17 +210,19 @@ def _run_compare(args):
     print(result)
     if args.volumes:
         _compare_volumes(args, cohort, result)
-    sample = result.run["run"]["sample"]
-    print(f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
-          f"({sample['bleeding_patients']} with HT voxels).")
-    if sample["voxels_drawn"] < sample["voxels_asked"]:
+    sample = getattr(result, "run", {}).get("run", {}).get("sample")
+    if sample:
+        print(f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
+              f"({sample['bleeding_patients']} with HT voxels).")
+    if sample and sample["voxels_drawn"] < sample["voxels_asked"]:
         print(f"warning: {sample['voxels_asked']} voxels were asked for but only "
               f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the cohort).")
     print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
-          f"{result.config.get('reference')} in differences.csv and table.md. Wrote "
+          f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "
+          "table.md. Wrote "
           f"table.csv, table.md, differences.csv, run.json, predictions.csv, folds.csv, "
           f"fold_scores.csv, best_params.json and roc_pr.png"
-          + (", stability.csv" if result.stability else "")
+          + (", stability.csv" if getattr(result, "stability", None) else "")
           + f" to {args.out} in {time.perf_counter() - start:.0f} s.")
     return 0
 

@@ -210,7 +210,7 @@ def test_roi_scorer_spreads_one_patient_score(tiny_cohort, refs):
 
 
 def test_maps_and_roi_models_in_grouped_cross_validation(tiny_cohort, refs):
-    """The zoo's ``random-forest-maps`` and ``roi-k2`` shapes, patient-grouped."""
+    """The zoo's ``random-forest-maps`` and ``roi-leakage-proxy`` shapes, patient-grouped."""
     X, y = refs
     groups = X[:, 0]
     cv = GroupKFold(n_splits=3)

@@ -20,7 +20,7 @@ __all__ = ["ROIPermeabilityScorer"]
 
 
 class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
-    """Patient-level permeability of the lesion ROI as a voxel classifier (``roi-k2``).
+    """Patient-level permeability of the lesion ROI as a voxel classifier (``roi-leakage-proxy``).
 
     The ROI-based baseline of Yu et al. (MICCAI 2019, last row of their table: "ROI-based,
     Ktrans"): each patient gets one score, a statistic of a permeability map over the
