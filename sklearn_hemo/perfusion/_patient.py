@@ -7,7 +7,12 @@ from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
 from ._deconvolution import _correction_factor, perfusion_maps
-from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
+from ._leakage import (
+    correct_leakage,
+    estimate_leakage,
+    estimate_leakage_arrival,
+    nonenhancing_reference,
+)
 from ._permeability import permeability_measures
 
 __all__ = ["patient_perfusion_maps", "MAP_NAMES"]
@@ -25,6 +30,7 @@ MAP_NAMES = (
     "max_concentration",
     "peak_bolus_area",
     "psr",
+    "k2_arrival",
 )
 
 
@@ -62,8 +68,9 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         One float32 array on the PWI grid per name of ``MAP_NAMES``, 0 outside the brain
         mask: ``cbf`` (mL/100 mL/min), ``cbv`` (mL/100 mL), ``mtt`` (s), ``tmax`` (s),
         ``k2`` (1/s, BSW against :func:`nonenhancing_reference`), ``cbv_corrected``
-        (mL/100 mL, BSW-corrected) and the :func:`permeability_measures`
-        (``psr`` in %).
+        (mL/100 mL, BSW-corrected), the :func:`permeability_measures`
+        (``psr`` in %) and ``k2_arrival`` (1/s, :func:`estimate_leakage_arrival`: K2
+        against the reference delayed and dispersed to each voxel's arrival).
 
     Examples
     --------
@@ -90,6 +97,8 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         maps = perfusion_maps(conc, aif, dt, method=method, **kwargs)
         reference = nonenhancing_reference(conc, dt)
         maps["k2"] = estimate_leakage(conc, reference, dt).k2
+        # K2 against the reference delayed and dispersed to each voxel's own arrival
+        maps["k2_arrival"] = estimate_leakage_arrival(conc, reference, dt).k2
         corrected = correct_leakage(conc, reference, dt, maps["k2"])
         factor = _correction_factor(kwargs.get("hematocrit"), kwargs.get("density"))
         maps["cbv_corrected"] = (
