@@ -145,7 +145,9 @@ def _compare_cohort(args, seed=None):
     if args.protocol != "paper":
         print("simulating the default cohort (make_stroke_cohort defaults, "
               f"random_state={seed}) ...", flush=True)
-        return make_stroke_cohort(random_state=seed, progress=not args.quiet)
+        # patients in parallel on the compare's workers: the same cohort whatever n_jobs
+        return make_stroke_cohort(random_state=seed, progress=not args.quiet,
+                                  n_jobs=args.n_jobs)
     # paper size: ~35 MB per patient, so on disk, simulated once and reused by reruns
     name = "cohort" if seed == args.random_state else f"cohort-seed{seed}"
     folder, marker = Path(args.out) / name, Path(args.out) / f"{name}.json"

@@ -18,11 +18,12 @@ from sklearn_hemo.model_selection import (
 )
 
 # 8 patients, 5 bleeding (as in test_compare): enough HT patients for 3 x 2 folds
-SMALL = {"n_patients": 8, "shape": (32, 32, 2), "ht_prevalence": 0.6, "n_frames": 40}
+SMALL = {"n_patients": 8, "shape": (32, 32, 2), "ht_prevalence": 0.6, "n_frames": 40,
+         "difficulty": "easy"}
 RUN = {"n_outer": 3, "n_inner": 2, "n_samples": 200, "n_resamples": 200}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cohort(seed):
     return make_stroke_cohort(random_state=seed, **SMALL)
 

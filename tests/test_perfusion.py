@@ -400,20 +400,22 @@ def test_arrival_fitted_k2_recovers_leakage_whatever_the_delay():
 
 def test_arrival_fitted_k2_orders_patients_by_true_lesion_leakage():
     """The ROI row's use of it: the lesion mean of the estimate against the true lesion
-    mean K2, patient by patient (on the default cohort: Spearman 0.91 and 0.77 for
-    seeds 0 and 1, against 0.14 and 0.47 for the BSW K2; see docs/comparison.rst)."""
+    mean K2, patient by patient, on the easy simulator (its 24-patient default: Spearman
+    0.91 and 0.77 for seeds 0 and 1, against 0.14 and 0.47 for the BSW K2). On the
+    realistic default cohort it does not hold (see docs/comparison.rst)."""
     from scipy.stats import spearmanr
 
     from sklearn_hemo.datasets import make_stroke_cohort
     from sklearn_hemo.perfusion import patient_perfusion_maps
+    from sklearn_hemo.perfusion._patient import _arrival_k2
 
     cohort = make_stroke_cohort(n_patients=6, shape=(32, 32, 2), ht_prevalence=0.5,
-                                random_state=0)
+                                difficulty="easy", random_state=0)
     means = []
     for patient in cohort:
         maps = patient_perfusion_maps(patient)
         lesion = (patient.truth["tissue"] >= 3) & patient.get_brain_mask()
-        means.append([patient.truth["k2"][lesion].mean(), maps["k2_arrival"][lesion].mean(),
+        means.append([patient.truth["k2"][lesion].mean(), _arrival_k2(patient)[lesion].mean(),
                       maps["k2"][lesion].mean()])
     means = np.array(means)
     rho = spearmanr(means[:, 0], means[:, 1])[0]

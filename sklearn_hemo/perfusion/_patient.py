@@ -7,12 +7,7 @@ from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
 from ._deconvolution import _correction_factor, perfusion_maps
-from ._leakage import (
-    correct_leakage,
-    estimate_leakage,
-    estimate_leakage_arrival,
-    nonenhancing_reference,
-)
+from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._permeability import permeability_measures
 
 __all__ = ["patient_perfusion_maps", "MAP_NAMES"]
@@ -30,7 +25,6 @@ MAP_NAMES = (
     "max_concentration",
     "peak_bolus_area",
     "psr",
-    "k2_arrival",
 )
 
 
@@ -68,9 +62,8 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         One float32 array on the PWI grid per name of ``MAP_NAMES``, 0 outside the brain
         mask: ``cbf`` (mL/100 mL/min), ``cbv`` (mL/100 mL), ``mtt`` (s), ``tmax`` (s),
         ``k2`` (1/s, BSW against :func:`nonenhancing_reference`), ``cbv_corrected``
-        (mL/100 mL, BSW-corrected), the :func:`permeability_measures`
-        (``psr`` in %) and ``k2_arrival`` (1/s, :func:`estimate_leakage_arrival`: K2
-        against the reference delayed and dispersed to each voxel's arrival).
+        (mL/100 mL, BSW-corrected) and the :func:`permeability_measures`
+        (``psr`` in %).
 
     Examples
     --------
@@ -97,8 +90,6 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         maps = perfusion_maps(conc, aif, dt, method=method, **kwargs)
         reference = nonenhancing_reference(conc, dt)
         maps["k2"] = estimate_leakage(conc, reference, dt).k2
-        # K2 against the reference delayed and dispersed to each voxel's own arrival
-        maps["k2_arrival"] = estimate_leakage_arrival(conc, reference, dt).k2
         corrected = correct_leakage(conc, reference, dt, maps["k2"])
         factor = _correction_factor(kwargs.get("hematocrit"), kwargs.get("density"))
         maps["cbv_corrected"] = (
@@ -117,6 +108,31 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
 
 #: The per-process cache shared with the other transformers (see sklearn_hemo._cache).
 _CACHE = CACHE
+
+
+def _arrival_k2(patient):
+    """Leakage K2 of every brain voxel fitted against the reference delayed and
+    dispersed to the voxel's own arrival (:func:`estimate_leakage_arrival`), on the PWI
+    grid (0 outside the brain)."""
+    from ..signal import concentration
+    from ._leakage import estimate_leakage_arrival
+
+    brain = patient.get_brain_mask()
+    dt = patient.repetition_time
+    conc = concentration(np.asarray(patient.pwi.dataobj)[brain].astype(np.float64),
+                         patient.echo_time)
+    try:
+        k2 = estimate_leakage_arrival(conc, nonenhancing_reference(conc, dt), dt).k2
+    except ValueError as exc:
+        raise ValueError(f"participant {patient.id}: {exc}") from None
+    full = np.zeros(brain.shape, dtype=np.float32)
+    full[brain] = k2
+    return full
+
+
+def _cached_arrival_k2(patient):
+    """:func:`_arrival_k2` of ``patient``, computed once per process (cached)."""
+    return cached(patient, ("k2_arrival",), lambda: _arrival_k2(patient))
 
 
 def _cached_patient_maps(patient, method="osvd"):

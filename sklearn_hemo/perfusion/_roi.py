@@ -14,7 +14,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..datasets import Cohort
-from ._patient import MAP_NAMES, _cached_patient_maps
+from ._patient import MAP_NAMES, _cached_arrival_k2, _cached_patient_maps
+
+#: Measures the ROI scorer can average: the perfusion maps, and ``k2_arrival``.
+_MEASURES = (*MAP_NAMES, "k2_arrival")
 
 __all__ = ["ROIPermeabilityScorer"]
 
@@ -54,7 +57,9 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
     cohort : Cohort or None, default=None
         The cohort that voxel references point into.
     measure : str, default="k2_arrival"
-        Map averaged over the ROI, one of :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
+        Map averaged over the ROI: ``"k2_arrival"`` (K2 of
+        :func:`~sklearn_hemo.perfusion.estimate_leakage_arrival`) or one of
+        :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
     roi_map : str, default="tmax"
         Map that defines the ROI, one of :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
     roi_threshold : float, default=6.0
@@ -89,7 +94,7 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "cohort": [Cohort, None],
-        "measure": [StrOptions(set(MAP_NAMES))],
+        "measure": [StrOptions(set(_MEASURES))],
         "roi_map": [StrOptions(set(MAP_NAMES))],
         "roi_threshold": [Interval(Real, None, None, closed="neither")],
         "statistic": [StrOptions({"mean", "median"})],
@@ -122,7 +127,9 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
         maps = _cached_patient_maps(patient, self.method)
         brain = patient.get_brain_mask()
         roi = brain & (maps[self.roi_map] > self.roi_threshold)
-        values = maps[self.measure][roi if roi.any() else brain]
+        measure = (_cached_arrival_k2(patient) if self.measure == "k2_arrival"
+                   else maps[self.measure])
+        values = measure[roi if roi.any() else brain]
         return float(np.mean(values) if self.statistic == "mean" else np.median(values))
 
     def _scores(self, refs):
