@@ -103,9 +103,12 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the *patients* given as ``groups`` to ``fit``
         and stop when their loss has not improved for ``n_iter_no_change`` epochs; the
         best epoch's weights are kept. Requires ``groups``: a random voxel split would put
-        neighbouring voxels of one patient on both sides.
+        neighbouring voxels of one patient on both sides. The held-out patients are one
+        fold of a ``StratifiedGroupKFold``, so both classes are on both sides where the
+        patients allow.
     validation_fraction : float in (0, 1), default=0.1
-        Share of patients held out for early stopping.
+        Share of patients held out for early stopping (about ``1 / round(1 /
+        validation_fraction)`` of them).
     n_iter_no_change : int, default=5
         Early-stopping patience in epochs.
     device : str, default="cpu"

@@ -505,7 +505,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     >>> from sklearn_hemo.datasets import make_stroke_cohort
     >>> from sklearn_hemo.model_selection import compare_models
     >>> cohort = make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
-    ...                             n_frames=40, random_state=0)
+    ...                             n_frames=40, difficulty="easy", random_state=0)
     >>> result = compare_models(cohort, ["linear"], n_outer=3, n_inner=2, n_samples=200,
     ...                         n_resamples=100, random_state=0)
     >>> [(row["model"], row["n_patients"], row["n_voxels"]) for row in result.table]
