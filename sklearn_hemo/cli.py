@@ -245,7 +245,7 @@ def _add_train(sub):
     p.add_argument("--model", required=True, metavar="NAME",
                    help="zoo row, e.g. lstm-pwi+aif+dwi, linear, sr-kda, random-forest, svm")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="bundle folder to write")
-    p.add_argument("--protocol", choices=("quick", "paper"), default="quick",
+    p.add_argument("--protocol", choices=("quick", "standard", "paper"), default="quick",
                    help="zoo settings and default sample size (default quick)")
     p.add_argument("--n-samples", type=int, default=None, metavar="N",
                    help="training voxels, half HT (default: the protocol's)")
@@ -325,7 +325,15 @@ def _run_train(args):
         print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
               f"{len(set(groups.tolist()))} patients; parameters ({source}): "
               f"{params or 'defaults'}", flush=True)
-        pipeline.fit(X, y)
+        import sklearn
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            # the LSTM rows' early stopping holds out whole patients: route them
+            routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
+            if routed:
+                pipeline.fit(X, y, groups=groups)
+        if not routed:
+            pipeline.fit(X, y)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
