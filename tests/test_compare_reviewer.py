@@ -167,3 +167,24 @@ def test_stability_of_two_repeats_matches_two_separate_runs(tmp_path, monkeypatc
     before = (tmp_path / "stability.csv").read_text()
     compare_models(_cohort, models, repeats=2, random_state=0, out_dir=tmp_path, **options)
     assert (tmp_path / "stability.csv").read_text() == before
+
+
+def test_cli_repeats_and_reference(tmp_path, capsys):
+    from sklearn_hemo.cli import main
+    from sklearn_hemo.datasets import save_cohort
+
+    data = save_cohort(_cohort(0), tmp_path / "cohort")
+    out = tmp_path / "results"
+    assert main(["compare", "--data", str(data), "--models", "linear", "svm", "--protocol",
+                 "quick", "--n-outer", "3", "--n-inner", "2", "--n-samples", "200",
+                 "--n-resamples", "100", "--repeats", "2", "--reference", "svm",
+                 "--n-jobs", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "the 2 replicates share the cohort" in printed and "stability.csv" in printed
+    rows = _read_csv(out / "stability.csv")
+    assert [r["model"] for r in rows] == ["linear", "svm", "oracle"]
+    assert all(r["n_replicates"] == "2" for r in rows)
+    assert {r["reference"] for r in _read_csv(out / "differences.csv")} == {"svm"}
+    record = json.loads((out / "run.json").read_text())
+    assert record["replicates"]["seeds"] == [0, 1]
+    assert record["replicates"]["cohort_changes"] is False
