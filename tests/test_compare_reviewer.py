@@ -188,3 +188,17 @@ def test_cli_repeats_and_reference(tmp_path, capsys):
     record = json.loads((out / "run.json").read_text())
     assert record["replicates"]["seeds"] == [0, 1]
     assert record["replicates"]["cohort_changes"] is False
+
+
+def test_roi_row_is_a_leakage_proxy_not_the_papers_ktrans():
+    from sklearn_hemo.model_selection import DEFAULT_ROWS, ComparisonResult
+    from sklearn_hemo.model_selection._report import inputs_label
+
+    assert "roi-leakage-proxy" not in DEFAULT_ROWS
+    row = dict(model="roi-leakage-proxy", inputs=inputs_label("roi-leakage-proxy"),
+               auc_roc=0.6, auc_roc_low=0.5, auc_roc_high=0.7, auc_pr=0.6, auc_pr_low=0.5,
+               auc_pr_high=0.7, n_patients=8, n_voxels=100)
+    markdown = ComparisonResult([row], [], {}, {}, {}, {}).to_markdown()
+    line = next(x for x in markdown.splitlines() if x.startswith("| roi-leakage-proxy"))
+    assert "DSC leakage proxy" in line
+    assert "quoted by the paper from another study, Ktrans" in line
