@@ -375,3 +375,25 @@ def test_changed_images_under_the_same_ids_are_not_resumed(cohort, tmp_path, mon
     compare_models(changed, {"linear": _zoo(changed)["linear"]}, out_dir=tmp_path,
                    oracle=False, plot=False, **RUN)
     assert len(fits) == RUN["n_outer"]  # nothing reused from the old data
+
+
+def test_only_row_wise_voxel_extractors_are_precomputed(cohort):
+    # a batch-dependent first step (its output for a voxel depends on the other voxels
+    # transformed with it) also has requires_fit=False; computing its features once over
+    # training and test voxels together would leak, so it must run inside each fold
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_hemo.model_selection._compare import _prepare
+
+    X = np.array([[0, 5, 5, 0], [1, 6, 6, 1], [2, 7, 7, 0]])
+    batch_centred = Pipeline([
+        ("centre", FunctionTransformer(lambda refs: refs - refs.mean(axis=0))),
+        ("model", LogisticRegression()),
+    ])
+    _, inputs, _, _ = _prepare(batch_centred, {}, X, cohort, {})
+    assert inputs is X  # the pipeline runs on the references, fold by fold
+    patches = Pipeline([("features", PatchExtractor(cohort, inputs="pwi")),
+                        ("model", LogisticRegression())])
+    _, features, _, _ = _prepare(patches, {}, X, cohort, {})
+    assert features.shape == (3, PatchExtractor(cohort, inputs="pwi").fit(X)
+                              .get_feature_names_out().size)

@@ -34,10 +34,10 @@ from joblib import cpu_count, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
-from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from threadpoolctl import threadpool_limits
 
+from ..base import is_row_wise_voxel_transformer
 from ._distributed import run_unordered
 from ..datasets import Cohort
 from ._report import (
@@ -171,8 +171,10 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
 def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
     """What one model's tasks run on: ``(pipeline, inputs, cohort, cohort_params)``.
 
-    When the first step is a feature extractor that learns nothing (its tags say it does
-    not require ``fit``, as :class:`~sklearn_hemo.preprocessing.PatchExtractor`) and the
+    When the first step is a stateless, row-wise extractor of voxel references (its
+    :class:`~sklearn_hemo.base.HemoInputTags` say ``row_wise`` and ``voxel_references``,
+    as :class:`~sklearn_hemo.preprocessing.PatchExtractor`'s do; ``requires_fit=False``
+    alone is not enough: a batch-dependent ``FunctionTransformer`` has it too) and the
     grid does not search its parameters, its features are computed once for all sampled
     voxels (shared by every row with the same extractor) and the tasks run the rest of the
     pipeline on them. A stateless, row-wise extractor gives every voxel the same features
@@ -186,7 +188,7 @@ def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
     name, first = pipeline.steps[0]
     searched = any(key.split("__")[0] == name for key in grid)
     if (precompute and len(pipeline.steps) > 1 and not searched
-            and not get_tags(first).requires_fit):
+            and is_row_wise_voxel_transformer(first)):
         key = _features_key(first)
         if key not in cache:
             cache[key] = clone(first).fit_transform(X)

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, validate_data
 
+from ..base import HemoInputTags
 from .._cache import cached
 from ..datasets import Cohort
 from ..signal import (
@@ -343,8 +344,10 @@ class _VoxelReferenceTransformer(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # voxel references, not a feature array: see Notes in the class docstring
-        tags.input_tags.two_d_array = False
+        # voxel references, not a feature array: see Notes in the class docstring; each
+        # voxel's features come from its own neighbourhood (row-wise, nothing learned)
+        tags.input_tags = HemoInputTags.from_tags(
+            tags.input_tags, two_d_array=False, voxel_references=True, row_wise=True)
         tags.requires_fit = False
         tags.transformer_tags.preserves_dtype = []  # always float32 features
         return tags
