@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,24 @@ TESTS = {
     "sklearn_hemo/maps.py": ["test_maps.py", "test_cli_train_predict.py"],
     "sklearn_hemo/cli.py": ["test_cli_train_predict.py"],
 }
-PINNED = ["test_pinned_values.py"]
+# tests of tests/test_pinned_values.py per module (function-name prefixes): the whole
+# file would add ~30 s to every mutant
+PINNED = {
+    "sklearn_hemo/perfusion/": ["test_exact_forward", "test_a_negative_residue",
+                                "test_continuous_time"],
+    "sklearn_hemo/signal.py": ["test_exact_forward", "test_continuous_time"],
+    "sklearn_hemo/metrics/": ["test_interval", "test_cross_val_risk_map_table",
+                              "test_cli_predict"],
+    "sklearn_hemo/discriminant.py": ["test_srda", "test_every_compared_row"],
+    "sklearn_hemo/model_selection/": ["test_every_compared_row", "test_fold_scores"],
+    "sklearn_hemo/preprocessing/": ["test_predict_risk_maps", "test_cross_val_risk_map_table",
+                                    "test_fold_scores"],
+    "sklearn_hemo/maps.py": ["test_calibration", "test_with_probabilities",
+                             "test_predict_risk_maps", "test_cross_val_risk_map_table",
+                             "test_cli_predict"],
+    "sklearn_hemo/cli.py": ["test_cli_predict"],
+}
+PINNED_FILE = "tests/test_pinned_values.py"
 
 # plausible one-line bugs in the headline outputs: (name, file, original, replacement)
 NAMED = [
@@ -208,8 +226,14 @@ def tests_for(path, tree):
     for prefix, names in TESTS.items():
         if path.startswith(prefix):
             files += names
-    files += [n for n in PINNED if (tree / "tests" / n).exists()]
-    return [f"tests/{n}" for n in dict.fromkeys(files) if (tree / "tests" / n).exists()]
+    out = [f"tests/{n}" for n in dict.fromkeys(files) if (tree / "tests" / n).exists()]
+    pinned = tree / PINNED_FILE
+    if pinned.exists():
+        names = re.findall(r"^def (test_\w+)", pinned.read_text(), flags=re.M)
+        prefixes = [p for key, ps in PINNED.items() if path.startswith(key) for p in ps]
+        out += [f"{PINNED_FILE}::{n}" for n in names
+                if any(n.startswith(p) for p in prefixes)]
+    return out
 
 
 def run_one(mutant, tree, timeout):
