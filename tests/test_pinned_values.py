@@ -34,7 +34,12 @@ from sklearn_hemo.maps import (
     with_probabilities,
 )
 from sklearn_hemo.metrics import bootstrap_auc, bootstrap_weights
-from sklearn_hemo.perfusion import deconvolve, perfusion_maps
+from sklearn_hemo.perfusion import (
+    deconvolve,
+    nonenhancing_reference,
+    perfusion_maps,
+    permeability_measures,
+)
 from sklearn_hemo.preprocessing import PatchExtractor
 from sklearn_hemo.sampling import sample_voxels
 
@@ -119,6 +124,35 @@ def test_a_negative_residue_gives_zero_flow_not_its_magnitude(method):
         assert float(maps.cbf) < 0.15 * EX_CBF
     else:
         assert float(maps.cbf) < 1e-6 * EX_CBF
+
+
+def test_leakage_correction_keeps_the_uncorrected_cbv():
+    tissue = np.stack([_exact_tissue(), 0.5 * _exact_tissue()])
+    plain = perfusion_maps(tissue, EX_AIF, EX_DT, method="ssvd", threshold=1e-9)
+    leaky = perfusion_maps(tissue, EX_AIF, EX_DT, method="ssvd", threshold=1e-9,
+                           leakage_reference=tissue.mean(axis=0))
+    np.testing.assert_allclose(leaky.cbv_uncorrected, plain.cbv, rtol=1e-12)
+    np.testing.assert_allclose(leaky.cbv_uncorrected, 100 * EX_DT * EX_K.sum() * np.array([1, 0.5]))
+
+
+def test_nonenhancing_reference_leaves_out_exactly_the_leakiest_fraction():
+    t = np.arange(40) * 1.5
+    bolus = np.where(t > 10, (t - 10) ** 3 * np.exp(-(t - 10) / 2.0), 0) / 50
+    intact = np.outer(np.linspace(0.5, 1.5, 10), bolus)  # |K2| grows with the scale
+    leaky = bolus - 0.02 * np.cumsum(bolus) * 1.5
+    # 11 voxels, exclude 10%: the 90th percentile of |K2| is the 10th value itself, which
+    # stays in; only the leaky voxel goes
+    reference = nonenhancing_reference(np.vstack([intact, leaky]), 1.5, exclude=0.1)
+    np.testing.assert_allclose(reference, intact.mean(axis=0), rtol=1e-12, atol=1e-15)
+
+
+def test_permeability_fractions_accept_one_and_refuse_more():
+    c = np.outer([1.0, 2.0], _exact_tissue())
+    whole = permeability_measures(c, EX_DT, late_fraction=1.0, final_fraction=1.0)
+    assert np.isfinite(whole.final_contrast).all()
+    for name in ("late_fraction", "final_fraction"):
+        with pytest.raises(ValueError, match=name):
+            permeability_measures(c, EX_DT, **{name: 1.5})
 
 
 # -- a second case: continuous-time truth (fine-grid convolution), sampled --------------
