@@ -29,7 +29,6 @@ from sklearn_hemo.linear_model import LinearRegressionClassifier
 from sklearn_hemo.maps import (
     brain_voxel_refs,
     cross_val_risk_map_table,
-    predict_risk_map,
     predict_risk_maps,
     with_probabilities,
 )

@@ -1,6 +1,5 @@
 """The model zoo: every row builds, has a valid grid, fits and scores under GroupKFold."""
 
-import numpy as np
 import pytest
 import sklearn
 from sklearn.base import clone
