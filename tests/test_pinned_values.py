@@ -34,6 +34,7 @@ from sklearn_hemo.maps import (
 )
 from sklearn_hemo.metrics import bootstrap_auc, bootstrap_weights
 from sklearn_hemo.perfusion import (
+    correct_leakage,
     deconvolve,
     nonenhancing_reference,
     perfusion_maps,
@@ -152,6 +153,31 @@ def test_permeability_fractions_accept_one_and_refuse_more():
     for name in ("late_fraction", "final_fraction"):
         with pytest.raises(ValueError, match=name):
             permeability_measures(c, EX_DT, **{name: 1.5})
+
+
+def test_permeability_measures_on_a_curve_computed_by_hand():
+    c = np.array([0, 0, 1, 3, 6, 4, 2, 1.5, 1.45, 1.4, 1.2, 1.15])
+    m = permeability_measures(c, 2.0, late_fraction=0.1, final_fraction=0.1)
+    assert float(m.max_concentration) == 6
+    # half maximum 3: the window is frames 3..5, trapezoid with half-weight ends
+    assert float(m.peak_bolus_area) == pytest.approx(2.0 * (3 + 6 + 4 - 0.5 * (3 + 4)))
+    # 10% of 12 frames rounds to 1: the minimum of two frames applies
+    assert float(m.contrast_slope) == pytest.approx((1.15 - 1.2) / 2.0)
+    assert float(m.final_contrast) == pytest.approx((1.2 + 1.15) / 2)
+
+
+@pytest.mark.parametrize("dt", [0, -1.0, np.nan, np.inf, True, "1.5"])
+def test_deconvolution_refuses_a_time_step_that_is_not_a_positive_number(dt):
+    with pytest.raises(ValueError, match="dt must be"):
+        deconvolve(_exact_tissue(), EX_AIF, dt)
+
+
+def test_leakage_correction_of_a_volume_takes_one_k2_per_voxel():
+    volume = np.stack([_exact_tissue(), 0.5 * _exact_tissue()]).reshape(1, 2, 1, EX_N)
+    k2 = np.array([0.01, 0.02]).reshape(1, 2, 1)
+    out = correct_leakage(volume, EX_AIF, EX_DT, k2)
+    integral = np.concatenate([[0], np.cumsum((EX_AIF[1:] + EX_AIF[:-1]) / 2 * EX_DT)])
+    np.testing.assert_allclose(out, volume + k2[..., None] * integral, rtol=1e-12)
 
 
 # -- a second case: continuous-time truth (fine-grid convolution), sampled --------------
@@ -538,3 +564,38 @@ def test_cli_predict_prints_the_volume_risk_score_and_dice_of_its_map(tmp_path, 
     assert volume == pytest.approx(expected["predicted_volume_ml"], abs=0.005)
     assert score == pytest.approx(expected["risk_score"], abs=0.0005)
     assert dice == pytest.approx(expected["dice"], abs=0.0005)
+
+
+# -- definitions and checks that mutation testing found unpinned ----------------------------
+def test_voxel_volume_of_a_4d_image_is_spatial():
+    from sklearn_hemo.metrics import voxel_volume_ml
+
+    img = nib.Nifti1Image(np.zeros((2, 2, 2, 5), np.float32), np.diag([2.0, 3.0, 5.0, 1.0]))
+    img.header.set_zooms((2.0, 3.0, 5.0, 1.8))  # the time step is not a length
+    assert voxel_volume_ml(img) == pytest.approx(2 * 3 * 5 / 1000)
+
+
+def test_detect_aif_quantile_bounds():
+    from sklearn_hemo.signal import detect_aif
+
+    t = np.arange(20) * 1.5
+    curves = np.outer(np.linspace(1, 2, 12), _gamma(t, t0=5.0))
+    with pytest.raises(ValueError, match="auc_quantile"):
+        detect_aif(curves, t, auc_quantile=1.0)
+    with pytest.raises(ValueError, match="roughness_quantile"):
+        detect_aif(curves, t, roughness_quantile=0.0)
+    assert detect_aif(curves, t, auc_quantile=0.0, roughness_quantile=1.0).shape == (20,)
+
+
+def test_compare_models_refuses_malformed_rows(small_cohort):
+    from sklearn_hemo.model_selection import compare_models, make_model_zoo
+
+    pipeline, grid = make_model_zoo(small_cohort, models=["linear"])["linear"]
+    for models, error in (({"x": [pipeline, grid]}, TypeError),
+                          ({"x": (pipeline, grid, None)}, TypeError),
+                          ({"x": (pipeline, None)}, TypeError),
+                          ({"a/b": (pipeline, grid)}, ValueError),
+                          ({"a__b": (pipeline, grid)}, ValueError),
+                          ({"oracle": (pipeline, grid)}, ValueError)):
+        with pytest.raises(error):
+            compare_models(small_cohort, models, n_outer=2, n_inner=2, n_samples=20)

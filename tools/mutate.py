@@ -279,6 +279,9 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
+    parser.add_argument("--survivors-of", metavar="FILE",
+                        help="run only the mutants that survived in this --json file (after "
+                        "adding tests: killed mutants stay killed)")
     args = parser.parse_args(argv)
     mutants = named_mutants() if args.named else []
     if args.random:
@@ -286,6 +289,10 @@ def main(argv=None):
         print(f"random sample: {len(sample)} of {total} token mutants of the core "
               f"(seed {args.seed})")
         mutants += sample
+    if args.survivors_of:
+        alive = {r["name"] for r in json.loads(Path(args.survivors_of).read_text())
+                 if not r["killed"]}
+        mutants = [m for m in mutants if m["name"] in alive]
     if args.list:
         for m in mutants:
             print(m["name"], "|", m.get("text", m["new"]))
