@@ -587,6 +587,18 @@ def test_detect_aif_quantile_bounds():
     assert detect_aif(curves, t, auc_quantile=0.0, roughness_quantile=1.0).shape == (20,)
 
 
+def test_detect_aif_on_two_frames_averages_high_area_curves():
+    from sklearn_hemo.signal import detect_aif
+
+    rng = np.random.default_rng(0)
+    curves = rng.random((10, 2)) + 1  # two frames: no curvature, nothing is "rough"
+    t = np.array([0.0, 1.0])
+    aif, chosen = detect_aif(curves, t, return_indices=True)
+    np.testing.assert_allclose(aif, curves[chosen].mean(axis=0))
+    area = curves.mean(axis=1)  # trapezoid over one interval of 1 s
+    assert set(chosen.tolist()) <= set(np.flatnonzero(area >= np.quantile(area, 0.9)))
+
+
 def test_compare_models_refuses_malformed_rows(small_cohort):
     from sklearn_hemo.model_selection import compare_models, make_model_zoo
 

@@ -282,6 +282,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--json", metavar="FILE", help="write the results here")
+    parser.add_argument("--match", metavar="TEXT", help="only mutants whose name has TEXT")
     parser.add_argument("--survivors-of", metavar="FILE",
                         help="run only the mutants that survived in this --json file (after "
                         "adding tests: killed mutants stay killed)")
@@ -296,6 +297,8 @@ def main(argv=None):
         alive = {r["name"] for r in json.loads(Path(args.survivors_of).read_text())
                  if not r["killed"]}
         mutants = [m for m in mutants if m["name"] in alive]
+    if args.match:
+        mutants = [m for m in mutants if args.match in m["name"]]
     if args.list:
         for m in mutants:
             print(m["name"], "|", m.get("text", m["new"]))
