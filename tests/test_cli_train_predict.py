@@ -1,13 +1,15 @@
 """``sklearn-hemo train`` and ``sklearn-hemo predict``, run in-process."""
 
+import csv
 import json
 
 import nibabel as nib
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from sklearn_hemo.cli import main
-from sklearn_hemo.datasets import load_patient, make_stroke_cohort
+from sklearn_hemo.datasets import load_cohort, load_patient, make_stroke_cohort
 from sklearn_hemo.maps import predict_risk_map
 from sklearn_hemo.persistence import load_model, read_manifest
 
@@ -44,7 +46,6 @@ def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
     assert risk.shape == patient.shape
     np.testing.assert_allclose(risk.affine, patient.affine)
     data = np.asarray(risk.dataobj)
-    assert data.min() >= 0 and data.max() <= 1
     assert np.all(data[~patient.get_brain_mask()] == 0)
     expected = predict_risk_map(load_model(model_dir), patient)
     np.testing.assert_array_equal(data, np.asarray(expected.dataobj))
@@ -99,13 +100,40 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
                  "--n-outer", "2",
                  "--n-inner", "2", "--n-samples", "72", "--n-resamples", "20", "--quiet",
                  "--out", str(out), "--volumes"]) == 0
-    assert "occurrence AUC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "occurrence AUC" in printed
     lines = (out / "volumes.csv").read_text().splitlines()
     assert lines[0].startswith("model,fold,patient_id,ht,risk_score,predicted_volume_ml")
     assert len(lines) == 1 + 6  # every patient mapped once, out of fold
     summary = (out / "volumes_summary.csv").read_text().splitlines()
     assert summary[0] == "model,n_patients,occurrence_auc,dice_mean,volume_abs_error_mean_ml"
     assert summary[1].startswith("roi-leakage-proxy,6,")
+    # values: each annotated volume is the patient's HT voxel count, each error the
+    # difference of the volumes, and the summary (file and printed line) follows from rows
+    rows = list(csv.DictReader(lines))
+    cohort = load_cohort(cohort_dir)
+    for row in rows:
+        patient = cohort[cohort.index(row["patient_id"])]
+        voxel_ml = float(np.prod(patient.pwi.header.get_zooms()[:3])) / 1000
+        annotated = np.count_nonzero(np.asarray(patient.ht_mask.dataobj)) * voxel_ml
+        assert float(row["annotated_volume_ml"]) == pytest.approx(annotated)
+        assert float(row["volume_error_ml"]) == pytest.approx(
+            float(row["predicted_volume_ml"]) - annotated)
+        assert int(row["ht"]) == patient.ht
+    bleeding = [r for r in rows if float(r["annotated_volume_ml"]) > 0]
+    expected = {
+        "occurrence_auc": roc_auc_score([int(r["ht"]) for r in rows],
+                                        [float(r["risk_score"]) for r in rows]),
+        "dice_mean": np.mean([float(r["dice"]) for r in bleeding]),
+        "volume_abs_error_mean_ml": np.mean([abs(float(r["volume_error_ml"])) for r in rows]),
+    }
+    written = next(csv.DictReader(summary))
+    for key, value in expected.items():
+        assert float(written[key]) == pytest.approx(value), key
+    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-1]  # the summary
+    assert line.split()[1:] == [f"{expected['occurrence_auc']:.3f}",
+                                f"{expected['dice_mean']:.3f}",
+                                f"{expected['volume_abs_error_mean_ml']:.2f}"]
 
 
 def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):

@@ -113,9 +113,12 @@ def test_end_to_end_files_and_no_patient_in_train_and_test(serial_run, cohort):
                               "auc_pr", "auc_pr_low", "auc_pr_high", "n_patients",
                               "n_voxels"]
     for row in table:
-        for metric in ("auc_roc", "auc_pr"):
-            assert (float(row[f"{metric}_low"]) <= float(row[metric])
-                    <= float(row[f"{metric}_high"])), row
+        # the bounds are the percentiles of the row's bootstrap replicates
+        reps = result.replicates[row["model"]]
+        low, high = np.percentile(reps, [2.5, 97.5], axis=0)
+        for column, value in (("auc_roc_low", low[0]), ("auc_roc_high", high[0]),
+                              ("auc_pr_low", low[1]), ("auc_pr_high", high[1])):
+            assert float(row[column]) == pytest.approx(value), (row["model"], column)
         assert int(row["n_patients"]) == len(cohort)
     best = json.loads((out / "best_params.json").read_text())
     assert set(best["logistic"]) == {"0", "1", "2"}

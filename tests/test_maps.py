@@ -78,7 +78,6 @@ def test_map_is_a_probability_image_on_the_pwi_grid(pipeline, cohort):
     assert risk.header.get_zooms() == patient.pwi.header.get_zooms()[:3]
     data = np.asarray(risk.dataobj)
     assert data.dtype == np.float32
-    assert data.min() >= 0.0 and data.max() <= 1.0
     brain = patient.get_brain_mask()
     assert np.all(data[~brain] == 0)
     assert np.ptp(data[brain]) > 0  # a real map, not a constant
@@ -144,8 +143,11 @@ def test_models_without_probabilities_are_refused_or_calibrated(cohort, training
     with pytest.raises(TypeError, match="with_probabilities"):
         predict_risk_map(pipe.fit(X, y), 0)
     calibrated = with_probabilities(pipe, y, groups).fit(X, y)
-    data = np.asarray(predict_risk_map(calibrated, 0).dataobj)
-    assert 0 <= data.min() and data.max() <= 1
+    refs = brain_voxel_refs(cohort[0], 0)
+    risk = predict_risk_map(calibrated, 0)
+    # the map is the calibrated probability (values pinned in test_pinned_values.py)
+    np.testing.assert_allclose(_values_at(risk, refs),
+                               calibrated.predict_proba(refs)[:, 1], atol=1e-6)
 
 
 def test_bad_arguments(classic, cohort):
@@ -170,9 +172,14 @@ def test_maps_and_table_for_several_patients(classic, cohort):
     assert len(maps) == 2
     rows = risk_map_table(classic, patients=[0, 1], threshold=0.5)
     assert [r["patient_id"] for r in rows] == cohort.ids[:2]
-    for row in rows:
-        assert 0 <= row["risk_score"] <= 1
-        assert row["predicted_volume_ml"] >= 0
+    assert cohort.ids[1] == "sub-002"  # so maps and rows are of the same patients
+    for row, img in zip(rows, maps, strict=True):
+        patient = cohort[cohort.index(row["patient_id"])]
+        data = np.asarray(img.dataobj)
+        brain = patient.get_brain_mask()
+        voxel_ml = float(np.prod(patient.pwi.header.get_zooms()[:3])) / 1000
+        assert row["risk_score"] == pytest.approx(np.percentile(data[brain], 99))
+        assert row["predicted_volume_ml"] == pytest.approx((data >= 0.5).sum() * voxel_ml)
         assert row["dice"] is not None  # the simulated cohort has ht masks
 
 
@@ -204,7 +211,8 @@ def test_cross_validated_patient_table(cohort, training):
                                                                     False}})
     assert sorted(r["patient_id"] for r in rows) == sorted(cohort.ids)
     assert {r["fold"] for r in rows if r["patient_id"] == cohort.ids[0]} == {0}
-    assert all(0 <= r["risk_score"] <= 1 and r["dice"] is not None for r in rows)
+    # values: test_cross_val_risk_map_table_values in test_pinned_values.py
+    assert all(r["dice"] is not None for r in rows)
     assert not hasattr(pipe.named_steps["model"], "coef_")  # the template stays unfitted
     leaky = fold.copy()
     leaky[np.flatnonzero(groups == 0)[0]] = 1

@@ -221,10 +221,17 @@ def test_maps_and_roi_models_in_grouped_cross_validation(tiny_cohort, refs):
                   make_pipeline(PerfusionMapExtractor(tiny_cohort),
                                 RandomForestClassifier(n_estimators=10, random_state=0))):
         scores = cross_val_score(model, X, y, groups=groups, cv=cv)
-        assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+        assert scores.shape == (3,)
         decision = cross_val_predict(model, X, y, groups=groups, cv=cv,
                                      method="predict_proba")[:, 1]
-        assert np.isfinite(roc_auc_score(y, decision))
+        if isinstance(model, ROIPermeabilityScorer):
+            # one score per patient, spread to its voxels (its voxel AUC may fall below
+            # one half under grouped folds: see the class notes)
+            for p in np.unique(groups):
+                assert np.unique(decision[groups == p]).size == 1
+        else:
+            # the perfusion maps rank HT voxels above chance out of fold
+            assert roc_auc_score(y, decision) > 0.6
 
 
 def test_roi_scorer_errors(tiny_cohort, refs):

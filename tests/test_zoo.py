@@ -1,6 +1,5 @@
 """The model zoo: every row builds, has a valid grid, fits and scores under GroupKFold."""
 
-import numpy as np
 import pytest
 import sklearn
 from sklearn.base import clone
@@ -117,8 +116,14 @@ def test_every_row_fits_and_scores_under_group_kfold(cohort, voxels, name):
     with sklearn.config_context(enable_metadata_routing=True):
         scores = cross_validate(pipeline, X, y, params={"groups": groups}, cv=cv,
                                 scoring="roc_auc", error_score="raise")
-    assert np.isfinite(scores["test_score"]).all()
-    assert ((0 <= scores["test_score"]) & (scores["test_score"] <= 1)).all()
+    auc = scores["test_score"]
+    assert auc.shape == (2,)
+    if not (name.startswith("lstm") or name == "roi-k2"):
+        # voxel models on an easy cohort rank HT voxels well above chance. Not asserted
+        # for the one-epoch LSTM (untrained here; trained rows: test_pinned_values.py)
+        # nor for roi-k2, whose one score per patient can fall below one half under
+        # patient-grouped folds (ROIPermeabilityScorer's notes)
+        assert auc.min() > 0.6 and auc.mean() > 0.7, auc
 
 
 def test_unknown_or_unavailable_rows_raise(cohort):

@@ -301,8 +301,10 @@ def perfusion_maps(
     >>> maps = perfusion_maps(tissue[::10], aif[::10], 1.0)   # sampled every second
     >>> sorted(maps)
     ['cbf', 'cbv', 'mtt', 'tmax']
-    >>> round(float(maps.cbv), 2), bool(abs(maps.cbf - 50) < 0.1 * 50 + 15)
-    (3.37, True)
+    >>> round(float(maps.cbv), 2)
+    3.37
+    >>> round(float(maps.cbf), 1)  # truncated SVD smooths the 4 s residue's peak at 1 s
+    43.7
     """
     tissue, aif, dt = _check_curves(tissue, aif, dt, method)
     factor = _correction_factor(hematocrit, density)
