@@ -326,18 +326,22 @@ ROWS = ["linear", "sr-kda", "svm", "svm-maps", "random-forest", "random-forest-m
 
 @pytest.fixture(scope="module")
 def small_cohort():
-    return make_stroke_cohort(**SMALL)
+    return make_stroke_cohort(**SMALL, difficulty="easy")
 
 
 @pytest.fixture(scope="module")
 def comparison(small_cohort):
     from sklearn_hemo.model_selection import compare_models, make_model_zoo
 
-    # every row but roi-k2, whose one score per patient is documented to fall below one
-    # half under patient-grouped folds on few patients (ROIPermeabilityScorer's notes).
-    # The quick LSTM (4 epochs) is untrained on 130 voxels: train it long enough to learn.
-    zoo = make_model_zoo(small_cohort, models=ROWS, random_state=0, n_timepoints=20)
-    zoo["lstm-pwi"][0].set_params(model__max_epochs=25, model__lr=1e-2, model__batch_size=32)
+    # every row but the ROI leakage proxy, whose one score per patient is documented to
+    # fall below one half under patient-grouped folds on few patients (its class notes).
+    # The quick LSTM is untrained on 130 voxels, and early stopping on so few held-out
+    # patients stops it at once: train it for a fixed 25 epochs at one learning rate.
+    zoo = make_model_zoo(small_cohort, "quick", models=ROWS, random_state=0,
+                         n_timepoints=20)
+    lstm = zoo["lstm-pwi"][0].set_params(model__max_epochs=25, model__lr=1e-2,
+                                         model__batch_size=32, model__early_stopping=False)
+    zoo["lstm-pwi"] = (lstm, {})
     result = compare_models(small_cohort, zoo, n_outer=3, n_inner=2, n_samples=200,
                             n_resamples=100, random_state=0, plot=False)
     return zoo, result
@@ -346,7 +350,7 @@ def comparison(small_cohort):
 def test_every_compared_row_is_above_chance_on_an_easy_cohort(comparison):
     _, result = comparison
     table = {row["model"]: row for row in result.table}
-    assert list(table) == [*ROWS, "oracle"]
+    assert list(table) == [*ROWS, "latent-bound"]  # an easy cohort: no oracle row
     for name in ROWS:
         row = table[name]
         # direct, independent of the bootstrap: the AUC of the out-of-fold scores
@@ -458,7 +462,7 @@ N_T = 12
 @pytest.fixture(scope="module")
 def map_cohort():
     return make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5,
-                              random_state=0)
+                              random_state=0, difficulty="easy")
 
 
 @pytest.fixture(scope="module")
@@ -543,7 +547,7 @@ def test_cli_predict_prints_the_volume_risk_score_and_dice_of_its_map(tmp_path, 
 
     data = tmp_path / "cohort"
     make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5, random_state=0,
-                       out_dir=data)
+                       out_dir=data, difficulty="easy")
     model_dir, risk_file = tmp_path / "model", tmp_path / "risk.nii.gz"
     assert main(["train", "--data", str(data), "--model", "linear", "--out", str(model_dir),
                  "--n-samples", "72", "--random-state", "0"]) == 0
