@@ -90,7 +90,8 @@ def difficulty(cohort, n_samples, random_state=0):
         "kappa ht_mask vs ht_clean": cohen_kappa_score(np.concatenate(truth_pairs[0]),
                                                        np.concatenate(truth_pairs[1])),
         "kappa, median over HT patients": float(np.median(
-            [cohen_kappa_score(a, b) for a, b, label in zip(*truth_pairs, ht) if label == 1])),
+            [cohen_kappa_score(a, b) for a, b, label in zip(*truth_pairs, ht, strict=True)
+             if label == 1])),
     }
 
 

@@ -233,8 +233,8 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     -------
     fig : matplotlib.figure.Figure
         Two panels: ROC (false- vs true-positive rate, chance diagonal) and PR (recall
-        vs precision, prevalence line). The rows scored by the simulated truth (``oracle``, ``latent-bound``), when
-        present, are dashed.
+        vs precision, prevalence line). The rows scored by the simulated truth
+        (``oracle``, ``latent-bound``), when present, are dashed.
 
     Examples
     --------

@@ -130,7 +130,8 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     written = next(csv.DictReader(summary))
     for key, value in expected.items():
         assert float(written[key]) == pytest.approx(value), key
-    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-1]  # the summary
+    # the summary line
+    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-1]
     assert line.split()[1:] == [f"{expected['occurrence_auc']:.3f}",
                                 f"{expected['dice_mean']:.3f}",
                                 f"{expected['volume_abs_error_mean_ml']:.2f}"]

@@ -95,7 +95,8 @@ def test_hand_built_odd_acquisitions_load(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory):
-    cohort = make_stroke_cohort(2, (8, 8, 2), random_state=0, ht_prevalence=0.5, n_frames=45, difficulty="easy")
+    cohort = make_stroke_cohort(2, (8, 8, 2), random_state=0, ht_prevalence=0.5, n_frames=45,
+                                difficulty="easy")
     return save_cohort(cohort, tmp_path_factory.mktemp("small"))
 
 
@@ -353,7 +354,8 @@ def test_ht_label_without_annotated_voxels_fails(copy_dir):
 
 
 def test_simulated_bleeders_always_have_voxels():
-    cohort = make_stroke_cohort(8, (6, 6, 1), random_state=3, ht_prevalence=0.5, n_frames=45, difficulty="easy")
+    cohort = make_stroke_cohort(8, (6, 6, 1), random_state=3, ht_prevalence=0.5, n_frames=45,
+                                difficulty="easy")
     assert (cohort.ht == 1).sum() >= 3
     assert cohort.validate() is cohort
 

@@ -175,8 +175,10 @@ def test_ht_prevalence_and_coherent_bleeding_in_the_lesion():
 
 
 def test_ht_prevalence_parameter_extremes():
-    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=0.0, random_state=0, difficulty="easy").ht == 0)
-    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=1.0, random_state=0, difficulty="easy").ht == 1)
+    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=0.0, random_state=0,
+                                     difficulty="easy").ht == 0)
+    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=1.0, random_state=0,
+                                     difficulty="easy").ht == 1)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +217,8 @@ def test_cohort_copies_are_cheap(tiny_cohort, tiny_cohort_dir):
 
 def test_out_dir_streams_to_disk_and_matches_memory(tmp_path):
     in_memory = make_stroke_cohort(2, (8, 8, 2), random_state=3, difficulty="easy")
-    on_disk = make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c", difficulty="easy")
+    on_disk = make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c",
+                                 difficulty="easy")
     assert on_disk.path == tmp_path / "c"
     assert on_disk[0].source("pwi") is not None  # file-backed
     for a, b in zip(in_memory, on_disk, strict=True):
@@ -263,7 +266,8 @@ def test_cli_simulate_writes_a_loadable_cohort(tmp_path, capsys):
 
 @pytest.mark.slow  # one 128 x 128 x 20 patient: about 10 s on one core
 def test_paper_sized_patient_streams_to_disk(tmp_path):
-    cohort = make_stroke_cohort(1, (128, 128, 20), random_state=0, out_dir=tmp_path / "paper", difficulty="easy")
+    cohort = make_stroke_cohort(1, (128, 128, 20), random_state=0, out_dir=tmp_path / "paper",
+                                difficulty="easy")
     assert cohort[0].shape == (128, 128, 20) and 45 <= cohort[0].n_frames <= 90
     assert cohort[0].source("pwi") == tmp_path / "paper" / "sub-001" / "pwi.nii.gz"
     cohort.validate()

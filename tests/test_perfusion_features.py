@@ -254,7 +254,8 @@ def test_roi_scorer_errors(tiny_cohort, refs):
 # As for PatchExtractor: voxel references are not a feature array (``two_d_array`` is
 # False), so scikit-learn's random-float checks are skipped; the data-free checks run
 # below and the data properties are tested above on voxel references.
-_SMALL = Cohort(list(make_stroke_cohort(n_patients=2, shape=(6, 6, 1), random_state=2, difficulty="easy")))
+_SMALL = Cohort(list(make_stroke_cohort(n_patients=2, shape=(6, 6, 1), random_state=2,
+                                        difficulty="easy")))
 _ESTIMATORS = [PerfusionMapExtractor(_SMALL), ROIPermeabilityScorer(_SMALL)]
 
 with warnings.catch_warnings():  # collection-time SkipTestWarning, asserted below

@@ -38,8 +38,8 @@ import numpy as np
 from .._io import atomic_write_text
 from ._cohort import CohortError, Patient
 from ._layout import (
-    check_before_writing,
     _read_nonsteady,
+    check_before_writing,
     check_target,
     load_cohort,
     prepare_folder,

@@ -11,21 +11,19 @@ mask handed over.
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage, special
 
-from ._cohort import Patient
 from ._simulate import (
     _FINE_DT,
     _FOV_MM,
     _K2_REF,
     _LABEL_NOISE,
-    _affine,
     _aif,
     _draw,
     _draw_aif,
     _draw_anatomy,
+    _make_patient,
     _rician,
     _smooth_field,
     _tissue_curves,
@@ -217,21 +215,9 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         motion=motion.astype(np.float32),
     )
 
-    affine = _affine(shape)
-    pwi_img = nib.Nifti1Image(pwi, affine)
-    pwi_img.header.set_xyzt_units("mm", "sec")
-    pwi_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (tr,))
-    return Patient(
-        pid,
-        pwi_img,
-        nib.Nifti1Image(b0, affine),
-        nib.Nifti1Image(b1000, affine),
-        echo_time=te,
-        repetition_time=tr,
-        ht=int(ht),
-        ht_mask=nib.Nifti1Image(annotation.astype(np.uint8), affine),
-        truth=truth,
-    )
+    # neither an AIF nor a brain mask is handed over: the pipeline must find them
+    return _make_patient(pid, pwi, b0, b1000, annotation, echo_time=te, repetition_time=tr,
+                         ht=ht, truth=truth)
 
 
 # -- outcome ---------------------------------------------------------------------------

@@ -173,7 +173,8 @@ meaning (``susceptibility`` times the outcome: it knows the outcome, a ceiling o
 References
 ----------
 Benner et al., MRM 1997; Campbell et al., Ann Neurol 2013; Chen et al., JMRI 2005;
-Guenego et al., Eur J Neurol 2019; Souza et al., Cerebrovasc Dis 2012; Boxerman et al., AJNR 2006; Calamante et al., MRM 2000;
+Guenego et al., Eur J Neurol 2019; Souza et al., Cerebrovasc Dis 2012;
+Boxerman et al., AJNR 2006; Calamante et al., MRM 2000;
 Campbell et al., Stroke 2010; Gudbjartsson & Patz, MRM 1995; Kassner et al., AJNR 2009;
 Leenders et al., Brain 1990; Leigh et al., Stroke 2014; Olivot et al., Stroke 2009;
 Ostergaard et al., MRM 1996; Purushotham et al., Int J Stroke 2015; Rosen et al., MRM 1990;
@@ -456,23 +457,24 @@ def simulate_patient(pid, shape, rng, *, severity, ht, snr, repetition_time, n_f
         noise_sigma=np.float64(sigma),
     )
 
-    affine = _affine(shape)
+    return _make_patient(pid, pwi, b0, b1000, bleed, echo_time=te, repetition_time=tr,
+                         ht=ht, truth=truth, brain_mask=brain,
+                         aif=ArterialInputFunction(times, aif_measured, "concentration"))
+
+
+def _make_patient(pid, pwi, b0, b1000, ht_mask, *, echo_time, repetition_time, ht, truth,
+                  brain_mask=None, aif=None):
+    """A :class:`Patient` of in-memory images on the simulator's grid (TR in the header)."""
+    affine = _affine(pwi.shape[:3])
     pwi_img = nib.Nifti1Image(pwi, affine)
     pwi_img.header.set_xyzt_units("mm", "sec")
-    pwi_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (tr,))
+    pwi_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (repetition_time,))
     return Patient(
-        pid,
-        pwi_img,
-        nib.Nifti1Image(b0, affine),
-        nib.Nifti1Image(b1000, affine),
-        echo_time=te,
-        repetition_time=tr,
-        ht=int(bool(ht)),
-        brain_mask=nib.Nifti1Image(brain.astype(np.uint8), affine),
-        ht_mask=nib.Nifti1Image(bleed.astype(np.uint8), affine),
-        aif=ArterialInputFunction(times, aif_measured, "concentration"),
-        truth=truth,
-    )
+        pid, pwi_img, nib.Nifti1Image(b0, affine), nib.Nifti1Image(b1000, affine),
+        echo_time=echo_time, repetition_time=repetition_time, ht=int(bool(ht)),
+        brain_mask=None if brain_mask is None else nib.Nifti1Image(
+            brain_mask.astype(np.uint8), affine),
+        ht_mask=nib.Nifti1Image(ht_mask.astype(np.uint8), affine), aif=aif, truth=truth)
 
 
 # -- physics ---------------------------------------------------------------------------

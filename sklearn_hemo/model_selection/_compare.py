@@ -38,8 +38,8 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from threadpoolctl import threadpool_limits
 
 from ..base import is_row_wise_voxel_transformer
-from ._distributed import run_unordered
 from ..datasets import Cohort
+from ._distributed import run_unordered
 from ._report import (
     TRUTH_ROWS,
     ComparisonResult,

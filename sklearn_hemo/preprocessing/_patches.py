@@ -29,8 +29,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, validate_data
 
-from ..base import HemoInputTags
 from .._cache import cached
+from ..base import HemoInputTags
 from ..datasets import Cohort
 from ..signal import (
     _apply_plan,
