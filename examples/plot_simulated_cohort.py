@@ -10,7 +10,10 @@ for every assumption and its source). This example looks at what a model will re
 
 * the source PWI signal of a healthy, a penumbral, a core and a leaky voxel;
 * the same curves as concentration, the quantity the paper learns from;
-* DWI b0 / b1000, the tissue classes and where the patient bled.
+* DWI b0 / b1000, the tissue classes and where the patient bled;
+* what the realistic default adds to make it as hard as real scans: a head around the
+  brain, arteries and veins with partial volume, bright leading frames, and a reader's
+  imperfect annotation.
 
 Results on simulated data are not clinical evidence.
 """
@@ -34,7 +37,8 @@ from sklearn_hemo.signal import concentration
 # Each patient has its own acquisition: repetition time, number of frames and echo time
 # differ, as they do between real scans. About a quarter of the patients bleed.
 cohort = make_stroke_cohort(
-    n_patients=4 if QUICK else 8, shape=(24, 24, 3) if QUICK else (32, 32, 4), random_state=0
+    n_patients=4 if QUICK else 8, shape=(24, 24, 3) if QUICK else (48, 48, 4),
+    ht_prevalence=0.5, random_state=0,
 )
 print(cohort)
 for patient in cohort:
@@ -120,6 +124,44 @@ if ht is not None and ht.any():
     axes[-1].contour(ht.T, levels=[0.5], colors="cyan", linewidths=1)
     axes[-1].set_title("latent HT risk, HT contour", fontsize=9)
 fig.suptitle(f"{patient.id}, slice {k}")
+
+# %%
+# What real scans have
+# --------------------
+# The default cohort is ``difficulty="realistic"``: nothing is handed over that a scanner
+# would not give. The baseline image shows the scalp as bright as the brain (a threshold
+# mask takes it in), arteries and veins enter voxels by partial volume (the sagittal sinus
+# fills later and holds more contrast than the arteries), the first frames are brighter
+# before the steady state, and the HT mask is a reader's drawing, not the clean truth.
+head = truth["head"]
+n_ns = int(truth["n_nonsteady"])
+baseline = pwi[..., n_ns: n_ns + 4].mean(axis=-1)
+relative = pwi / np.maximum(pwi[..., n_ns: n_ns + 4].mean(axis=-1, keepdims=True), 1e-6)
+conc = -np.log(np.clip(relative, 1e-3, None)) / patient.echo_time
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), layout="constrained")
+axes[0].imshow(baseline[..., k].T, cmap="gray", origin="lower")
+axes[0].contour((head[..., k] == 1).T, levels=[0.5], colors="lime", linewidths=0.8)
+axes[0].set_title("baseline, true brain outline", fontsize=9)
+for name, key, color in (("arteries", "aif_voxels", "C3"), ("veins", "vein_voxels", "C0")):
+    voxels = truth[key]
+    if len(voxels):
+        axes[1].plot(times, conc[tuple(voxels.T)].mean(axis=0), color=color, label=name)
+axes[1].plot(times, conc[tissue > 0].mean(axis=0), "k", lw=1, label="brain mean")
+axes[1].set(xlabel="time (s)", ylabel=r"apparent $\Delta R_2^*$ (1/s)",
+            title="partial-volume vessels")
+axes[1].legend(fontsize=8)
+brain_mean = pwi[tissue > 0].mean(axis=0)
+axes[2].plot(times[:12], brain_mean[:12], "o-")
+axes[2].axvspan(-0.5, times[n_ns] - 0.5 * patient.repetition_time, color="C1", alpha=0.3,
+                label=f"{n_ns} non-steady frame(s)")
+axes[2].set(xlabel="time (s)", ylabel="mean brain signal", title="leading frames")
+axes[2].legend(fontsize=8)
+axes[3].imshow(truth["ht_clean"][..., k].T, cmap="Reds", origin="lower", vmax=2)
+if ht is not None and ht.any():
+    axes[3].contour(ht.T, levels=[0.5], colors="blue", linewidths=1)
+axes[3].set_title("clean HT (red), reader's mask (blue)", fontsize=9)
+for ax in (axes[0], axes[3]):
+    ax.set_axis_off()
 
 # %%
 # Acquisitions differ between patients
