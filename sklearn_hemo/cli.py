@@ -16,9 +16,15 @@ def _build_parser():
         description="Voxel-wise prediction of hemorrhagic transformation from source PWI.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of a one-line "
+                        "message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # also accepted after the command's name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -51,8 +57,26 @@ def _add_simulate(sub):
 
 
 def _run_simulate(args):
+    from pathlib import Path
+
+    from ._safety import OutputError, check_writable_dir, mark_folder, owns_folder
     from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
 
+    out = Path(args.out_dir)
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out} exists and is not a folder. Choose a folder path.")
+        if (not args.overwrite and out.is_dir() and any(out.iterdir())
+                and not (out / "participants.tsv").exists() and not owns_folder(out, "simulate")):
+            raise OutputError(
+                f"{out} is not empty and was not written by 'sklearn-hemo simulate' (it "
+                "holds e.g. patient folders without participants.tsv). Choose a new or "
+                "empty folder, or pass --overwrite to write over same-named files there.")
+        check_writable_dir(out, "OUT_DIR")
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo simulate: {exc}") from None
+    if args.overwrite or not (out / "participants.tsv").exists():
+        mark_folder(out, "simulate")  # so that an interrupted run may be rerun into it
     size = dict(PAPER_COHORT) if args.paper else {}  # else make_stroke_cohort's defaults
     if args.n_patients is not None:
         size["n_patients"] = args.n_patients
@@ -112,6 +136,9 @@ def _add_compare(sub):
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder holding other files or the results of "
+                   "a run with other settings (same-named files are replaced)")
     p.add_argument("--volumes", action="store_true",
                    help="also refit each model per outer fold and map the held-out patients "
                    "in full: volumes, Dice, patient-level occurrence AUC (volumes.csv, "
@@ -127,7 +154,11 @@ def _compare_cohort(args):
     from .datasets import PAPER_COHORT, load_cohort, make_stroke_cohort
 
     if args.data:
-        return load_cohort(args.data)
+        from ._safety import check_distinct_patients, validate_lazily
+
+        cohort = load_cohort(args.data)
+        check_distinct_patients(cohort, args.data)
+        return validate_lazily(cohort)
     if args.protocol == "quick":
         print("simulating the default cohort (make_stroke_cohort defaults, "
               f"random_state={args.random_state}) ...", flush=True)
@@ -153,6 +184,25 @@ def _compare_cohort(args):
     return cohort
 
 
+def _claim_compare_out(args):
+    """Check --out before any work: writable, not inside the data, not someone else's."""
+    import os
+
+    from ._safety import OutputError, claim_output_dir
+
+    settings = {"data": None if args.data is None else os.path.abspath(args.data),
+                "protocol": args.protocol,
+                "models": None if args.models is None else list(args.models),
+                "random_state": args.random_state, "n_samples": args.n_samples,
+                "n_outer": args.n_outer, "n_inner": args.n_inner,
+                "n_resamples": args.n_resamples}
+    try:
+        claim_output_dir(args.out, "compare", settings,
+                         inputs=[args.data] if args.data else [], overwrite=args.overwrite)
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo compare: {exc}") from None
+
+
 def _run_compare(args):
     import time
 
@@ -166,6 +216,7 @@ def _run_compare(args):
             raise SystemExit("sklearn-hemo compare: --device cuda, but torch finds no CUDA "
                              "device; install a CUDA build of PyTorch or use --device cpu.")
     start = time.perf_counter()
+    _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
         result = compare_models(
@@ -257,15 +308,44 @@ def _train_params(args, grid):
     return grid[0], "first grid point"
 
 
+def _check_train_out(args):
+    """Refuse a --out that training could not write, before the (long) fit."""
+    from pathlib import Path
+
+    from ._safety import OutputError, check_writable_dir, _inside
+
+    out = Path(args.out)
+    try:
+        if _inside(out, args.data):
+            raise OutputError(f"--out {out} lies inside the cohort folder {args.data}; the "
+                              "command never writes into its inputs. Choose a folder "
+                              "outside it.")
+        if out.exists() or out.is_symlink():
+            if not args.overwrite:
+                raise OutputError(f"--out {out} already exists. Choose another folder, or "
+                                  "pass --overwrite to replace the model bundle there.")
+            if not (out / "manifest.json").is_file():
+                raise OutputError(f"--out {out} exists and is not a model bundle (no "
+                                  "manifest.json); refusing to replace it even with "
+                                  "--overwrite. Remove it or choose another folder.")
+        check_writable_dir(out.parent, "--out")
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+
+
 def _run_train(args):
+    from ._safety import check_distinct_patients, validate_lazily
     from .datasets import CohortError, load_cohort
     from .maps import with_probabilities
     from .model_selection import PROTOCOLS, make_model_zoo
     from .persistence import save_model
     from .sampling import sample_voxels
 
+    _check_train_out(args)
     try:
         cohort = load_cohort(args.data)
+        check_distinct_patients(cohort, args.data)
+        validate_lazily(cohort)
         zoo = make_model_zoo(cohort, args.protocol, models=[args.model],
                              random_state=args.random_state)
     except (CohortError, ValueError) as exc:
@@ -295,8 +375,9 @@ def _run_train(args):
                 "data": str(args.data)}
     try:
         out = save_model(pipeline, args.out, overwrite=args.overwrite, metadata=metadata)
-    except FileExistsError as exc:
-        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    except (FileExistsError, OSError) as exc:
+        message = str(exc).replace("pass overwrite=True", "pass --overwrite")
+        raise SystemExit(f"sklearn-hemo train: {message}") from None
     print(f"saved {args.model} to {out}")
     return 0
 
@@ -320,10 +401,14 @@ def _add_predict(sub):
                    help="risk counted as predicted HT in the printed volume (default 0.5)")
     p.add_argument("--chunk-size", type=int, default=16_384, metavar="N",
                    help="voxels scored at once; bounds memory (default 16384)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --out / --png files (never inputs)")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args):
+    import os
+
     import nibabel as nib
 
     from ._io import atomic_path
@@ -336,8 +421,23 @@ def _run_predict(args):
         # checked first: nibabel picks the format from the suffix, after the whole map
         raise SystemExit(f"sklearn-hemo predict: --out {args.out} must end with .nii.gz or "
                          ".nii (a NIfTI risk map), e.g. risk.nii.gz.")
+    from ._safety import OutputError, check_output_file, validate_lazily
+    from .persistence import read_manifest
+
     try:
-        patient = load_patient(args.patient)
+        # cheap (headers, manifest): a missing patient or a folder that is no bundle is
+        # named first; the voxels are checked when the map first reads them
+        patient = validate_lazily(load_patient(args.patient))
+        read_manifest(args.model)
+        for option, path in (("--out", args.out), ("--png", args.png)):
+            if path is not None:
+                check_output_file(path, inputs=[args.patient, args.model],
+                                  overwrite=args.overwrite, what=option)
+        if args.png is not None and os.path.realpath(args.png) == os.path.realpath(args.out):
+            raise OutputError("--png and --out name the same file; give two names.")
+    except (OutputError, BundleError, CohortError) as exc:
+        raise SystemExit(f"sklearn-hemo predict: {exc}") from None
+    try:
         model = load_model(args.model)
         risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
     except (BundleError, CohortError, ValueError, TypeError) as exc:
@@ -443,7 +543,37 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\nsklearn-hemo {args.command}: interrupted; nothing half-done was saved.",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - bad input must not end in a traceback
+        if args.debug:
+            raise
+        raise SystemExit(_error_message(args.command, exc)) from None
+
+
+def _error_message(command, exc):
+    """One-line message for an error no command turned into one itself."""
+    from .datasets import CohortError
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (CohortError, ValueError)) and not isinstance(
+            exc, (UnicodeError,)):
+        return f"sklearn-hemo {command}: {text}"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return (f"sklearn-hemo {command}: {exc.strerror or text}{where}. Check the path, its "
+                "permissions and the free disk space.")
+    if isinstance(exc, MemoryError):
+        return (f"sklearn-hemo {command}: out of memory. Use smaller inputs or fewer "
+                "parallel jobs (rerun with --debug for the traceback).")
+    return (f"sklearn-hemo {command}: {type(exc).__name__}: {text} (rerun with --debug for "
+            "the traceback, and report it if the input looks fine).")
 
 
 if __name__ == "__main__":  # pragma: no cover

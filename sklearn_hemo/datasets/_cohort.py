@@ -163,8 +163,20 @@ class Patient:
                 self._sources[name] = None
                 self._images[name] = value
 
+    #: A check run once, on the first access to any image (see
+    #: ``sklearn_hemo._safety.validate_lazily``); None when nothing is pending.
+    _on_first_use = None
+
     # -- images, loaded lazily -------------------------------------------------
     def _image(self, name):
+        check = self._on_first_use
+        if check is not None:
+            self._on_first_use = None  # the check itself reads the images
+            try:
+                check(self)
+            except BaseException:
+                self._on_first_use = check
+                raise
         if name in self._images:
             return self._images[name]
         path = self._sources[name]

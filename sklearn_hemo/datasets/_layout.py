@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text
+from .._safety import check_distinct_patients, check_stale_files
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
@@ -271,6 +272,7 @@ def load_cohort(path):
     patients = []
     for pid, ht in rows:  # a loop, not a comprehension: warnings point at the caller
         patients.append(_read_patient(path, pid, ht))
+    check_distinct_patients(patients, path)
     return Cohort(patients, path=path)
 
 
@@ -321,7 +323,7 @@ def _read_participants(path):
             f"{table} is missing. Write a tab-separated table with a participant_id column "
             "(and ht = 0/1), one row per patient folder."
         )
-    text = table.read_text(encoding="utf-8-sig")
+    text = _read_text(table, None, encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text), delimiter="\t")
     if not reader.fieldnames or "participant_id" not in reader.fieldnames:
         raise CohortError(
@@ -385,6 +387,7 @@ def _read_patient(root, pid, ht):
             f"participant {pid}: listed in {root / _PARTICIPANTS} but folder {folder} does not "
             "exist. Add the folder or remove the row."
         )
+    check_stale_files(pid, folder)
     found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
     images = {name: path for name, (path, _) in found.items()}
     echo_time, repetition_time = _read_sidecar(folder / "pwi.json", pid)
@@ -424,6 +427,8 @@ def _read_sidecar(path, pid):
     values = []
     for key in ("EchoTime", "RepetitionTime"):
         value = meta.get(key) if isinstance(meta, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
+            value = math.inf  # a 400-digit integer: math.isfinite would raise OverflowError
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
                 value):
             raise CohortError(
@@ -436,8 +441,18 @@ def _read_sidecar(path, pid):
     return tuple(values)
 
 
+def _read_text(path, pid, encoding="utf-8"):
+    """The text of ``path``, or a CohortError naming the file when it is not UTF-8."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        who = f"participant {pid}: " if pid else ""
+        raise CohortError(f"{who}{path} is not UTF-8 text ({exc}). Save it as UTF-8 "
+                          "(tab-separated text).") from None
+
+
 def _read_aif(path, pid):
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, pid)
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     try:
         header = [h.strip() for h in next(reader)]
