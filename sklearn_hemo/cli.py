@@ -442,8 +442,16 @@ def _run_predict(args):
         risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
     except (BundleError, CohortError, ValueError, TypeError) as exc:
         raise SystemExit(f"sklearn-hemo predict: {exc}") from None
-    with atomic_path(args.out) as tmp:
-        nib.save(risk, tmp)
+    import contextlib
+
+    # the map and its picture are written as a pair: both, or (on any failure) neither
+    with contextlib.ExitStack() as stack:
+        nib.save(risk, stack.enter_context(atomic_path(args.out)))
+        if args.png:
+            from .plotting import save_risk_overlay
+
+            save_risk_overlay(stack.enter_context(atomic_path(args.png)), risk,
+                              patient.dwi_b0, patient.ht_mask, title=f"{patient.id}: HT risk")
     summary = (f"participant {patient.id}: predicted HT volume "
                f"{predicted_volume(risk, args.threshold):.2f} mL at risk >= {args.threshold}, "
                f"risk score {patient_risk_score(risk, patient.get_brain_mask()):.3f}")
@@ -452,10 +460,6 @@ def _run_predict(args):
     print(summary)
     print(f"wrote {args.out}")
     if args.png:
-        from .plotting import save_risk_overlay
-
-        save_risk_overlay(args.png, risk, patient.dwi_b0, patient.ht_mask,
-                          title=f"{patient.id}: HT risk")
         print(f"wrote {args.png}")
     return 0
 
