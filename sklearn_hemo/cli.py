@@ -549,6 +549,11 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
+    except SystemExit as stop:
+        # a command turned an error into a one-line message; --debug shows the original
+        if args.debug and isinstance(stop.__context__, Exception):
+            raise stop.__context__ from None
+        raise
     except KeyboardInterrupt:
         if args.debug:
             raise

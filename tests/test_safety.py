@@ -355,3 +355,311 @@ def test_voxel_checks_run_lazily_once_per_patient(cohort_dir, monkeypatch):
     cohort[2].ht_mask
     cohort[0].dwi_b0
     assert seen == ["sub-003", "sub-001"]  # each patient once, when first used
+
+
+# ---------------------------------------- 4. outputs checked writable before any work
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder path nothing can be created in (root ignores permission bits: /proc)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+    elif Path("/proc/self").exists():
+        yield Path("/proc") / "sklearn-hemo-no-such-folder"
+    else:
+        pytest.skip("running as root without /proc: no folder is read-only to this user")
+
+
+def _no_work(monkeypatch):
+    """Make the expensive steps fail loudly, to prove a check came before them."""
+    from sklearn_hemo import maps, sampling
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(sampling, "sample_voxels", refuse)
+    monkeypatch.setattr(maps, "predict_risk_map", refuse)
+
+
+def test_train_checks_its_output_before_fitting(cohort_dir, tmp_path, unwritable,
+                                                monkeypatch):
+    _no_work(monkeypatch)
+    argv = ["train", "--data", str(cohort_dir), "--model", "random-forest"]
+    with pytest.raises(SystemExit, match="cannot write"):
+        main([*argv, "--out", str(unwritable / "model")])
+    existing = tmp_path / "model"
+    existing.mkdir()
+    with pytest.raises(SystemExit, match="already exists.*pass --overwrite"):
+        main([*argv, "--out", str(existing)])
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not a model bundle"):
+        main([*argv, "--out", str(existing), "--overwrite"])
+    with pytest.raises(SystemExit, match="inside the cohort folder"):
+        main([*argv, "--out", str(cohort_dir / "model")])
+
+
+def test_predict_checks_its_output_before_mapping(trained, unwritable, monkeypatch):
+    cohort, model = trained
+    _no_work(monkeypatch)
+    for option in ("--out", "--png"):
+        argv = ["predict", "--model", str(model), "--patient", str(cohort / "sub-001"),
+                "--out", str(unwritable / "risk.nii.gz")]
+        if option == "--png":
+            argv[-1] = str(Path(model).parent / "risk-never.nii.gz")
+            argv += ["--png", str(unwritable / "risk.png")]
+        with pytest.raises(SystemExit, match=f"{option} .*cannot write"):
+            main(argv)
+
+
+def test_compare_on_an_unwritable_path_says_so(cohort_dir, unwritable, monkeypatch):
+    _no_work(monkeypatch)
+    with pytest.raises(SystemExit, match="sklearn-hemo compare: --out .*cannot write"):
+        main([*_QUICK_COMPARE, "--data", str(cohort_dir), "--out", str(unwritable / "r")])
+
+
+def test_a_failure_while_writing_leaves_no_partial_output_set(cohort_dir, tmp_path,
+                                                              monkeypatch):
+    import errno
+
+    from sklearn_hemo import plotting
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "results"
+    argv = [*_QUICK_COMPARE, "--data", str(cohort_dir), "--out", str(out)]
+    with monkeypatch.context() as m:
+        m.setattr(plotting, "plot_roc_pr", disk_full)  # the last output written
+        with pytest.raises(SystemExit, match="No space left on device"):
+            main(argv)
+    outputs = {"table.csv", "table.md", "predictions.csv", "folds.csv", "fold_scores.csv",
+               "best_params.json", "roc_pr.png"}
+    assert not outputs & {p.name for p in out.iterdir()}
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.suffix != ".json"]
+    assert main(argv) == 0  # and the run completes once there is room
+    assert outputs <= {p.name for p in out.iterdir()}
+
+
+def test_predict_writes_the_map_and_picture_together_or_not_at_all(trained, tmp_path,
+                                                                   monkeypatch):
+    from sklearn_hemo import plotting
+
+    cohort, model = trained
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plotting, "save_risk_overlay", broken)
+    with pytest.raises(SystemExit, match="No space left"):
+        main(["predict", "--model", str(model), "--patient", str(cohort / "sub-001"),
+              "--out", str(tmp_path / "risk.nii.gz"), "--png", str(tmp_path / "risk.png")])
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------- 5. duplicates and stale files
+def test_two_ids_for_one_patient_folder_are_refused(cohort_dir, tmp_path):
+    import shutil
+
+    shutil.rmtree(cohort_dir / "sub-004")
+    (cohort_dir / "sub-004").symlink_to(cohort_dir / "sub-001", target_is_directory=True)
+    with pytest.raises(CohortError, match="sub-001 and sub-004 .*same patient folder"):
+        load_cohort(cohort_dir)
+    with pytest.raises(SystemExit, match="same patient folder"):
+        main(["train", "--data", str(cohort_dir), "--model", "random-forest",
+              "--out", str(tmp_path / "m")])
+
+
+def test_a_stale_uncompressed_image_beside_the_compressed_one_is_refused(cohort_dir):
+    pwi = nib.load(cohort_dir / "sub-002" / "pwi.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(pwi.dataobj)[..., :20], pwi.affine),
+             cohort_dir / "sub-002" / "pwi.nii")
+    with pytest.raises(CohortError, match="sub-002: .*both pwi.nii.gz and pwi.nii.*stale"):
+        load_cohort(cohort_dir)
+
+
+# ---------------------------------------------------------------------------- 6. bundles
+@pytest.fixture(scope="module")
+def lstm_bundle(tmp_path_factory):
+    from sklearn_hemo.neural import LSTMClassifier
+    from sklearn_hemo.persistence import save_model
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(60, 6)).astype(np.float32)
+    clf = LSTMClassifier(hidden_size=4, max_epochs=1, random_state=0).fit(X, np.arange(60) % 2)
+    return save_model(clf, tmp_path_factory.mktemp("bundle") / "m")
+
+
+@pytest.fixture
+def bundle(lstm_bundle, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(lstm_bundle, tmp_path / "m"))
+
+
+def _forge(bundle, name=None, data=None, edit=None):
+    """Replace a file (keeping the manifest's hash list consistent) or edit the manifest."""
+    import hashlib
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if name is not None:
+        (bundle / name).write_bytes(data)
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    if edit is not None:
+        edit(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_bundle_files_are_written_with_ordinary_permissions(lstm_bundle):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in lstm_bundle.iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_bundle_symlinks_are_not_followed(bundle, tmp_path):
+    from sklearn_hemo.persistence import BundleError, load_model
+
+    load_model(bundle)
+    outside = tmp_path / "outside.skops"
+    (bundle / "estimator.skops").rename(outside)
+    (bundle / "estimator.skops").symlink_to(outside)  # same bytes, same hash
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_model(bundle)
+
+
+@pytest.mark.parametrize("forgery", ["bad zip", "bad safetensors", "bad net path",
+                                     "deep nesting", "nets emptied", "files not a dict"])
+def test_every_forged_bundle_is_a_bundle_error(bundle, forgery):
+    from sklearn_hemo.persistence import BundleError, load_model
+
+    if forgery == "bad zip":
+        _forge(bundle, "estimator.skops", b"PK\x03\x04 not a zip archive")
+    elif forgery == "bad safetensors":
+        _forge(bundle, "net-0.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    elif forgery == "bad net path":
+        _forge(bundle, edit=lambda m: m["nets"][0].update(path=[["attr", "no_such"],
+                                                                ["attr", "net_"]]))
+    elif forgery == "deep nesting":
+        text = (bundle / "manifest.json").read_text()
+        (bundle / "manifest.json").write_text(
+            text[:-1] + ', "extra": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    elif forgery == "nets emptied":
+        _forge(bundle, edit=lambda m: m.update(nets=[]))
+    else:
+        _forge(bundle, edit=lambda m: m.update(files=[["estimator.skops", "x"]]))
+    with pytest.raises(BundleError):
+        load_model(bundle)
+
+
+# ----------------------------------------------------------------------- 7. size guard
+def _nifti_gz(path, shape, payload, trailer=None, dtype=np.int16):
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_qform(np.eye(4), 1)
+    header.set_sform(np.eye(4), 1)
+    raw = header.binaryblock + b"\x00" * 4  # vox_offset 352
+    with gzip.open(path, "wb") as fh:
+        fh.write(raw + payload)
+    if trailer is not None:
+        data = bytearray(Path(path).read_bytes())
+        data[-4:] = (trailer % 2**32).to_bytes(4, "little")
+        Path(path).write_bytes(bytes(data))
+
+
+def test_a_gzip_bomb_is_refused_from_its_header(cohort_dir):
+    # 2 MB of zeros compress to a few kB; the header declares 10**9 voxels
+    _nifti_gz(cohort_dir / "sub-001" / "dwi_b0.nii.gz", (1000, 1000, 1000),
+              b"\x00" * (2 << 20))
+    with pytest.raises(CohortError, match=r"sub-001: .*dwi_b0.nii.gz: declares .*limit"):
+        load_cohort(cohort_dir)
+
+
+def test_a_forged_gzip_size_trailer_does_not_lead_to_a_huge_allocation(cohort_dir):
+    shape = (2048, 2048, 2048)  # 16 GiB of int16, a trailer claiming it is all there
+    expected = 352 + 2 * 2048 ** 3
+    _nifti_gz(cohort_dir / "sub-001" / "dwi_b1000.nii.gz", shape, b"\x00" * 1024,
+              trailer=expected)
+    with pytest.raises(CohortError, match="more than the limit"):
+        load_cohort(cohort_dir)
+
+
+def test_the_size_limit_is_configurable(cohort_dir, monkeypatch):
+    from sklearn_hemo import _safety
+
+    monkeypatch.setattr(_safety, "MAX_IMAGE_VOXELS", 1000)
+    with pytest.raises(CohortError, match="SKLEARN_HEMO_MAX_VOXELS"):
+        load_cohort(cohort_dir)
+    monkeypatch.setattr(_safety, "MAX_IMAGE_VOXELS", 16 * 16 * 2 * 90)
+    load_cohort(cohort_dir)
+    paper = 128 * 128 * 20 * 90
+    assert _safety._max_voxels_from_env() > 5 * paper
+    monkeypatch.setenv("SKLEARN_HEMO_MAX_VOXELS", "123")
+    assert _safety._max_voxels_from_env() == 123
+
+
+# -------------------------------------------------------------------- 8. clear messages
+def test_every_voxel_ht_gives_a_clear_message(tmp_path):
+    from sklearn_hemo.sampling import sample_voxels
+
+    cohort = make_stroke_cohort(**TINY)
+    for patient in cohort:
+        patient._images["ht_mask"] = nib.Nifti1Image(
+            patient.get_brain_mask().astype(np.uint8), patient.affine)
+    with pytest.raises(ValueError, match="no non-HT voxel"):
+        sample_voxels(cohort, n_samples=40, random_state=0)
+
+
+def test_too_few_patients_for_the_inner_folds_gives_a_clear_message(tmp_path):
+    data = save_cohort(make_stroke_cohort(n_patients=2, shape=(16, 16, 2), random_state=1,
+                                          ht_prevalence=0.5), tmp_path / "two")
+    with pytest.raises(SystemExit, match="1 patient.*too few for n_inner=3"):
+        main(["compare", "--data", str(data), "--models", "random-forest", "--n-outer", "2",
+              "--n-samples", "48", "--quiet", "--out", str(tmp_path / "r")])
+
+
+def test_a_table_that_is_not_utf8_names_the_file(cohort_dir):
+    table = cohort_dir / "participants.tsv"
+    table.write_bytes(table.read_bytes() + "sub-005\t0\tRen\u00e9\n".encode("latin-1"))
+    with pytest.raises(CohortError, match="participants.tsv is not UTF-8"):
+        load_cohort(cohort_dir)
+
+
+def test_a_400_digit_echo_time_names_the_file(cohort_dir):
+    sidecar = cohort_dir / "sub-003" / "pwi.json"
+    sidecar.write_text('{"EchoTime": ' + "9" * 400 + ', "RepetitionTime": 1.8}')
+    with pytest.raises(CohortError, match="sub-003: .*pwi.json .*EchoTime"):
+        load_cohort(cohort_dir)
+
+
+@pytest.mark.parametrize("name, dtype", [("pwi", np.complex64), ("dwi_b0", "RGB")])
+def test_complex_or_rgb_images_are_refused_with_the_file(cohort_dir, name, dtype):
+    path = cohort_dir / "sub-002" / f"{name}.nii.gz"
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)
+    if dtype == "RGB":
+        rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        new = nib.Nifti1Image(rgb, img.affine)
+    else:
+        new = nib.Nifti1Image(data.astype(dtype), img.affine)
+    nib.save(new, path)
+    with pytest.raises(CohortError, match=f"sub-002: .*{name}.nii.gz: stores voxels of type"):
+        load_cohort(cohort_dir)
+
+
+def test_the_cli_shows_no_traceback_for_bad_input_unless_debug(cohort_dir, tmp_path,
+                                                               capsys):
+    sidecar = cohort_dir / "sub-003" / "pwi.json"
+    sidecar.write_text('{"EchoTime": 0.03, "RepetitionTime": 1.8, "x": ' +
+                       "[" * 100_000 + "]" * 100_000 + "}")
+    argv = ["train", "--data", str(cohort_dir), "--model", "linear", "--out",
+            str(tmp_path / "m")]
+    with pytest.raises(SystemExit, match="sklearn-hemo train: .*pwi.json"):
+        main(argv)
+    for debug in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(Exception) as info:
+            main(debug)
+        assert isinstance(info.value, RecursionError)  # the original error, traceback shown

@@ -421,7 +421,7 @@ def _read_sidecar(path, pid):
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CohortError(f"participant {pid}: {path} is not valid JSON ({exc}). Fix the "
                           "file.") from exc
     values = []
