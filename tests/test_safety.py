@@ -662,4 +662,4 @@ def test_the_cli_shows_no_traceback_for_bad_input_unless_debug(cohort_dir, tmp_p
     for debug in (["--debug", *argv], [*argv, "--debug"]):
         with pytest.raises(Exception) as info:
             main(debug)
-        assert isinstance(info.value, RecursionError)  # the original error, traceback shown
+        assert isinstance(info.value, CohortError)  # the error itself, with its traceback
