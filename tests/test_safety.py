@@ -531,7 +531,7 @@ def test_bundle_symlinks_are_not_followed(bundle, tmp_path):
 
 
 @pytest.mark.parametrize("forgery", ["bad zip", "bad safetensors", "bad net path",
-                                     "deep nesting", "nets emptied", "files not a dict"])
+                                     "deep nesting", "nets emptied", "nets not a list"])
 def test_every_forged_bundle_is_a_bundle_error(bundle, forgery):
     from sklearn_hemo.persistence import BundleError, load_model
 
@@ -549,7 +549,7 @@ def test_every_forged_bundle_is_a_bundle_error(bundle, forgery):
     elif forgery == "nets emptied":
         _forge(bundle, edit=lambda m: m.update(nets=[]))
     else:
-        _forge(bundle, edit=lambda m: m.update(files=[["estimator.skops", "x"]]))
+        _forge(bundle, edit=lambda m: m.update(nets={"net-0": m["nets"][0]}))
     with pytest.raises(BundleError):
         load_model(bundle)
 
