@@ -312,7 +312,7 @@ def _check_train_out(args):
     """Refuse a --out that training could not write, before the (long) fit."""
     from pathlib import Path
 
-    from ._safety import OutputError, check_writable_dir, _inside
+    from ._safety import OutputError, _inside, check_writable_dir
 
     out = Path(args.out)
     try:

@@ -351,9 +351,8 @@ def test_voxel_checks_run_lazily_once_per_patient(cohort_dir, monkeypatch):
     monkeypatch.setattr(_safety, "check_patient_voxels", lambda p: seen.append(p.id))
     cohort = _safety.validate_lazily(load_cohort(cohort_dir))
     assert seen == []  # nothing read up front
-    cohort[2].pwi
-    cohort[2].ht_mask
-    cohort[0].dwi_b0
+    for patient, name in ((cohort[2], "pwi"), (cohort[2], "ht_mask"), (cohort[0], "dwi_b0")):
+        getattr(patient, name)
     assert seen == ["sub-003", "sub-001"]  # each patient once, when first used
 
 
