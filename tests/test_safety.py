@@ -332,6 +332,12 @@ def test_commands_run_the_voxel_checks_on_the_patients_they_touch(cohort_dir, tm
     assert not (tmp_path / "model").exists()
 
 
+def test_cohort_validate_refuses_an_annotation_that_is_not_binary(cohort_dir):
+    _ht_mask_labels(cohort_dir / "sub-003")
+    with pytest.raises(CohortError, match="sub-003: .*ht_mask.nii.gz: holds values other"):
+        load_cohort(cohort_dir).validate()
+
+
 def test_predict_runs_the_voxel_checks(trained, tmp_path):
     cohort, model = trained
     patient = tmp_path / "sub-009"

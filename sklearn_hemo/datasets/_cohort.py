@@ -283,12 +283,16 @@ class Patient:
         """Check headers, acquisition and voxel data; raise :class:`CohortError` if bad.
 
         Reads every image (NaN/inf, non-positive pre-bolus baseline in the brain,
-        unreadable files, labels that contradict the annotation). Returns ``self``.
+        unreadable files, labels that contradict the annotation, an annotation with
+        values other than 0 and 1, too few frames, an implausible echo time). The
+        command line runs the same checks on each patient it reads. Returns ``self``.
         """
-        from ._validation import check_patient, check_patient_data
+        from .._safety import check_patient_voxels
+        from ._validation import check_patient
 
+        self._on_first_use = None  # checked right here, not again on first use
         check_patient(self)
-        check_patient_data(self)
+        check_patient_voxels(self)  # check_patient_data and the pipeline's own needs
         return self
 
     def __repr__(self):
