@@ -618,6 +618,7 @@ def test_every_voxel_ht_gives_a_clear_message(tmp_path):
         sample_voxels(cohort, n_samples=40, random_state=0)
 
 
+@pytest.mark.filterwarnings("ignore:only .* HT voxels are available:UserWarning")
 def test_too_few_patients_for_the_inner_folds_gives_a_clear_message(tmp_path):
     data = save_cohort(make_stroke_cohort(n_patients=2, shape=(16, 16, 2), random_state=1,
                                           ht_prevalence=0.5), tmp_path / "two")
