@@ -491,7 +491,7 @@ def _compare_volumes(args, cohort, result):
 
     import numpy as np
 
-    from ._io import atomic_write_text
+    from ._io import atomic_file_set
     from .maps import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
@@ -517,8 +517,10 @@ def _compare_volumes(args, cohort, result):
         rows += [{"model": name, **row} for row in table]
         summary.append({"model": name, **summarize_patient_table(table)})
     out = Path(args.out)
-    atomic_write_text(out / "volumes.csv", _csv(_VOLUME_COLUMNS, rows))
-    atomic_write_text(out / "volumes_summary.csv", _csv(_VOLUME_SUMMARY_COLUMNS, summary))
+    with atomic_file_set(out) as stage:  # both files, or (on a failure) neither
+        stage("volumes.csv").write_text(_csv(_VOLUME_COLUMNS, rows), encoding="utf-8")
+        stage("volumes_summary.csv").write_text(_csv(_VOLUME_SUMMARY_COLUMNS, summary),
+                                                encoding="utf-8")
 
     def fmt(value, spec):
         return "NA" if value is None else format(value, spec)
