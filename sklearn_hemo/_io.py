@@ -7,11 +7,14 @@ never leaves a half-written output behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_file_set", "atomic_path", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_file_set", "atomic_path", "atomic_write_text", "atomic_write_bytes",
+           "writes_one_set"]
 
 _UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it)
 os.umask(_UMASK)
@@ -105,3 +108,31 @@ def atomic_file_set(folder):
     for target, tmp in staged.items():  # renames need no disk space: they all succeed
         if tmp.exists():  # a staged file the block removed again is not written
             os.replace(tmp, target)
+
+
+def writes_one_set(writer):
+    """Decorate ``writer(obj, out_dir, ...)`` so that its files land as one set.
+
+    The writer runs against a temporary folder inside ``out_dir``; when it returns, each
+    file it wrote is renamed into ``out_dir`` (renames need no disk space), and when it
+    raises (a full disk, an interrupt) nothing of its output reaches ``out_dir``: the
+    files already there stay as they were instead of becoming a mix of old and new.
+    """
+
+    @functools.wraps(writer)
+    def wrapper(obj, out_dir, *args, **kwargs):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+        try:
+            result = writer(obj, staging, *args, **kwargs)
+            for entry in sorted(staging.iterdir()):
+                target = out / entry.name
+                if entry.is_dir() and target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(entry, target)
+            return result
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    return wrapper

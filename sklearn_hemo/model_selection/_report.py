@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
 
 __all__ = [
@@ -320,37 +321,25 @@ def read_predictions(path):
     return predictions
 
 
+@writes_one_set  # all the files, or (on a failure part-way) none of them
 def write_outputs(result, out_dir, plot=True):
-    """Write every output file of a comparison into ``out_dir``, as one set.
-
-    All files are staged under temporary names and renamed into place together, so a
-    failure part-way (a full disk, an interrupt) leaves the earlier outputs as they were
-    instead of a mix of old and new files.
-    """
-    from .._io import atomic_file_set
-
+    """Write every output file of a comparison into ``out_dir``, each atomically."""
     out = Path(out_dir)
-    texts = {
-        "table.csv": _csv_text(TABLE_COLUMNS, result.table),
-        "table.md": result.to_markdown(),
-        "predictions.csv": predictions_csv(result.predictions),
-        "folds.csv": _csv_text(("patient", "fold"), [{"patient": p, "fold": f}
-                                                     for p, f in result.folds.items()]),
-        "fold_scores.csv": _csv_text(FOLD_COLUMNS, result.fold_table),
-        "best_params.json": json.dumps(result.best_params, indent=2, sort_keys=True) + "\n",
-    }
-    with atomic_file_set(out) as stage:
-        for name, text in texts.items():
-            stage(name).write_text(text, encoding="utf-8")
-        if plot:
-            from ..plotting import plot_roc_pr
+    atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
+    atomic_write_text(out / "table.md", result.to_markdown())
+    atomic_write_text(out / "predictions.csv", predictions_csv(result.predictions))
+    atomic_write_text(out / "folds.csv", _csv_text(
+        ("patient", "fold"), [{"patient": p, "fold": f} for p, f in result.folds.items()]))
+    atomic_write_text(out / "fold_scores.csv", _csv_text(FOLD_COLUMNS, result.fold_table))
+    atomic_write_text(out / "best_params.json",
+                      json.dumps(result.best_params, indent=2, sort_keys=True) + "\n")
+    if plot:
+        from ..plotting import plot_roc_pr
 
-            png = stage("roc_pr.png")
-            try:
-                plot_roc_pr(result.predictions, path=png, table=result.table)
-            except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
-                if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
-                    raise
-                png.unlink(missing_ok=True)
-                print("roc_pr.png not written: matplotlib is not installed; install the plot "
-                      "extra with: pip install 'sklearn-hemo[plot]'.")
+        try:
+            plot_roc_pr(result.predictions, path=out / "roc_pr.png", table=result.table)
+        except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
+            if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
+                raise
+            print("roc_pr.png not written: matplotlib is not installed; install the plot "
+                  "extra with: pip install 'sklearn-hemo[plot]'.")
