@@ -16,12 +16,15 @@ Small helpers called from the command line and the cohort reader:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+_CHECK_ON_FIRST_USE = False  # set while a command of the command line runs
 
 __all__ = [
     "MAX_IMAGE_VOXELS",
@@ -333,6 +336,26 @@ def check_patient_voxels(patient):
                   f"holds values other than 0 and 1 ({shown}); an annotation is binary.",
                   "Save it with 1 for HT voxels and 0 elsewhere (e.g. threshold a "
                   "probabilistic or label map yourself).")
+
+
+@contextlib.contextmanager
+def checking_on_first_use():
+    """Within the block, every new :class:`~sklearn_hemo.datasets.Cohort` is armed with
+    :func:`validate_lazily` (the command line runs each command inside it)."""
+    global _CHECK_ON_FIRST_USE
+    previous, _CHECK_ON_FIRST_USE = _CHECK_ON_FIRST_USE, True
+    try:
+        yield
+    finally:
+        _CHECK_ON_FIRST_USE = previous
+
+
+def guard_new_cohort(patients):
+    """Called by ``Cohort.__init__``: refuse one folder under two ids; arm the lazy checks
+    when running inside :func:`checking_on_first_use`."""
+    check_distinct_patients(patients)
+    if _CHECK_ON_FIRST_USE:
+        validate_lazily(patients)
 
 
 def validate_lazily(cohort_or_patients):

@@ -154,11 +154,7 @@ def _compare_cohort(args):
     from .datasets import PAPER_COHORT, load_cohort, make_stroke_cohort
 
     if args.data:
-        from ._safety import check_distinct_patients, validate_lazily
-
-        cohort = load_cohort(args.data)
-        check_distinct_patients(cohort, args.data)
-        return validate_lazily(cohort)
+        return load_cohort(args.data)
     if args.protocol == "quick":
         print("simulating the default cohort (make_stroke_cohort defaults, "
               f"random_state={args.random_state}) ...", flush=True)
@@ -334,7 +330,6 @@ def _check_train_out(args):
 
 
 def _run_train(args):
-    from ._safety import check_distinct_patients, validate_lazily
     from .datasets import CohortError, load_cohort
     from .maps import with_probabilities
     from .model_selection import PROTOCOLS, make_model_zoo
@@ -344,8 +339,6 @@ def _run_train(args):
     _check_train_out(args)
     try:
         cohort = load_cohort(args.data)
-        check_distinct_patients(cohort, args.data)
-        validate_lazily(cohort)
         zoo = make_model_zoo(cohort, args.protocol, models=[args.model],
                              random_state=args.random_state)
     except (CohortError, ValueError) as exc:
@@ -549,8 +542,13 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ._safety import checking_on_first_use
+
     try:
-        return args.func(args) or 0
+        # every patient a command reads gets the voxel checks of Cohort.validate(),
+        # lazily: the first time the command uses it
+        with checking_on_first_use():
+            return args.func(args) or 0
     except SystemExit as stop:
         # a command turned an error into a one-line message; --debug shows the original
         if args.debug and isinstance(stop.__context__, Exception):

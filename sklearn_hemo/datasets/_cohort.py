@@ -338,6 +338,9 @@ class Cohort(Sequence):
                     f"participant {p.id} appears twice; participant ids must be unique."
                 )
             seen.add(p.id)
+        from .._safety import guard_new_cohort
+
+        guard_new_cohort(patients)  # one folder under two ids; lazy checks in the CLI
         self._patients = tuple(patients)
         self.path = None if path is None else Path(path)
 

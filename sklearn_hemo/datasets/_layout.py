@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text
-from .._safety import check_distinct_patients, check_stale_files
+from .._safety import check_stale_files
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
@@ -272,7 +272,6 @@ def load_cohort(path):
     patients = []
     for pid, ht in rows:  # a loop, not a comprehension: warnings point at the caller
         patients.append(_read_patient(path, pid, ht))
-    check_distinct_patients(patients, path)
     return Cohort(patients, path=path)
 
 
