@@ -129,6 +129,9 @@ def _add_compare(sub):
     p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
     p.add_argument("--out", default="hemo-results", metavar="DIR",
                    help="output and resume folder (default ./hemo-results)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder holding other files or the results of "
+                   "a run with other settings (same-named files are replaced)")
     p.add_argument("--n-samples", type=int, metavar="N",
                    help="balanced voxels (default: quick 4000, paper 50000)")
     p.add_argument("--n-outer", type=int, metavar="K", help="outer folds (quick 5, paper 10)")
@@ -136,9 +139,6 @@ def _add_compare(sub):
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out folder holding other files or the results of "
-                   "a run with other settings (same-named files are replaced)")
     p.add_argument("--volumes", action="store_true",
                    help="also refit each model per outer fold and map the held-out patients "
                    "in full: volumes, Dice, patient-level occurrence AUC (volumes.csv, "
