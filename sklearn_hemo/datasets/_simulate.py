@@ -129,15 +129,17 @@ _FINE_DT = 0.25  # s, grid of the exact piecewise-linear convolution recursion
 _CHUNK = 16384  # voxels per chunk: bounds memory of the time recursion
 _K2_REF = 2e-4  # 1/s, reference leakage of the risk logit
 _LABEL_NOISE = 0.5
+_SNR_REALISTIC = (15.0, 60.0)  # per-patient SNR range of the realistic cohort
 
 
 # -- public API ------------------------------------------------------------------------
 def make_stroke_cohort(
-    n_patients=24,
-    shape=(32, 32, 4),
+    n_patients=48,
+    shape=(48, 48, 8),
     *,
+    difficulty="realistic",
     ht_prevalence=0.26,
-    snr=30.0,
+    snr="auto",
     repetition_time=(1.2, 2.0),
     n_frames=(45, 90),
     echo_time=(0.025, 0.035),
@@ -209,8 +211,11 @@ def make_stroke_cohort(
     shape = _check_shape(shape)
     if not isinstance(ht_prevalence, numbers.Real) or not 0.0 <= ht_prevalence <= 1.0:
         raise ValueError(f"ht_prevalence must be a number in [0, 1], got {ht_prevalence!r}.")
-    if snr is not None and (not isinstance(snr, numbers.Real) or not snr > 0):
-        raise ValueError(f"snr must be a positive number or None, got {snr!r}.")
+    if difficulty not in ("realistic", "easy"):
+        raise ValueError(
+            f"difficulty must be 'realistic' or 'easy', got {difficulty!r}."
+        )
+    snr = _check_snr(snr, difficulty)
     acq = {
         "repetition_time": _check_range(repetition_time, "repetition_time", 0.1, 10.0),
         "n_frames": _check_range(n_frames, "n_frames", 8, 1000),
@@ -219,7 +224,8 @@ def make_stroke_cohort(
     entropy = _root_entropy(random_state)
     offset = np.random.default_rng(np.random.SeedSequence(entropy)).random()
     spec = {"entropy": entropy, "offset": offset, "width": max(3, len(str(n_patients))),
-            "shape": shape, "ht_prevalence": ht_prevalence, "snr": snr, "acq": acq}
+            "shape": shape, "ht_prevalence": ht_prevalence, "snr": snr, "acq": acq,
+            "difficulty": difficulty}
     folder = None
     if out_dir is not None:
         from ._layout import prepare_folder
@@ -243,16 +249,21 @@ def make_stroke_cohort(
 
 def _simulate_one(k, spec, folder):
     """Patient ``k`` of a cohort; written to ``folder`` (returning id and label) if given."""
-    severity = (spec["offset"] + k * _GOLDEN) % 1.0
-    patient = simulate_patient(
-        f"sub-{k + 1:0{spec['width']}d}",
-        spec["shape"],
-        np.random.default_rng(np.random.SeedSequence(spec["entropy"], spawn_key=(k,))),
-        severity=severity,
-        ht=severity >= 1.0 - spec["ht_prevalence"],
-        snr=spec["snr"],
-        **spec["acq"],
-    )
+    # a low-discrepancy sequence: the cohort's count of bleeding patients stays close to
+    # its expectation while patient k depends on (seed, k) alone
+    stratified = (spec["offset"] + k * _GOLDEN) % 1.0
+    pid = f"sub-{k + 1:0{spec['width']}d}"
+    rng = np.random.default_rng(np.random.SeedSequence(spec["entropy"], spawn_key=(k,)))
+    if spec["difficulty"] == "realistic":
+        from ._realistic import simulate_realistic_patient
+
+        patient = simulate_realistic_patient(
+            pid, spec["shape"], rng, outcome_draw=1.0 - stratified,
+            ht_prevalence=spec["ht_prevalence"], snr=spec["snr"], **spec["acq"])
+    else:
+        patient = simulate_patient(
+            pid, spec["shape"], rng, severity=stratified,
+            ht=stratified >= 1.0 - spec["ht_prevalence"], snr=spec["snr"], **spec["acq"])
     if folder is None:
         return patient
     from ._layout import write_patient
@@ -473,10 +484,18 @@ def _smooth_field(rng, shape, sigma_frac):
     return field / std if std > 0 else field
 
 
-def _draw_anatomy(rng, shape, severity):
+def _draw_anatomy(rng, shape, severity, *, axes=(0.8, 0.92), lesion_spec=None):
+    """Brain, tissue classes, lesion and leakage maps (see the module docstring).
+
+    ``axes`` are the in-plane semi-axes of the brain in units of half the field of view;
+    ``lesion_spec`` (realistic cohorts) overrides the severity-driven lesion size and leakage
+    with ``{"r_core", "ratio", "leak_fraction", "k2_max"}``. The default arguments give
+    the ``difficulty="easy"`` anatomy, draw for draw.
+    """
     x, y, z = _grid(shape)
     size = rng.uniform(0.92, 1.0)
-    radius = np.sqrt((x / (0.8 * size)) ** 2 + (y / (0.92 * size)) ** 2 + (z / 1.15) ** 2)
+    radius = np.sqrt((x / (axes[0] * size)) ** 2 + (y / (axes[1] * size)) ** 2
+                     + (z / 1.15) ** 2)
     radius = radius * (1.0 + 0.04 * _smooth_field(rng, shape, 0.3))
     brain = radius < 1.0
     ribbon = 0.22 + 0.05 * _smooth_field(rng, shape, 0.2)
@@ -495,8 +514,11 @@ def _draw_anatomy(rng, shape, severity):
     side = rng.choice([-1.0, 1.0])
     centre = np.array([side * rng.uniform(0.25, 0.5), rng.uniform(-0.45, 0.45),
                        rng.uniform(-0.3, 0.3)])
+    centre[:2] *= np.asarray(axes) / (0.8, 0.92)  # the same place in a smaller brain
     r_core = (0.15 + 0.15 * severity) * rng.uniform(0.85, 1.15)
     ratio = rng.uniform(1.3, 1.8)
+    if lesion_spec is not None:
+        r_core, ratio = lesion_spec["r_core"], lesion_spec["ratio"]
     dist = np.sqrt(((x - centre[0]) / r_core) ** 2 + ((y - centre[1]) / r_core) ** 2
                    + ((z - centre[2]) / (1.5 * r_core)) ** 2)
     dist = dist * (1.0 + 0.2 * _smooth_field(rng, shape, 0.25))
@@ -527,6 +549,8 @@ def _draw_anatomy(rng, shape, severity):
     leak_field = _smooth_field(rng, shape, 0.25)
     leak_fraction = np.clip(0.15 + 0.5 * severity + 0.1 * rng.standard_normal(), 0.05, 0.9)
     k2_max = 1e-4 * (0.5 + 1.5 * severity) * rng.lognormal(0.0, 0.3)
+    if lesion_spec is not None:
+        leak_fraction, k2_max = lesion_spec["leak_fraction"], lesion_spec["k2_max"]
     if lesion.any():
         threshold = np.quantile(leak_field[lesion], 1.0 - leak_fraction)
         leaky = lesion & (leak_field >= threshold)
@@ -539,10 +563,7 @@ def _draw_anatomy(rng, shape, severity):
     mtt = np.where(brain, 60.0 * cbv / np.maximum(cbf, 1e-6), 0.0)
     beta = np.where(brain, 0.5 + 0.35 * delay, 0.0)
     delay = np.where(brain, delay, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_star = np.where(np.isclose(mtt, beta), mtt,
-                          np.log(mtt / beta) * beta * mtt / (mtt - beta))
-    tmax = np.where(brain, delay + np.nan_to_num(t_star), 0.0)
+    tmax = np.where(brain, _tmax(delay, mtt, beta), 0.0)
     return {
         "tissue": tissue,
         "cbf": cbf,
@@ -555,7 +576,17 @@ def _draw_anatomy(rng, shape, severity):
         "adc": np.where(brain, adc_n * adc_ratio, 0.0),
         "_cbv_normal": cbv_n,
         "_adc_normal": adc_n,
+        **({} if lesion_spec is None else {"_radius": radius, "_leak_field": leak_field,
+                                           "_dist": dist, "_ratio": ratio}),
     }
+
+
+def _tmax(delay, mtt, beta):
+    """Time of the maximum of the dispersed residue: ``delay + t*`` (module docstring)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = np.where(np.isclose(mtt, beta), mtt,
+                          np.log(mtt / beta) * beta * mtt / (mtt - beta))
+    return delay + np.nan_to_num(t_star)
 
 
 def _draw_hemorrhage(rng, maps, brain):
@@ -625,6 +656,27 @@ def _check_shape(shape):
             f"shape must be 3 integers (x, y, z) with x, y >= 4 and z >= 1, got {shape!r}."
         )
     return shape
+
+
+def _check_snr(snr, difficulty):
+    """A positive number, a (low, high) range (realistic only), None, or "auto"."""
+    if isinstance(snr, str) and snr == "auto":
+        return _SNR_REALISTIC if difficulty == "realistic" else 30.0
+    if snr is None or (isinstance(snr, numbers.Real) and not isinstance(snr, bool)
+                       and snr > 0):
+        return snr
+    if difficulty == "realistic" and not isinstance(snr, str):
+        try:
+            low, high = (float(v) for v in snr)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if 0 < low <= high:
+                return (low, high)
+    raise ValueError(
+        "snr must be 'auto', a positive number, None (noise-free) or, with "
+        f"difficulty='realistic', a (low, high) range, got {snr!r}."
+    )
 
 
 def _check_range(spec, name, low, high):

@@ -1,0 +1,482 @@
+"""One patient of the ``difficulty="realistic"`` simulated cohort.
+
+The physics of the tissue curves is that of :mod:`sklearn_hemo.datasets._simulate`; this
+module adds what real scans and real outcomes have (the section "Realistic cohort" of
+that module's docstring lists each change, its source and the number it is calibrated
+to): a head around the brain, arteries and veins with partial volume, non-steady leading
+frames, motion, per-patient SNR, a random patient outcome with unobserved causes, voxel
+risk with unobserved terms, a reader's imperfect annotation, and no ``aif.tsv`` or brain
+mask handed over.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage, special
+
+from ._cohort import Patient
+from ._simulate import (
+    _FINE_DT,
+    _FOV_MM,
+    _K2_REF,
+    _LABEL_NOISE,
+    _affine,
+    _aif,
+    _draw,
+    _draw_aif,
+    _draw_anatomy,
+    _rician,
+    _smooth_field,
+    _tissue_curves,
+    _tmax,
+    _to_int16,
+)
+
+# -- patient outcome (module docstring, "Outcome") ------------------------------------
+_P_REPERFUSION = 0.6  # share of patients who reperfuse (Campbell 2013)
+_P_TREATMENT = 0.5  # e.g. thrombolysis given or not
+#: population mean and SD of log(1 + marker in mL) at the default geometry, used to
+#: standardise the imaging markers of the outcome model (measured once on 2,000
+#: simulated anatomies, seed 0; a fixed constant, not refitted per cohort)
+_MARKERS = {"low_cbv": (1.81, 0.90), "leakage": (3.59, 1.38)}
+_W_IMAGE = (0.55, 0.45)  # weights of the two standardised markers in the image score
+_W_IMAGE_REPERFUSED = 1.6  # log-odds per SD of the image score when reperfused
+_W_IMAGE_OCCLUDED = 0.6  # ... and when not (Campbell 2013: depends on reperfusion)
+_W_REPERFUSION = 1.3
+_W_TREATMENT = 0.5
+_W_AGE = 0.5
+# -- voxel risk (module docstring, "Voxel risk") --------------------------------------
+_TAU = 2.6  # mean threshold of the latent voxel logit
+_SD_TAU = 0.4  # patient-to-patient spread of the threshold (unobserved)
+_SD_REPERFUSION_FIELD = 0.8  # reperfusion territory, in reperfused patients (unobserved)
+_SD_MICROVASCULAR = 0.5  # microvascular state (unobserved)
+_P_EXTENSION = 0.3  # bleeding patients whose haematoma extends beyond the bleed
+# -- annotation (module docstring, "Annotation") --------------------------------------
+_P_SHIFT = 0.8  # registration error of the follow-up to the PWI, up to one voxel
+_P_BLOOM = 0.7  # blooming on GRE/SWI: the reader draws one voxel wider in-plane
+_P_MISS = 0.3  # a small bleed (<= 3 voxels) is missed
+_P_EXTRA = 0.3  # the reader marks 1-2 small non-HT spots (microbleeds, vessels)
+# -- acquisition (module docstring, "Acquisition") ------------------------------------
+_SNR_RANGE = (15.0, 60.0)
+_P_MOTION = 0.3
+_GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
+
+
+def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, snr,
+                               repetition_time, n_frames, echo_time):
+    """Simulate one realistic patient from its own generator.
+
+    ``outcome_draw`` is the uniform number in [0, 1) that decides the outcome (the patient
+    bleeds when it is below its probability); the cohort stratifies these draws.
+    """
+    tr = round(_draw(rng, repetition_time), 3)
+    nt = int(_draw(rng, n_frames, integer=True))
+    te = round(_draw(rng, echo_time), 4)
+    n_nonsteady = int(rng.integers(1, 4))
+    times = np.arange(nt) * tr
+    aif_params = _draw_aif(rng, tr)
+    aif_params[0] += n_nonsteady * tr  # the bolus still comes after >= 5 steady frames
+    if snr is None:
+        snr_patient = None
+    elif np.ndim(snr) == 0:
+        snr_patient = float(snr)
+    else:
+        snr_patient = float(np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]))))
+
+    zooms = _FOV_MM / np.asarray(shape, dtype=float)
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    size_factor = rng.uniform()
+    leak_factor = np.clip(0.35 * size_factor + 0.65 * rng.uniform(), 0.0, 1.0)
+    lesion = {
+        "r_core": (0.1 + 0.22 * size_factor) * rng.uniform(0.85, 1.15),
+        "ratio": rng.uniform(1.5, 2.4),
+        "leak_fraction": float(np.clip(0.15 + 0.45 * leak_factor
+                                       + 0.1 * rng.standard_normal(), 0.05, 0.85)),
+        "k2_max": 1e-4 * (0.4 + 1.6 * leak_factor) * rng.lognormal(0.0, 0.3),
+    }
+    maps = _draw_anatomy(rng, shape, leak_factor, axes=(0.7, 0.8), lesion_spec=lesion)
+    brain = maps["tissue"] > 0
+    head = _draw_head(rng, maps.pop("_radius"), brain)
+    _benign_oligaemia(rng, maps, maps.pop("_dist"), maps.pop("_ratio"), brain)
+    _t2star_dominant(rng, maps, maps.pop("_leak_field"))
+
+    # -- outcome and voxel risk ---------------------------------------------------------
+    cbv_normal = maps.pop("_cbv_normal")
+    adc_normal = maps.pop("_adc_normal")
+    markers = {
+        "low_cbv": float((brain & (maps["cbv"] < 0.5 * cbv_normal)).sum()) * voxel_ml,
+        "leakage": float(np.abs(maps["k2"]).sum() / _K2_REF) * voxel_ml,
+    }
+    image_score = _image_score(markers)
+    reperfusion = int(rng.uniform() < _P_REPERFUSION)
+    treatment = int(rng.uniform() < _P_TREATMENT)
+    age = rng.standard_normal()
+    p_latent = special.expit(_outcome_logit(image_score, reperfusion, treatment, age,
+                                            ht_prevalence))
+    ht = bool(outcome_draw < p_latent)
+
+    observed = _observed_logit(maps, cbv_normal, adc_normal, brain)
+    unobserved = (_SD_MICROVASCULAR * _smooth_field(rng, shape, 0.1)
+                  + reperfusion * _SD_REPERFUSION_FIELD * _smooth_field(rng, shape, 0.25))
+    tau = _TAU + _SD_TAU * rng.standard_normal()
+    latent = observed + unobserved
+    susceptibility = np.where(brain, special.ndtr((latent - tau) / _LABEL_NOISE), 0.0)
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape), 0.7, mode="reflect")
+    noise *= _LABEL_NOISE / max(noise.std(), 1e-12)
+    bleed = brain & (latent + noise > tau)
+    extension = rng.uniform() < _P_EXTENSION
+    if ht:
+        if not bleed.any():  # a bleeding patient shows at least one voxel
+            bleed[np.unravel_index(np.argmax(np.where(brain, latent, -np.inf)), shape)] = True
+        if extension:  # parenchymal haematoma reaching beyond the bleeding tissue
+            bleed = ndimage.binary_dilation(bleed, _IN_PLANE) & brain
+    else:
+        bleed = np.zeros(shape, dtype=bool)
+    annotation = _annotate(rng, bleed, brain) if ht else bleed
+    observable = _observable_risk(observed, image_score, ht_prevalence) * brain
+
+    # -- acquisition --------------------------------------------------------------------
+    scale = rng.uniform(600.0, 1200.0)
+    coil = 1.0 + 0.1 * _smooth_field(rng, shape, 0.5)
+    s0 = np.where(maps["tissue"] == 2, 0.9, 1.0) * scale * coil * brain
+    scalp_level = rng.uniform(0.9, 1.4)
+    s0 = s0 + np.where(head == 2, np.where(_skull(head, brain), 0.08, scalp_level),
+                       0.0) * scale * coil
+    sigma = 0.0 if snr_patient is None else scale / snr_patient
+
+    vessels = _draw_vessels(rng, shape, zooms, brain)
+    conc = np.zeros(shape + (nt,), dtype=np.float32)
+    params = {**maps, "aif_params": aif_params}
+    conc[brain] = _tissue_curves(aif_params, times, *(
+        np.asarray(params[f], float)[brain] for f in ("cbf", "cbv", "delay", "dispersion",
+                                                      "k2")))
+    extra = head == 2  # scalp and skull: low-volume extracranial perfusion
+    n_extra = int(extra.sum())
+    if n_extra:
+        conc[extra] = _tissue_curves(aif_params, times, np.full(n_extra, 12.0),
+                                     np.full(n_extra, 1.5), np.full(n_extra, 0.3),
+                                     np.full(n_extra, 0.8), np.zeros(n_extra))
+    signal = np.exp(np.float32(-te) * conc, out=conc)
+    signal *= s0[..., None].astype(np.float32)
+    _mix_vessels(signal, vessels, aif_params, times, te, scale * coil, rng)
+    _nonsteady(rng, signal, n_nonsteady)
+    motion = _move(rng, signal) if rng.uniform() < _P_MOTION else np.zeros((nt, 3))
+    pwi = _to_int16(_rician(rng, signal, sigma))
+    del conc, signal
+
+    b0_clean = (np.where(maps["tissue"] == 2, 0.85, 1.0) * brain
+                + np.where(head == 2, np.where(_skull(head, brain), 0.05, 0.6), 0.0))
+    b0_clean = b0_clean * scale * 1.2 * coil
+    adc = np.where(brain, maps["adc"], np.where(head == 2, 1.0e-3, 0.0))
+    b0 = _to_int16(_rician(rng, b0_clean, sigma * 1.2))
+    b1000 = _to_int16(_rician(rng, b0_clean * np.exp(-1000.0 * adc), sigma * 1.2))
+
+    truth = {k: v.astype(np.float32) for k, v in maps.items() if k != "tissue"}
+    truth.update(
+        tissue=maps["tissue"],
+        head=head,
+        s0=s0.astype(np.float32),
+        susceptibility=susceptibility.astype(np.float32),
+        risk=(susceptibility * ht).astype(np.float32),
+        latent_risk=(susceptibility * p_latent).astype(np.float32),
+        observable_risk=observable.astype(np.float32),
+        ht_clean=bleed.astype(np.uint8),
+        aif_concentration=_aif(aif_params, times).astype(np.float32),
+        aif_params=aif_params,
+        aif_voxels=np.argwhere(vessels["artery"] >= 0.2).astype(np.int64),
+        vein_voxels=np.argwhere(vessels["vein"] >= 0.2).astype(np.int64),
+        n_nonsteady=np.int64(n_nonsteady),
+        reperfusion=np.float64(reperfusion),
+        treatment=np.float64(treatment),
+        age=np.float64(age),
+        p_ht=np.float64(p_latent),
+        image_score=np.float64(image_score),
+        low_cbv_ml=np.float64(markers["low_cbv"]),
+        leakage_ml=np.float64(markers["leakage"]),
+        severity=np.float64(size_factor),
+        snr=np.float64(np.nan if snr_patient is None else snr_patient),
+        noise_sigma=np.float64(sigma),
+        motion=motion.astype(np.float32),
+    )
+
+    affine = _affine(shape)
+    pwi_img = nib.Nifti1Image(pwi, affine)
+    pwi_img.header.set_xyzt_units("mm", "sec")
+    pwi_img.header.set_zooms(tuple(np.abs(np.diag(affine)[:3])) + (tr,))
+    return Patient(
+        pid,
+        pwi_img,
+        nib.Nifti1Image(b0, affine),
+        nib.Nifti1Image(b1000, affine),
+        echo_time=te,
+        repetition_time=tr,
+        ht=int(ht),
+        ht_mask=nib.Nifti1Image(annotation.astype(np.uint8), affine),
+        truth=truth,
+    )
+
+
+# -- outcome ---------------------------------------------------------------------------
+def _image_score(markers):
+    """Standardised imaging score of the outcome model (very low CBV, leakage)."""
+    z = [(np.log1p(markers[name]) - mean) / sd for name, (mean, sd) in _MARKERS.items()]
+    return float(np.dot(_W_IMAGE, z))
+
+
+def _outcome_logit(image_score, reperfusion, treatment, age, ht_prevalence):
+    slope = _W_IMAGE_REPERFUSED if reperfusion else _W_IMAGE_OCCLUDED
+    return (_intercept(ht_prevalence) + slope * image_score
+            + _W_REPERFUSION * (reperfusion - _P_REPERFUSION)
+            + _W_TREATMENT * (treatment - _P_TREATMENT) + _W_AGE * age)
+
+
+def _p_bleed_given_images(image_score, ht_prevalence):
+    """P(patient bleeds | imaging): the outcome model averaged over unobserved factors."""
+    nodes, weights = _GAUSS_HERMITE
+    weights = weights / weights.sum()
+    out = {}
+    for rep in (0, 1):
+        total = 0.0
+        for treat in (0, 1):
+            logit = _outcome_logit(image_score, rep, treat, nodes, ht_prevalence)
+            total += (_P_TREATMENT if treat else 1 - _P_TREATMENT) * np.dot(
+                weights, special.expit(logit))
+        out[rep] = total
+    return out
+
+
+def _intercept(ht_prevalence):
+    """Intercept giving a cohort prevalence of ``ht_prevalence`` (image score ~ N(0, 1))."""
+    if ht_prevalence <= 0.0:
+        return -np.inf
+    if ht_prevalence >= 1.0:
+        return np.inf
+    return _INTERCEPTS.setdefault(ht_prevalence, _solve_intercept(ht_prevalence))
+
+
+_INTERCEPTS = {}
+
+
+def _solve_intercept(prevalence):
+    from scipy.optimize import brentq
+
+    nodes, weights = _GAUSS_HERMITE
+    weights = weights / weights.sum()
+
+    def mean_probability(b0):
+        total = 0.0
+        for rep in (0, 1):
+            slope = _W_IMAGE_REPERFUSED if rep else _W_IMAGE_OCCLUDED
+            # image score and age are independent standard normals: one normal of the sum
+            spread = np.hypot(slope, _W_AGE)
+            for treat in (0, 1):
+                logit = (b0 + spread * nodes + _W_REPERFUSION * (rep - _P_REPERFUSION)
+                         + _W_TREATMENT * (treat - _P_TREATMENT))
+                total += ((_P_REPERFUSION if rep else 1 - _P_REPERFUSION)
+                          * (_P_TREATMENT if treat else 1 - _P_TREATMENT)
+                          * np.dot(weights, special.expit(logit)))
+        return total - prevalence
+
+    return brentq(mean_probability, -30.0, 30.0)
+
+
+# -- voxel risk ------------------------------------------------------------------------
+def _observed_logit(maps, cbv_normal, adc_normal, brain):
+    """The part of the voxel logit an ideal reader measures on the baseline images."""
+    low_cbv = np.clip(1.0 - maps["cbv"] / cbv_normal, 0.0, 1.0)
+    tmax_excess = np.clip((maps["tmax"] - 6.0) / 6.0, 0.0, 1.0)
+    dwi = np.clip(2.0 * (1.0 - maps["adc"] / adc_normal), 0.0, 1.0)
+    logit = 1.0 * np.abs(maps["k2"]) / _K2_REF + 1.2 * low_cbv + 0.9 * tmax_excess + 1.0 * dwi
+    return np.where(brain, logit, 0.0)
+
+
+def _observable_risk(observed, image_score, ht_prevalence):
+    """P(voxel bleeds | images): unobserved terms and outcome factors integrated out."""
+    p_bleed = _p_bleed_given_images(image_score, ht_prevalence)
+    risk = np.zeros_like(observed)
+    for rep, p_rep in ((0, 1 - _P_REPERFUSION), (1, _P_REPERFUSION)):
+        spread = np.sqrt(_LABEL_NOISE**2 + _SD_TAU**2 + _SD_MICROVASCULAR**2
+                         + rep * _SD_REPERFUSION_FIELD**2)
+        risk += p_rep * p_bleed[rep] * special.ndtr((observed - _TAU) / spread)
+    return risk
+
+
+# -- annotation ------------------------------------------------------------------------
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _annotate(rng, bleed, brain):
+    """The reader's HT mask: shifted, bloomed, small bleeds missed or added."""
+    drawn = bleed.copy()
+    labels, n = ndimage.label(drawn)
+    if n > 1:
+        sizes = ndimage.sum_labels(drawn, labels, np.arange(1, n + 1))
+        for label, size in enumerate(sizes, start=1):
+            if size <= 3 and rng.uniform() < _P_MISS:
+                drawn[labels == label] = False
+    # the reader outlines blobs: fine structure is lost, small gaps are filled
+    level = rng.uniform(0.35, 0.6)
+    outline = ndimage.gaussian_filter(drawn.astype(float), (1.0, 1.0, 0.0)) > level
+    drawn = outline if outline.any() else drawn
+    if rng.uniform() < _P_BLOOM:
+        drawn = ndimage.binary_dilation(drawn, _IN_PLANE)
+    if rng.uniform() < _P_SHIFT:
+        offset = rng.integers(-1, 2, size=2)
+        drawn = np.roll(drawn, tuple(offset), axis=(0, 1))
+    if rng.uniform() < _P_EXTRA:
+        candidates = np.argwhere(brain & ~drawn)
+        for _ in range(int(rng.integers(1, 3))):
+            spot = candidates[rng.integers(len(candidates))]
+            drawn[tuple(spot)] = True
+    drawn &= brain
+    if not drawn.any():  # the reader saw the bleed: the label says so
+        drawn = bleed.copy()
+    return drawn
+
+
+# -- head, vessels, acquisition -------------------------------------------------------
+def _draw_head(rng, radius, brain):
+    """Head labels: 1 brain, 2 skull and scalp around it (in units of the brain radius)."""
+    outer = 1.0 + rng.uniform(0.14, 0.2)
+    head = np.where(brain, 1, np.where(radius < outer, 2, 0)).astype(np.uint8)
+    return head
+
+
+def _benign_oligaemia(rng, maps, dist, ratio, brain):
+    """Delayed but sufficient flow around the penumbra (Tmax 2-6 s, no infarction)."""
+    reach = ratio * rng.uniform(1.25, 1.5)
+    olig = brain & (maps["tissue"] <= 2) & (dist < reach)
+    if not olig.any():
+        return
+    toward = np.clip((reach - dist) / (reach - ratio), 0.0, 1.0)[olig]
+    maps["delay"][olig] = np.maximum(maps["delay"][olig], 1.5 + 2.5 * toward)
+    maps["cbf"][olig] *= 1.0 - 0.15 * toward
+    maps["mtt"][olig] = 60.0 * maps["cbv"][olig] / maps["cbf"][olig]
+    maps["dispersion"][olig] = 0.5 + 0.35 * maps["delay"][olig]
+    maps["tmax"][olig] = _tmax(maps["delay"][olig], maps["mtt"][olig],
+                               maps["dispersion"][olig])
+
+
+def _skull(head, brain):
+    """The inner layer of the non-brain head tissue (dark on EPI): 1 voxel in-plane."""
+    near = ndimage.binary_dilation(brain, _IN_PLANE)
+    return (head == 2) & near
+
+
+def _t2star_dominant(rng, maps, leak_field):
+    """Turn part of the leaky voxels T2*-dominant (apparent K2 < 0)."""
+    leaky = maps["k2"] > 0
+    if not leaky.any():
+        return
+    share = rng.uniform(0.1, 0.4)
+    cut = np.quantile(leak_field[leaky], share)
+    flip = leaky & (leak_field <= cut)
+    maps["k2"][flip] *= -0.6
+
+
+def _disc_fraction(shape, zooms, centre_mm, radius_mm):
+    """In-plane partial volume of a disc (a vessel running through the slices)."""
+    frac = np.zeros(shape[:2])
+    sub = (np.arange(4) + 0.5) / 4.0
+    half = np.asarray(shape[:2]) / 2.0
+    ci = centre_mm / zooms[:2] + half  # centre in voxel units
+    span = int(np.ceil(radius_mm / zooms[:2].min())) + 1
+    lo = np.maximum(np.floor(ci).astype(int) - span, 0)
+    hi = np.minimum(np.floor(ci).astype(int) + span + 1, shape[:2])
+    for i in range(lo[0], hi[0]):
+        for j in range(lo[1], hi[1]):
+            dx = (i + sub[:, None] - ci[0]) * zooms[0]
+            dy = (j + sub[None, :] - ci[1]) * zooms[1]
+            frac[i, j] = np.mean(dx**2 + dy**2 <= radius_mm**2)
+    return frac
+
+
+def _draw_vessels(rng, shape, zooms, brain):
+    """Partial-volume maps of arteries (MCA, ACA) and veins (sinus, cortical veins)."""
+    half_mm = _FOV_MM[:2] / 2.0
+    artery = np.zeros(shape)
+    vein = np.zeros(shape)
+    # middle cerebral arteries in the Sylvian fissures, anterior cerebral arteries near
+    # the midline: 1.5-2 mm radius, running through the slices with a small wander
+    sites = [(s * rng.uniform(0.3, 0.42), rng.uniform(0.0, 0.2), rng.uniform(1.5, 2.0))
+             for s in (-1.0, 1.0)]
+    sites += [(s * rng.uniform(0.02, 0.05), rng.uniform(0.35, 0.5), rng.uniform(1.0, 1.4))
+              for s in (-1.0, 1.0)]
+    for k in range(shape[2]):
+        for cx, cy, r in sites:
+            centre = np.array([cx, cy]) * half_mm + rng.normal(0.0, 1.0, 2)
+            artery[:, :, k] = np.maximum(artery[:, :, k],
+                                         _disc_fraction(shape, zooms, centre, r))
+    # superior sagittal sinus at the posterior midline, just inside the brain outline,
+    # and two cortical veins on the surface: larger, later and broader than arteries
+    for k in range(shape[2]):
+        column = brain[shape[0] // 2, :, k]
+        if not column.any():
+            continue
+        back = np.flatnonzero(column)[0]
+        cy_mm = (back + 1.0 - shape[1] / 2.0) * zooms[1]
+        centre = np.array([rng.normal(0.0, 0.5), cy_mm])
+        vein[:, :, k] = np.maximum(vein[:, :, k],
+                                   _disc_fraction(shape, zooms, centre, rng.uniform(3.0, 4.0)))
+    surface = np.argwhere(brain & ~ndimage.binary_erosion(brain, _IN_PLANE))
+    for _ in range(2):
+        i, j, k = surface[rng.integers(len(surface))]
+        centre = (np.array([i, j]) + 0.5 - np.asarray(shape[:2]) / 2.0) * zooms[:2]
+        vein[:, :, k] = np.maximum(vein[:, :, k],
+                                   _disc_fraction(shape, zooms, centre, rng.uniform(1.5, 2.5)))
+    artery *= brain
+    vein *= brain
+    return {"artery": artery, "vein": vein}
+
+
+def _venous_curve(aif_params, times, rng):
+    """Delayed, dispersed arterial curve: the bolus leaving through the veins."""
+    n = int(np.ceil(times.max(initial=0.0) / _FINE_DT)) + 2
+    fine = np.arange(n) * _FINE_DT
+    delay = rng.uniform(4.0, 7.0)
+    beta = rng.uniform(2.0, 3.5)
+    gain = rng.uniform(1.0, 1.3)  # veins collect more than one artery's share: larger area
+    kernel = np.exp(-fine / beta) / beta * _FINE_DT
+    curve = gain * np.convolve(_aif(aif_params, fine), kernel)[:n]
+    return np.interp(times - delay, fine, curve, left=0.0)
+
+
+def _mix_vessels(signal, vessels, aif_params, times, te, blood_s0, rng):
+    """Signal of voxels part vessel: magnitudes add per compartment (partial volume)."""
+    arterial = np.exp(-te * _aif(aif_params, times))
+    venous = np.exp(-te * _venous_curve(aif_params, times, rng))
+    for name, curve in (("artery", arterial), ("vein", venous)):
+        frac = vessels[name]
+        where = frac > 0
+        f = frac[where][:, None].astype(np.float32)
+        blood = (1.1 * blood_s0[where])[:, None].astype(np.float32)
+        signal[where] = (1.0 - f) * signal[where] + f * blood * curve.astype(np.float32)
+
+
+def _nonsteady(rng, signal, n_nonsteady):
+    """Leading frames before the steady state: T1 saturation not yet reached."""
+    excess = rng.uniform(0.15, 0.35)
+    for k in range(n_nonsteady):
+        signal[..., k] *= np.float32(1.0 + excess * 0.45**k)
+
+
+def _move(rng, signal):
+    """Rigid in-plane motion: a slow drift and a few spikes; returns (dx, dy, angle)."""
+    nt = signal.shape[-1]
+    drift = rng.uniform(0.3, 1.0) * rng.choice([-1.0, 1.0], size=2)
+    path = np.outer(np.linspace(0.0, 1.0, nt), drift)
+    angle = np.linspace(0.0, rng.uniform(-2.0, 2.0), nt)
+    for t in rng.choice(nt, size=int(rng.integers(1, 4)), replace=False):
+        path[t] += rng.uniform(0.5, 1.5) * rng.choice([-1.0, 1.0], size=2)
+    centre = (np.asarray(signal.shape[:3]) - 1) / 2.0
+    for t in range(nt):
+        theta = np.deg2rad(angle[t])
+        rot = np.array([[np.cos(theta), -np.sin(theta), 0.0],
+                        [np.sin(theta), np.cos(theta), 0.0], [0.0, 0.0, 1.0]])
+        shift = np.array([path[t, 0], path[t, 1], 0.0])
+        offset = centre - rot @ centre - shift
+        signal[..., t] = ndimage.affine_transform(signal[..., t], rot, offset=offset,
+                                                  order=1, mode="constant", cval=0.0)
+    return np.column_stack([path, angle])
