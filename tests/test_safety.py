@@ -21,7 +21,8 @@ from sklearn_hemo.datasets import CohortError, load_cohort, make_stroke_cohort, 
 
 ROOT = Path(__file__).resolve().parents[1]
 # 2 of 4 patients bleed, with 9 and 15 HT voxels (enough for 2 outer folds)
-TINY = {"n_patients": 4, "shape": (16, 16, 2), "random_state": 1, "ht_prevalence": 0.5}
+TINY = {"n_patients": 4, "shape": (16, 16, 2), "random_state": 1, "ht_prevalence": 0.5,
+        "difficulty": "easy"}
 
 
 @pytest.fixture
@@ -621,7 +622,8 @@ def test_every_voxel_ht_gives_a_clear_message(tmp_path):
 @pytest.mark.filterwarnings("ignore:only .* HT voxels are available:UserWarning")
 def test_too_few_patients_for_the_inner_folds_gives_a_clear_message(tmp_path):
     data = save_cohort(make_stroke_cohort(n_patients=2, shape=(16, 16, 2), random_state=1,
-                                          ht_prevalence=0.5), tmp_path / "two")
+                                          ht_prevalence=0.5, difficulty="easy"),
+                      tmp_path / "two")
     with pytest.raises(SystemExit, match="1 patient.*too few for n_inner=3"):
         main(["compare", "--data", str(data), "--models", "random-forest", "--n-outer", "2",
               "--n-samples", "48", "--quiet", "--out", str(tmp_path / "r")])
