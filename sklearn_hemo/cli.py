@@ -38,14 +38,19 @@ def _add_simulate(sub):
     )
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--n-patients", type=int, default=None, metavar="N",
-                   help="number of patients (default 24; 155 with --paper)")
+                   help="number of patients (default 60; 155 with --paper)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="spatial matrix (default 32 32 4; 128 128 20 with --paper)")
+                   help="spatial matrix (default 48 48 8; 128 128 20 with --paper)")
+    p.add_argument("--difficulty", choices=("realistic", "easy"), default="realistic",
+                   help="realistic (default: a head, vessels, motion, no AIF or mask "
+                   "handed over, a reader's annotation) or easy (the clean generator)")
     p.add_argument("--paper", action="store_true",
                    help="the size of Yu et al. 2019: 155 patients, 128 x 128 x 20")
     p.add_argument("--ht-prevalence", type=float, default=0.26, metavar="P",
                    help="target fraction of bleeding patients (default 0.26)")
-    p.add_argument("--snr", type=float, default=30.0, help="signal-to-noise ratio (default 30)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="signal-to-noise ratio (default: 15-60 per patient when "
+                   "realistic, 30 when easy)")
     p.add_argument("--random-state", type=int, default=0, metavar="S",
                    help="seed (default 0)")
     p.add_argument("--overwrite", action="store_true",
@@ -85,8 +90,9 @@ def _run_simulate(args):
     try:
         cohort = make_stroke_cohort(
             **size,
+            difficulty=args.difficulty,
             ht_prevalence=args.ht_prevalence,
-            snr=args.snr,
+            snr="auto" if args.snr is None else args.snr,
             random_state=args.random_state,
             out_dir=args.out_dir,
             overwrite=args.overwrite,
@@ -488,8 +494,9 @@ def _compare_volumes(args, cohort, result):
     from .maps import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
+    from .model_selection._compare import TRUTH_ROWS
 
-    names = [name for name in result.predictions if name != "oracle"]
+    names = [name for name in result.predictions if name not in TRUTH_ROWS]
     zoo = make_model_zoo(cohort, result.config.get("protocol", args.protocol), models=names,
                          random_state=result.config.get("random_state", args.random_state),
                          device=args.device)

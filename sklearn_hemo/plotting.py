@@ -15,7 +15,13 @@ from ._io import atomic_path
 __all__ = ["plot_risk_overlay", "save_risk_overlay", "plot_roc_pr"]
 
 
+#: line styles of the rows scored by the simulated truth (see compare_models)
+_TRUTH_STYLES = {"oracle": {"linestyle": "--", "color": "black"},
+                 "latent-bound": {"linestyle": ":", "color": "dimgrey"}}
+
+
 # -- risk-map overlays ----------------------------------------------------------------
+
 def _volume(obj, name):
     if obj is None:
         return None
@@ -187,7 +193,8 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     -------
     fig : matplotlib.figure.Figure
         Two panels: ROC (false- vs true-positive rate, chance diagonal) and PR (recall
-        vs precision, prevalence line). The ``oracle`` row, when present, is dashed.
+        vs precision, prevalence line). The rows scored by the simulated truth (``oracle``, ``latent-bound``), when
+        present, are dashed.
 
     Examples
     --------
@@ -210,7 +217,7 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     ax_roc, ax_pr = fig.subplots(1, 2)
     prevalence = None
     # tab10 repeats after ten curves; the full zoo has eleven models plus the oracle
-    n_colors = sum(name != "oracle" for name in predictions)
+    n_colors = sum(name not in _TRUTH_STYLES for name in predictions)
     palette = matplotlib.colormaps["tab10" if n_colors <= 10 else "tab20"].colors
     colors = iter(palette)
     for name, pred in predictions.items():
@@ -225,7 +232,7 @@ def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
         else:
             roc, pr = weighted_auc(y_true, score)
             roc_label, pr_label = f"{name}: {100 * roc:.1f}", f"{name}: {100 * pr:.1f}"
-        style = ({"linestyle": "--", "color": "black"} if name == "oracle"
+        style = (_TRUTH_STYLES[name] if name in _TRUTH_STYLES
                  else {"color": next(colors)})
         fpr, tpr, _ = roc_curve(y_true, score)
         ax_roc.plot(fpr, tpr, label=roc_label, linewidth=1.4, **style)

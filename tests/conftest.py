@@ -13,7 +13,7 @@ TINY = {"n_patients": 6, "shape": (12, 12, 2), "random_state": 0, "ht_prevalence
 @pytest.fixture(scope="session")
 def tiny_cohort():
     """Six simulated patients on a 12 x 12 x 2 grid (3 bleed, 3 do not), random_state=0."""
-    return make_stroke_cohort(**TINY)
+    return make_stroke_cohort(**TINY, difficulty="easy")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ def cohort_dir(tmp_path_factory):
     """Six patients on disk, three with HT (36 HT voxels on a 20 x 20 x 2 grid)."""
     folder = tmp_path_factory.mktemp("cohort")
     make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5, random_state=0,
-                       out_dir=folder)
+                       out_dir=folder, difficulty="easy")
     return folder
 
 
@@ -122,7 +122,7 @@ def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):
               str(tmp_path / "m"), "--params-from", str(best)])
     no_ht = tmp_path / "no-ht"
     make_stroke_cohort(n_patients=2, shape=(8, 8, 1), ht_prevalence=0.0, random_state=0,
-                       out_dir=no_ht)
+                       out_dir=no_ht, difficulty="easy")
     with pytest.raises(SystemExit, match="sklearn-hemo train: .*no HT voxel"):
         main(["train", "--data", str(no_ht), "--model", "linear", "--out",
               str(tmp_path / "m")])

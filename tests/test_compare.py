@@ -31,7 +31,7 @@ RUN = {"n_outer": 3, "n_inner": 2, "n_samples": 200, "n_resamples": 200, "random
 
 @pytest.fixture(scope="module")
 def cohort():
-    return make_stroke_cohort(**SMALL)
+    return make_stroke_cohort(**SMALL, difficulty="easy")
 
 
 def _zoo(cohort, lstm=False):
@@ -102,13 +102,13 @@ def test_end_to_end_files_and_no_patient_in_train_and_test(serial_run, cohort):
     folds = {row["patient"]: int(row["fold"]) for row in _read_csv(out / "folds.csv")}
     assert sorted(folds.values()) and set(folds.values()) == set(range(RUN["n_outer"]))
     predictions = read_predictions(out / "predictions.csv")
-    assert set(predictions) == {"linear", "logistic", "lstm-es", "oracle"}
+    assert set(predictions) == {"linear", "logistic", "lstm-es", "latent-bound"}
     for pred in predictions.values():
         for patient, fold in zip(pred["patient"], pred["fold"], strict=True):
             assert folds[patient] == fold
     # the table: one row per model, intervals around the point estimates
     table = _read_csv(out / "table.csv")
-    assert [r["model"] for r in table] == ["linear", "logistic", "lstm-es", "oracle"]
+    assert [r["model"] for r in table] == ["linear", "logistic", "lstm-es", "latent-bound"]
     assert list(table[0]) == ["model", "inputs", "auc_roc", "auc_roc_low", "auc_roc_high",
                               "auc_pr", "auc_pr_low", "auc_pr_high", "n_patients",
                               "n_voxels"]
@@ -122,7 +122,8 @@ def test_end_to_end_files_and_no_patient_in_train_and_test(serial_run, cohort):
     assert all(p["model__C"] in (0.01, 1.0) for p in best["logistic"].values())
     fold_rows = _read_csv(out / "fold_scores.csv")
     assert len(fold_rows) == 4 * RUN["n_outer"]
-    assert all(float(r["fit_time_s"]) > 0 for r in fold_rows if r["model"] != "oracle")
+    assert all(float(r["fit_time_s"]) > 0 for r in fold_rows
+               if r["model"] != "latent-bound")
     markdown = (out / "table.md").read_text()
     assert "| linear | Linear regression | PWI+AIF+DWI |" in markdown
     assert "58.5 ± 7.5" in markdown  # the paper's number alongside
@@ -141,15 +142,18 @@ def test_table_recomputes_from_predictions_csv(serial_run):
         assert str(mine["n_voxels"]) == row["n_voxels"]
 
 
-def test_oracle_row_scores_the_true_risk(serial_run, cohort):
+def test_latent_bound_of_an_easy_cohort_scores_the_susceptibility(serial_run, cohort):
+    # an easy cohort has no observable risk (no oracle row); its latent bound is the
+    # voxel's probability given that its patient bleeds, which does not read the outcome
     result, _, _ = serial_run
-    pred = result.predictions["oracle"]
+    assert "oracle" not in result.predictions
+    pred = result.predictions["latent-bound"]
     patients = [cohort.index(p) for p in pred["patient"]]
-    risk = [cohort[p].truth["risk"][tuple(ijk)] for p, ijk in zip(patients, pred["ijk"],
-                                                                    strict=True)]
+    risk = [cohort[p].truth["susceptibility"][tuple(ijk)]
+            for p, ijk in zip(patients, pred["ijk"], strict=True)]
     np.testing.assert_array_equal(pred["score"], risk)
     roc, _ = weighted_auc(pred["y_true"], pred["score"])
-    assert result.table[-1]["model"] == "oracle" and result.table[-1]["auc_roc"] == roc
+    assert result.table[-1]["model"] == "latent-bound" and result.table[-1]["auc_roc"] == roc
     # the same voxels, labels and folds for every model
     for name in ("linear", "logistic"):
         np.testing.assert_array_equal(result.predictions[name]["ijk"], pred["ijk"])
@@ -251,8 +255,8 @@ def test_cli_compare_on_a_cohort_folder(cohort, tmp_path, capsys):
                  "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "linear" in printed and "oracle" in printed and "AUC-ROC" in printed
-    assert [r["model"] for r in _read_csv(out / "table.csv")] == ["linear", "oracle"]
+    assert "linear" in printed and "latent-bound" in printed and "AUC-ROC" in printed
+    assert [r["model"] for r in _read_csv(out / "table.csv")] == ["linear", "latent-bound"]
 
 
 def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch):

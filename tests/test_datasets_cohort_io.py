@@ -95,7 +95,7 @@ def test_hand_built_odd_acquisitions_load(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory):
-    cohort = make_stroke_cohort(2, (8, 8, 2), random_state=0, ht_prevalence=0.5, n_frames=45)
+    cohort = make_stroke_cohort(2, (8, 8, 2), random_state=0, ht_prevalence=0.5, n_frames=45, difficulty="easy")
     return save_cohort(cohort, tmp_path_factory.mktemp("small"))
 
 
@@ -353,7 +353,7 @@ def test_ht_label_without_annotated_voxels_fails(copy_dir):
 
 
 def test_simulated_bleeders_always_have_voxels():
-    cohort = make_stroke_cohort(8, (6, 6, 1), random_state=3, ht_prevalence=0.5, n_frames=45)
+    cohort = make_stroke_cohort(8, (6, 6, 1), random_state=3, ht_prevalence=0.5, n_frames=45, difficulty="easy")
     assert (cohort.ht == 1).sum() >= 3
     assert cohort.validate() is cohort
 
@@ -375,7 +375,7 @@ def test_saved_pwi_header_holds_the_repetition_time(tiny_cohort, tiny_cohort_dir
 
 
 def test_own_files_never_warn_even_from_bad_headers(tmp_path, recwarn):
-    p = make_stroke_cohort(1, (6, 6, 1), random_state=0, n_frames=45)[0]
+    p = make_stroke_cohort(1, (6, 6, 1), random_state=0, n_frames=45, difficulty="easy")[0]
     header = p.pwi.header.copy()
     header.set_xyzt_units("unknown", "unknown")
     header.set_zooms(header.get_zooms()[:3] + (0.0,))

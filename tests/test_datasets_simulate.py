@@ -42,7 +42,7 @@ def test_tiny_cohort_fixture_contract(tiny_cohort):
 
 
 def test_acquisitions_differ_within_documented_ranges():
-    cohort = make_stroke_cohort(12, (8, 8, 1), random_state=1)
+    cohort = make_stroke_cohort(12, (8, 8, 1), random_state=1, difficulty="easy")
     tr = np.array([p.repetition_time for p in cohort])
     te = np.array([p.echo_time for p in cohort])
     nt = np.array([p.n_frames for p in cohort])
@@ -55,21 +55,21 @@ def test_acquisitions_differ_within_documented_ranges():
 
 
 def test_deterministic_and_patient_k_independent_of_cohort_size():
-    small = make_stroke_cohort(3, (8, 8, 2), random_state=7)
-    large = make_stroke_cohort(5, (8, 8, 2), random_state=7)
-    other = make_stroke_cohort(3, (8, 8, 2), random_state=8)
+    small = make_stroke_cohort(3, (8, 8, 2), random_state=7, difficulty="easy")
+    large = make_stroke_cohort(5, (8, 8, 2), random_state=7, difficulty="easy")
+    other = make_stroke_cohort(3, (8, 8, 2), random_state=8, difficulty="easy")
     for a, b in zip(small, large[:3], strict=True):
         assert a.id == b.id and a.ht == b.ht and a.echo_time == b.echo_time
         np.testing.assert_array_equal(_data(a.pwi), _data(b.pwi))
         np.testing.assert_array_equal(_data(a.dwi_b1000), _data(b.dwi_b1000))
         np.testing.assert_array_equal(a.truth["risk"], b.truth["risk"])
     assert not np.array_equal(_data(small[0].pwi), _data(other[0].pwi))
-    gen = make_stroke_cohort(2, (8, 8, 1), random_state=np.random.default_rng(3))
+    gen = make_stroke_cohort(2, (8, 8, 1), random_state=np.random.default_rng(3), difficulty="easy")
     assert len(gen) == 2
 
 
 def test_concentration_recovered_from_noise_free_signal():
-    p = make_stroke_cohort(1, (16, 16, 2), random_state=2, snr=None)[0]
+    p = make_stroke_cohort(1, (16, 16, 2), random_state=2, snr=None, difficulty="easy")[0]
     brain = p.truth["tissue"] > 0
     signal = _data(p.pwi)[brain].astype(float)
     s0 = p.truth["s0"][brain, None]
@@ -86,7 +86,7 @@ def test_concentration_recovered_from_noise_free_signal():
 
 
 def test_concentration_recovered_within_rician_noise():
-    p = make_stroke_cohort(1, (24, 24, 2), random_state=4, snr=30.0)[0]
+    p = make_stroke_cohort(1, (24, 24, 2), random_state=4, snr=30.0, difficulty="easy")[0]
     brain = p.truth["tissue"] > 0
     signal = _data(p.pwi)[brain].astype(float)
     clean = p.truth["s0"][brain, None] * np.exp(
@@ -115,7 +115,7 @@ def test_cbv_is_the_area_ratio_and_mtt_is_cbv_over_cbf(tiny_cohort):
 
 
 def test_tissue_classes_follow_documented_physiology():
-    cohort = make_stroke_cohort(8, (24, 24, 3), random_state=5)
+    cohort = make_stroke_cohort(8, (24, 24, 3), random_state=5, difficulty="easy")
     tissue = np.concatenate([p.truth["tissue"].ravel() for p in cohort])
     maps = {k: np.concatenate([p.truth[k].ravel() for p in cohort])
             for k in ("cbf", "cbv", "tmax", "delay", "adc", "k2")}
@@ -143,7 +143,7 @@ def test_leakage_lifts_the_late_signal_only_after_arrival(tiny_cohort):
 
 
 def test_dwi_follows_the_adc(tiny_cohort):
-    p = make_stroke_cohort(1, (12, 12, 2), random_state=0, snr=None)[0]
+    p = make_stroke_cohort(1, (12, 12, 2), random_state=0, snr=None, difficulty="easy")[0]
     brain = p.truth["tissue"] > 0
     adc = np.log(_data(p.dwi_b0)[brain] / _data(p.dwi_b1000)[brain]) / 1000.0
     np.testing.assert_allclose(adc, p.truth["adc"][brain], atol=3e-6)
@@ -152,7 +152,7 @@ def test_dwi_follows_the_adc(tiny_cohort):
 def test_ht_prevalence_and_coherent_bleeding_in_the_lesion():
     # short acquisitions: the labels do not depend on them and the test stays fast
     cohort = make_stroke_cohort(60, (8, 8, 2), random_state=11, n_frames=45,
-                                repetition_time=1.2)
+                                repetition_time=1.2, difficulty="easy")
     assert abs(cohort.ht.mean() - 0.26) < 0.05
     in_lesion, neighbours = [], []
     for p in cohort:
@@ -175,8 +175,8 @@ def test_ht_prevalence_and_coherent_bleeding_in_the_lesion():
 
 
 def test_ht_prevalence_parameter_extremes():
-    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=0.0, random_state=0).ht == 0)
-    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=1.0, random_state=0).ht == 1)
+    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=0.0, random_state=0, difficulty="easy").ht == 0)
+    assert np.all(make_stroke_cohort(4, (8, 8, 1), ht_prevalence=1.0, random_state=0, difficulty="easy").ht == 1)
 
 
 @pytest.mark.parametrize(
@@ -195,12 +195,12 @@ def test_ht_prevalence_parameter_extremes():
 def test_invalid_parameters_raise(kwargs, match):
     params = {"n_patients": 1, "shape": (8, 8, 1), "random_state": 0, **kwargs}
     with pytest.raises(ValueError, match=match):
-        make_stroke_cohort(**params)
+        make_stroke_cohort(**params, difficulty="easy")
 
 
 def test_random_state_type_error():
     with pytest.raises(TypeError, match="random_state"):
-        make_stroke_cohort(1, (8, 8, 1), random_state="seed")
+        make_stroke_cohort(1, (8, 8, 1), random_state="seed", difficulty="easy")
 
 
 def test_cohort_copies_are_cheap(tiny_cohort, tiny_cohort_dir):
@@ -214,26 +214,26 @@ def test_cohort_copies_are_cheap(tiny_cohort, tiny_cohort_dir):
 
 
 def test_out_dir_streams_to_disk_and_matches_memory(tmp_path):
-    in_memory = make_stroke_cohort(2, (8, 8, 2), random_state=3)
-    on_disk = make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c")
+    in_memory = make_stroke_cohort(2, (8, 8, 2), random_state=3, difficulty="easy")
+    on_disk = make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c", difficulty="easy")
     assert on_disk.path == tmp_path / "c"
     assert on_disk[0].source("pwi") is not None  # file-backed
     for a, b in zip(in_memory, on_disk, strict=True):
         np.testing.assert_array_equal(_data(a.pwi), _data(b.pwi))
         np.testing.assert_array_equal(a.truth["tmax"], b.truth["tmax"])
     with pytest.raises(FileExistsError, match="overwrite"):
-        make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c")
+        make_stroke_cohort(2, (8, 8, 2), random_state=3, out_dir=tmp_path / "c", difficulty="easy")
     again = make_stroke_cohort(1, (8, 8, 2), random_state=4, out_dir=tmp_path / "c",
-                               overwrite=True)
+                               overwrite=True, difficulty="easy")
     assert again.ids == ["sub-001"]
 
 
 def test_parallel_simulation_gives_the_same_cohort(tmp_path):
-    serial = make_stroke_cohort(3, (8, 8, 1), random_state=9, n_frames=45)
+    serial = make_stroke_cohort(3, (8, 8, 1), random_state=9, n_frames=45, difficulty="easy")
     # threads keep the test fast; processes (the default loky backend) share the code path
     with joblib.parallel_config(backend="threading"):
         parallel = make_stroke_cohort(3, (8, 8, 1), random_state=9, n_frames=45, n_jobs=2,
-                                      out_dir=tmp_path / "par")
+                                      out_dir=tmp_path / "par", difficulty="easy")
     assert parallel.ids == serial.ids
     np.testing.assert_array_equal(parallel.ht, serial.ht)
     for a, b in zip(serial, parallel, strict=True):
@@ -249,8 +249,13 @@ def test_cli_simulate_writes_a_loadable_cohort(tmp_path, capsys):
     assert "wrote 3 patients" in capsys.readouterr().out
     cohort = load_cohort(out).validate()
     assert len(cohort) == 3 and cohort[0].shape == (8, 8, 2)
-    expected = make_stroke_cohort(3, (8, 8, 2), random_state=1)
+    expected = make_stroke_cohort(3, (8, 8, 2), random_state=1)  # realistic by default
     np.testing.assert_array_equal(_data(cohort[2].pwi), _data(expected[2].pwi))
+    assert cohort[0].aif is None and cohort[0].brain_mask is None
+    easy = out.parent / "easy"
+    assert main(["simulate", str(easy), "--n-patients", "1", "--shape", "8", "8", "2",
+                 "--difficulty", "easy", "--quiet"]) == 0
+    assert load_cohort(easy)[0].aif is not None
     with pytest.raises(SystemExit, match="overwrite"):
         main(argv)
     assert main(argv + ["--overwrite", "--quiet"]) == 0
@@ -258,7 +263,7 @@ def test_cli_simulate_writes_a_loadable_cohort(tmp_path, capsys):
 
 @pytest.mark.slow  # one 128 x 128 x 20 patient: about 10 s on one core
 def test_paper_sized_patient_streams_to_disk(tmp_path):
-    cohort = make_stroke_cohort(1, (128, 128, 20), random_state=0, out_dir=tmp_path / "paper")
+    cohort = make_stroke_cohort(1, (128, 128, 20), random_state=0, out_dir=tmp_path / "paper", difficulty="easy")
     assert cohort[0].shape == (128, 128, 20) and 45 <= cohort[0].n_frames <= 90
     assert cohort[0].source("pwi") == tmp_path / "paper" / "sub-001" / "pwi.nii.gz"
     cohort.validate()

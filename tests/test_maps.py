@@ -29,7 +29,7 @@ N_T = 12  # a short time grid keeps the LSTM fast
 def cohort():
     """Six patients, three with HT; 20 x 20 x 2 gives 36 HT voxels to train on."""
     return make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5,
-                              random_state=0)
+                              random_state=0, difficulty="easy")
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def test_order_subset_and_clone_invariance(tiny_cohort, refs):
 
 
 def test_maps_are_computed_once_per_patient(monkeypatch):
-    cohort = make_stroke_cohort(n_patients=2, shape=(8, 8, 1), random_state=1)
+    cohort = make_stroke_cohort(n_patients=2, shape=(8, 8, 1), random_state=1, difficulty="easy")
     calls = []
     original = patient_module.patient_perfusion_maps
 
@@ -244,7 +244,7 @@ def test_roi_scorer_errors(tiny_cohort, refs):
 # As for PatchExtractor: voxel references are not a feature array (``two_d_array`` is
 # False), so scikit-learn's random-float checks are skipped; the data-free checks run
 # below and the data properties are tested above on voxel references.
-_SMALL = Cohort(list(make_stroke_cohort(n_patients=2, shape=(6, 6, 1), random_state=2)))
+_SMALL = Cohort(list(make_stroke_cohort(n_patients=2, shape=(6, 6, 1), random_state=2, difficulty="easy")))
 _ESTIMATORS = [PerfusionMapExtractor(_SMALL), ROIPermeabilityScorer(_SMALL)]
 
 with warnings.catch_warnings():  # collection-time SkipTestWarning, asserted below

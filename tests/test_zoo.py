@@ -20,7 +20,7 @@ MAPS = ("random-forest-maps", "svm-maps", "roi-k2")
 def cohort():
     # 8 patients, 5 bleeding: enough HT voxels for two patient-grouped folds
     return make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
-                              n_frames=40, random_state=0)
+                              n_frames=40, random_state=0, difficulty="easy")
 
 
 @pytest.fixture(scope="module")

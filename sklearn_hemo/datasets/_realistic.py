@@ -39,7 +39,7 @@ _P_TREATMENT = 0.5  # e.g. thrombolysis given or not
 #: population mean and SD of log(1 + marker in mL) at the default geometry, used to
 #: standardise the imaging markers of the outcome model (measured once on 2,000
 #: simulated anatomies, seed 0; a fixed constant, not refitted per cohort)
-_MARKERS = {"low_cbv": (1.81, 0.90), "leakage": (3.59, 1.38)}
+_MARKERS = {"low_cbv": (1.20, 0.73), "leakage": (2.73, 1.31)}
 _W_IMAGE = (0.55, 0.45)  # weights of the two standardised markers in the image score
 _W_IMAGE_REPERFUSED = 1.6  # log-odds per SD of the image score when reperfused
 _W_IMAGE_OCCLUDED = 0.6  # ... and when not (Campbell 2013: depends on reperfusion)
@@ -47,16 +47,18 @@ _W_REPERFUSION = 1.3
 _W_TREATMENT = 0.5
 _W_AGE = 0.5
 # -- voxel risk (module docstring, "Voxel risk") --------------------------------------
-_TAU = 2.6  # mean threshold of the latent voxel logit
+_TAU = 2.4  # mean threshold of the latent voxel logit
 _SD_TAU = 0.4  # patient-to-patient spread of the threshold (unobserved)
-_SD_REPERFUSION_FIELD = 0.8  # reperfusion territory, in reperfused patients (unobserved)
-_SD_MICROVASCULAR = 0.5  # microvascular state (unobserved)
-_P_EXTENSION = 0.3  # bleeding patients whose haematoma extends beyond the bleed
+_SD_REPERFUSION_FIELD = 0.6  # reperfusion territory, in reperfused patients (unobserved)
+_SD_MICROVASCULAR = 0.4  # microvascular state (unobserved)
+_MAX_BLEED_SHARE = 0.33  # of the lesion volume
+_P_EXTENSION = 0.5  # bleeding patients whose haematoma extends beyond the bleed
 # -- annotation (module docstring, "Annotation") --------------------------------------
 _P_SHIFT = 0.8  # registration error of the follow-up to the PWI, up to one voxel
 _P_BLOOM = 0.7  # blooming on GRE/SWI: the reader draws one voxel wider in-plane
-_P_MISS = 0.3  # a small bleed (<= 3 voxels) is missed
-_P_EXTRA = 0.3  # the reader marks 1-2 small non-HT spots (microbleeds, vessels)
+_LARGE_BLEED = 150  # voxels: bleeds this large bloom by two voxels
+_P_MISS = 0.5  # a small bleed (<= 5 voxels) is missed
+_P_EXTRA = 0.5  # the reader marks 1-3 small non-HT spots (microbleeds, vessels)
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
 _SNR_RANGE = (15.0, 60.0)
 _P_MOTION = 0.3
@@ -89,8 +91,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     size_factor = rng.uniform()
     leak_factor = np.clip(0.35 * size_factor + 0.65 * rng.uniform(), 0.0, 1.0)
     lesion = {
-        "r_core": (0.1 + 0.22 * size_factor) * rng.uniform(0.85, 1.15),
-        "ratio": rng.uniform(1.5, 2.4),
+        "r_core": (0.08 + 0.16 * size_factor) * rng.uniform(0.85, 1.15),
+        "ratio": rng.uniform(1.4, 2.2),
         "leak_fraction": float(np.clip(0.15 + 0.45 * leak_factor
                                        + 0.1 * rng.standard_normal(), 0.05, 0.85)),
         "k2_max": 1e-4 * (0.4 + 1.6 * leak_factor) * rng.lognormal(0.0, 0.3),
@@ -121,6 +123,10 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
                   + reperfusion * _SD_REPERFUSION_FIELD * _smooth_field(rng, shape, 0.25))
     tau = _TAU + _SD_TAU * rng.standard_normal()
     latent = observed + unobserved
+    lesion_size = int((maps["tissue"] >= 3).sum())
+    if lesion_size and (latent > tau).sum() > _MAX_BLEED_SHARE * lesion_size:
+        # a haemorrhage stays a part of the infarct: the largest cover a third of it
+        tau = np.sort(latent[brain])[::-1][int(_MAX_BLEED_SHARE * lesion_size)]
     susceptibility = np.where(brain, special.ndtr((latent - tau) / _LABEL_NOISE), 0.0)
     noise = ndimage.gaussian_filter(rng.standard_normal(shape), 0.7, mode="reflect")
     noise *= _LABEL_NOISE / max(noise.std(), 1e-12)
@@ -130,7 +136,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         if not bleed.any():  # a bleeding patient shows at least one voxel
             bleed[np.unravel_index(np.argmax(np.where(brain, latent, -np.inf)), shape)] = True
         if extension:  # parenchymal haematoma reaching beyond the bleeding tissue
-            bleed = ndimage.binary_dilation(bleed, _IN_PLANE) & brain
+            bleed = ndimage.binary_dilation(bleed, _IN_PLANE,
+                                            iterations=int(rng.integers(1, 3))) & brain
     else:
         bleed = np.zeros(shape, dtype=bool)
     annotation = _annotate(rng, bleed, brain) if ht else bleed
@@ -184,8 +191,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         ht_clean=bleed.astype(np.uint8),
         aif_concentration=_aif(aif_params, times).astype(np.float32),
         aif_params=aif_params,
-        aif_voxels=np.argwhere(vessels["artery"] >= 0.2).astype(np.int64),
-        vein_voxels=np.argwhere(vessels["vein"] >= 0.2).astype(np.int64),
+        aif_voxels=_vessel_voxels(vessels["artery"]),
+        vein_voxels=_vessel_voxels(vessels["vein"]),
         n_nonsteady=np.int64(n_nonsteady),
         reperfusion=np.float64(reperfusion),
         treatment=np.float64(treatment),
@@ -303,6 +310,7 @@ def _observable_risk(observed, image_score, ht_prevalence):
 
 
 # -- annotation ------------------------------------------------------------------------
+_SHIFTS = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)]
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
@@ -314,22 +322,26 @@ def _annotate(rng, bleed, brain):
     if n > 1:
         sizes = ndimage.sum_labels(drawn, labels, np.arange(1, n + 1))
         for label, size in enumerate(sizes, start=1):
-            if size <= 3 and rng.uniform() < _P_MISS:
+            if size <= 5 and rng.uniform() < _P_MISS:
                 drawn[labels == label] = False
     # the reader outlines blobs: fine structure is lost, small gaps are filled
-    level = rng.uniform(0.35, 0.6)
+    level = rng.uniform(0.3, 0.7)
     outline = ndimage.gaussian_filter(drawn.astype(float), (1.0, 1.0, 0.0)) > level
     drawn = outline if outline.any() else drawn
-    if rng.uniform() < _P_BLOOM:
-        drawn = ndimage.binary_dilation(drawn, _IN_PLANE)
+    if rng.uniform() < _P_BLOOM:  # larger haematomas bloom more (more iron)
+        drawn = ndimage.binary_dilation(drawn, _IN_PLANE,
+                                        iterations=1 + int(drawn.sum() > _LARGE_BLEED))
     if rng.uniform() < _P_SHIFT:
-        offset = rng.integers(-1, 2, size=2)
+        offset = _SHIFTS[rng.integers(len(_SHIFTS))]
         drawn = np.roll(drawn, tuple(offset), axis=(0, 1))
     if rng.uniform() < _P_EXTRA:
         candidates = np.argwhere(brain & ~drawn)
-        for _ in range(int(rng.integers(1, 3))):
-            spot = candidates[rng.integers(len(candidates))]
-            drawn[tuple(spot)] = True
+        spots = np.zeros_like(drawn)
+        for _ in range(int(rng.integers(1, 4))):
+            spots[tuple(candidates[rng.integers(len(candidates))])] = True
+        if rng.uniform() < 0.5:
+            spots = ndimage.binary_dilation(spots, _IN_PLANE)
+        drawn |= spots
     drawn &= brain
     if not drawn.any():  # the reader saw the bleed: the label says so
         drawn = bleed.copy()
@@ -429,6 +441,14 @@ def _draw_vessels(rng, shape, zooms, brain):
     artery *= brain
     vein *= brain
     return {"artery": artery, "vein": vein}
+
+
+def _vessel_voxels(fraction):
+    """Voxels at least 20% vessel (or, on coarse grids, at least half the largest share)."""
+    level = min(0.2, 0.5 * float(fraction.max()))
+    if level <= 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    return np.argwhere(fraction >= level).astype(np.int64)
 
 
 def _venous_curve(aif_params, times, rng):

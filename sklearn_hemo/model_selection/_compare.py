@@ -224,15 +224,35 @@ def _cpu_count():
     return cpu_count()
 
 
-def _oracle_scores(cohort, X):
-    """The simulator's latent HT risk at every voxel, or None for real data."""
-    if not all(p.truth is not None and "risk" in p.truth for p in cohort):
-        return None
+#: Rows scored by the simulator's truth, never fitted: ``oracle`` is the voxel HT
+#: probability given everything an ideal reader measures on the images (the best any
+#: model can do from them); ``latent-bound`` also knows the factors no image shows
+#: (reperfusion, treatment, unobserved voxel terms). Neither reads the outcome.
+TRUTH_ROWS = {"oracle": "observable_risk", "latent-bound": "latent_risk"}
+
+
+def _truth_scores(cohort, X):
+    """Scores of the :data:`TRUTH_ROWS` a simulated cohort supports (none for real data).
+
+    Easy simulated cohorts define no observable risk; their latent bound is the
+    ``susceptibility`` (the voxel's probability given that its patient bleeds).
+    """
+    rows = {}
+    for name, key in TRUTH_ROWS.items():
+        keys = [key] + (["susceptibility"] if name == "latent-bound" else [])
+        for candidate in keys:
+            if all(p.truth is not None and candidate in p.truth for p in cohort):
+                rows[name] = _truth_at(cohort, X, candidate)
+                break
+    return rows
+
+
+def _truth_at(cohort, X, key):
     scores = np.empty(len(X))
     for patient in np.unique(X[:, 0]):
         rows = X[:, 0] == patient
-        risk = np.asarray(cohort[int(patient)].truth["risk"], dtype=float)
-        scores[rows] = risk[X[rows, 1], X[rows, 2], X[rows, 3]]
+        values = np.asarray(cohort[int(patient)].truth[key], dtype=float)
+        scores[rows] = values[X[rows, 1], X[rows, 2], X[rows, 3]]
     return scores
 
 
@@ -248,9 +268,10 @@ def _resolve_zoo(cohort, models, protocol, random_state, device):
                     f"models[{name!r}] must be a (pipeline, param_grid) tuple as returned "
                     "by make_model_zoo."
                 )
-            if "__" in name or "/" in name or name == "oracle":
+            if "__" in name or "/" in name or name in TRUTH_ROWS:
                 raise ValueError(
-                    f"model name {name!r} is not allowed (no '__' or '/', not 'oracle')."
+                    f"model name {name!r} is not allowed (no '__' or '/', not "
+                    f"{' or '.join(map(repr, TRUTH_ROWS))})."
                 )
         return dict(models)
     raise TypeError(
@@ -383,8 +404,10 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     confidence_level : float, default=0.95
         Coverage of the intervals.
     oracle : bool, default=True
-        On a simulated cohort, add an ``oracle`` row scoring each voxel by the
-        simulator's true latent risk (the best any model can do on that data).
+        On a simulated cohort, add the rows scored by its truth (:data:`TRUTH_ROWS`):
+        ``oracle``, the observable risk (the best any model can do from the images), and
+        ``latent-bound``, the latent risk that also knows factors no image shows. Neither
+        reads the outcome; easy cohorts have only the latent bound.
     n_jobs : int, default=1
         Parallel (model, fold) tasks; -1 uses every core (or every dask worker).
     backend : {"loky", "dask", "ray"}, default="loky"
@@ -457,11 +480,11 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     >>> from sklearn_hemo.datasets import make_stroke_cohort
     >>> from sklearn_hemo.model_selection import compare_models
     >>> cohort = make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
-    ...                             n_frames=40, random_state=0)
+    ...                             n_frames=40, difficulty="easy", random_state=0)
     >>> result = compare_models(cohort, ["linear"], n_outer=3, n_inner=2, n_samples=200,
     ...                         n_resamples=100, random_state=0)
     >>> [(row["model"], row["n_patients"], row["n_voxels"]) for row in result.table]
-    [('linear', 8, 200), ('oracle', 8, 200)]
+    [('linear', 8, 200), ('latent-bound', 8, 200)]
     >>> print(result.to_markdown())  # doctest: +ELLIPSIS
     | model | paper's name | inputs | AUC-ROC (95% CI) | AUC-PR (95% CI) | paper AUC-ROC ...
     """
@@ -540,12 +563,11 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
             best_params[name][str(k)] = part["best_params"]
             fold_info[name, k] = part
         predictions[name] = _prediction_record(patient_of, X, fold, y, scores)
-    oracle_scores = _oracle_scores(cohort, X) if oracle else None
-    if oracle_scores is not None:
-        predictions["oracle"] = _prediction_record(patient_of, X, fold, y, oracle_scores)
+    for name, truth_scores in (_truth_scores(cohort, X) if oracle else {}).items():
+        predictions[name] = _prediction_record(patient_of, X, fold, y, truth_scores)
 
     inputs = {name: inputs_label(name, pipeline) for name, (pipeline, _) in zoo.items()}
-    inputs["oracle"] = "true risk"
+    inputs.update({name: inputs_label(name) for name in TRUTH_ROWS})
     table, fold_table, replicates = summarize_predictions(
         predictions, inputs=inputs, n_resamples=n_resamples, unit=bootstrap_unit,
         confidence_level=confidence_level, random_state=random_state,

@@ -52,7 +52,8 @@ _INPUTS = {
     "lstm-pwi+aif+dwi": "PWI+AIF+DWI", "linear": "PWI+AIF+DWI",
     "random-forest": "PWI+AIF+DWI", "sr-kda": "PWI+AIF+DWI", "svm": "PWI+AIF+DWI",
     "random-forest-maps": "perfusion maps", "svm-maps": "perfusion maps",
-    "roi-k2": "lesion ROI K2", "oracle": "true risk",
+    "roi-k2": "lesion ROI K2", "oracle": "observable risk (simulated truth)",
+    "latent-bound": "latent risk (simulated truth; knows unobserved factors)",
 }
 
 

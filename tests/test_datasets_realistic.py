@@ -1,0 +1,176 @@
+"""The realistic simulated cohort (the default): what real scans and outcomes have."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from sklearn_hemo.datasets import load_cohort, make_stroke_cohort, save_cohort
+from sklearn_hemo.model_selection import compare_models, make_model_zoo
+from sklearn_hemo.sampling import sample_voxels
+
+# 40 patients on a small grid: enough bleeding and non-bleeding patients to look at
+# cohort-level properties, fast enough for the default suite (a few seconds)
+COHORT = {"n_patients": 40, "shape": (24, 24, 3), "n_frames": (45, 60), "random_state": 3}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return make_stroke_cohort(**COHORT)
+
+
+def _data(img):
+    return np.asarray(img.dataobj, dtype=float)
+
+
+def test_realistic_is_the_default_and_hands_over_neither_aif_nor_mask(cohort):
+    for p in cohort:
+        assert p.aif is None and p.brain_mask is None and p.ht_mask is not None
+    truth = cohort[0].truth
+    shape = cohort[0].shape
+    for key in ("ht_clean", "observable_risk", "latent_risk", "head", "risk",
+                "susceptibility", "tissue"):
+        assert truth[key].shape == shape, key
+    assert truth["head"].dtype == np.uint8 and set(np.unique(truth["head"])) == {0, 1, 2}
+    assert np.array_equal(truth["head"] == 1, truth["tissue"] > 0)
+    for key in ("aif_voxels", "vein_voxels"):
+        assert truth[key].dtype.kind == "i" and truth[key].ndim == 2
+        assert truth[key].shape[1] == 3 and len(truth[key]) > 0
+    assert truth["n_nonsteady"].ndim == 0 and 1 <= int(truth["n_nonsteady"]) <= 3
+    assert truth["reperfusion"].ndim == 0 and float(truth["reperfusion"]) in (0.0, 1.0)
+
+
+def test_patient_k_depends_only_on_seed_and_k():
+    small = make_stroke_cohort(2, (12, 12, 2), random_state=7)
+    large = make_stroke_cohort(4, (12, 12, 2), random_state=7)
+    for a, b in zip(small, large, strict=False):
+        np.testing.assert_array_equal(_data(a.pwi), _data(b.pwi))
+        np.testing.assert_array_equal(_data(a.ht_mask), _data(b.ht_mask))
+        np.testing.assert_array_equal(a.truth["observable_risk"], b.truth["observable_risk"])
+    other = make_stroke_cohort(2, (12, 12, 2), random_state=8)
+    assert not np.array_equal(_data(small[0].pwi), _data(other[0].pwi))
+
+
+def test_the_outcome_is_random_and_not_a_threshold_on_lesion_size(cohort):
+    ht = cohort.ht
+    assert 0 < ht.sum() < len(ht)
+    lesion = np.array([(p.truth["tissue"] >= 3).sum() for p in cohort])
+    # non-bleeding patients include lesions larger than a typical bleeding patient's
+    assert (lesion[ht == 0] > np.median(lesion[ht == 1])).any()
+    auc = roc_auc_score(ht, lesion)
+    assert 0.35 < auc < 0.95, auc
+    # the latent probability is not the outcome: some likely patients do not bleed
+    p_ht = np.array([float(p.truth["p_ht"]) for p in cohort])
+    assert ((p_ht > 0.3) & (ht == 0)).any() and ((p_ht < 0.5) & (ht == 1)).any()
+    reperfused = np.array([float(p.truth["reperfusion"]) for p in cohort])
+    assert 0.3 < reperfused.mean() < 0.9
+
+
+def test_observable_risk_does_not_read_the_outcome(cohort):
+    # the oracle row must not know who bleeds: non-bleeding patients get the same kind
+    # of risk in their lesions, and the risk is a probability
+    for p in cohort:
+        risk = p.truth["observable_risk"]
+        assert risk.min() >= 0.0 and risk.max() <= 1.0
+    quiet = [p for p in cohort if p.ht == 0 and (p.truth["tissue"] >= 3).sum() > 20]
+    assert quiet and max(float(p.truth["observable_risk"].max()) for p in quiet) > 0.05
+    # risk keeps its meaning (it reads the outcome), the latent risk does not
+    for p in cohort:
+        if p.ht == 0:
+            assert not p.truth["risk"].any()
+    assert any(p.truth["latent_risk"].any() for p in quiet)
+
+
+def test_the_reader_annotation_is_imperfect_but_agrees(cohort):
+    clean, drawn = [], []
+    for p in cohort:
+        brain = p.truth["head"] == 1
+        clean.append(p.truth["ht_clean"][brain] > 0)
+        drawn.append(_data(p.ht_mask)[brain] > 0)
+        if p.ht == 1:
+            assert drawn[-1].any()  # a bleeding patient's label and annotation agree
+        else:
+            assert not drawn[-1].any() and not clean[-1].any()
+    kappa = cohen_kappa_score(np.concatenate(clean), np.concatenate(drawn))
+    assert 0.4 < kappa < 0.9, kappa
+    assert not np.array_equal(np.concatenate(clean), np.concatenate(drawn))
+
+
+def test_leading_frames_are_not_at_steady_state(cohort):
+    for p in cohort[:8]:
+        n = int(p.truth["n_nonsteady"])
+        brain = p.truth["head"] == 1
+        mean = _data(p.pwi)[brain].mean(axis=0)
+        steady = mean[n: n + 4].mean()
+        assert mean[0] > 1.1 * steady  # 15-35% brighter at the first frame
+        assert abs(mean[n] - steady) < 0.03 * steady
+
+
+def test_a_threshold_mask_takes_in_the_scalp(cohort):
+    # the trap of real scans: the scalp is as bright as the brain on the baseline
+    p = cohort[0]
+    baseline = _data(p.pwi)[..., 4:8].mean(axis=-1)
+    naive = baseline > 0.1 * np.percentile(baseline, 99)
+    assert (naive & (p.truth["head"] == 2)).sum() > 0.05 * naive.sum()
+
+
+def test_veins_arrive_later_and_hold_more_contrast_than_arteries():
+    # on the default in-plane grid (5 mm voxels) arteries fill a fair share of a voxel
+    for p in make_stroke_cohort(4, (48, 48, 2), n_frames=(50, 60), random_state=1):
+        pwi = _data(p.pwi)
+        n = int(p.truth["n_nonsteady"])
+        baseline = pwi[..., n: n + 4].mean(axis=-1, keepdims=True)
+        conc = -np.log(np.clip(pwi / np.maximum(baseline, 1e-6), 1e-3, None))
+        artery = conc[tuple(p.truth["aif_voxels"].T)].mean(axis=0)
+        vein = conc[tuple(p.truth["vein_voxels"].T)].mean(axis=0)
+        arrival = [np.argmax(c > 0.5 * c.max()) for c in (artery, vein)]
+        assert arrival[1] > arrival[0], arrival
+        assert vein.sum() > artery.sum()
+
+
+def test_snr_varies_between_patients_and_can_be_fixed(cohort):
+    snr = np.array([float(p.truth["snr"]) for p in cohort])
+    assert snr.min() >= 15 and snr.max() <= 60 and snr.std() > 5
+    fixed = make_stroke_cohort(2, (8, 8, 1), snr=25.0, random_state=0)
+    assert all(float(p.truth["snr"]) == 25.0 for p in fixed)
+    with pytest.raises(ValueError, match="snr"):
+        make_stroke_cohort(2, (8, 8, 1), snr=(30, 10), random_state=0)
+    with pytest.raises(ValueError, match="difficulty"):
+        make_stroke_cohort(2, (8, 8, 1), difficulty="hard", random_state=0)
+
+
+def test_realistic_cohort_round_trips_through_the_layout(tmp_path):
+    cohort = make_stroke_cohort(2, (12, 12, 2), random_state=0)
+    loaded = load_cohort(save_cohort(cohort, tmp_path / "c")).validate()
+    assert not (tmp_path / "c" / "sub-001" / "aif.tsv").exists()
+    assert not (tmp_path / "c" / "sub-001" / "brain_mask.nii.gz").exists()
+    for a, b in zip(cohort, loaded, strict=True):
+        np.testing.assert_array_equal(a.truth["aif_voxels"], b.truth["aif_voxels"])
+        np.testing.assert_array_equal(a.truth["ht_clean"], b.truth["ht_clean"])
+
+
+def test_compare_reports_the_oracle_and_the_latent_bound(cohort):
+    zoo = make_model_zoo(cohort, models=["linear"], random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pipeline warnings of realistic scans
+        result = compare_models(cohort, zoo, n_outer=3, n_inner=2, n_samples=300,
+                                n_resamples=50, random_state=0, plot=False)
+    for name, key in (("oracle", "observable_risk"), ("latent-bound", "latent_risk")):
+        pred = result.predictions[name]
+        expected = [cohort[cohort.index(pid)].truth[key][tuple(ijk)]
+                    for pid, ijk in zip(pred["patient"], pred["ijk"], strict=True)]
+        np.testing.assert_array_equal(pred["score"], expected)
+    rows = {r["model"]: r for r in result.table}
+    assert 0.6 < rows["oracle"]["auc_roc"] < 1.0
+    assert 0.6 < rows["latent-bound"]["auc_roc"] <= 1.0
+
+
+def test_the_default_cohort_is_big_enough_for_the_default_comparison():
+    # issue 12: >= 40 patients, >= 10 bleeding, >= 4,000 balanced voxels (quick protocol)
+    cohort = make_stroke_cohort(random_state=0, n_jobs=2)
+    assert len(cohort) >= 40 and (cohort.ht == 1).sum() >= 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fewer voxels than asked would warn
+        _, y, _ = sample_voxels(cohort, n_samples=4000, random_state=0)
+    assert len(y) == 4000 and y.sum() == 2000
