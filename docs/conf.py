@@ -102,7 +102,7 @@ def _write_cli_help(app):
     out = HERE / "generated"
     out.mkdir(exist_ok=True)
     os.environ["COLUMNS"] = "92"  # argparse wraps to the terminal width
-    for command in ["", "simulate", "compare", "train", "predict"]:
+    for command in ["", "simulate", "import", "compare", "train", "predict"]:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
             main(([command] if command else []) + ["--help"])

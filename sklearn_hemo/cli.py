@@ -1,4 +1,4 @@
-"""The ``sklearn-hemo`` command line: simulate, compare, train, predict.
+"""The ``sklearn-hemo`` command line: simulate, import, compare, train, predict.
 
 Each sub-command lives in its own ``_add_<name>`` / ``_run_<name>`` pair below; the
 heavy imports happen inside ``_run_<name>`` so that ``sklearn-hemo --help`` stays fast.
@@ -533,7 +533,58 @@ def _compare_volumes(args, cohort, result):
           "risk score = 99th percentile of in-brain voxel risk).")
 
 
+# -- import --------------------------------------------------------------------------
+def _add_import(sub):
+    p = sub.add_parser(
+        "import",
+        help="import a BIDS-style tree (or dcm2niix output with --map) into a cohort",
+        description="Read a BIDS-style tree (sub-*/[ses-*/]perf/*_dsc.nii.gz, "
+        "dwi/*_dwi.nii.gz with .bval, the HT annotation, participants.tsv) and write the "
+        "cohort layout to --out: DWI split into b0 and b1000, DWI and masks resampled onto "
+        "the PWI grid. SRC is never written.",
+    )
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("--out", required=True, metavar="DIR", help="cohort folder to write")
+    p.add_argument("--map", default=None, metavar="TSV",
+                   help="table of participant, role, path for a tree that is not BIDS "
+                   "(roles: pwi, dwi, dwi_b0, dwi_b1000, ht_mask, brain_mask)")
+    p.add_argument("--ht-pattern", default=None, metavar="GLOB",
+                   help="where the HT annotations are, relative to SRC (default "
+                   "'sub-*/[ses-*/]anat/*_label-HT_mask.nii*'; [part/] is optional)")
+    p.add_argument("--session", default=None, metavar="SES",
+                   help="session of the PWI and DWI (e.g. ses-acute) when there are several")
+    p.add_argument("--b-tolerance", type=float, default=100.0, metavar="B",
+                   help="tolerance on b-values in s/mm2 (default 100)")
+    p.add_argument("--mask-interpolation", choices=("fraction", "nearest"),
+                   default="fraction", help="how masks reach the PWI grid (default: "
+                   "covered fraction >= 0.5)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over a cohort already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_import)
+
+
+def _run_import(args):
+    from .datasets import CohortError, import_cohort
+    from .datasets._import import DEFAULT_HT_PATTERN
+
+    try:
+        cohort = import_cohort(
+            args.source, args.out, mapping=args.map,
+            ht_pattern=args.ht_pattern or DEFAULT_HT_PATTERN, session=args.session,
+            b_tolerance=args.b_tolerance, mask_interpolation=args.mask_interpolation,
+            overwrite=args.overwrite, progress=not args.quiet,
+        )
+    except (FileExistsError, CohortError, ValueError) as exc:
+        raise SystemExit(f"sklearn-hemo import: {exc}") from None
+    n_ht = int((cohort.ht == 1).sum())
+    print(f"imported {len(cohort)} participant(s) ({n_ht} with HT) to {cohort.path}; "
+          f"decisions in {cohort.path / 'import.json'}")
+    return 0
+
+
 _COMMANDS = [_add_simulate, _add_compare]
+_COMMANDS += [_add_import]
 _COMMANDS += [_add_train, _add_predict]
 
 

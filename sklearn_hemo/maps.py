@@ -226,7 +226,8 @@ def _uncompressed_pwi(patient):
         yield Patient(patient.id, target, image("dwi_b0"), image("dwi_b1000"),
                       echo_time=patient.echo_time, repetition_time=patient.repetition_time,
                       ht=patient.ht, brain_mask=image("brain_mask"),
-                      ht_mask=image("ht_mask"), aif=patient.aif)
+                      ht_mask=image("ht_mask"), aif=patient.aif,
+                      slice_timing=patient.slice_timing)
 
 
 def _proba_chunks(reader, rest, patient, index, mask, chunk_size):

@@ -344,7 +344,10 @@ def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
         Curves, time on the last axis.
     times : array-like of shape (n_frames,)
         Frame times in seconds from the start of the scan, strictly increasing (for a
-        patient: ``patient.frame_times``).
+        patient: ``patient.frame_times``; for the voxels of slice ``k`` of a patient whose
+        ``pwi.json`` gives ``SliceTiming``, ``patient.slice_frame_times(k)``, which shifts
+        the slice's frames by its acquisition offset, as
+        :class:`~sklearn_hemo.preprocessing.PatchExtractor` does).
     n_timepoints : int, default=60
         Number of grid points.
     time_step : float, default=1.8
@@ -660,9 +663,14 @@ def _patient_aif(patient, n_timepoints, time_step, offset, arrival, data=None):
     data = np.asarray(patient.pwi.dataobj) if data is None else data
     curves = concentration(data[brain].astype(np.float32), patient.echo_time,
                            baseline=slice(0, arrival))
+    times = patient.frame_times
+    if getattr(patient, "slice_timing", None) is not None:
+        # the detected AIF mixes slices: place it at the brain's mean slice offset
+        per_slice = brain.reshape(-1, brain.shape[2]).sum(axis=0)
+        times = times + float(np.average(patient.slice_timing, weights=per_slice))
     try:
-        aif = detect_aif(curves, patient.frame_times)
+        aif = detect_aif(curves, times)
     except ValueError as exc:
         raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
                          "Provide a measured AIF in aif.tsv.") from None
-    return resample_time(aif, patient.frame_times, n_timepoints, time_step, align=offset)
+    return resample_time(aif, times, n_timepoints, time_step, align=offset)

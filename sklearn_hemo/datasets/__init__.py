@@ -1,6 +1,7 @@
-"""Cohorts: the simulated stroke cohort and reading/writing cohorts on disk."""
+"""Cohorts: the simulated stroke cohort, reading/writing cohorts on disk, import."""
 
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
+from ._import import import_cohort
 from ._layout import load_cohort, load_patient, save_cohort
 from ._simulate import PAPER_COHORT, make_stroke_cohort, simulated_concentration
 
@@ -10,6 +11,7 @@ __all__ = [
     "CohortError",
     "PAPER_COHORT",
     "Patient",
+    "import_cohort",
     "load_cohort",
     "load_patient",
     "make_stroke_cohort",

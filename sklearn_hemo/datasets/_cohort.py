@@ -116,6 +116,12 @@ class Patient:
         Ground truth of a simulated patient (see
         :func:`~sklearn_hemo.datasets.make_stroke_cohort`); None for real data. A path
         names a ``truth.npz`` file, read lazily (without pickle) on first access.
+    slice_timing : array-like of shape (n_slices,) or None
+        Acquisition time of each slice (third image axis) within a frame, in seconds from
+        the start of the frame (BIDS ``SliceTiming``, kept in ``pwi.json``). When given,
+        slice ``k`` of frame ``f`` was acquired at ``frame_times[f] + slice_timing[k]``
+        (:meth:`slice_frame_times`) and the resampling onto the common time grid uses
+        those times. None: every slice at the frame time.
 
     Examples
     --------
@@ -142,8 +148,11 @@ class Patient:
         ht_mask=None,
         aif=None,
         truth=None,
+        slice_timing=None,
     ):
         self.id = str(id)
+        self.slice_timing = None if slice_timing is None else np.array(
+            slice_timing, dtype=float).reshape(-1)
         self.echo_time = float(echo_time)
         self.repetition_time = float(repetition_time)
         self.ht = None if ht is None else int(ht)
@@ -242,6 +251,28 @@ class Patient:
     def frame_times(self):
         """Acquisition time of each PWI frame in seconds, the first frame at t = 0."""
         return np.arange(self.n_frames) * self.repetition_time
+
+    def slice_frame_times(self, k):
+        """Acquisition time of each PWI frame of slice ``k``, in seconds.
+
+        ``frame_times + slice_timing[k]``; the frame times themselves without
+        ``slice_timing``.
+
+        Examples
+        --------
+        >>> import nibabel as nib, numpy as np
+        >>> from sklearn_hemo.datasets import Patient
+        >>> pwi = nib.Nifti1Image(np.ones((2, 2, 2, 3), np.float32), np.eye(4))
+        >>> b0 = nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4))
+        >>> p = Patient("sub-1", pwi, b0, b0, echo_time=0.03, repetition_time=1.5,
+        ...             slice_timing=[0.0, 0.75])
+        >>> p.slice_frame_times(1)
+        array([0.75, 2.25, 3.75])
+        """
+        times = self.frame_times
+        if self.slice_timing is None:
+            return times
+        return times + float(self.slice_timing[k])
 
     def get_brain_mask(self):
         """Boolean brain mask on the PWI grid.

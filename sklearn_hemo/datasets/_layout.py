@@ -208,11 +208,10 @@ def write_patient(patient, root):
             img = _with_time_step(img, patient.repetition_time)
         with atomic_path(folder / f"{name}.nii.gz") as tmp:
             nib.save(img, tmp)
-    atomic_write_text(
-        folder / "pwi.json",
-        json.dumps({"EchoTime": patient.echo_time,
-                    "RepetitionTime": patient.repetition_time}, indent=2) + "\n",
-    )
+    sidecar = {"EchoTime": patient.echo_time, "RepetitionTime": patient.repetition_time}
+    if patient.slice_timing is not None:
+        sidecar["SliceTiming"] = [float(t) for t in patient.slice_timing]
+    atomic_write_text(folder / "pwi.json", json.dumps(sidecar, indent=2) + "\n")
     aif_file = folder / "aif.tsv"
     if patient.aif is not None:
         lines = [f"time\t{patient.aif.kind}"]
@@ -232,7 +231,7 @@ def write_patient(patient, root):
 
 
 # -- reading -------------------------------------------------------------------------------
-def load_cohort(path):
+def load_cohort(path, *, resample=False):
     """Read a cohort folder in the cohort layout, checking it up front.
 
     Images are not read: they load lazily (memory-mapped where the format allows) when a
@@ -244,6 +243,14 @@ def load_cohort(path):
     ----------
     path : path-like
         The cohort folder.
+    resample : bool, default=False
+        Put DWI, brain mask and HT annotation that are not on the PWI grid onto it, in
+        memory, through their affines (scanner space, no registration), as
+        :func:`import_cohort` does: linear interpolation for the DWI, the covered
+        fraction of each PWI voxel thresholded at 0.5 for the masks. A warning names
+        each resampled file; nothing on disk changes (the resampled images live in
+        memory, so such patients pickle with their voxels). False (the default) refuses
+        mismatched grids with a :class:`CohortError`.
 
     Returns
     -------
@@ -271,7 +278,7 @@ def load_cohort(path):
     rows = _read_participants(path)
     patients = []
     for pid, ht in rows:  # a loop, not a comprehension: warnings point at the caller
-        patients.append(_read_patient(path, pid, ht))
+        patients.append(_read_patient(path, pid, ht, resample))
     return Cohort(patients, path=path)
 
 
@@ -379,7 +386,7 @@ def _find_image(folder, pid, name, required):
     return candidate, img
 
 
-def _read_patient(root, pid, ht):
+def _read_patient(root, pid, ht, resample=False):
     folder = root / pid
     if not folder.is_dir():
         raise CohortError(
@@ -389,7 +396,7 @@ def _read_patient(root, pid, ht):
     check_stale_files(pid, folder)
     found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
     images = {name: path for name, (path, _) in found.items()}
-    echo_time, repetition_time = _read_sidecar(folder / "pwi.json", pid)
+    echo_time, repetition_time, slice_timing = _read_sidecar(folder / "pwi.json", pid)
     check_time_step(pid, images["pwi"], found["pwi"][1], repetition_time)
     aif_file = folder / "aif.tsv"
     truth_file = folder / "truth.npz"
@@ -405,9 +412,14 @@ def _read_patient(root, pid, ht):
         ht_mask=images["ht_mask"],
         aif=_read_aif(aif_file, pid) if aif_file.is_file() else None,
         truth=truth_file if truth_file.is_file() else None,
+        slice_timing=slice_timing,
     )
     # reuse the headers just read (still lazy: the proxies are dropped when pickled)
     patient._images.update({name: img for name, (_, img) in found.items() if img is not None})
+    if resample:
+        from ._import import resample_patient_images
+
+        resample_patient_images(patient)
     check_patient(patient)
     return patient
 
@@ -437,7 +449,14 @@ def _read_sidecar(path, pid):
             )
         values.append(float(value))
     check_acquisition(pid, path, *values)
-    return tuple(values)
+    slice_timing = meta.get("SliceTiming")
+    if slice_timing is not None:
+        if not isinstance(slice_timing, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in slice_timing):
+            raise CohortError(f"participant {pid}: {path}: SliceTiming must be a list of "
+                              f"numbers in seconds (got {slice_timing!r}). Fix or remove it.")
+        slice_timing = np.asarray(slice_timing, dtype=float)
+    return (*values, slice_timing)
 
 
 def _read_text(path, pid, encoding="utf-8"):

@@ -56,7 +56,14 @@ _P_EXTENSION = 0.5  # bleeding patients whose haematoma extends beyond the bleed
 # -- annotation (module docstring, "Annotation") --------------------------------------
 _P_SHIFT = 0.8  # registration error of the follow-up to the PWI, up to one voxel
 _P_BLOOM = 0.7  # blooming on GRE/SWI: the reader draws one voxel wider in-plane
-_LARGE_BLEED = 150  # voxels: bleeds this large bloom by two voxels
+# sizes of the reader's errors in mm (resolution-independent; one voxel of the default
+# 5 mm grid, two to three of the paper's 1.9 mm grid)
+_BLOOM_MM = 5.0  # blooming of GRE/SWI, doubled for haematomas over _LARGE_BLEED_ML
+_LARGE_BLEED_ML = 45.0
+_SHIFT_MM = (3.0, 6.0)  # registration error of the follow-up
+_OUTLINE_MM = 5.0  # smoothing of the reader's outline
+_SMALL_BLEED_ML = 1.6  # bleeds this small may be missed
+_EXTENSION_MM = (5.0, 10.0)  # extension of a parenchymal haematoma
 _P_MISS = 0.5  # a small bleed (<= 5 voxels) is missed
 _P_EXTRA = 0.5  # the reader marks 1-3 small non-HT spots (microbleeds, vessels)
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
@@ -128,7 +135,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         # a haemorrhage stays a part of the infarct: the largest cover a third of it
         tau = np.sort(latent[brain])[::-1][int(_MAX_BLEED_SHARE * lesion_size)]
     susceptibility = np.where(brain, special.ndtr((latent - tau) / _LABEL_NOISE), 0.0)
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape), 0.7, mode="reflect")
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape),
+                                    3.5 / zooms, mode="reflect")  # 3.5 mm correlation
     noise *= _LABEL_NOISE / max(noise.std(), 1e-12)
     bleed = brain & (latent + noise > tau)
     extension = rng.uniform() < _P_EXTENSION
@@ -136,11 +144,11 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         if not bleed.any():  # a bleeding patient shows at least one voxel
             bleed[np.unravel_index(np.argmax(np.where(brain, latent, -np.inf)), shape)] = True
         if extension:  # parenchymal haematoma reaching beyond the bleeding tissue
-            bleed = ndimage.binary_dilation(bleed, _IN_PLANE,
-                                            iterations=int(rng.integers(1, 3))) & brain
+            reach = _in_voxels(rng.uniform(*_EXTENSION_MM), zooms)
+            bleed = ndimage.binary_dilation(bleed, _IN_PLANE, iterations=reach) & brain
     else:
         bleed = np.zeros(shape, dtype=bool)
-    annotation = _annotate(rng, bleed, brain) if ht else bleed
+    annotation = _annotate(rng, bleed, brain, zooms) if ht else bleed
     observable = _observable_risk(observed, image_score, ht_prevalence) * brain
 
     # -- acquisition --------------------------------------------------------------------
@@ -315,24 +323,33 @@ _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
 
-def _annotate(rng, bleed, brain):
+def _in_voxels(mm, zooms):
+    """A length in mm as a whole number of in-plane voxels (at least one)."""
+    return max(1, int(round(mm / float(zooms[0]))))
+
+
+def _annotate(rng, bleed, brain, zooms):
     """The reader's HT mask: shifted, bloomed, small bleeds missed or added."""
+    voxel_ml = float(np.prod(zooms)) / 1000.0
     drawn = bleed.copy()
     labels, n = ndimage.label(drawn)
     if n > 1:
-        sizes = ndimage.sum_labels(drawn, labels, np.arange(1, n + 1))
+        sizes = ndimage.sum_labels(drawn, labels, np.arange(1, n + 1)) * voxel_ml
         for label, size in enumerate(sizes, start=1):
-            if size <= 5 and rng.uniform() < _P_MISS:
+            if size <= _SMALL_BLEED_ML and rng.uniform() < _P_MISS:
                 drawn[labels == label] = False
     # the reader outlines blobs: fine structure is lost, small gaps are filled
     level = rng.uniform(0.3, 0.7)
-    outline = ndimage.gaussian_filter(drawn.astype(float), (1.0, 1.0, 0.0)) > level
+    width = _OUTLINE_MM / np.asarray(zooms[:2])
+    outline = ndimage.gaussian_filter(drawn.astype(float), (*width, 0.0)) > level
     drawn = outline if outline.any() else drawn
     if rng.uniform() < _P_BLOOM:  # larger haematomas bloom more (more iron)
-        drawn = ndimage.binary_dilation(drawn, _IN_PLANE,
-                                        iterations=1 + int(drawn.sum() > _LARGE_BLEED))
+        large = drawn.sum() * voxel_ml > _LARGE_BLEED_ML
+        drawn = ndimage.binary_dilation(
+            drawn, _IN_PLANE, iterations=_in_voxels(_BLOOM_MM * (1 + large), zooms))
     if rng.uniform() < _P_SHIFT:
-        offset = _SHIFTS[rng.integers(len(_SHIFTS))]
+        direction = np.asarray(_SHIFTS[rng.integers(len(_SHIFTS))])
+        offset = direction * _in_voxels(rng.uniform(*_SHIFT_MM), zooms)
         drawn = np.roll(drawn, tuple(offset), axis=(0, 1))
     if rng.uniform() < _P_EXTRA:
         candidates = np.argwhere(brain & ~drawn)
@@ -340,7 +357,8 @@ def _annotate(rng, bleed, brain):
         for _ in range(int(rng.integers(1, 4))):
             spots[tuple(candidates[rng.integers(len(candidates))])] = True
         if rng.uniform() < 0.5:
-            spots = ndimage.binary_dilation(spots, _IN_PLANE)
+            spots = ndimage.binary_dilation(spots, _IN_PLANE,
+                                            iterations=_in_voxels(_BLOOM_MM, zooms))
         drawn |= spots
     drawn &= brain
     if not drawn.any():  # the reader saw the bleed: the label says so

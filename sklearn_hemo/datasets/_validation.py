@@ -108,6 +108,8 @@ def check_patient(patient):
                   "Resample it onto the PWI grid (e.g. nibabel.processing.resample_from_to) "
                   "or fix its header.")
     check_acquisition(pid, "pwi.json", patient.echo_time, patient.repetition_time)
+    check_slice_timing(pid, "pwi.json", patient.slice_timing, grid[2],
+                       patient.repetition_time)
     aif = patient.aif
     if aif is not None:
         if aif.time.size < 2 or not np.all(np.isfinite(aif.time)) or not np.all(
@@ -146,6 +148,22 @@ def check_time_step(pid, path, img, repetition_time):
         f"{repetition_time * 1000:g} ms in pwi.json; pwi.json wins ({repetition_time:g} s "
         "between frames is used). Fix the header or the sidecar, whichever is wrong.",
         UserWarning, stacklevel=4)
+
+
+def check_slice_timing(pid, where, slice_timing, n_slices, repetition_time):
+    """SliceTiming: one finite offset in [0, RepetitionTime) seconds per slice, or None."""
+    if slice_timing is None:
+        return
+    values = np.asarray(slice_timing, dtype=float)
+    if values.shape != (n_slices,):
+        _fail(pid, where, f"SliceTiming has {values.size} value(s) but the PWI has "
+              f"{n_slices} slice(s) (third image axis).",
+              "Give one time per slice, in seconds, or remove SliceTiming.")
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() >= repetition_time:
+        _fail(pid, where, f"SliceTiming {np.round(values, 4).tolist()} is not within [0, "
+              f"RepetitionTime = {repetition_time:g} s).",
+              "Give the slice times in seconds from the start of each frame (values in "
+              "milliseconds must be divided by 1000).")
 
 
 def check_acquisition(pid, where, echo_time, repetition_time):

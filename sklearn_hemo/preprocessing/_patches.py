@@ -359,7 +359,9 @@ class PatchExtractor(_VoxelReferenceTransformer):
     (:func:`~sklearn_hemo.signal.concentration`, baseline before the bolus arrival of the
     patient's mean brain signal) and resamples it onto ``n_timepoints`` points
     ``time_step`` seconds apart (:func:`~sklearn_hemo.signal.resample_time`), for the
-    voxel and its in-plane neighbours. It optionally appends the patient's AIF on the same
+    voxel and its in-plane neighbours; when the patient has ``slice_timing`` (``SliceTiming``
+    in ``pwi.json``) the frames of slice ``k`` are placed at
+    ``patient.slice_frame_times(k)``. It optionally appends the patient's AIF on the same
     grid (:func:`~sklearn_hemo.signal.patient_aif`) and the DWI b0 and b1000 patches
     (raw intensities). This is the data preparation of Yu et al. (MICCAI 2019).
 
@@ -628,7 +630,7 @@ class PatchExtractor(_VoxelReferenceTransformer):
                 # the block's own mask: the same neighbours as transform's whole-volume one
                 inside = np.ascontiguousarray(mask[lo:hi, :, None]) \
                     if self.mask_neighbours else None
-                self._fill(context, raw, dwi, local, features, inside=inside)
+                self._fill(context, raw, dwi, local, features, inside=inside, z0=k)
                 ijk = np.column_stack([ii + r0, jj, np.full_like(ii, k)]).astype(np.int64)
                 for s in range(0, ii.size, chunk_size):
                     yield ijk[s: s + chunk_size], features[s: s + chunk_size]
@@ -662,8 +664,12 @@ class PatchExtractor(_VoxelReferenceTransformer):
                           "signal; every frame is treated as baseline (concentration near "
                           "0). Check the PWI series.", UserWarning, stacklevel=3)
         offset = _patient_offset(patient, self.align, arrival)
-        plan = _interp_plan(patient.frame_times,
-                            _grid(self.n_timepoints, float(self.time_step), offset))
+        grid = _grid(self.n_timepoints, float(self.time_step), offset)
+        if patient.slice_timing is None:
+            plan = _interp_plan(patient.frame_times, grid)
+        else:  # one plan per slice: each slice's frames at their own acquisition times
+            plan = [_interp_plan(patient.slice_frame_times(k), grid)
+                    for k in range(patient.shape[2])]
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
@@ -676,7 +682,7 @@ class PatchExtractor(_VoxelReferenceTransformer):
             aif = cached(patient, key, compute) if use_cache else compute()
         return _Context(patient, arrival, plan, aif)
 
-    def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None):
+    def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None, z0=0):
         """Write the features of voxels ``ijk`` of the block ``raw`` into ``out``.
 
         ``raw`` is the PWI signal ``(bx, by, bz, F)`` of a block of the volume that holds
@@ -684,7 +690,8 @@ class PatchExtractor(_VoxelReferenceTransformer):
         halo): neighbour coordinates are clipped to the block. ``dwi`` holds the two DWI
         blocks or is None; ``workspace`` is a :class:`_Workspace` of the block's shape to
         reuse, or None; ``inside`` is the brain mask of the block (neighbours outside it
-        read the centre) or None.
+        read the centre) or None; ``z0`` is the slice of the volume where the block
+        starts (for per-slice time plans, ``SliceTiming``).
         """
         patient = context.patient
         shape = raw.shape[:3]
@@ -710,7 +717,14 @@ class PatchExtractor(_VoxelReferenceTransformer):
         lookup[flat] = np.arange(flat.size)
         conc, clipped, _ = _concentration(curves, patient.echo_time, context.baseline,
                                           out=target)
-        rows = _apply_plan(conc, *context.plan)
+        if isinstance(context.plan, list):  # SliceTiming: each slice its own plan
+            rows = np.empty((len(conc), self.n_timepoints), dtype=conc.dtype)
+            slices = np.unravel_index(flat, shape)[2] + z0
+            for k in np.unique(slices):
+                chosen = slices == k
+                rows[chosen] = _apply_plan(conc[chosen], *context.plan[k])
+        else:
+            rows = _apply_plan(conc, *context.plan)
         del conc
         position = lookup[index]
         pwi = out[:, : n_t * n_patch].reshape(n, n_t, n_patch)
