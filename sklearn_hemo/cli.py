@@ -61,27 +61,39 @@ def _add_simulate(sub):
     p.set_defaults(func=_run_simulate)
 
 
-def _run_simulate(args):
+def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
+    """Refuse, before any work, a cohort output folder this command may not write into:
+    not a folder, not writable, or non-empty with files an earlier run of ``command``
+    did not write (e.g. patient folders without participants.tsv). Marks it as ours."""
     from pathlib import Path
 
-    from ._safety import OutputError, check_writable_dir, mark_folder, owns_folder
-    from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
+    from ._safety import OutputError, _inside, check_writable_dir, mark_folder, owns_folder
 
-    out = Path(args.out_dir)
+    out = Path(folder)
     try:
+        for source in inputs:
+            if _inside(out, source):
+                raise OutputError(f"{what} {out} is inside the input {source}; the command "
+                                  "never writes into its inputs. Choose a folder outside it.")
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out} exists and is not a folder. Choose a folder path.")
-        if (not args.overwrite and out.is_dir() and any(out.iterdir())
-                and not (out / "participants.tsv").exists() and not owns_folder(out, "simulate")):
+        if (not overwrite and out.is_dir() and any(out.iterdir())
+                and not (out / "participants.tsv").exists() and not owns_folder(out, command)):
             raise OutputError(
-                f"{out} is not empty and was not written by 'sklearn-hemo simulate' (it "
+                f"{out} is not empty and was not written by 'sklearn-hemo {command}' (it "
                 "holds e.g. patient folders without participants.tsv). Choose a new or "
                 "empty folder, or pass --overwrite to write over same-named files there.")
-        check_writable_dir(out, "OUT_DIR")
+        check_writable_dir(out, what)
     except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo simulate: {exc}") from None
-    if args.overwrite or not (out / "participants.tsv").exists():
-        mark_folder(out, "simulate")  # so that an interrupted run may be rerun into it
+        raise SystemExit(f"sklearn-hemo {command}: {exc}") from None
+    if overwrite or not (out / "participants.tsv").exists():
+        mark_folder(out, command)  # so that an interrupted run may be rerun into it
+
+
+def _run_simulate(args):
+    from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
+
+    _claim_cohort_folder(args.out_dir, args.overwrite, "simulate", "OUT_DIR")
     size = dict(PAPER_COHORT) if args.paper else {}  # else make_stroke_cohort's defaults
     if args.n_patients is not None:
         size["n_patients"] = args.n_patients
@@ -568,6 +580,7 @@ def _run_import(args):
     from .datasets import CohortError, import_cohort
     from .datasets._import import DEFAULT_HT_PATTERN
 
+    _claim_cohort_folder(args.out, args.overwrite, "import", "--out", inputs=[args.source])
     try:
         cohort = import_cohort(
             args.source, args.out, mapping=args.map,

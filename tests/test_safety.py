@@ -222,6 +222,19 @@ def test_simulate_refuses_a_folder_of_patient_folders_without_table(cohort_dir, 
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
+def test_import_refuses_a_folder_of_patient_folders_without_table(cohort_dir, tmp_path):
+    (cohort_dir / "participants.tsv").unlink()
+    before = _files(cohort_dir)
+    source = tmp_path / "bids"
+    source.mkdir()
+    with pytest.raises(SystemExit, match="not written by 'sklearn-hemo import'"):
+        main(["import", str(source), "--out", str(cohort_dir), "--quiet"])
+    assert _files(cohort_dir) == before
+    with pytest.raises(SystemExit, match="inside the input"):
+        main(["import", str(source), "--out", str(source / "cohort"), "--quiet"])
+    assert list(source.iterdir()) == []
+
+
 def test_simulate_reruns_into_its_own_interrupted_folder(tmp_path):
     out = tmp_path / "sim"
     argv = ["simulate", str(out), "--n-patients", "2", "--shape", "8", "8", "1", "--quiet"]
