@@ -6,7 +6,9 @@ values), with the same batch size, epochs, optimiser and loss. The script prints
 ratio (target <= 1.10: the scikit-learn/skorch wrapper may cost at most 10%) and inference
 throughput in voxels per second.
 
-Run ``python benchmarks/bench_lstm.py --n-samples 2000 --epochs 1`` for a quick smoke test.
+Run ``python benchmarks/bench_lstm.py --n-samples 2000 --epochs 1`` for a quick smoke test;
+``--device cuda --compare-cpu`` on a GPU machine adds the device line: fit and inference
+throughput on the GPU and the speed-up over the CPU.
 Each repeat times the plain loop and the classifier back to back (alternating which goes
 first) and the best of each is kept. On CPU the verdict uses process CPU time, which other
 jobs on a shared machine do not inflate the way they inflate wall-clock time; on GPU it uses
@@ -86,6 +88,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's setting)")
+    parser.add_argument("--compare-cpu", action="store_true",
+                        help="with --device cuda: also time LSTMClassifier on the CPU and "
+                        "print the device's speed-up")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,7 +134,23 @@ def main(argv=None):
     print(f"inference (wall): LSTMClassifier {len(X) / t_clf_pred[0]:,.0f} voxels/s, "
           f"plain {len(X) / t_plain_pred[0]:,.0f} voxels/s; {clock}-time ratio "
           f"{pred_ratio:.3f}")
+    best_fit = min(t[0] for t in clf_times)
+    print(f"device line: {args.device} ({_device_name(args.device)}): LSTMClassifier fit "
+          f"{best_fit:.2f} s wall for {len(X)} voxels x {args.epochs} epochs "
+          f"({len(X) * args.epochs / best_fit:,.0f} voxel-epochs/s), inference "
+          f"{len(X) / t_clf_pred[0]:,.0f} voxels/s")
+    if args.compare_cpu and args.device != "cpu":
+        cpu = clf.set_params(device="cpu")
+        t_cpu, _ = timed(cpu.fit, X, y)
+        print(f"device line: cpu ({torch.get_num_threads()} threads): LSTMClassifier fit "
+              f"{t_cpu[0]:.2f} s wall; {args.device} speed-up {t_cpu[0] / best_fit:.1f}x")
     return ratio
+
+
+def _device_name(device):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "CPU"
 
 
 if __name__ == "__main__":

@@ -157,6 +157,10 @@ def _add_compare(sub):
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run nothing: print the plan (tasks, fits per model, time projected "
+                   "for --n-jobs workers from a short calibration, peak memory of a task) "
+                   "and write it to OUT/plan.json")
     p.add_argument("--volumes", action="store_true",
                    help="also refit each model per outer fold and map the held-out patients "
                    "in full: volumes, Dice, patient-level occurrence AUC (volumes.csv, "
@@ -238,7 +242,8 @@ def _run_compare(args):
             n_inner=args.n_inner, n_samples=args.n_samples, n_resamples=args.n_resamples,
             n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
             device=args.device, out_dir=args.out, random_state=args.random_state,
-            progress=not args.quiet, estimate_time=args.protocol == "paper")
+            progress=not args.quiet, dry_run=args.dry_run,
+            estimate_time=args.protocol == "paper" and not args.dry_run)
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
     except KeyboardInterrupt:
@@ -247,6 +252,9 @@ def _run_compare(args):
         return 130
     print()
     print(result)
+    if args.dry_run:
+        print(f"\nNothing was run. Wrote the plan to {args.out}/plan.json.")
+        return 0
     if args.volumes:
         _compare_volumes(args, cohort, result)
     print(f"\nAUCs in %, patient-bootstrap 95% intervals. Wrote table.csv, table.md, "

@@ -1,16 +1,20 @@
 """Model selection: the model zoo and the patient-grouped nested comparison."""
 
 from ._compare import compare_models
+from ._plan import SCALING_LAWS, ComparisonPlan, plan_comparison
 from ._report import PAPER_TABLE, ComparisonResult, read_predictions, summarize_predictions
 from ._zoo import PROTOCOLS, ZOO_ROWS, make_model_zoo
 
 __all__ = [
+    "ComparisonPlan",
     "ComparisonResult",
     "PAPER_TABLE",
     "PROTOCOLS",
+    "SCALING_LAWS",
     "ZOO_ROWS",
     "compare_models",
     "make_model_zoo",
+    "plan_comparison",
     "read_predictions",
     "summarize_predictions",
 ]

@@ -29,7 +29,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import sklearn
-from joblib import Parallel, cpu_count, delayed, parallel_config
+from joblib import cpu_count, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
@@ -37,6 +37,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from threadpoolctl import threadpool_limits
 
+from ._distributed import run_unordered
 from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
 from ._resume import (
     PartStore,
@@ -206,18 +207,22 @@ def _backend(backend, scheduler, n_jobs):
         from ray.util.joblib import register_ray
     except ImportError as exc:
         raise ImportError(
-            "backend='ray' needs ray: pip install 'ray[default]' (or use backend='dask')."
+            "backend='ray' needs ray: pip install 'sklearn-hemo[ray]' or "
+            "pip install 'ray[default]' (or use backend='dask')."
         ) from exc
     register_ray()
     started = not ray.is_initialized()
     if started:
-        ray.init(address=scheduler)
+        from ._distributed import init_ray
+
+        restore = init_ray(ray, scheduler, n_jobs)
     try:
         with parallel_config(backend="ray"):
             yield -1 if n_jobs == 1 else n_jobs
     finally:
         if started:
             ray.shutdown()
+            restore()
 
 
 def _cpu_count():
@@ -363,6 +368,7 @@ def _format_seconds(seconds):
         "estimate_time": ["boolean"],
         "plot": ["boolean"],
         "precompute_features": ["boolean"],
+        "dry_run": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
@@ -371,7 +377,7 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
                    bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
                    random_state=0, progress=False, estimate_time=False, plot=True,
-                   precompute_features=True):
+                   precompute_features=True, dry_run=False):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -413,7 +419,8 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     backend : {"loky", "dask", "ray"}, default="loky"
         joblib backend of the tasks. ``"dask"`` connects to ``scheduler`` or starts a
         ``LocalCluster`` of ``n_jobs`` worker processes; ``"ray"`` uses
-        ``ray.util.joblib`` (``scheduler`` is then a ray address).
+        ``ray.util.joblib`` (``scheduler`` is then a ray address) and, without one, starts
+        a local ray runtime of ``n_jobs`` CPUs without dashboard.
     scheduler : str or None, default=None
         Address of a running dask scheduler (e.g. ``"tcp://10.0.0.1:8786"``) or ray
         cluster.
@@ -437,12 +444,17 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
         fit the rest of the pipeline on them. Same results (the extractor is stateless and
         row-wise), far less reading of images; False runs every pipeline on the voxel
         references.
+    dry_run : bool, default=False
+        Run nothing: return the plan of :func:`plan_comparison` (tasks, fits per model,
+        projected time for ``n_jobs`` workers and peak memory of a task, from a short
+        calibration), written to ``out_dir/plan.json`` when ``out_dir`` is given.
 
     Returns
     -------
-    result : ComparisonResult
+    result : ComparisonResult or ComparisonPlan
         ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
-        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model).
+        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model);
+        a :class:`ComparisonPlan` with ``dry_run=True``.
 
     Raises
     ------
@@ -490,6 +502,13 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     """
     from ..sampling import sample_voxels
 
+    if dry_run:
+        from ._plan import plan_comparison
+
+        return plan_comparison(cohort, models, protocol=protocol, n_outer=n_outer,
+                               n_inner=n_inner, n_samples=n_samples, n_jobs=n_jobs,
+                               device=device, random_state=random_state,
+                               precompute_features=precompute_features, out_dir=out_dir)
     settings = dict(PROTOCOLS[protocol])
     for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
         if value is not None:
@@ -615,8 +634,7 @@ def _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, s
                                  settings["n_inner"], scoring, int(seeds[k + 1]))
                 for name, k in todo
             )
-            runner = Parallel(n_jobs=parallel_jobs, return_as="generator_unordered")
-            for name, k, part in runner(tasks):
+            for name, k, part in run_unordered(tasks, parallel_jobs, backend):
                 # JSON round trip now, so fresh and resumed parts are the same values
                 part = _normalise(part)
                 if store is not None:
@@ -637,7 +655,12 @@ def _tagged(name, k, *args):
     # different number of threads sums in another order, so serial, loky and dask runs
     # would differ in the last bits; pinned, they are identical.
     with threadpool_limits(limits=1):
-        return name, k, _fit_part(*args)
+        cpu = time.process_time()
+        part = _fit_part(*args)
+        # CPU seconds of the task in its worker: with the wall times, what a shared
+        # machine's load did to it (compared with the dry-run plan's projection)
+        part["cpu_time"] = time.process_time() - cpu
+        return name, k, part
 
 
 def _normalise(part):

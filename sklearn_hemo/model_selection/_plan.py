@@ -1,0 +1,634 @@
+"""The plan of a comparison, before it runs: tasks, fits, time and memory per model.
+
+:func:`plan_comparison` (also ``compare_models(..., dry_run=True)`` and
+``sklearn-hemo compare --dry-run``) draws the same voxel sample and the same outer folds
+as :func:`~sklearn_hemo.model_selection.compare_models` would, counts the work, and times
+a short calibration on this machine:
+
+* **Fits.** A (model, outer fold) task with ``c > 1`` grid candidates runs ``c x n_inner``
+  inner fits and one refit; a single candidate is one fit. A model runs ``n_outer`` tasks.
+* **Calibration.** Every grid candidate is fitted on ``n_cal`` voxels of a few patients,
+  the first candidate also on ``2 n_cal`` (the split between fixed overhead and
+  size-dependent cost), and the fitted model scores ``2 n_cal`` voxels. Training budgets
+  that cost linearly are cut for the calibration and scaled back: the LSTM's
+  ``max_epochs`` (to 2) and a forest's ``n_estimators`` (to 20).
+* **Scaling law.** Time is ``a + b W(n)`` with ``a, b`` from the two calibration sizes
+  and ``W`` the documented work of the estimator (:data:`SCALING_LAWS`): linear for the
+  LSTM and least squares, ``n log n`` for forests, ``n^2`` for LIBSVM's exact SVC,
+  ``n^3`` for the exact SR-KDA kernel, ``n m^2 + m^3`` for ``m`` Nystroem landmarks
+  (``m = min(n_components, n)``). The SVM is calibrated in the regime (exact or
+  Nystroem) its full-size fits will use.
+* **Features.** Features of a stateless first step are computed once, in the main
+  process, before the tasks (as ``compare_models`` does); reading a patient's images
+  dominates, so their time is projected linearly in the number of patients. A pipeline
+  that reads images in its tasks (e.g. ``roi-k2``) is also timed once with an empty
+  per-patient cache, and each task is charged that reading per training patient, as a
+  fresh worker pays it.
+* **Fits are timed warm and single-threaded**, as tasks run them: one untimed fit first
+  (first-call costs such as torch's kernels), BLAS limited to one thread.
+* **Memory.** The resident memory a calibration fit adds (polled) is extrapolated the
+  same way (linearly in ``n``; ``n m + m^2`` for Nystroem, ``n^2`` for an exact kernel;
+  times the trees of a forest), plus the task's inputs (the features of every sampled
+  voxel and the training copy) and the resident memory of a fresh worker process that
+  imports the package.
+* **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
+  first free worker), as joblib does; the projection is the features' time plus the
+  last worker's finishing time.
+
+The projection is as good as the calibration: on a machine shared with other jobs, the
+calibration and the run see different loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
+
+__all__ = ["ComparisonPlan", "plan_comparison", "SCALING_LAWS"]
+
+#: Documented cost model of each estimator family: time and memory as functions of the
+#: training voxels ``n`` (``m``: Nystroem landmarks, capped at ``n``).
+SCALING_LAWS = {
+    "linear": "time a + b n (LSTM: per epoch; least squares: n d^2); memory linear in n",
+    "n log n": "random forest: time a + b n log n per tree; memory linear in n x trees",
+    "n^2": "LIBSVM exact SVC: time a + b n^2; memory linear in n (bounded kernel cache)",
+    "n^3": "exact kernel (SR-KDA): time a + b n^3; memory n^2",
+    "nystroem": "Nystroem landmarks: time a + b (n m^2 + m^3); memory n m + m^2",
+}
+
+# training budgets whose cost is linear: (parameter, calibration value, scales memory)
+_BUDGETS = {"max_epochs": (2, False), "n_estimators": (20, True)}
+
+
+def _final(pipeline):
+    return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+
+
+def _law(estimator, n_target):
+    """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.svm import SVC
+
+    from ..discriminant import SRKDAClassifier
+    from ..svm import ScalableSVC
+
+    if isinstance(estimator, ScalableSVC):
+        if n_target <= estimator.max_exact_samples:
+            return "n^2", {}
+        # calibrate the Nystroem path even on small samples
+        return ("nystroem", estimator.n_components), {"max_exact_samples": 1}
+    if isinstance(estimator, SVC):
+        return "n^2", {}
+    if isinstance(estimator, SRKDAClassifier):
+        if estimator.n_components is None:
+            return "n^3", {}
+        return ("nystroem", estimator.n_components), {}
+    if isinstance(estimator, BaseForest):
+        return "n log n", {}
+    return "linear", {}
+
+
+def _work(law, n):
+    """Time work ``W(n)`` and memory work of a law at ``n`` voxels."""
+    n = float(max(n, 1))
+    if isinstance(law, tuple):  # ("nystroem", m)
+        m = min(float(law[1]), n)
+        return n * m * m + m ** 3, n * m + m * m
+    if law == "n log n":
+        return n * math.log2(max(n, 2.0)), n
+    if law == "n^2":
+        return n * n, n
+    if law == "n^3":
+        return n ** 3, n * n
+    return n, n
+
+
+def _law_name(law):
+    return f"nystroem(m={law[1]})" if isinstance(law, tuple) else law
+
+
+def _affine(points):
+    """``(a, b)`` of ``t = a + b w`` through two ``(w, t)`` points, both >= 0.
+
+    When noise makes the larger size look cheaper, the cost is taken as proportional to
+    the work of the larger size (no overhead), which errs towards more time, not less.
+    """
+    (w1, t1), (w2, t2) = points
+    if w2 > w1 and t2 > t1:
+        b = (t2 - t1) / (w2 - w1)
+        a = max(t1 - b * w1, 0.0)
+        return a, b
+    return 0.0, max(t2, t1) / max(w2, 1e-300)
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+    except OSError:  # not Linux: the peak so far is the best there is
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class _PeakRSS:
+    """Resident memory added while the block runs (polled every 5 ms)."""
+
+    def __enter__(self):
+        self.before = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        self.added = max(self.peak - self.before, 0)
+
+
+def _worker_baseline_bytes():
+    """Peak resident memory of a fresh Python that imports what a task imports."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    code = ("import resource, sys; import sklearn_hemo.model_selection, sklearn_hemo.neural, "
+            "sklearn_hemo.preprocessing, sklearn.ensemble, torch; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                       os.environ.get("PYTHONPATH")]))}
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300, env=env, check=True)
+        value = int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return value * (1 if sys.platform == "darwin" else 1024)
+
+
+def _calibration_rows(y, groups, n_cal, rng):
+    """``2 n_cal`` sampled rows from as few patients as give both classes."""
+    need = 2 * n_cal
+    patients = rng.permutation(np.unique(groups))
+    chosen, n_pos, n_neg = [], 0, 0
+    for patient in patients:
+        rows = groups == patient
+        chosen.append(patient)
+        n_pos += int(y[rows].sum())
+        n_neg += int((1 - y[rows]).sum())
+        if n_pos >= need // 4 and n_neg >= need // 4 and n_pos + n_neg >= need:
+            break
+    rows = np.flatnonzero(np.isin(groups, chosen))
+    pos, neg = rows[y[rows] == 1], rows[y[rows] == 0]
+    n_p = min(len(pos), max(need // 2, need - len(neg)))
+    picked = np.concatenate([rng.choice(pos, n_p, replace=False),
+                             rng.choice(neg, min(len(neg), need - n_p), replace=False)])
+    return rng.permutation(picked), len(chosen)
+
+
+def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=False):
+    """Fit a clone on ``inputs`` as a task would (one BLAS thread): ``(model, (wall, CPU)
+    seconds, added resident bytes)``. ``cold``: with an empty per-patient cache, as in a fresh
+    worker."""
+    from threadpoolctl import threadpool_limits
+
+    from .._cache import clear_cache
+    from ._compare import _consumes_groups
+
+    model = clone(pipeline).set_params(**params)
+    if cohort_params:
+        model.set_params(**dict.fromkeys(cohort_params, cohort))
+    if cold:
+        clear_cache()
+    with sklearn.config_context(enable_metadata_routing=True), threadpool_limits(limits=1):
+        fit_params = {"groups": groups} if _consumes_groups(model) else {}
+        with warnings.catch_warnings():
+            # tiny calibration fits may not converge; the time is what counts here
+            warnings.simplefilter("ignore")
+            with _PeakRSS() as rss:
+                start, cpu = time.perf_counter(), time.process_time()
+                model.fit(inputs, y, **fit_params)
+                seconds = (time.perf_counter() - start, time.process_time() - cpu)
+    return model, seconds, rss.added
+
+
+def _score_seconds(model, inputs):
+    from ._compare import _positive_scores
+
+    start, cpu = time.perf_counter(), time.process_time()
+    with sklearn.config_context(enable_metadata_routing=True):
+        _positive_scores(model, inputs)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _budget_params(estimator, prefix):
+    """Calibration values of linear training budgets, and the factors to scale back:
+    the fit time's, and the fitted model's size (memory and scoring time: trees)."""
+    params, time_factor, memory_factor = {}, 1.0, 1.0
+    for name, (value, scales_memory) in _BUDGETS.items():
+        full = getattr(estimator, name, None)
+        if isinstance(full, int) and full > value:
+            params[prefix + name] = value
+            time_factor *= full / value
+            if scales_memory:
+                memory_factor *= full / value
+    return params, time_factor, memory_factor
+
+
+def _schedule(durations, n_workers):
+    """Finishing time of tasks dealt in order to the first free of ``n_workers``."""
+    free = [0.0] * max(1, n_workers)
+    for seconds in durations:
+        i = int(np.argmin(free))
+        free[i] += float(seconds)
+    return float(max(free))
+
+
+def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_patients):
+    """Seconds of each task of one model on ``clock`` (0: wall, 1: CPU), from its
+    calibration ``cal``."""
+    law, times, n_cal = cal["law"], cal["times"], cal["n_cal"]
+    searched = len(candidates) > 1
+    # the first candidate, at two sizes, gives the law's overhead / slope split;
+    # every candidate's own small fit scales that curve to its cost
+    a, b = _affine([(_work(law, n)[0], c[clock]) for i, n, c in times if i == 0])
+
+    def curve(n):
+        return a + b * _work(law, n)[0]
+
+    ref = curve(n_cal)
+    scale = [c[clock] / ref if ref > 0 else 1.0 for i, n, c in times if n == n_cal]
+
+    def fit_seconds(n):
+        return cal["time_factor"] * sum(curve(n) * f for f in scale)
+
+    per_task = []
+    for k, (n_tr, n_te) in enumerate(zip(n_train, n_test, strict=True)):
+        inner = n_tr * (n_inner - 1) / n_inner
+        # inner: every candidate on every inner split; refit: an average candidate
+        seconds = (n_inner * fit_seconds(inner) + fit_seconds(n_tr) / len(scale)
+                   if searched else fit_seconds(n_tr))
+        # inner folds score n_tr in total per candidate; the refit scores the test part
+        n_scored = (n_tr * len(candidates) if searched else 0) + n_te
+        factor = cal["size_factor"] * (n_tr / cal["n_big"] if law == "n^2" else 1.0)
+        seconds += n_scored * cal["score_per_voxel"][clock] * factor
+        if k < n_workers:  # each worker's first task of this model
+            seconds += cal["one_off"][clock]
+        if cal["cold"] is not None:
+            # reading: (cold - warm) per calibration patient, for each training patient
+            warm = [c[clock] for i, n, c in times if i == 0 and n == cal["n_big"]][0]
+            per_patient = max(cal["cold"][clock] - warm, 0.0) / cal["cal_patients"]
+            seconds += per_patient * train_patients[k]
+        per_task.append(float(seconds))
+    return per_task
+
+
+class ComparisonPlan:
+    """What a comparison will do and its projected time and memory, before it runs.
+
+    Returned by :func:`plan_comparison` and ``compare_models(..., dry_run=True)``;
+    printed as a table by ``sklearn-hemo compare --dry-run``, which also writes
+    :meth:`to_dict` as ``plan.json``.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One per model: ``model``, ``law``, ``tasks``, ``candidates``,
+        ``fits_per_task``, ``fits``, ``train_voxels``, ``calibration`` (sizes and
+        seconds), ``seconds_per_task``, ``seconds`` (all its tasks on one worker) and
+        ``peak_task_mb``. Times and memory are None without calibration.
+    settings : dict
+        ``protocol``, ``n_outer``, ``n_inner``, ``n_samples`` (voxels actually sampled),
+        ``n_patients``, ``n_jobs``, ``random_state``, ``device``.
+    totals : dict
+        ``tasks``, ``fits``, ``features_seconds``, ``task_seconds`` (sum over tasks),
+        ``projected_seconds`` (for ``n_jobs`` workers) and ``peak_worker_mb``.
+    machine : dict
+        Where the calibration ran: platform, CPUs, load average, calibration seconds.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.model_selection import plan_comparison
+    >>> cohort = make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
+    ...                             n_frames=40, random_state=0)
+    >>> plan = plan_comparison(cohort, ["random-forest"], n_outer=3, n_inner=2,
+    ...                        n_samples=200, calibrate=False)
+    >>> row = plan.rows[0]
+    >>> row["candidates"], row["fits_per_task"], row["fits"]
+    (2, 5, 15)
+    """
+
+    def __init__(self, rows, settings, totals, machine):
+        self.rows = rows
+        self.settings = settings
+        self.totals = totals
+        self.machine = machine
+
+    def to_dict(self):
+        """The plan as JSON-ready dict (what ``plan.json`` holds).
+
+        Returns
+        -------
+        plan : dict
+            ``settings``, ``rows``, ``totals``, ``machine`` and ``scaling_laws``.
+
+        Examples
+        --------
+        >>> plan = ComparisonPlan([], {"n_jobs": 1}, {"tasks": 0}, {})
+        >>> sorted(plan.to_dict())
+        ['machine', 'rows', 'scaling_laws', 'settings', 'totals']
+        """
+        return {"settings": self.settings, "rows": self.rows, "totals": self.totals,
+                "machine": self.machine, "scaling_laws": SCALING_LAWS}
+
+    def write(self, path):
+        """Write :meth:`to_dict` as JSON to ``path`` (atomically).
+
+        Parameters
+        ----------
+        path : path-like
+            File to write, e.g. ``out/plan.json``.
+
+        Returns
+        -------
+        path : Path
+            The file written.
+
+        Examples
+        --------
+        >>> plan = ComparisonPlan([], {"n_jobs": 1}, {"tasks": 0}, {})
+        >>> plan.write("/tmp/plan.json")  # doctest: +SKIP
+        """
+        from .._io import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def __str__(self):
+        from ._compare import _format_seconds
+
+        def fmt_s(value):
+            if value is None:
+                return "-"
+            return f"{value:.1f} s" if value < 60 else _format_seconds(value)
+
+        def fmt_mb(value):
+            return "-" if value is None else f"{value:,.0f}"
+
+        s = self.settings
+        lines = [
+            f"plan: {s['n_patients']} patients, {s['n_samples']} voxels, "
+            f"{s['n_outer']} outer x {s['n_inner']} inner folds, protocol {s['protocol']}, "
+            f"{s['n_jobs']} worker(s), device {s['device']}",
+            f"{'model':20} {'law':16} {'tasks':>5} {'cand':>4} {'fits/task':>9} "
+            f"{'fits':>6} {'per task':>12} {'model total':>12} {'peak MB':>8}",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"{r['model']:20} {r['law']:16} {r['tasks']:5d} {r['candidates']:4d} "
+                f"{r['fits_per_task']:9d} {r['fits']:6d} {fmt_s(r['seconds_per_task']):>12} "
+                f"{fmt_s(r['seconds']):>12} {fmt_mb(r['peak_task_mb']):>8}")
+        t = self.totals
+        lines.append(f"{t['tasks']} tasks, {t['fits']} fits; features (serial, before the "
+                     f"tasks) {fmt_s(t['features_seconds'])}; all tasks on one worker "
+                     f"{fmt_s(t['task_seconds'])}")
+        lines.append(f"projected total on {s['n_jobs']} worker(s): "
+                     f"{fmt_s(t['projected_seconds'])}; peak memory per worker "
+                     f"{fmt_mb(t['peak_worker_mb'])} MB")
+        if self.machine.get("calibration_seconds") is not None:
+            lines.append(f"(calibrated in {self.machine['calibration_seconds']:.0f} s on "
+                         f"{self.machine['cpus']} CPU(s), load {self.machine['load']}; a "
+                         "busier or idler machine changes the times)")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"ComparisonPlan({len(self.rows)} models, {self.totals.get('tasks')} tasks, "
+                f"projected {self.totals.get('projected_seconds')} s)")
+
+
+def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_inner=None,
+                    n_samples=None, n_jobs=1, device="cpu", random_state=0,
+                    precompute_features=True, calibrate=True, calibration_samples=None,
+                    out_dir=None):
+    """The plan of :func:`compare_models` without running it: fits, time and memory.
+
+    Draws the voxel sample and the outer folds exactly as :func:`compare_models` does
+    with the same arguments, counts the fits of every (model, outer fold) task, and
+    projects each model's time and a task's peak memory from a short calibration on this
+    machine (see the module notes and :data:`SCALING_LAWS` for the cost model).
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The patients, as for :func:`compare_models`.
+    models : list of str, dict or None, default=None
+        As for :func:`compare_models`.
+    protocol : {"quick", "paper"}, default="quick"
+        As for :func:`compare_models`.
+    n_outer, n_inner, n_samples : int or None, default=None
+        As for :func:`compare_models`.
+    n_jobs : int, default=1
+        Workers the projection deals the tasks to (-1: every core).
+    device : str, default="cpu"
+        Torch device of the LSTM rows (the calibration runs on it).
+    random_state : int, default=0
+        As for :func:`compare_models`.
+    precompute_features : bool, default=True
+        As for :func:`compare_models`.
+    calibrate : bool, default=True
+        Time the calibration fits; False only counts tasks and fits (times and memory
+        are then None).
+    calibration_samples : int or None, default=None
+        ``n_cal``, the smaller calibration size (the larger is twice it). None: a quarter
+        of the smallest outer training part, between 100 and 400 voxels.
+    out_dir : path-like or None, default=None
+        Write ``plan.json`` there.
+
+    Returns
+    -------
+    plan : ComparisonPlan
+        Rows per model, totals and the machine the calibration ran on.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.model_selection import plan_comparison
+    >>> cohort = make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
+    ...                             n_frames=40, random_state=0)
+    >>> plan = plan_comparison(cohort, ["linear"], n_outer=3, n_inner=2, n_samples=200)
+    >>> plan.rows[0]["fits"], plan.totals["projected_seconds"] > 0
+    (3, True)
+    """
+    from ..sampling import sample_voxels
+    from ._compare import _cpu_count, _outer_folds, _prepare, _resolve_zoo
+    from ._zoo import PROTOCOLS
+
+    started = time.perf_counter()
+    settings = dict(PROTOCOLS[protocol])
+    for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
+        if value is not None:
+            settings[key] = value
+    zoo = _resolve_zoo(cohort, models, protocol, random_state, device)
+    with warnings.catch_warnings():
+        if n_samples is None:
+            warnings.filterwarnings("ignore", message=".*HT voxels are available",
+                                    category=UserWarning)
+        X, y, groups = sample_voxels(cohort, n_samples=settings["n_samples"], balance=True,
+                                     random_state=random_state)
+    X, y, groups = np.asarray(X), np.asarray(y).astype(int), np.asarray(groups)
+    seeds = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max,
+                                                        size=settings["n_outer"] + 1)
+    fold = _outer_folds(y, groups, settings["n_outer"], seeds[0])
+    n_inner_ = settings["n_inner"]
+    n_train = np.array([np.sum(fold != k) for k in range(settings["n_outer"])])
+    n_test = len(y) - n_train
+    n_workers = n_jobs if n_jobs > 0 else max(1, _cpu_count() + 1 + n_jobs)
+
+    rng = np.random.RandomState(seeds[0])
+    if calibration_samples is None:
+        calibration_samples = int(np.clip(n_train.min() // 4, 100, 400))
+    n_cal = int(min(calibration_samples, len(y) // 2))
+    cal_rows, cal_patients = _calibration_rows(y, groups, n_cal, rng)
+    n_patients = int(np.unique(groups).size)
+
+    rows, cache, feature_seconds, durations, cpu_durations = [], {}, 0.0, [], []
+    peak_worker = None
+    baseline = _worker_baseline_bytes() if calibrate else None
+    for name, (pipeline, grid) in zoo.items():
+        candidates = list(ParameterGrid(grid)) or [{}]
+        searched = len(candidates) > 1
+        fits_per_task = len(candidates) * n_inner_ + 1 if searched else 1
+        law, extra = _law(_final(pipeline), int(n_train.max()))
+        row = {"model": name, "law": _law_name(law), "tasks": settings["n_outer"],
+               "candidates": len(candidates), "fits_per_task": fits_per_task,
+               "fits": fits_per_task * settings["n_outer"],
+               "train_voxels": int(round(n_train.mean())),
+               "inner_train_voxels": (int(round(n_train.mean() * (n_inner_ - 1) / n_inner_))
+                                      if searched else None),
+               "calibration": None, "seconds_per_task": None, "seconds": None,
+               "cpu_seconds": None, "peak_task_mb": None}
+        rows.append(row)
+        if not calibrate:
+            continue
+        keys_before = set(cache)
+        start = time.perf_counter()
+        prepared, inputs, held, cohort_params = _prepare(
+            pipeline, grid, X[cal_rows], cohort, cache, precompute_features)
+        if set(cache) != keys_before:  # this row computed features no earlier row shared
+            feature_seconds += (time.perf_counter() - start) * n_patients / cal_patients
+        step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
+        budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
+        extra = {step + key: value for key, value in extra.items()}
+        y_cal, g_cal = y[cal_rows], groups[cal_rows]
+        small = np.arange(n_cal)
+        first_params = {**candidates[0], **budget, **extra}
+        cold = None
+        if cohort_params:
+            # the tasks read images themselves: a fresh worker reads each training patient
+            # once (then its cache serves), so time that read on the calibration patients
+            _, cold, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
+                                    cohort_params, cold=True)
+            warmup = None
+        else:
+            # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid once
+            # per worker, not per fit; they are charged to the first task on each worker
+            _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
+                                                 y_cal[small], g_cal[small], held,
+                                                 cohort_params)
+        times, memory = [], []
+        for i, candidate in enumerate(candidates):
+            params = {**candidate, **budget, **extra}
+            sizes = (small, np.arange(len(cal_rows))) if i == 0 else (small,)
+            for rows_ in sizes:
+                model, clocks, added = _fit_timed(prepared, params, inputs[rows_],
+                                                  y_cal[rows_], g_cal[rows_], held,
+                                                  cohort_params)
+                times.append((i, len(rows_), clocks))
+                memory.append((len(rows_), added))
+            if i == 0:
+                score_per_voxel = np.asarray(_score_seconds(model, inputs)) / len(cal_rows)
+        one_off = (np.zeros(2) if warmup is None
+                   else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
+        one_off_bytes = 0 if warmup is None else max(warmup_added - memory[0][1], 0)
+
+        calibration = {"law": law, "times": times, "n_cal": n_cal, "n_big": len(cal_rows),
+                       "time_factor": time_factor, "size_factor": size_factor,
+                       "score_per_voxel": score_per_voxel, "one_off": one_off, "cold": cold,
+                       "cal_patients": np.unique(g_cal).size}
+        per_task, per_task_cpu = (
+            _project(clock, calibration, candidates, n_train, n_test, n_inner_, n_workers,
+                     [np.unique(groups[fold != k]).size for k in range(len(n_train))])
+            for clock in (0, 1))
+        durations.extend(per_task)
+        cpu_durations.extend(per_task_cpu)
+        (n1, m1), (n2, m2) = memory[0], memory[1]
+        mw = [(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))]
+        ma, mb = _affine(mw)
+        n_big = int(n_train.max())
+        model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
+        item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
+        input_bytes = item * (len(y) + n_big)
+        peak = (baseline or 0) + one_off_bytes + input_bytes + model_bytes
+        peak_worker = max(peak_worker or 0, peak)
+        row.update({
+            "calibration": {"voxels": [n_cal, len(cal_rows)], "patients": cal_patients,
+                            "fit_seconds": [[n, round(c[0], 4)] for _, n, c in times],
+                            "fit_cpu_seconds": [[n, round(c[1], 4)] for _, n, c in times],
+                            "first_call_seconds": [round(float(v), 4) for v in one_off],
+                            "cold_read_seconds": None if cold is None else list(cold),
+                            "budget": budget, "budget_factor": time_factor,
+                            "score_seconds_per_voxel": float(score_per_voxel[0]),
+                            "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory]},
+            "seconds_per_task": float(np.mean(per_task)),
+            "seconds": float(np.sum(per_task)),
+            "cpu_seconds": float(np.sum(per_task_cpu)),
+            "peak_task_mb": peak / 2**20,
+            "peak_task_parts_mb": {"worker_baseline": (baseline or 0) / 2**20,
+                                   "first_call": one_off_bytes / 2**20,
+                                   "inputs": input_bytes / 2**20,
+                                   "fit": model_bytes / 2**20},
+        })
+    calibrated = calibrate and bool(rows)
+    totals = {
+        "tasks": sum(r["tasks"] for r in rows),
+        "fits": sum(r["fits"] for r in rows),
+        "features_seconds": feature_seconds if calibrate else None,
+        "task_seconds": float(np.sum(durations)) if calibrated else None,
+        "task_cpu_seconds": float(np.sum(cpu_durations)) if calibrated else None,
+        "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
+                              if calibrated else None),
+        "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
+    }
+    plan_settings = {"protocol": protocol, **settings, "n_samples": int(len(y)),
+                     "n_samples_requested": settings["n_samples"],
+                     "n_patients": n_patients, "n_jobs": n_workers,
+                     "random_state": random_state, "device": device,
+                     "precompute_features": precompute_features}
+    machine = {"platform": platform.platform(), "python": platform.python_version(),
+               "cpus": os.cpu_count(),
+               "load": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg")
+               else None,
+               "calibration_seconds": (time.perf_counter() - started) if calibrate else None}
+    plan = ComparisonPlan(rows, plan_settings, totals, machine)
+    if out_dir is not None:
+        plan.write(Path(out_dir) / "plan.json")
+    return plan
