@@ -1,4 +1,4 @@
-"""The ``sklearn-hemo`` command line: simulate, import, compare, train, predict.
+"""The ``sklearn-hemo`` command line: simulate, import, qc, compare, train, predict.
 
 Each sub-command lives in its own ``_add_<name>`` / ``_run_<name>`` pair below; the
 heavy imports happen inside ``_run_<name>`` so that ``sklearn-hemo --help`` stays fast.
@@ -237,6 +237,7 @@ def _run_compare(args):
     _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
+        _cohort_qc_warnings(cohort)
         result = compare_models(
             cohort, args.models, protocol=args.protocol, n_outer=args.n_outer,
             n_inner=args.n_inner, n_samples=args.n_samples, n_resamples=args.n_resamples,
@@ -369,6 +370,7 @@ def _run_train(args):
                              random_state=args.random_state)
     except (CohortError, ValueError) as exc:
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    _cohort_qc_warnings(cohort)
     pipeline, grid = zoo[args.model]
     params, source = _train_params(args, grid)
     try:
@@ -604,8 +606,73 @@ def _run_import(args):
     return 0
 
 
-_COMMANDS = [_add_simulate, _add_compare]
-_COMMANDS += [_add_import]
+
+
+# -- qc ------------------------------------------------------------------------------
+def _add_qc(sub):
+    p = sub.add_parser(
+        "qc",
+        help="write a visual quality-control report of a cohort's automatic steps",
+        description="For every patient of the cohort in DIR: the brain mask, the dropped "
+        "non-steady frames, the AIF voxels and curves and the CBF/CBV/Tmax maps as the "
+        "features use them, one PNG each, and an index.html with a table of warnings.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="cohort folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--no-maps", action="store_true",
+                   help="skip the perfusion maps and their plausibility checks (faster)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a report already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_qc)
+
+
+def _run_qc(args):
+    import warnings
+
+    from .datasets import CohortError, load_cohort
+    from .qc import write_qc_report
+
+    try:
+        cohort = load_cohort(args.data)
+        with warnings.catch_warnings():  # the report lists them; print them once below
+            warnings.simplefilter("ignore", UserWarning)
+            results = write_qc_report(cohort, args.out, overwrite=args.overwrite,
+                                      maps=not args.no_maps, progress=not args.quiet)
+    except (CohortError, ValueError, FileExistsError, ImportError) as exc:
+        raise SystemExit(f"sklearn-hemo qc: {exc}") from None
+    _print_qc_warnings([w for qc in results for w in qc.warnings])
+    print(f"wrote {len(results)} QC figures and index.html to {args.out}")
+    return 0
+
+
+def _print_qc_warnings(messages):
+    for message in messages:
+        print(f"QC warning: {message}", file=sys.stderr)
+
+
+def _cohort_qc_warnings(cohort):
+    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient (printed by
+    compare and train before they start)."""
+    import warnings
+
+    from .qc import patient_qc
+
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for patient in cohort:
+            try:
+                messages += patient_qc(patient).warnings
+            except ValueError as exc:  # e.g. an empty mask: the run itself will refuse
+                messages.append(str(exc))
+    _print_qc_warnings(messages)
+    return messages
+
+
+
+
+_COMMANDS = [_add_simulate, _add_import, _add_qc, _add_compare]
 _COMMANDS += [_add_train, _add_predict]
 
 

@@ -20,6 +20,23 @@ _TRUTH_STYLES = {"oracle": {"linestyle": "--", "color": "black"},
                  "latent-bound": {"linestyle": ":", "color": "dimgrey"}}
 
 
+# -- orientation --------------------------------------------------------------------
+def _to_ras(volume, affine):
+    """``volume`` (3D, or more with extra trailing axes) reoriented to the closest RAS+
+    voxel order of ``affine`` (first axis from the patient's left to right,
+    second posterior to anterior, third inferior to superior), with nibabel."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    transform = ornt_transform(io_orientation(np.asarray(affine)), axcodes2ornt("RAS"))
+    return apply_orientation(np.asanyarray(volume), transform)
+
+
+def _radiological_view(ras, k):
+    """Axial slice ``k`` of a RAS volume as an image array for ``imshow(origin="lower")``
+    in the radiological convention: the patient's right on the left, anterior up."""
+    return np.asarray(ras[::-1, :, k]).T
+
+
 # -- risk-map overlays ----------------------------------------------------------------
 
 def _volume(obj, name):
@@ -44,7 +61,8 @@ def _pick_slices(risk, background, n_slices):
 
 
 def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n_slices=6,
-                      display_threshold=0.1, cmap="hot", alpha=0.7, n_cols=3, title=None):
+                      display_threshold=0.1, cmap="hot", alpha=0.7, n_cols=3, title=None,
+                      affine=None):
     """Axial slices of a risk map over a background image, with an annotation contour.
 
     Parameters
@@ -71,12 +89,18 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
         Slices per row.
     title : str or None, default=None
         Figure title.
+    affine : ndarray of shape (4, 4) or None, default=None
+        Voxel-to-world affine of the volumes; None takes that of ``risk_map`` when it is
+        a nibabel image. With an affine, the volumes are reoriented to the closest RAS
+        order (nibabel) and shown axially in the radiological convention (the patient's
+        right on the left, anterior up), whatever the scanner's voxel order; ``slices``
+        then index the reoriented superior axis.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
-        The figure; each panel shows the slice with the first axis horizontal and the
-        second axis pointing up (voxel order, no reorientation).
+        The figure. Without an affine each panel shows the slice with the first axis
+        horizontal and the second axis pointing up (voxel order, no reorientation).
 
     Examples
     --------
@@ -89,6 +113,8 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
     """
     from matplotlib.figure import Figure
 
+    if affine is None and hasattr(risk_map, "affine"):
+        affine = risk_map.affine
     risk = _volume(risk_map, "risk_map")
     background = _volume(background, "background")
     contour = _volume(contour, "contour")
@@ -97,6 +123,16 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
             raise ValueError(
                 f"{name} has shape {other.shape} but the risk map has shape {risk.shape}; "
                 "both must be on the same (PWI) grid.")
+    if affine is not None:
+        risk = _to_ras(risk, affine)
+        background = None if background is None else _to_ras(background, affine)
+        contour = None if contour is None else _to_ras(contour, affine)
+
+        def view(volume, k):
+            return _radiological_view(volume, k)
+    else:
+        def view(volume, k):
+            return volume[:, :, k].T
     if slices is None:
         slices = _pick_slices(risk, background, n_slices)
     slices = [int(k) for k in slices]
@@ -115,14 +151,18 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
     image = None
     for ax, k in zip(axes, slices, strict=False):
         if background is not None:
-            ax.imshow(background[:, :, k].T, cmap="gray", vmin=low, vmax=high,
+            ax.imshow(view(background, k), cmap="gray", vmin=low, vmax=high,
                       origin="lower", interpolation="nearest")
-        shown = np.ma.masked_less(risk[:, :, k].T, display_threshold)
+        shown = np.ma.masked_less(view(risk, k), display_threshold)
         image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha,
                           origin="lower", interpolation="nearest")
         if contour is not None and np.any(contour[:, :, k]):
-            ax.contour((contour[:, :, k] > 0).T.astype(float), levels=[0.5],
-                       colors="cyan", linewidths=1.0, origin="lower")
+            ax.contour((view(contour, k) > 0).astype(float), levels=[0.5],
+                       colors="cyan", linewidths=1.0)  # origin=None: on the pixel centres
+        if affine is not None:
+            for x, letter in ((0.01, "R"), (0.93, "L")):
+                ax.text(x, 0.5, letter, transform=ax.transAxes, color="white",
+                        fontsize=9, va="center")
         ax.set_title(f"z = {k}", fontsize=9)
         ax.set_axis_off()
     for ax in axes[len(slices):]:

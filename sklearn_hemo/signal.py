@@ -33,6 +33,7 @@ __all__ = [
     "detect_aif",
     "patient_aif",
     "resample_time",
+    "steady_state_frames",
 ]
 
 
@@ -148,6 +149,89 @@ def bolus_arrival(curves, *, kind="signal", threshold=0.05, n_sigma=3.0):
     arrival[depth <= level] = n_frames  # flat, or no bolus above the noise
     arrival = arrival.reshape(shape)
     return int(arrival) if arrival.ndim == 0 else arrival
+
+
+# -- steady state --------------------------------------------------------------------------
+def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.02):
+    """Number of leading frames acquired before the magnetisation reached steady state.
+
+    The first frames of an EPI series are often brighter than the rest of the baseline
+    (T1 saturation has not settled). Kept in the pre-bolus baseline they raise ``I0``,
+    which shifts every concentration curve upward (a positive "concentration" before the
+    bolus) and inflates CBV. The curves given are averaged into one mean curve; its
+    steady baseline level is the median of the second half of the frames before the
+    bolus arrival (:func:`bolus_arrival`, on the curve clipped from above at its median
+    pre-peak level so that the bright frames do not hide the bolus), its
+    noise the robust (MAD) spread of its frame-to-frame differences there. Leading
+    frames count as non-steady, from the first one on and as long as they exceed that
+    level by more than both ``n_sigma`` times the noise and ``min_excess`` times the
+    level. At most half of the pre-bolus frames are counted.
+
+    Parameters
+    ----------
+    signal : array-like of shape (..., n_frames)
+        Source DSC signal (a curve, voxel curves or a 4D volume of brain voxels), time on
+        the last axis.
+    n_sigma : float >= 0, default=5.0
+        Margin over the baseline in multiples of its noise.
+    min_excess : float >= 0, default=0.02
+        Margin over the baseline as a fraction of its level (a slow drift of the signal,
+        e.g. from head motion, stays below it).
+
+    Returns
+    -------
+    n_nonsteady : int
+        Number of leading frames to drop (0 when the series starts at steady state).
+
+    See Also
+    --------
+    sklearn_hemo.qc.patient_qc : the count used for a patient (on its mean brain signal;
+        ``pwi.json``'s ``NonSteadyStateFrames`` takes precedence).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import steady_state_frames
+    >>> signal = np.array([140, 112, 100, 101, 99, 100, 100, 70, 60, 85, 97, 99.0])
+    >>> steady_state_frames(signal)
+    2
+    >>> steady_state_frames(signal[2:])
+    0
+    """
+    for name, value in (("n_sigma", n_sigma), ("min_excess", min_excess)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    values = _as_float(signal, "signal").astype(np.float64)
+    n_frames = values.shape[-1]
+    mean = values.reshape(-1, n_frames).mean(axis=0)
+    return _leading_excess(mean, n_sigma, min_excess)[0]
+
+
+def _leading_excess(mean, n_sigma=5.0, min_excess=0.02):
+    """Leading non-steady frame count of a mean signal curve, and its reference level."""
+    n_frames = mean.size
+    if n_frames < 4:
+        return 0, float(mean[0])
+    # bright leading frames would inflate the reference and the noise of the bolus
+    # arrival (its foot, not its peak, bounds the baseline): clip the curve from above at
+    # the median level before its deepest drop (the bolus is a drop: unchanged)
+    peak = int(np.argmin(mean))
+    ceiling = float(np.median(mean[: max(peak, 1)]))
+    arrival = bolus_arrival(np.minimum(mean, ceiling), kind="signal")
+    if arrival >= n_frames:  # no bolus: the whole series is baseline
+        arrival = n_frames
+    cap = arrival // 2
+    window = mean[cap:arrival]
+    if cap < 1 or window.size < 2:
+        return 0, float(mean[min(cap, n_frames - 1)])
+    level = float(np.median(window))
+    diffs = np.diff(window)
+    noise = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / np.sqrt(2)
+    margin = max(n_sigma * noise, min_excess * abs(level))
+    count = 0
+    while count < cap and mean[count] > level + margin:
+        count += 1
+    return count, level
 
 
 def _baseline_slice(values, baseline):
@@ -461,22 +545,52 @@ def _roughness(curves, times):
     return (second**2 * (0.5 * (times[2:] - times[:-2]))).sum(axis=-1)
 
 
-def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=5,
-               n_rounds=2, random_state=0, return_indices=False):
+def _rise_time(curves, times, fraction=0.5):
+    """Time (s) at which each curve first reaches ``fraction`` of its peak, on the rising
+    edge of that peak (the first frame after the last one below that level before it).
+
+    Unlike the time to peak it is not moved by a saturated, flat-topped arterial peak
+    (whose maximum may come late in the plateau) nor by a broad recirculation.
+    """
+    n = curves.shape[1]
+    peak = np.argmax(curves, axis=1)
+    level = fraction * curves[np.arange(curves.shape[0]), peak]
+    frames = np.arange(n)
+    below = (curves < level[:, None]) & (frames[None, :] < peak[:, None])
+    last_below = np.where(below, frames[None, :], -1).max(axis=1)
+    return times[np.clip(last_below + 1, 0, n - 1)]
+
+
+def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
+               n_rounds=1, reject_late=True, peak_fraction=0.3, random_state=0,
+               return_indices=False):
     """Arterial input function found automatically among brain concentration curves.
 
-    A simplified version of the cluster analysis of Mouridsen et al. (2006), which looks
-    for early, high and narrow first passes:
+    A version of the cluster analysis of Mouridsen et al. (2006), which looks for early,
+    high and narrow first passes, with physiological criteria for real scans (veins,
+    partial volume and saturated arteries):
 
+    0. (``reject_late``) keep the curves whose bolus rises earlier than that of the
+       median curve of all those given (the brain's typical tissue): the time at which a
+       curve first reaches half of its peak, on the rising edge, comes before the median
+       curve's, but not more than two frames before the foot of the mean curve
+       (:func:`bolus_arrival`; earlier "boluses" are motion or noise). Veins, which
+       drain the tissue, rise after it, however high and large their curve; ischaemic,
+       delayed tissue goes too. The rising edge, not the time to peak, is compared
+       because a saturated arterial curve is flat-topped (its maximum may come late in
+       the plateau). When no curve passes, this step is skipped;
     1. keep the curves whose area under the curve (AUC) is in the top
        ``1 - auc_quantile`` (arteries carry the most contrast agent);
     2. among them, drop the ``1 - roughness_quantile`` roughest ones (the integral of the
        squared second derivative of the area-normalised curve; noisy and partial-volume
        curves are rough);
     3. cluster the area-normalised curves with k-means (``n_clusters``) and keep the
-       cluster whose centroid has the smallest first moment (the earliest, narrowest
-       bolus); repeat the clustering on that cluster ``n_rounds - 1`` more times;
-    4. the AIF is the mean (not normalised) curve of the last cluster.
+       cluster whose centroid rises first (ties: the smallest first moment, then the
+       highest peak); repeat the clustering on that cluster ``n_rounds - 1`` more times;
+    4. partial-volume-aware choice: of the last cluster, keep the ``peak_fraction`` of
+       curves with the highest peaks (partial volume with tissue lowers and broadens the
+       arterial peak, and biases CBF upward, Chen et al. 2005); the AIF is their mean
+       (not normalised) curve.
 
     Unlike the original, the search covers every curve given (not two selected slices).
 
@@ -490,10 +604,15 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         Curves with an AUC below this quantile are discarded.
     roughness_quantile : float in (0, 1], default=0.75
         Curves rougher than this quantile (of the remaining ones) are discarded.
-    n_clusters : int, default=5
+    n_clusters : int, default=8
         Clusters of k-means (fewer when fewer curves remain).
-    n_rounds : int, default=2
+    n_rounds : int, default=1
         Rounds of clustering.
+    reject_late : bool, default=True
+        Apply the physiological criteria of step 0.
+    peak_fraction : float in (0, 1], default=0.3
+        Fraction of the final cluster, highest peaks first, averaged into the AIF (at
+        least one curve).
     random_state : int, RandomState instance or None, default=0
         Seed of k-means; the default makes the AIF reproducible.
     return_indices : bool, default=False
@@ -511,6 +630,10 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     K. Mouridsen, S. Christensen, L. Gyldensted, L. Ostergaard, "Automatic selection of
     arterial input function using cluster analysis", Magn Reson Med 55(3):524-531, 2006,
     doi:10.1002/mrm.20759.
+
+    J. J. Chen, M. R. Smith, R. Frayne, "The impact of partial-volume effects in dynamic
+    susceptibility contrast magnetic resonance perfusion imaging", J Magn Reson Imaging
+    22(3):390-399, 2005, doi:10.1002/jmri.20393.
 
     Examples
     --------
@@ -544,8 +667,24 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     n_rounds = _check_int(n_rounds, "n_rounds", 1)
     random_state = check_random_state(random_state)
 
+    if isinstance(peak_fraction, bool) or not isinstance(peak_fraction, numbers.Real) \
+            or not 0 < peak_fraction <= 1:
+        raise ValueError(f"peak_fraction must be a number in (0, 1], got {peak_fraction!r}.")
+
     area = trapezoid(values, times, axis=1) if values.shape[1] > 1 else values[:, 0]
-    candidates = np.flatnonzero((area >= np.quantile(area, auc_quantile)) & (area > 0))
+    pool = np.arange(values.shape[0])
+    if reject_late and values.shape[1] >= 3:
+        reference = np.median(values, axis=0)
+        rise = _rise_time(values, times)
+        # no artery fills before the bolus reaches the brain: a curve rising more than two
+        # frames before the foot of the mean curve is an artefact (motion, a noise spike)
+        foot = bolus_arrival(values.mean(axis=0), kind="concentration")
+        early = (rise < _rise_time(reference[None], times)[0]) \
+            & (rise >= times[max(foot - 3, 0)]) & (area > 0)
+        if early.any():
+            pool = np.flatnonzero(early)
+    candidates = pool[(area[pool] >= np.quantile(area[pool], auc_quantile))
+                      & (area[pool] > 0)]
     if candidates.size == 0:
         raise ValueError("no curve has a positive area under the curve: these do not look "
                          "like concentration curves (pass concentration, not signal).")
@@ -560,10 +699,14 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         km = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(normalised)
         centres = km.cluster_centers_
         first_moment = (centres * times).sum(axis=1) / centres.sum(axis=1)
-        # ties (rare) go to the cluster with the highest peak
-        best = np.lexsort((-centres.max(axis=1), first_moment))[0]
+        rise = _rise_time(centres, times) if reject_late else first_moment
+        # ties go to the smallest first moment, then to the highest peak
+        best = np.lexsort((-centres.max(axis=1), first_moment, rise))[0]
         chosen = km.labels_ == best
         candidates, normalised = candidates[chosen], normalised[chosen]
+    peaks = values[candidates].max(axis=1)
+    n_keep = max(1, int(np.ceil(peak_fraction * candidates.size)))
+    candidates = np.sort(candidates[np.argsort(-peaks, kind="stable")[:n_keep]])
     aif = values[candidates].mean(axis=0)
     if return_indices:
         return aif, candidates
@@ -584,24 +727,144 @@ def _brain_mean_signal(data, brain):
     return total / count if count else None
 
 
-def _patient_arrival(patient, data=None, brain=None):
-    """Pre-bolus frame count of ``patient``, from its mean brain signal."""
+def _patient_timing(patient, data=None, brain=None):
+    """Steady state and bolus arrival of ``patient``, from its mean brain signal.
+
+    Returns a Bunch: ``n_nonsteady`` (leading frames dropped: ``patient.n_nonsteady``
+    when the sidecar sets it, else :func:`steady_state_frames`), ``arrival`` (index of
+    the first bolus frame, counted from the first frame of the file, at least
+    ``n_nonsteady + 1``), ``mean_signal`` (the mean brain curve) and ``notes`` (warning
+    messages naming the patient, for the caller to emit).
+    """
     if brain is None:
         brain = patient.get_brain_mask()
     mean = _brain_mean_signal(patient.pwi.dataobj if data is None else data, brain)
     if mean is None:
         raise ValueError(f"participant {patient.id}: the brain mask is empty. Provide a "
                          "brain_mask image that covers the brain.")
-    return bolus_arrival(mean, kind="signal")
+    n_frames = mean.size
+    notes = []
+    declared = getattr(patient, "n_nonsteady", None)
+    if declared is not None:
+        n_nonsteady = int(declared)
+        if not 0 <= n_nonsteady <= n_frames - 2:
+            raise ValueError(
+                f"participant {patient.id}: NonSteadyStateFrames is {n_nonsteady}, but the "
+                f"PWI has {n_frames} frames; it must leave at least 2. Fix pwi.json.")
+    else:
+        n_nonsteady, level = _leading_excess(mean)
+        if n_nonsteady:
+            excess = 100.0 * (mean[0] / level - 1.0) if level > 0 else float("nan")
+            notes.append(
+                f"participant {patient.id}: the first {n_nonsteady} PWI frame(s) are not at "
+                f"steady state (frame 0 is {excess:.0f}% above the baseline); they are "
+                f"dropped from the baseline and the curves, and times count from frame "
+                f"{n_nonsteady}. Set \"NonSteadyStateFrames\" in pwi.json to override.")
+    arrival = n_nonsteady + bolus_arrival(mean[n_nonsteady:], kind="signal")
+    if arrival >= n_frames:
+        notes.append(f"participant {patient.id}: no bolus found in the mean brain signal; "
+                     "every frame is treated as baseline (concentration near 0). Check the "
+                     "PWI series.")
+    return Bunch(n_nonsteady=n_nonsteady, arrival=int(arrival), mean_signal=mean,
+                 notes=tuple(notes))
 
 
-def _patient_offset(patient, align, arrival):
+def _patient_arrival(patient, data=None, brain=None):
+    """Index of the first bolus frame of ``patient`` (see :func:`_patient_timing`)."""
+    return _patient_timing(patient, data, brain).arrival
+
+
+def _steady_times(patient, n_nonsteady):
+    """Times of the kept frames, the first steady-state frame at t = 0."""
+    times = patient.frame_times
+    return times[n_nonsteady:] - times[n_nonsteady]
+
+
+def _patient_offset(patient, align, timing):
     """Grid offset in seconds for a patient (``align`` of :func:`patient_aif`)."""
     if align is None:
         return 0.0
     if isinstance(align, str) and align == "arrival":
-        return float(patient.frame_times[max(arrival - 1, 0)])
+        times = patient.frame_times
+        start = timing.n_nonsteady
+        return float(times[max(timing.arrival - 1, start)] - times[start])
     return _offset(align, None, None, None)
+
+
+def _patient_plan(patient, timing, grid):
+    """Interpolation plan of the kept frames onto ``grid`` (indices into all frames), and
+    the seconds of ``grid`` after the last frame (held at its value).
+
+    With ``patient.slice_timing`` the plan is a list, one per slice: each slice's frames
+    at their own acquisition times (frame time plus the slice's offset).
+    """
+    times = _steady_times(patient, timing.n_nonsteady)
+    offsets = getattr(patient, "slice_timing", None)
+    if offsets is None:
+        left, weight = _interp_plan(times, grid)
+        return (left + timing.n_nonsteady, weight), float(max(grid[-1] - times[-1], 0.0))
+    plans = []
+    for k in range(patient.shape[2]):
+        left, weight = _interp_plan(times + float(offsets[k]), grid)
+        plans.append((left + timing.n_nonsteady, weight))
+    last = times[-1] + float(np.min(offsets))
+    return plans, float(max(grid[-1] - last, 0.0))
+
+
+def _padding_note(patient, padding, grid):
+    """Warning text for a scan shorter than the common time grid, or None."""
+    if padding <= 1e-6:
+        return None
+    return (f"participant {patient.id}: the PWI series ends {padding:.1f} s before the end "
+            f"of the common time grid ({grid[-1]:.1f} s after the first steady-state "
+            "frame); those grid points repeat the last frame's value (padding).")
+
+
+def _detect_patient_aif(patient, timing, data=None):
+    """The detected AIF of ``patient`` on its kept frames (a Bunch, see below).
+
+    ``curve`` (AIF concentration on ``times``), ``times`` (kept frame times, 0 at the
+    first steady-state frame), ``voxels`` (int (n, 3): the voxels averaged), ``tissue``
+    (mean brain concentration) and ``notes`` (warnings, e.g. an AIF that does not precede
+    the tissue).
+    """
+    brain = patient.get_brain_mask()
+    data = np.asarray(patient.pwi.dataobj) if data is None else data
+    start = timing.n_nonsteady
+    times = _steady_times(patient, start)
+    if getattr(patient, "slice_timing", None) is not None:
+        # the detected AIF mixes slices: place it at the brain's mean slice offset
+        per_slice = brain.reshape(-1, brain.shape[2]).sum(axis=0)
+        times = times + float(np.average(patient.slice_timing, weights=per_slice))
+    signal = data[brain][:, start:].astype(np.float32)
+    curves = concentration(signal, patient.echo_time,
+                           baseline=slice(0, max(timing.arrival - start, 1)))
+    try:
+        aif, indices = detect_aif(curves, times, return_indices=True)
+    except ValueError as exc:
+        raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
+                         "Provide a measured AIF in aif.tsv.") from None
+    voxels = np.argwhere(brain)[indices].astype(np.int64)
+    tissue = curves.mean(axis=0, dtype=np.float64)
+    notes = []
+    # the rising edges (half of the peak), as in detect_aif: a saturated arterial curve
+    # is flat-topped, so its maximum may come late in the plateau
+    aif_rise, tissue_rise = _rise_time(np.stack([aif, tissue]), times)
+    if aif_rise >= tissue_rise:
+        notes.append(
+            f"participant {patient.id}: the detected AIF rises at {aif_rise:.1f} s (half "
+            f"of its peak), not before the mean brain tissue ({tissue_rise:.1f} s); it may "
+            "be a vein or tissue. Check the QC report (sklearn-hemo qc) or provide aif.tsv.")
+    return Bunch(curve=aif.astype(np.float64), times=times, voxels=voxels, tissue=tissue,
+                 notes=tuple(notes))
+
+
+def _patient_aif_detection(patient, timing, data=None):
+    """:func:`_detect_patient_aif` through the per-process cache (one AIF per patient)."""
+    from ._cache import cached
+
+    return cached(patient, ("aif_detection", timing.n_nonsteady, timing.arrival),
+                  lambda: _detect_patient_aif(patient, timing, data))
 
 
 def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=None):
@@ -609,7 +872,9 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
 
     The measured AIF (``patient.aif``, from ``aif.tsv``) when present, converted with
     :func:`aif_curve`; otherwise detected with :func:`detect_aif` among the concentration
-    curves of the brain (baseline: the bolus arrival of the mean brain signal).
+    curves of the brain (baseline: the steady-state frames before the bolus arrival of the
+    mean brain signal). The grid starts at the first steady-state frame: leading
+    non-steady frames (see :func:`steady_state_frames`) are dropped, as for the tissue.
 
     Parameters
     ----------
@@ -620,12 +885,13 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     time_step : float, default=1.8
         Grid spacing in seconds.
     align : None, "arrival" or float, default=None
-        Grid offset: None starts at the first frame; ``"arrival"`` at the last pre-bolus
-        frame of the patient's mean brain signal (the offset that
+        Grid offset: None starts at the first steady-state frame; ``"arrival"`` at the
+        last pre-bolus frame of the patient's mean brain signal (the offset that
         :class:`~sklearn_hemo.preprocessing.PatchExtractor` uses for the tissue curves with
         ``align="arrival"``); a float is an offset in seconds.
     arrival : int or None, default=None
-        Pre-bolus frame count of the patient if already known (skips its detection).
+        Index of the first bolus frame if already known (skips its detection; the
+        series is then taken to start at steady state).
 
     Returns
     -------
@@ -646,31 +912,20 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     """
     n_timepoints = _check_int(n_timepoints, "n_timepoints", 1)
     time_step = _check_positive(time_step, "time_step")
-    needs_arrival = patient.aif is None or (isinstance(align, str) and align == "arrival")
-    if needs_arrival and arrival is None:
-        arrival = _patient_arrival(patient)
-    offset = _patient_offset(patient, align, arrival)
-    return _patient_aif(patient, n_timepoints, time_step, offset, arrival)
+    if arrival is None:
+        timing = _patient_timing(patient)
+    else:
+        timing = Bunch(n_nonsteady=0, arrival=_check_int(arrival, "arrival", 1), notes=())
+    offset = _patient_offset(patient, align, timing)
+    return _patient_aif(patient, n_timepoints, time_step, offset, timing)
 
 
-def _patient_aif(patient, n_timepoints, time_step, offset, arrival, data=None):
-    """:func:`patient_aif` with the grid offset in seconds; ``data`` is the PWI array when
-    already loaded."""
+def _patient_aif(patient, n_timepoints, time_step, offset, timing, data=None):
+    """:func:`patient_aif` with the grid offset in seconds (from the first steady-state
+    frame); ``data`` is the PWI array when already loaded."""
     if patient.aif is not None:
+        shift = float(patient.frame_times[timing.n_nonsteady])
         return aif_curve(patient.aif, echo_time=patient.echo_time, n_timepoints=n_timepoints,
-                         time_step=time_step, align=offset).astype(np.float64)
-    brain = patient.get_brain_mask()
-    data = np.asarray(patient.pwi.dataobj) if data is None else data
-    curves = concentration(data[brain].astype(np.float32), patient.echo_time,
-                           baseline=slice(0, arrival))
-    times = patient.frame_times
-    if getattr(patient, "slice_timing", None) is not None:
-        # the detected AIF mixes slices: place it at the brain's mean slice offset
-        per_slice = brain.reshape(-1, brain.shape[2]).sum(axis=0)
-        times = times + float(np.average(patient.slice_timing, weights=per_slice))
-    try:
-        aif = detect_aif(curves, times)
-    except ValueError as exc:
-        raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
-                         "Provide a measured AIF in aif.tsv.") from None
-    return resample_time(aif, times, n_timepoints, time_step, align=offset)
+                         time_step=time_step, align=offset + shift).astype(np.float64)
+    found = _patient_aif_detection(patient, timing, data)
+    return resample_time(found.curve, found.times, n_timepoints, time_step, align=offset)

@@ -79,13 +79,13 @@ def test_file_backed_features_are_cached_and_identical(tiny_cohort, tiny_cohort_
     X = np.array([[0, 5, 5, 0], [1, 6, 4, 1], [0, 6, 6, 1], [2, 4, 7, 0]])
     clear_cache()
     reads = []
-    original = _patches._patient_arrival
+    original = _patches._patient_timing
 
     def counting(patient, *args, **kwargs):
         reads.append(patient.id)
         return original(patient, *args, **kwargs)
 
-    monkeypatch.setattr(_patches, "_patient_arrival", counting)
+    monkeypatch.setattr(_patches, "_patient_timing", counting)
     extractor = PatchExtractor(on_disk)
     first = extractor.fit_transform(X)
     assert sorted(reads) == sorted({on_disk[i].id for i in (0, 1, 2)})

@@ -16,6 +16,7 @@ from sklearn_hemo.signal import (
     detect_aif,
     patient_aif,
     resample_time,
+    steady_state_frames,
 )
 
 TE = 0.03
@@ -273,3 +274,55 @@ def test_property_bolus_arrival_is_a_valid_frame_count(curves, kind):
     arrival = bolus_arrival(curves, kind=kind)
     assert arrival.shape == curves.shape[:1]
     assert ((arrival >= 1) & (arrival <= curves.shape[1])).all()
+
+
+# -- steady state and physiological AIF criteria (issue 14) --------------------------------
+def _mean_curve(excess, n_frames=40, arrival=10):
+    t = np.arange(n_frames, dtype=float)
+    drop = 0.3 * np.exp(-0.5 * ((t - arrival - 3) / 2.0) ** 2)
+    curve = 1000.0 * (1 - drop)
+    curve[: len(excess)] *= 1 + np.asarray(excess)
+    return curve + np.random.default_rng(0).normal(0, 1.0, n_frames)
+
+
+@pytest.mark.parametrize("excess", [(), (0.3,), (0.25, 0.06), (0.1, 0.04, 0.025)])
+def test_steady_state_frames_counts_the_bright_leading_frames(excess):
+    assert steady_state_frames(_mean_curve(excess)) == len(excess)
+    # voxel curves are averaged: the same count from a (voxels, frames) array
+    voxels = _mean_curve(excess)[None, :] * np.linspace(0.8, 1.2, 30)[:, None]
+    assert steady_state_frames(voxels) == len(excess)
+
+
+def test_steady_state_frames_ignores_dark_leading_frames_and_rejects_bad_margins():
+    assert steady_state_frames(_mean_curve((-0.2,))) == 0
+    with pytest.raises(ValueError, match="n_sigma"):
+        steady_state_frames(_mean_curve(()), n_sigma=-1)
+
+
+def _bolus(t, t0, width, height):
+    x = np.clip(t - t0, 0, None) / width
+    return height * x**3 * np.exp(3 * (1 - x))
+
+
+def test_detect_aif_rejects_late_broad_veins_with_a_larger_area():
+    t = np.arange(50) * 1.5
+    rng = np.random.default_rng(1)
+    tissue = [_bolus(t, 12, 4, 5) + rng.normal(0, 0.3, t.size) for _ in range(400)]
+    # partial-volume arteries: early, narrow, peak 25-60
+    arteries = [_bolus(t, 9, 2, h) + rng.normal(0, 0.3, t.size)
+                for h in rng.uniform(25, 60, 20)]
+    # veins (more numerous than arteries): peak after the tissue, broad, larger area
+    veins = [_bolus(t, 15, 5, 55) + rng.normal(0, 0.3, t.size) for _ in range(60)]
+    curves = np.array(tissue + arteries + veins)
+    old_aif, old = detect_aif(curves, t, reject_late=False, peak_fraction=1.0,
+                              return_indices=True)
+    assert np.all(old >= 420)  # without the criteria: the veins win on area
+    aif, chosen = detect_aif(curves, t, return_indices=True)
+    assert np.all((chosen >= 400) & (chosen < 420))  # arteries only
+    assert t[np.argmax(aif)] < t[np.argmax(np.median(curves, axis=0))]
+    # partial-volume aware: the higher half of the chosen arteries' peaks
+    peaks = curves[400:420].max(axis=1)
+    assert curves[chosen].max(axis=1).min() >= np.median(peaks[np.isin(np.arange(400, 420),
+                                                                       chosen)]) - 1e-9
+    with pytest.raises(ValueError, match="peak_fraction"):
+        detect_aif(curves, t, peak_fraction=0)

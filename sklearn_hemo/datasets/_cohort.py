@@ -112,6 +112,11 @@ class Patient:
         3D follow-up HT annotation; None at prediction time.
     aif : ArterialInputFunction or None
         Measured AIF; detected from the brain when None.
+    n_nonsteady : int or None, default=None
+        Leading PWI frames acquired before steady state, to drop (``pwi.json``'s
+        ``NonSteadyStateFrames``; 0 when the sidecar says that the scanner or the user
+        already discarded them). None detects them from the signal (see
+        :func:`~sklearn_hemo.signal.steady_state_frames`).
     truth : dict, path or None
         Ground truth of a simulated patient (see
         :func:`~sklearn_hemo.datasets.make_stroke_cohort`); None for real data. A path
@@ -149,6 +154,7 @@ class Patient:
         aif=None,
         truth=None,
         slice_timing=None,
+        n_nonsteady=None,
     ):
         self.id = str(id)
         self.slice_timing = None if slice_timing is None else np.array(
@@ -157,6 +163,11 @@ class Patient:
         self.repetition_time = float(repetition_time)
         self.ht = None if ht is None else int(ht)
         self.aif = aif
+        if n_nonsteady is not None and (isinstance(n_nonsteady, bool) or int(n_nonsteady)
+                                        != n_nonsteady or n_nonsteady < 0):
+            raise ValueError(f"participant {self.id}: n_nonsteady must be None or an integer "
+                             f">= 0, got {n_nonsteady!r}.")
+        self.n_nonsteady = None if n_nonsteady is None else int(n_nonsteady)
         self._truth_source = Path(truth) if isinstance(truth, (str, os.PathLike)) else None
         self._truth = None if self._truth_source is not None else truth
         self._sources = {}
@@ -277,27 +288,46 @@ class Patient:
     def get_brain_mask(self):
         """Boolean brain mask on the PWI grid.
 
-        The ``brain_mask`` image when given; otherwise derived: voxels whose mean
-        baseline PWI signal (first five frames) exceeds 10% of its 99th percentile.
+        The ``brain_mask`` image when given; otherwise derived from the temporal median
+        of the first 8 PWI frames (a baseline image that neither a few non-steady leading
+        frames nor an early bolus frame disturb, and that later head motion does not blur)
+        with a method made for EPI: Otsu's threshold, an in-plane erosion by about 10 mm
+        (at least 2 voxels: it cuts the bridges between the brain and the scalp ring), the
+        largest connected component, a dilation back by as much inside the thresholded
+        head, and the filling of holes (ventricles, vessels). When the image has
+        no dark background (the darker Otsu class is more than half as bright as the
+        brighter one, e.g. a field of view cropped to the brain), every voxel with signal
+        is brain. The derived mask is computed once per process (see
+        :func:`sklearn_hemo._cache.clear_cache`).
 
         Raises
         ------
         CohortError
-            When the mask must be derived and the baseline frames hold NaN or inf (the
-            percentile would be NaN and the mask silently empty).
+            When the mask must be derived and the PWI holds NaN or inf (the
+            threshold would be NaN and the mask silently empty).
         """
         if self.brain_mask is not None:
             return np.asarray(self.brain_mask.dataobj) > 0
-        baseline = np.asarray(self.pwi.dataobj[..., : min(5, self.n_frames)], dtype=np.float32)
-        baseline = baseline.mean(axis=-1)
+        from .._cache import cached
+
+        return cached(self, ("derived_brain_mask",), self._derive_brain_mask).copy()
+
+    def _derive_brain_mask(self):
+        data = self.pwi.dataobj
+        n_first = min(8, self.n_frames)
+        baseline = np.empty(self.shape, dtype=np.float32)
+        for k in range(self.shape[2]):  # one slice at a time: bounded memory
+            baseline[:, :, k] = np.median(
+                np.asarray(data[:, :, k, :n_first], dtype=np.float32), axis=-1)
         if not np.isfinite(baseline).all():
             raise CohortError(
-                f"participant {self.id}: the PWI baseline frames hold NaN or inf "
+                f"participant {self.id}: the PWI holds NaN or inf "
                 f"({self.source('pwi') or 'in-memory pwi'}), so no brain mask can be derived. "
                 "Fix the image or provide brain_mask.nii.gz; Cohort.validate() lists such "
                 "problems."
             )
-        return baseline > 0.1 * np.percentile(baseline, 99)
+        zooms = np.sqrt((np.asarray(self.affine)[:3, :3] ** 2).sum(axis=0))
+        return _epi_brain_mask(baseline, zooms)
 
     # -- cheap copies --------------------------------------------------------
     def __getstate__(self):
@@ -329,6 +359,54 @@ class Patient:
     def __repr__(self):
         return (f"Patient(id={self.id!r}, ht={self.ht}, shape={self.shape}, "
                 f"n_frames={self.n_frames})")
+
+
+def _otsu_threshold(values, n_bins=256):
+    """Otsu's threshold of 1D ``values`` (maximises the between-class variance)."""
+    counts, edges = np.histogram(values, bins=n_bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    weight_low = np.cumsum(counts).astype(float)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[np.argmax(between[:-1])]) if n_bins > 1 else float(centres[0])
+
+
+def _epi_brain_mask(baseline, zooms, erosion_mm=10.0):
+    """Brain mask of a baseline EPI image (see :meth:`Patient.get_brain_mask`)."""
+    from scipy import ndimage
+
+    positive = baseline > 0
+    if not positive.any():
+        return positive
+    values = baseline[positive].astype(np.float64)
+    if values.max() - values.min() <= 1e-6 * values.max():
+        return positive  # a uniform image: nothing to separate
+    threshold = _otsu_threshold(values)
+    head = baseline > threshold
+    dark, bright = baseline[positive & ~head], baseline[head]
+    if dark.size == 0 or bright.size == 0 or dark.mean() > 0.5 * bright.mean():
+        return positive  # no background in the field of view
+    # in-plane (3 x 3 square) structuring element: slices are thick and few
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[:, :, 1] = True
+    radius = max(2, int(np.ceil(erosion_mm / max(min(zooms[0], zooms[1]), 1e-6) - 1e-6)))
+    core = ndimage.binary_erosion(head, plane, iterations=radius)
+    while not core.any() and radius > 1:  # a small volume: erode less
+        radius -= 1
+        core = ndimage.binary_erosion(head, plane, iterations=radius)
+    if not core.any():  # a tiny volume: nothing survives the erosion
+        core = head
+    labels, n = ndimage.label(core)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        core = labels == 1 + int(np.argmax(sizes))
+    mask = ndimage.binary_dilation(core, plane, iterations=radius, mask=head) | core
+    for k in range(mask.shape[2]):
+        mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
+    return ndimage.binary_fill_holes(mask)
 
 
 class Cohort(Sequence):

@@ -39,6 +39,7 @@ from .._io import atomic_write_text
 from ._cohort import CohortError, Patient
 from ._layout import (
     check_before_writing,
+    _read_nonsteady,
     check_target,
     load_cohort,
     prepare_folder,
@@ -67,6 +68,7 @@ class _Plan:
     echo_time: float = None
     repetition_time: float = None
     slice_timing: np.ndarray = None
+    n_nonsteady: int = None  # NonSteadyStateFrames, or 0 when BIDS says they were discarded
     dwi: Path = None
     b0_volumes: list = None
     b1000_volumes: list = None
@@ -288,7 +290,7 @@ def _timing(pid, path, meta, n_frames, n_slices, tolerance):
         if direction == "k-":  # BIDS: the first entry is the slice of highest index
             slice_timing = slice_timing[::-1].copy()
         check_slice_timing(pid, path, slice_timing, n_slices, repetition_time)
-    return echo_time, repetition_time, slice_timing
+    return echo_time, repetition_time, slice_timing, _read_nonsteady(meta, path, pid)
 
 
 # -- planning (headers and sidecars only) --------------------------------------------------
@@ -335,9 +337,9 @@ def _choose_pwi(plan, candidates, tolerance):
         plan.notes.append(note)
         warnings.warn(f"participant {pid}: {note}.", UserWarning, stacklevel=4)
         series = [chosen]
-    path, img, (echo_time, repetition_time, slice_timing) = series[0]
+    path, img, (echo_time, repetition_time, slice_timing, n_nonsteady) = series[0]
     plan.pwi, plan.echo_time, plan.repetition_time = path, echo_time, repetition_time
-    plan.slice_timing = slice_timing
+    plan.slice_timing, plan.n_nonsteady = slice_timing, n_nonsteady
     return img
 
 
@@ -687,7 +689,7 @@ def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
     patient = Patient(pid, plan.pwi, images["dwi_b0"], images["dwi_b1000"],
                       echo_time=plan.echo_time, repetition_time=plan.repetition_time, ht=ht,
                       brain_mask=images["brain_mask"], ht_mask=images["ht_mask"],
-                      slice_timing=plan.slice_timing)
+                      slice_timing=plan.slice_timing, n_nonsteady=plan.n_nonsteady)
     patient.validate()
     plan.ht = ht
     return patient

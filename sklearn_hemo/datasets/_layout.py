@@ -211,6 +211,8 @@ def write_patient(patient, root):
     sidecar = {"EchoTime": patient.echo_time, "RepetitionTime": patient.repetition_time}
     if patient.slice_timing is not None:
         sidecar["SliceTiming"] = [float(t) for t in patient.slice_timing]
+    if getattr(patient, "n_nonsteady", None) is not None:
+        sidecar["NonSteadyStateFrames"] = patient.n_nonsteady
     atomic_write_text(folder / "pwi.json", json.dumps(sidecar, indent=2) + "\n")
     aif_file = folder / "aif.tsv"
     if patient.aif is not None:
@@ -396,7 +398,8 @@ def _read_patient(root, pid, ht, resample=False):
     check_stale_files(pid, folder)
     found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
     images = {name: path for name, (path, _) in found.items()}
-    echo_time, repetition_time, slice_timing = _read_sidecar(folder / "pwi.json", pid)
+    echo_time, repetition_time, slice_timing, n_nonsteady = _read_sidecar(
+        folder / "pwi.json", pid)
     check_time_step(pid, images["pwi"], found["pwi"][1], repetition_time)
     aif_file = folder / "aif.tsv"
     truth_file = folder / "truth.npz"
@@ -413,6 +416,7 @@ def _read_patient(root, pid, ht, resample=False):
         aif=_read_aif(aif_file, pid) if aif_file.is_file() else None,
         truth=truth_file if truth_file.is_file() else None,
         slice_timing=slice_timing,
+        n_nonsteady=n_nonsteady,
     )
     # reuse the headers just read (still lazy: the proxies are dropped when pickled)
     patient._images.update({name: img for name, (_, img) in found.items() if img is not None})
@@ -456,7 +460,28 @@ def _read_sidecar(path, pid):
             raise CohortError(f"participant {pid}: {path}: SliceTiming must be a list of "
                               f"numbers in seconds (got {slice_timing!r}). Fix or remove it.")
         slice_timing = np.asarray(slice_timing, dtype=float)
-    return (*values, slice_timing)
+    return (*values, slice_timing, _read_nonsteady(meta, path, pid))
+
+
+def _read_nonsteady(meta, path, pid):
+    """Leading non-steady frames still in the PWI according to its sidecar, or None.
+
+    ``NonSteadyStateFrames`` (this package) counts frames to drop; BIDS's
+    ``NumberOfVolumesDiscardedByUser`` / ``...ByScanner`` say they were already removed
+    (nothing left to drop). None: not said, detect them from the signal.
+    """
+    if "NonSteadyStateFrames" in meta:
+        value = meta["NonSteadyStateFrames"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0 or int(value) != value:
+            raise CohortError(
+                f"participant {pid}: {path} has NonSteadyStateFrames {value!r}; it must be a "
+                "whole number of leading frames >= 0 (e.g. \"NonSteadyStateFrames\": 2).")
+        return int(value)
+    if any(key in meta for key in ("NumberOfVolumesDiscardedByUser",
+                                   "NumberOfVolumesDiscardedByScanner")):
+        return 0
+    return None
 
 
 def _read_text(path, pid, encoding="utf-8"):

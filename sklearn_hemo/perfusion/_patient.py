@@ -31,10 +31,12 @@ MAP_NAMES = (
 def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     """CBF, CBV, MTT, Tmax, leakage K2 and permeability maps of one patient.
 
-    The brain voxels of the source PWI are converted to concentration with
-    :func:`sklearn_hemo.signal.concentration` (baseline detected on the mean brain
-    signal), the patient's AIF is taken on its own frame times with
-    :func:`sklearn_hemo.signal.patient_aif` (measured, or detected when absent), and the
+    Leading non-steady frames are dropped (see
+    :func:`sklearn_hemo.signal.steady_state_frames`), the brain voxels of the source PWI
+    are converted to concentration with :func:`sklearn_hemo.signal.concentration`
+    (baseline: the steady pre-bolus frames of the mean brain signal), the patient's AIF
+    is taken on its own kept frame times with :func:`sklearn_hemo.signal.patient_aif`
+    (measured, or detected when absent: the same AIF as the patch features), and the
     maps are computed on the acquisition's own time grid (no resampling: interpolation
     would smooth the bolus, and a short acquisition padded to the paper's 108 s would
     distort the areas).
@@ -74,7 +76,9 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     >>> maps.cbf.shape, maps.cbf.dtype
     ((8, 8, 1), dtype('float32'))
     """
-    from ..signal import concentration, patient_aif
+    import warnings
+
+    from ..signal import _patient_aif, _patient_timing, concentration
 
     brain = patient.get_brain_mask()
     if not brain.any():
@@ -83,9 +87,15 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
             "that covers the brain."
         )
     dt = patient.repetition_time
-    signal = np.asarray(patient.pwi.dataobj)[brain].astype(np.float64)
-    conc = concentration(signal, patient.echo_time)
-    aif = patient_aif(patient, n_timepoints=patient.n_frames, time_step=dt)
+    data = np.asarray(patient.pwi.dataobj)
+    timing = _patient_timing(patient, data, brain)
+    for note in timing.notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    start = timing.n_nonsteady  # leading non-steady frames are dropped
+    signal = data[brain][:, start:].astype(np.float64)
+    conc = concentration(signal, patient.echo_time,
+                         baseline=slice(0, max(timing.arrival - start, 1)))
+    aif = _patient_aif(patient, signal.shape[1], dt, 0.0, timing, data)
     try:
         maps = perfusion_maps(conc, aif, dt, method=method, **kwargs)
         reference = nonenhancing_reference(conc, dt)

@@ -35,10 +35,11 @@ from ..signal import (
     _apply_plan,
     _concentration,
     _grid,
-    _interp_plan,
+    _padding_note,
     _patient_aif,
-    _patient_arrival,
     _patient_offset,
+    _patient_plan,
+    _patient_timing,
 )
 
 __all__ = ["PatchExtractor"]
@@ -290,9 +291,11 @@ class _Workspace:
 class _Context:
     """What one transform call computes once per patient."""
 
-    def __init__(self, patient, arrival, plan, aif):
+    def __init__(self, patient, timing, plan, aif):
         self.patient = patient
-        self.baseline = slice(0, arrival)
+        # pre-bolus frames at steady state (the non-steady leading frames are never read:
+        # the time plan starts after them)
+        self.baseline = slice(timing.n_nonsteady, max(timing.arrival, timing.n_nonsteady + 1))
         self.plan = plan
         self.aif = aif
 
@@ -655,32 +658,29 @@ class PatchExtractor(_VoxelReferenceTransformer):
         if "dwi" in self.inputs:
             _check_dwi_grid(patient)
         if use_cache:
-            arrival = cached(patient, ("bolus_arrival",), lambda: _patient_arrival(
+            timing = cached(patient, ("timing",), lambda: _patient_timing(
                 patient, data, _patient_brain(patient)))
         else:
-            arrival = _patient_arrival(patient, data, brain)
-        if arrival >= patient.n_frames:
-            warnings.warn(f"participant {patient.id}: no bolus found in the mean brain "
-                          "signal; every frame is treated as baseline (concentration near "
-                          "0). Check the PWI series.", UserWarning, stacklevel=3)
-        offset = _patient_offset(patient, self.align, arrival)
+            timing = _patient_timing(patient, data, brain)
+        for note in timing.notes:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        offset = _patient_offset(patient, self.align, timing)
         grid = _grid(self.n_timepoints, float(self.time_step), offset)
-        if patient.slice_timing is None:
-            plan = _interp_plan(patient.frame_times, grid)
-        else:  # one plan per slice: each slice's frames at their own acquisition times
-            plan = [_interp_plan(patient.slice_frame_times(k), grid)
-                    for k in range(patient.shape[2])]
+        plan, padding = _patient_plan(patient, timing, grid)
+        note = _padding_note(patient, padding, grid)
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=3)
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
 
             def compute():
                 return _patient_aif(patient, self.n_timepoints, float(self.time_step),
-                                    offset, arrival, full).astype(np.float32)
+                                    offset, timing, full).astype(np.float32)
 
             key = ("patch_aif", self.n_timepoints, float(self.time_step), offset)
             aif = cached(patient, key, compute) if use_cache else compute()
-        return _Context(patient, arrival, plan, aif)
+        return _Context(patient, timing, plan, aif)
 
     def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None, z0=0):
         """Write the features of voxels ``ijk`` of the block ``raw`` into ``out``.
