@@ -628,11 +628,18 @@ def _add_qc(sub):
 
 
 def _run_qc(args):
+    import os
     import warnings
 
+    from ._safety import OutputError, claim_output_dir
     from .datasets import CohortError, load_cohort
     from .qc import write_qc_report
 
+    try:  # before any work: not inside the data, not a folder of someone else's files
+        claim_output_dir(args.out, "qc", {"data": os.path.abspath(args.data)},
+                         inputs=[args.data], overwrite=args.overwrite)
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo qc: {exc}") from None
     try:
         cohort = load_cohort(args.data)
         with warnings.catch_warnings():  # the report lists them; print them once below

@@ -235,6 +235,19 @@ def test_import_refuses_a_folder_of_patient_folders_without_table(cohort_dir, tm
     assert list(source.iterdir()) == []
 
 
+def test_qc_refuses_to_write_into_the_cohort_or_a_foreign_folder(cohort_dir, tmp_path):
+    before = _files(cohort_dir)
+    with pytest.raises(SystemExit, match="inside the input"):
+        main(["qc", "--data", str(cohort_dir), "--out", str(cohort_dir / "qc"), "--quiet"])
+    assert _files(cohort_dir) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "sub-001.png").write_bytes(b"the user's picture")
+    with pytest.raises(SystemExit, match="did not write.*--overwrite"):
+        main(["qc", "--data", str(cohort_dir), "--out", str(mine), "--quiet"])
+    assert (mine / "sub-001.png").read_bytes() == b"the user's picture"
+
+
 def test_simulate_reruns_into_its_own_interrupted_folder(tmp_path):
     out = tmp_path / "sim"
     argv = ["simulate", str(out), "--n-patients", "2", "--shape", "8", "8", "1", "--quiet"]
