@@ -124,19 +124,30 @@ def _add_compare(sub):
         "compare",
         help="the main job: patient-grouped nested comparison of the model zoo",
         description="Compare the models of the paper's Table 1 under patient-grouped nested "
-        "cross-validation, with patient-bootstrap 95% confidence intervals. Writes "
-        "table.csv, table.md, predictions.csv, folds.csv, fold_scores.csv, "
-        "best_params.json and roc_pr.png into --out; rerunning the same command resumes "
-        "an interrupted run. Without --data it simulates the default cohort (the paper's "
-        "size with --protocol paper, written once to OUT/cohort).",
+        "cross-validation, with patient-bootstrap 95% confidence intervals and paired "
+        "differences against a reference row. Writes table.csv, table.md, "
+        "differences.csv, run.json, predictions.csv, folds.csv, fold_scores.csv, "
+        "best_params.json and roc_pr.png (and stability.csv with --repeats) into --out; "
+        "rerunning the same command resumes an interrupted run. Without --data it "
+        "simulates the default cohort (the paper's size with --protocol paper, written "
+        "once to OUT/cohort).",
     )
     p.add_argument("--data", metavar="DIR", help="cohort folder (default: simulate one)")
-    p.add_argument("--protocol", choices=("quick", "paper"), default="quick",
-                   help="quick: small grids, minutes (default); paper: the paper's protocol")
+    p.add_argument("--protocol", choices=("standard", "quick", "paper"), default="standard",
+                   help="standard (default): 4 candidates per tuned family, the paper's "
+                   "network trained to convergence, about 10 min on 2 cores; quick: a smoke "
+                   "run of a minute or two; paper: the paper's protocol (hours)")
     p.add_argument("--models", nargs="+", metavar="NAME",
-                   help="zoo rows to compare (default: all available)")
-    p.add_argument("--n-jobs", type=int, default=1, metavar="N",
-                   help="parallel (model, fold) tasks; -1 = all cores or workers (default 1)")
+                   help="zoo rows to compare (default: every row but roi-leakage-proxy)")
+    p.add_argument("--reference", metavar="NAME", default=None,
+                   help="row the paired differences are taken against (default "
+                   "lstm-pwi+aif+dwi when compared, else the first row)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="independent replicates (new cohort seed and CV seed each; "
+                   "resumable); writes stability.csv (default 1)")
+    p.add_argument("--n-jobs", type=int, default=-1, metavar="N",
+                   help="parallel (model, fold) tasks; -1 = all cores or workers (default "
+                   "-1; results do not depend on it)")
     p.add_argument("--backend", choices=("loky", "dask", "ray"), default="loky",
                    help="joblib backend of the tasks (default loky)")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -151,9 +162,11 @@ def _add_compare(sub):
                    help="write into an --out folder holding other files or the results of "
                    "a run with other settings (same-named files are replaced)")
     p.add_argument("--n-samples", type=int, metavar="N",
-                   help="balanced voxels (default: quick 4000, paper 50000)")
-    p.add_argument("--n-outer", type=int, metavar="K", help="outer folds (quick 5, paper 10)")
-    p.add_argument("--n-inner", type=int, metavar="K", help="inner folds (quick 3, paper 5)")
+                   help="balanced voxels (default: standard and quick 4000, paper 50000)")
+    p.add_argument("--n-outer", type=int, metavar="K",
+                   help="outer folds (standard and quick 5, paper 10)")
+    p.add_argument("--n-inner", type=int, metavar="K",
+                   help="inner folds (standard 3, quick 2, paper 5)")
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -168,7 +181,7 @@ def _add_compare(sub):
     p.set_defaults(func=_run_compare)
 
 
-def _compare_cohort(args):
+def _compare_cohort(args, seed=None):
     """The cohort to compare on: --data, or the simulated default (cached for paper)."""
     import json
     from pathlib import Path
@@ -177,24 +190,27 @@ def _compare_cohort(args):
 
     if args.data:
         return load_cohort(args.data)
-    if args.protocol == "quick":
+    seed = args.random_state if seed is None else seed
+    if args.protocol != "paper":
         print("simulating the default cohort (make_stroke_cohort defaults, "
-              f"random_state={args.random_state}) ...", flush=True)
-        return make_stroke_cohort(random_state=args.random_state, progress=not args.quiet)
+              f"random_state={seed}) ...", flush=True)
+        # patients in parallel on the compare's workers: the same cohort whatever n_jobs
+        return make_stroke_cohort(random_state=seed, progress=not args.quiet,
+                                  n_jobs=args.n_jobs)
     # paper size: ~35 MB per patient, so on disk, simulated once and reused by reruns
-    folder, marker = Path(args.out) / "cohort", Path(args.out) / "cohort.json"
-    spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]),
-            "random_state": args.random_state}
+    name = "cohort" if seed == args.random_state else f"cohort-seed{seed}"
+    folder, marker = Path(args.out) / name, Path(args.out) / f"{name}.json"
+    spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]), "random_state": seed}
     if marker.exists():
         if json.loads(marker.read_text()) != spec:
             raise ValueError(
                 f"{folder} holds a simulated cohort made with other settings than {spec}; "
-                "remove it (and cohort.json) or choose another --out.")
+                f"remove it (and {name}.json) or choose another --out.")
         return load_cohort(folder)
     # no marker: never simulated, or interrupted while simulating; (re)write it all
     print(f"simulating the paper-sized cohort ({PAPER_COHORT['n_patients']} patients, "
           f"{PAPER_COHORT['shape']}) into {folder} ...", flush=True)
-    cohort = make_stroke_cohort(**PAPER_COHORT, random_state=args.random_state,
+    cohort = make_stroke_cohort(**PAPER_COHORT, random_state=seed,
                                 out_dir=folder, overwrite=True, progress=not args.quiet)
     from ._io import atomic_write_text
 
@@ -233,18 +249,30 @@ def _run_compare(args):
         if not torch.cuda.is_available():
             raise SystemExit("sklearn-hemo compare: --device cuda, but torch finds no CUDA "
                              "device; install a CUDA build of PyTorch or use --device cpu.")
+    if args.repeats < 1:
+        raise SystemExit("sklearn-hemo compare: --repeats must be at least 1.")
     start = time.perf_counter()
     _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
         _cohort_qc_warnings(cohort)
+        if args.repeats > 1 and not args.data:
+            # every replicate simulates its own cohort with its seed (the first is cohort)
+            def cohorts(seed, first=cohort):
+                return first if seed == args.random_state else _compare_cohort(args, seed)
+        else:
+            cohorts = cohort
+            if args.repeats > 1:
+                print(f"--data: the {args.repeats} replicates share the cohort; each draws "
+                      "a new voxel sample, folds and model seeds.", flush=True)
         result = compare_models(
-            cohort, args.models, protocol=args.protocol, n_outer=args.n_outer,
+            cohorts, args.models, protocol=args.protocol, n_outer=args.n_outer,
             n_inner=args.n_inner, n_samples=args.n_samples, n_resamples=args.n_resamples,
             n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
             device=args.device, out_dir=args.out, random_state=args.random_state,
             progress=not args.quiet, dry_run=args.dry_run,
-            estimate_time=args.protocol == "paper" and not args.dry_run)
+            estimate_time=args.protocol == "paper" and not args.dry_run,
+            reference=args.reference, repeats=args.repeats)
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
     except KeyboardInterrupt:
@@ -258,9 +286,20 @@ def _run_compare(args):
         return 0
     if args.volumes:
         _compare_volumes(args, cohort, result)
-    print(f"\nAUCs in %, patient-bootstrap 95% intervals. Wrote table.csv, table.md, "
-          f"predictions.csv, folds.csv, fold_scores.csv, best_params.json and roc_pr.png "
-          f"to {args.out} in {time.perf_counter() - start:.0f} s.")
+    sample = getattr(result, "run", {}).get("run", {}).get("sample")
+    if sample:
+        print(f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
+              f"({sample['bleeding_patients']} with HT voxels).")
+    if sample and sample["voxels_drawn"] < sample["voxels_asked"]:
+        print(f"warning: {sample['voxels_asked']} voxels were asked for but only "
+              f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the cohort).")
+    print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
+          f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "
+          "table.md. Wrote "
+          f"table.csv, table.md, differences.csv, run.json, predictions.csv, folds.csv, "
+          f"fold_scores.csv, best_params.json and roc_pr.png"
+          + (", stability.csv" if getattr(result, "stability", None) else "")
+          + f" to {args.out} in {time.perf_counter() - start:.0f} s.")
     return 0
 
 
@@ -280,7 +319,7 @@ def _add_train(sub):
     p.add_argument("--model", required=True, metavar="NAME",
                    help="zoo row, e.g. lstm-pwi+aif+dwi, linear, sr-kda, random-forest, svm")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="bundle folder to write")
-    p.add_argument("--protocol", choices=("quick", "paper"), default="quick",
+    p.add_argument("--protocol", choices=("quick", "standard", "paper"), default="quick",
                    help="zoo settings and default sample size (default quick)")
     p.add_argument("--n-samples", type=int, default=None, metavar="N",
                    help="training voxels, half HT (default: the protocol's)")
@@ -387,7 +426,15 @@ def _run_train(args):
         print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
               f"{len(set(groups.tolist()))} patients; parameters ({source}): "
               f"{params or 'defaults'}", flush=True)
-        pipeline.fit(X, y)
+        import sklearn
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            # the LSTM rows' early stopping holds out whole patients: route them
+            routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
+            if routed:
+                pipeline.fit(X, y, groups=groups)
+        if not routed:
+            pipeline.fit(X, y)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
@@ -516,7 +563,7 @@ def _compare_volumes(args, cohort, result):
     from .maps import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
-    from .model_selection._compare import TRUTH_ROWS
+    from .model_selection._report import TRUTH_ROWS
 
     names = [name for name in result.predictions if name not in TRUTH_ROWS]
     zoo = make_model_zoo(cohort, result.config.get("protocol", args.protocol), models=names,

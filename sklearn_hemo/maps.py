@@ -21,7 +21,7 @@ of that cohort. To map a patient:
   ``pipeline[1:]``).
 
 A model that reads voxel references itself (a one-step pipeline, or a bare estimator,
-with a ``cohort`` parameter and ``predict_proba``, such as the zoo's ``roi-k2`` row) is
+with a ``cohort`` parameter and ``predict_proba``, such as the zoo's ``roi-leakage-proxy`` row) is
 re-pointed the same way and scored on chunks of references.
 
 Features are computed and scored in chunks of ``chunk_size`` voxels (through the
@@ -74,7 +74,7 @@ def _split_pipeline(estimator):
 
     ``rest`` is ``pipeline[1:]``, or None when the reader is the whole model (a pipeline
     of one step, or an estimator, that reads voxel references and has ``predict_proba``,
-    e.g. the ``roi-k2`` row).
+    e.g. the ``roi-leakage-proxy`` row).
     """
     steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
     reader = steps[0][1]

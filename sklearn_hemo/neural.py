@@ -14,8 +14,14 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -34,7 +40,7 @@ from ._lstm_module import (
     expected_width,
 )
 
-__all__ = ["LSTMClassifier"]
+__all__ = ["BlockScaler", "LSTMClassifier"]
 
 
 @contextlib.contextmanager
@@ -122,9 +128,12 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the *patients* given as ``groups`` to ``fit``
         and stop when their loss has not improved for ``n_iter_no_change`` epochs; the
         best epoch's weights are kept. Requires ``groups``: a random voxel split would put
-        neighbouring voxels of one patient on both sides.
+        neighbouring voxels of one patient on both sides. The held-out patients are one
+        fold of a ``StratifiedGroupKFold``, so both classes are on both sides where the
+        patients allow.
     validation_fraction : float in (0, 1), default=0.1
-        Share of patients held out for early stopping.
+        Share of patients held out for early stopping (about ``1 / round(1 /
+        validation_fraction)`` of them).
     n_iter_no_change : int, default=5
         Early-stopping patience in epochs.
     device : str, default="cpu"
@@ -154,6 +163,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         ``net_.history`` the per-epoch record.
     n_iter_ : int
         Epochs actually trained.
+    n_steps_ : int
+        Optimiser (Adam) steps taken: the training mini-batches of every epoch trained,
+        including the epochs after the best one when early stopping restores it.
 
     See Also
     --------
@@ -190,6 +202,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.net_.module_.dense_in_features
     78
     """
+
+    # compare_models reads n_steps_ of every fit into run.json
+    _reports_n_steps = True
 
     _parameter_constraints: dict = {
         "inputs": [StrOptions(set(INPUT_MODES)), None],
@@ -356,10 +371,19 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             self.net_.fit(X_t, y_t)
         self.classes_ = encoder.classes_
         self.n_iter_ = len(self.net_.history)
+        self.n_steps_ = int(sum(
+            1 for epoch in self.net_.history for batch in epoch["batches"]
+            if "train_loss" in batch))
         return self
 
     def _patient_split(self, X, y, groups, seed):
-        """Train/validation row indices holding out whole patients."""
+        """Train/validation row indices holding out whole patients.
+
+        The held-out patients are one fold of a shuffled ``StratifiedGroupKFold`` with
+        about ``1 / validation_fraction`` folds: whole patients, and (as far as the
+        patients allow) both classes on both sides, so the validation loss is not
+        measured on non-HT voxels alone.
+        """
         if groups is None:
             raise ValueError(
                 "LSTMClassifier(early_stopping=True) needs the patient of every row: call "
@@ -371,12 +395,13 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"groups has {len(groups)} entries but X has {len(y)} rows; pass one "
                 "patient id per row.")
-        if len(np.unique(groups)) < 2:
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
             raise ValueError(
                 "LSTMClassifier(early_stopping=True) needs at least 2 patients in groups to "
                 "hold one out for validation; got 1. Set early_stopping=False.")
-        splitter = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction,
-                                     random_state=seed)
+        n_splits = min(n_groups, max(2, int(round(1.0 / self.validation_fraction))))
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         return next(splitter.split(X, y, groups))
 
     # ----------------------------------------------------------------- predict
@@ -431,4 +456,151 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         tags.input_tags.allow_nan = False
+        return tags
+
+
+class BlockScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Standardise the LSTM's series as whole blocks, so that every curve keeps its shape.
+
+    A per-column :class:`~sklearn.preprocessing.StandardScaler` rescales every time point
+    of a series on its own: the pre-bolus points, which vary little between voxels, are
+    divided by a small SD (their noise is inflated), and the bolus peak, which varies
+    much, by a large one (the peak is flattened). This scaler instead uses one mean and
+    one SD for all PWI columns (every time point of the 3x3 patch), one for all AIF
+    columns, and a mean and SD per column for the DWI patch values, which are not series.
+    The layout is the :class:`~sklearn_hemo.preprocessing.PatchExtractor`'s, read by
+    position as :class:`LSTMClassifier` reads it.
+
+    Parameters
+    ----------
+    inputs : {"pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"} or None, default=None
+        Layout of the columns. ``None`` treats every column as one series (one block),
+        as :class:`LSTMClassifier` with ``inputs=None`` reads it.
+    n_timepoints : int, default=60
+        Time points per series (ignored when ``inputs=None``).
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,)
+        Mean subtracted from every column (equal within a block).
+    scale_ : ndarray of shape (n_features,)
+        SD every column is divided by (equal within a block; 1 for a constant block).
+    n_features_in_ : int
+        Number of columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` had them.
+
+    See Also
+    --------
+    sklearn.preprocessing.StandardScaler : One mean and SD per column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.neural import BlockScaler
+    >>> X = np.array([[0.0, 10.0, 1.0], [2.0, 30.0, 3.0]])
+    >>> scaler = BlockScaler().fit(X)  # one block: mean 7.67, one SD
+    >>> Xt = scaler.transform(X)
+    >>> bool(np.allclose(Xt.mean(), 0) and np.isclose(Xt.std(), 1))
+    True
+    >>> bool(np.allclose(np.diff(Xt[1] - Xt[0]), np.diff(X[1] - X[0]) / scaler.scale_[0]))
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "inputs": [StrOptions(set(INPUT_MODES)), None],
+        "n_timepoints": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, inputs=None, *, n_timepoints=60):
+        self.inputs = inputs
+        self.n_timepoints = n_timepoints
+
+    def _blocks(self, n_features):
+        """Column index arrays of the blocks that share one mean and one SD."""
+        if self.inputs is None:
+            return [np.arange(n_features)]
+        width = expected_width(self.inputs, self.n_timepoints)
+        if n_features != width:
+            raise ValueError(
+                f"BlockScaler(inputs={self.inputs!r}, n_timepoints={self.n_timepoints}) "
+                f"expects {width} columns in the PatchExtractor layout, got {n_features}; "
+                "match inputs and n_timepoints to the PatchExtractor, or use inputs=None.")
+        n_patch, aif, n_static = INPUT_MODES[self.inputs]
+        start = n_patch * self.n_timepoints
+        blocks = [np.arange(start)]
+        if aif:
+            blocks.append(np.arange(start, start + self.n_timepoints))
+            start += self.n_timepoints
+        blocks += [np.array([c]) for c in range(start, start + n_static)]
+        return blocks
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn one mean and SD per block.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout ``inputs`` names.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : BlockScaler
+            The fitted scaler.
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        mean = np.empty(X.shape[1])
+        scale = np.empty(X.shape[1])
+        for block in self._blocks(X.shape[1]):
+            values = X[:, block].astype(np.float64)
+            mean[block] = values.mean()
+            sd = values.std()
+            scale[block] = sd if sd > 10 * np.finfo(np.float64).eps * max(
+                1.0, abs(mean[block][0])) else 1.0
+        self.mean_, self.scale_ = mean, scale
+        return self
+
+    def transform(self, X):
+        """Subtract each block's mean and divide by its SD.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout seen in ``fit``.
+
+        Returns
+        -------
+        X_scaled : ndarray of shape (n_samples, n_features)
+            Same dtype as ``X`` (float32 stays float32).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, copy=True)
+        X -= self.mean_.astype(X.dtype)
+        X /= self.scale_.astype(X.dtype)
+        return X
+
+    def inverse_transform(self, X):
+        """Undo :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Scaled rows.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features)
+            Rows on the original scale.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, copy=True)
+        return X * self.scale_.astype(X.dtype) + self.mean_.astype(X.dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags

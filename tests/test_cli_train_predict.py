@@ -93,8 +93,9 @@ def test_command_line_errors(cohort_dir, tmp_path):
 
 def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     out = tmp_path / "results"
-    # a single-candidate row: no inner search, which 6 patients could not support
-    assert main(["compare", "--data", str(cohort_dir), "--models", "lstm-pwi",
+    # a single-candidate row with predict_proba (the ROI proxy): no inner search, which 6
+    # patients could not support (every LSTM row is searched now)
+    assert main(["compare", "--data", str(cohort_dir), "--models", "roi-leakage-proxy",
                  "--n-outer", "2",
                  "--n-inner", "2", "--n-samples", "72", "--n-resamples", "20", "--quiet",
                  "--out", str(out), "--volumes"]) == 0
@@ -104,7 +105,7 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     assert len(lines) == 1 + 6  # every patient mapped once, out of fold
     summary = (out / "volumes_summary.csv").read_text().splitlines()
     assert summary[0] == "model,n_patients,occurrence_auc,dice_mean,volume_abs_error_mean_ml"
-    assert summary[1].startswith("lstm-pwi,6,")
+    assert summary[1].startswith("roi-leakage-proxy,6,")
 
 
 def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):

@@ -88,7 +88,7 @@ def serial_run(cohort, tmp_path_factory):
 def test_end_to_end_files_and_no_patient_in_train_and_test(serial_run, cohort):
     result, out, checks = serial_run
     for name in ("table.csv", "table.md", "predictions.csv", "folds.csv", "fold_scores.csv",
-                 "best_params.json", "roc_pr.png"):
+                 "best_params.json", "roc_pr.png", "run.json", "differences.csv"):
         assert (out / name).stat().st_size > 0, name
     # every split, outer and inner, was checked and none shared a patient
     outer = [c for c in checks if c[0].startswith("outer fold")]
@@ -273,8 +273,9 @@ def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch)
     assert cli.main(["compare", "--quiet"]) == 0
     default = inspect.signature(make_stroke_cohort).parameters["n_patients"].default
     assert len(seen["cohort"]) == default and seen["models"] is None  # make_stroke_cohort()
-    assert seen["protocol"] == "quick" and seen["out_dir"] == "hemo-results"
-    assert seen["n_jobs"] == 1 and seen["backend"] == "loky" and seen["random_state"] == 0
+    assert seen["protocol"] == "standard" and seen["out_dir"] == "hemo-results"
+    assert seen["n_jobs"] == -1 and seen["backend"] == "loky" and seen["random_state"] == 0
+    assert seen["repeats"] == 1 and seen["reference"] is None
     assert seen["estimate_time"] is False
 
 

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo._lstm_module import expected_feature_names
-from sklearn_hemo.neural import LSTMClassifier
+from sklearn_hemo.neural import BlockScaler, LSTMClassifier
 
 MODES = ["pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"]
 
@@ -259,3 +259,35 @@ def test_gpu_trained_model_predicts_on_cpu():
     proba_cpu = restored.predict_proba(X)
     assert not next(restored.net_.module_.parameters()).is_cuda
     np.testing.assert_allclose(proba_cpu, proba_gpu, atol=1e-5)
+
+
+@parametrize_with_checks([BlockScaler(), BlockScaler(inputs=None, n_timepoints=3)])
+def test_block_scaler_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_block_scaler_keeps_each_curve_shape():
+    X, _ = make_sequences(50, 6, 0, "pwi+aif+dwi")
+    X[:, :54] = X[:, :54] * 100 + 500  # scanner units
+    scaler = BlockScaler("pwi+aif+dwi", n_timepoints=6).fit(X)
+    Xt = scaler.transform(X)
+    # one mean and SD for every PWI column, one for the AIF, per column for DWI
+    assert np.unique(scaler.scale_[:54]).size == 1 and np.unique(scaler.mean_[:54]).size == 1
+    assert np.unique(scaler.scale_[54:60]).size == 1
+    assert np.unique(scaler.scale_[60:]).size == 18
+    np.testing.assert_allclose(Xt[:, :54].mean(), 0, atol=1e-5)
+    np.testing.assert_allclose(Xt[:, :54].std(), 1, rtol=1e-4)
+    # a curve's shape survives: differences between time points scale by one factor
+    np.testing.assert_allclose(np.diff(Xt[:, :54], axis=1),
+                               np.diff(X[:, :54], axis=1) / scaler.scale_[0], rtol=1e-3,
+                               atol=1e-4)
+    np.testing.assert_allclose(scaler.inverse_transform(Xt), X, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="expects 78 columns"):
+        BlockScaler("pwi+aif+dwi", n_timepoints=6).fit(X[:, :-1])
+
+
+def test_n_steps_counts_the_optimiser_steps():
+    X, y = make_sequences(50, 3, 0, "pwi")
+    clf = LSTMClassifier(inputs="pwi", n_timepoints=3, random_state=0, **FAST).fit(X, y)
+    # 50 rows in batches of 16: 4 steps per epoch
+    assert clf.n_steps_ == FAST["max_epochs"] * 4

@@ -196,11 +196,14 @@ def test_roi_scorer_spreads_one_patient_score(tiny_cohort, refs):
     assert np.array_equal(np.argsort(decision, kind="stable"),
                           np.argsort(proba[:, 1], kind="stable"))
     np.testing.assert_array_equal(scorer.predict(X), scorer.classes_[(proba[:, 1] > 0.5) * 1])
-    # the score is the mean K2 over Tmax > 6 s (or the brain when nothing qualifies)
+    # the score is the mean arrival-fitted K2 over Tmax > 6 s (or the brain when nothing
+    # qualifies)
     patient = tiny_cohort[0]
     maps = patient_perfusion_maps(patient)
     roi = patient.get_brain_mask() & (maps.tmax > 6)
-    expected = maps.k2[roi if roi.any() else patient.get_brain_mask()].mean()
+    from sklearn_hemo.perfusion._patient import _arrival_k2
+
+    expected = _arrival_k2(patient)[roi if roi.any() else patient.get_brain_mask()].mean()
     np.testing.assert_allclose(scorer.roi_score(0), expected, rtol=1e-6)
     other = ROIPermeabilityScorer(tiny_cohort, measure="psr", statistic="median",
                                   roi_map="cbf", roi_threshold=20.0)
@@ -210,7 +213,7 @@ def test_roi_scorer_spreads_one_patient_score(tiny_cohort, refs):
 
 
 def test_maps_and_roi_models_in_grouped_cross_validation(tiny_cohort, refs):
-    """The zoo's ``random-forest-maps`` and ``roi-k2`` shapes, patient-grouped."""
+    """The zoo's ``random-forest-maps`` and ``roi-leakage-proxy`` shapes, patient-grouped."""
     X, y = refs
     groups = X[:, 0]
     cv = GroupKFold(n_splits=3)

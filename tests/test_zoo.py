@@ -13,7 +13,7 @@ from sklearn_hemo.sampling import sample_voxels
 
 CLASSIC = ("linear", "random-forest", "sr-kda", "svm")
 LSTM_ROWS = ("lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi")
-MAPS = ("random-forest-maps", "svm-maps", "roi-k2")
+MAPS = ("random-forest-maps", "svm-maps", "roi-leakage-proxy")
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,14 @@ def voxels(cohort):
     return sample_voxels(cohort, n_samples=160, random_state=0)
 
 
-@pytest.mark.parametrize("protocol", ["quick", "paper"])
+@pytest.mark.parametrize("protocol", ["quick", "standard", "paper"])
 def test_zoo_builds_every_row_with_a_valid_grid(cohort, protocol):
     zoo = make_model_zoo(cohort, protocol, random_state=0)
     assert tuple(zoo) == ZOO_ROWS == LSTM_ROWS + CLASSIC + MAPS
     for name, (pipeline, grid) in zoo.items():
         steps = list(pipeline.named_steps)
         assert steps[-1] == "model", name
-        if name == "roi-k2":  # the scorer reads the voxel references itself
+        if name == "roi-leakage-proxy":  # the scorer reads the voxel references itself
             assert steps == ["model"] and pipeline.named_steps["model"].cohort is cohort
         else:
             assert steps[0] == "features"
@@ -66,6 +66,35 @@ def test_paper_protocol_is_the_faithful_one(cohort):
     for name in quick:
         assert len(ParameterGrid(paper[name][1])) >= len(ParameterGrid(quick[name][1]))
     assert PROTOCOLS["paper"] == {"n_outer": 10, "n_inner": 5, "n_samples": 50_000}
+
+
+@pytest.mark.parametrize("protocol", ["quick", "standard", "paper"])
+def test_every_tuned_family_gets_the_same_number_of_candidates(cohort, protocol):
+    from sklearn_hemo.model_selection import N_CANDIDATES
+    from sklearn_hemo.model_selection._zoo import FAMILIES
+
+    zoo = make_model_zoo(cohort, protocol, random_state=0)
+    sizes = {name: len(ParameterGrid(grid)) for name, (_, grid) in zoo.items()}
+    tuned = {name for name in zoo if FAMILIES[name] not in ("linear", "roi")}
+    assert {sizes[name] for name in tuned} == {N_CANDIDATES[protocol]}
+    assert sizes["linear"] == sizes["roi-leakage-proxy"] == 1  # nothing to tune
+    if protocol != "quick":
+        assert N_CANDIDATES[protocol] >= 4
+
+
+def test_standard_lstm_is_the_papers_network_with_patient_early_stopping(cohort):
+    from sklearn_hemo.neural import BlockScaler
+
+    zoo = make_model_zoo(cohort, models=list(LSTM_ROWS))
+    for name in LSTM_ROWS:
+        pipeline, grid = zoo[name]
+        lstm = pipeline.named_steps["model"]
+        assert lstm.hidden_size == 60 and lstm.early_stopping
+        assert isinstance(pipeline.named_steps["scale"], BlockScaler)
+        assert pipeline.named_steps["scale"].inputs == lstm.inputs
+        assert set(grid) == {"model__lr"}
+    column = make_model_zoo(cohort, models=["lstm-pwi"], lstm_scaler="column")
+    assert type(column["lstm-pwi"][0].named_steps["scale"]).__name__ == "StandardScaler"
 
 
 def test_lstm_rows_request_groups_for_patient_grouped_validation(cohort):

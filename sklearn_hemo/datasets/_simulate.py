@@ -163,7 +163,8 @@ out; it reads neither the outcome nor an unobserved factor), ``"latent_risk"``
 knew reperfusion, treatment, age and the unobserved fields, still not the outcome),
 ``"reperfusion"`` (0-d), ``"n_nonsteady"`` (0-d int), ``"aif_voxels"`` and
 ``"vein_voxels"`` (int (n, 3): voxels at least 20% artery or vein; on coarse grids, where
-no voxel reaches 20%, those with at least half of the largest share), ``"head"`` (uint8: 1
+no voxel reaches 20%, those with at least half of the largest share),
+``"artery_fraction"`` and ``"vein_fraction"`` (the partial-volume maps), ``"head"`` (uint8: 1
 brain, 2 non-brain head tissue), ``"p_ht"``, ``"image_score"``, ``"low_cbv_ml"``,
 ``"leakage_ml"``, ``"treatment"``, ``"age"``, ``"snr"`` (0-d) and ``"motion"`` (per
 frame: x and y shift in voxels, in-plane angle in degrees). ``"risk"`` keeps its

@@ -26,6 +26,7 @@ import json
 import time
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import sklearn
@@ -38,7 +39,16 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from threadpoolctl import threadpool_limits
 
 from ._distributed import run_unordered
-from ._report import ComparisonResult, inputs_label, summarize_predictions, write_outputs
+from ..datasets import Cohort
+from ._report import (
+    TRUTH_ROWS,
+    ComparisonResult,
+    inputs_label,
+    paired_differences,
+    stability_table,
+    summarize_predictions,
+    write_outputs,
+)
 from ._resume import (
     PartStore,
     _canonical,
@@ -48,7 +58,7 @@ from ._resume import (
     fingerprint,
     model_key,
 )
-from ._zoo import PROTOCOLS, make_model_zoo
+from ._zoo import DEFAULT_ROWS, FAMILIES, PROTOCOLS, make_model_zoo
 
 __all__ = ["compare_models"]
 
@@ -94,6 +104,20 @@ def _positive_scores(estimator, X):
     return scores if classes.index(1) == 1 else -scores
 
 
+def _final_step(estimator):
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _reports_steps(estimator):
+    """Whether the final estimator records its optimiser steps (``n_steps_``)."""
+    return bool(getattr(type(_final_step(estimator)), "_reports_n_steps", False))
+
+
+def _steps_scorer(estimator, X, y):
+    """Not a score: the optimiser steps of the fitted network, read out of the search."""
+    return float(_final_step(estimator).n_steps_)
+
+
 def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_inner,
               scoring, seed):
     """Fit one model on all outer folds but ``k`` and score fold ``k``."""
@@ -103,8 +127,9 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
     _check_disjoint(groups, train, test, f"outer fold {k}")
     _check_both_classes(y, train, f"the training part of outer fold {k}", "n_outer")
     candidates = list(ParameterGrid(grid))
+    steps = _reports_steps(pipeline)
     start = time.perf_counter()
-    inner_score = None
+    inner_score, fit_steps = None, []
     with sklearn.config_context(enable_metadata_routing=True):
         if len(candidates) > 1:
             n_train_patients = np.unique(groups[train]).size
@@ -114,17 +139,27 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
                     f"patient(s), too few for n_inner={n_inner} inner folds of whole "
                     "patients. Lower --n-inner / n_inner or --n-outer, or add patients.")
             inner = _PatientGroupedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
-            search = GridSearchCV(pipeline, grid, scoring=scoring, cv=inner, n_jobs=1,
-                                  refit=True, error_score="raise")
+            # the optimiser steps of every inner fit come back as a second "score"
+            metrics = {"score": scoring, "steps": _steps_scorer} if steps else scoring
+            search = GridSearchCV(pipeline, grid, scoring=metrics, cv=inner, n_jobs=1,
+                                  refit="score" if steps else True, error_score="raise")
             search.fit(X[train], y[train], groups=groups[train])
             model, best = search.best_estimator_, search.best_params_
             inner_score = float(search.best_score_)
+            n_fits = len(candidates) * n_inner + 1
+            if steps:
+                results = search.cv_results_
+                fit_steps = [int(results[f"split{i}_test_steps"][c])
+                             for c in range(len(candidates)) for i in range(n_inner)]
         else:
             # a single candidate has nothing to select: fit it directly
             model = clone(pipeline).set_params(**candidates[0])
             params = {"groups": groups[train]} if _consumes_groups(model) else {}
             model.fit(X[train], y[train], **params)
             best = candidates[0]
+            n_fits = 1
+        if steps:
+            fit_steps.append(int(_final_step(model).n_steps_))  # the refit, last
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.asarray(_positive_scores(model, X[test]), dtype=float)
@@ -135,7 +170,8 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
         )
     return {"scores": scores, "test": test, "best_params": best,
             "inner_score": inner_score, "fit_time": fit_time,
-            "score_time": time.perf_counter() - start, "n_candidates": len(candidates)}
+            "score_time": time.perf_counter() - start, "n_candidates": len(candidates),
+            "n_fits": n_fits, "optimiser_steps": fit_steps if steps else None}
 
 
 def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
@@ -229,13 +265,6 @@ def _cpu_count():
     return cpu_count()
 
 
-#: Rows scored by the simulator's truth, never fitted: ``oracle`` is the voxel HT
-#: probability given everything an ideal reader measures on the images (the best any
-#: model can do from them); ``latent-bound`` also knows the factors no image shows
-#: (reperfusion, treatment, unobserved voxel terms). Neither reads the outcome.
-TRUTH_ROWS = {"oracle": "observable_risk", "latent-bound": "latent_risk"}
-
-
 def _truth_scores(cohort, X):
     """Scores of the :data:`TRUTH_ROWS` a simulated cohort supports (none for real data).
 
@@ -264,8 +293,8 @@ def _truth_at(cohort, X, key):
 def _resolve_zoo(cohort, models, protocol, random_state, device):
     if models is None or (isinstance(models, (list, tuple)) and
                           all(isinstance(m, str) for m in models)):
-        return make_model_zoo(cohort, protocol, models=None if models is None else
-                              list(models), random_state=random_state, device=device)
+        return make_model_zoo(cohort, protocol, models=list(DEFAULT_ROWS) if models is None
+                              else list(models), random_state=random_state, device=device)
     if isinstance(models, dict):
         for name, row in models.items():
             if not (isinstance(row, tuple) and len(row) == 2 and isinstance(row[1], dict)):
@@ -349,7 +378,7 @@ def _format_seconds(seconds):
     {
         "cohort": "no_validation",
         "models": [None, list, tuple, dict],
-        "protocol": [StrOptions({"quick", "paper"})],
+        "protocol": [StrOptions(set(PROTOCOLS))],
         "n_outer": [Interval(Integral, 2, None, closed="left"), None],
         "n_inner": [Interval(Integral, 2, None, closed="left"), None],
         "n_samples": [Interval(Integral, 2, None, closed="left"), None],
@@ -369,15 +398,18 @@ def _format_seconds(seconds):
         "plot": ["boolean"],
         "precompute_features": ["boolean"],
         "dry_run": ["boolean"],
+        "reference": [str, None],
+        "repeats": [Interval(Integral, 1, None, closed="left")],
     },
     prefer_skip_nested_validation=True,
 )
-def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inner=None,
+def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_inner=None,
                    n_samples=None, scoring="roc_auc", n_resamples=1000,
                    bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
                    random_state=0, progress=False, estimate_time=False, plot=True,
-                   precompute_features=True, dry_run=False):
+                   precompute_features=True, reference=None, repeats=1,
+                   dry_run=False):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -387,16 +419,21 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
 
     Parameters
     ----------
-    cohort : Cohort
-        The patients (each with an ``ht_mask``, the voxel labels).
+    cohort : Cohort or callable
+        The patients (each with an ``ht_mask``, the voxel labels), or a function
+        ``seed -> Cohort`` (e.g. ``lambda seed: make_stroke_cohort(random_state=seed)``),
+        called with the seed of each replicate so that ``repeats`` draws new cohorts.
     models : list of str, dict or None, default=None
-        ``None``: every row of :func:`make_model_zoo` for ``protocol``; a list of row
+        ``None``: the rows of :data:`~sklearn_hemo.model_selection.DEFAULT_ROWS` (every
+        zoo row but the ROI leakage proxy) for ``protocol``; a list of row
         names; or a dict ``name -> (pipeline, param_grid)`` of your own (pipelines take
         voxel references, like the zoo's).
-    protocol : {"quick", "paper"}, default="quick"
+    protocol : {"standard", "quick", "paper"}, default="standard"
         Grid sizes of the zoo and default sizes of the protocol (see
-        :data:`~sklearn_hemo.model_selection.PROTOCOLS`): ``quick`` 4,000 voxels, 5 outer
-        and 3 inner folds; ``paper`` 50,000 voxels, 10 outer and 5 inner folds.
+        :data:`~sklearn_hemo.model_selection.PROTOCOLS`): ``standard`` 4,000 voxels, 5
+        outer and 3 inner folds, 4 candidates per tuned family; ``quick`` (a smoke run)
+        4,000 voxels, 5 outer and 2 inner folds, 2 candidates; ``paper`` 50,000 voxels,
+        10 outer and 5 inner folds, 4 candidates.
     n_outer, n_inner : int or None, default=None
         Outer and inner folds (over patients); None takes the protocol's.
     n_samples : int or None, default=None
@@ -444,6 +481,15 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
         fit the rest of the pipeline on them. Same results (the extractor is stateless and
         row-wise), far less reading of images; False runs every pipeline on the voxel
         references.
+    reference : str or None, default=None
+        Row the paired differences are taken against; None takes ``lstm-pwi+aif+dwi``
+        when it is compared, else the first row.
+    repeats : int, default=1
+        Independent replicates: replicate ``r`` uses the seed ``random_state + r`` for
+        the cohort (when ``cohort`` is a callable), the voxel sample, the folds, the
+        models and the bootstrap. Each replicate's files go to
+        ``out_dir/replicates/seed-<seed>/`` and resume like one run; the summary over
+        replicates is ``result.stability`` (``stability.csv``).
     dry_run : bool, default=False
         Run nothing: return the plan of :func:`plan_comparison` (tasks, fits per model,
         projected time for ``n_jobs`` workers and peak memory of a task, from a short
@@ -453,7 +499,10 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     -------
     result : ComparisonResult or ComparisonPlan
         ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
-        ``best_params`` and ``replicates`` (bootstrap AUCs, same draws for every model);
+        ``best_params``, ``replicates`` (bootstrap AUCs, same draws for every model),
+        ``differences`` (paired differences against ``reference``), ``run`` (what was
+        done, as in ``run.json``) and, with ``repeats > 1``, ``stability``; these are
+        of the first replicate (seed ``random_state``);
         a :class:`ComparisonPlan` with ``dry_run=True``.
 
     Raises
@@ -500,15 +549,67 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
     >>> print(result.to_markdown())  # doctest: +ELLIPSIS
     | model | paper's name | inputs | AUC-ROC (95% CI) | AUC-PR (95% CI) | paper AUC-ROC ...
     """
-    from ..sampling import sample_voxels
-
+    options = dict(models=models, protocol=protocol, n_outer=n_outer, n_inner=n_inner,
+                   n_samples=n_samples, scoring=scoring, n_resamples=n_resamples,
+                   bootstrap_unit=bootstrap_unit, confidence_level=confidence_level,
+                   oracle=oracle, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
+                   device=device, progress=progress, estimate_time=estimate_time,
+                   precompute_features=precompute_features, reference=reference)
     if dry_run:
         from ._plan import plan_comparison
 
-        return plan_comparison(cohort, models, protocol=protocol, n_outer=n_outer,
-                               n_inner=n_inner, n_samples=n_samples, n_jobs=n_jobs,
-                               device=device, random_state=random_state,
+        return plan_comparison(_cohort_for(cohort, random_state), models, protocol=protocol,
+                               n_outer=n_outer, n_inner=n_inner, n_samples=n_samples,
+                               n_jobs=n_jobs, device=device, random_state=random_state,
                                precompute_features=precompute_features, out_dir=out_dir)
+    if repeats == 1:
+        result = _compare_once(_cohort_for(cohort, random_state), random_state=random_state,
+                               out_dir=out_dir, **options)
+        if out_dir is not None:
+            write_outputs(result, out_dir, plot=plot)
+        return result
+    results = []
+    for r in range(repeats):
+        seed = random_state + r
+        if progress:
+            print(f"replicate {r + 1} of {repeats} (seed {seed})", flush=True)
+        result = _compare_once(_cohort_for(cohort, seed), random_state=seed, out_dir=out_dir,
+                               **options)
+        if out_dir is not None:
+            write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False)
+        results.append(result)
+    main = results[0]
+    main.stability = stability_table([res.table for res in results])
+    main.run["replicates"] = {
+        "n": repeats, "seeds": [random_state + r for r in range(repeats)],
+        "cohort_changes": callable(cohort) and not isinstance(cohort, Cohort),
+        "runs": [res.run["run"] for res in results],
+    }
+    if out_dir is not None:
+        write_outputs(main, out_dir, plot=plot)
+    return main
+
+
+def _cohort_for(cohort, seed):
+    """The cohort of the replicate with ``seed``: ``cohort(seed)`` when it is callable."""
+    if isinstance(cohort, Cohort) or not callable(cohort):
+        return cohort
+    made = cohort(seed)
+    if not isinstance(made, Cohort):
+        raise TypeError(
+            f"cohort(seed) must return a Cohort, got {type(made).__name__}; pass a Cohort "
+            "or a function seed -> Cohort such as lambda s: make_stroke_cohort(random_state=s)."
+        )
+    return made
+
+
+def _compare_once(cohort, *, models, protocol, n_outer, n_inner, n_samples, scoring,
+                  n_resamples, bootstrap_unit, confidence_level, oracle, n_jobs, backend,
+                  scheduler, device, out_dir, random_state, progress, estimate_time,
+                  precompute_features, reference):
+    """One replicate of :func:`compare_models` (nothing written but the parts)."""
+    from ..sampling import sample_voxels
+
     settings = dict(PROTOCOLS[protocol])
     for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
         if value is not None:
@@ -601,9 +702,90 @@ def compare_models(cohort, models=None, *, protocol="quick", n_outer=None, n_inn
                 "confidence_level": confidence_level, "n_patients_cohort": len(cohort)},
         out_dir=out_dir,
     )
-    if out_dir is not None:
-        write_outputs(result, out_dir, plot=plot)
+    result.differences = paired_differences(
+        table, replicates, reference=_reference(reference, list(predictions)))
+    result.run = _run_record(cohort, zoo, protocol, settings, X, y, groups, fold, seeds,
+                             parts, random_state, scoring, n_resamples, bootstrap_unit)
+    result.config["reference"] = result.differences[0]["reference"] if result.differences \
+        else None
     return result
+
+
+def _reference(reference, names):
+    if reference is None:
+        return "lstm-pwi+aif+dwi" if "lstm-pwi+aif+dwi" in names else names[0]
+    if reference not in names:
+        raise ValueError(
+            f"reference={reference!r} is not a compared row; choose one of {names}.")
+    return reference
+
+
+def _versions():
+    """Versions of Python and of the libraries a result depends on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("sklearn-hemo", "scikit-learn", "numpy", "scipy", "torch", "skorch",
+                    "nibabel", "joblib"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    from .. import __version__
+
+    found["sklearn-hemo"] = __version__  # the imported copy, not the installed one
+    return found
+
+
+def _run_record(cohort, zoo, protocol, settings, X, y, groups, fold, seeds, parts,
+                random_state, scoring, n_resamples, bootstrap_unit):
+    """What a run did, for ``run.json``: cohort, sample, folds, seeds, models, versions."""
+    ht = np.asarray(cohort.ht)
+    bleeding = np.unique(groups[y == 1])
+    models = {}
+    for name, (pipeline, grid) in zoo.items():
+        final = _final_step(pipeline)
+        folds = [parts[name, k] for k in range(settings["n_outer"])]
+        n_candidates = len(ParameterGrid(grid))
+        steps = [part.get("optimiser_steps") for part in folds]
+        models[name] = {
+            "family": FAMILIES.get(name, "custom"),
+            "tuned": n_candidates > 1,
+            "pipeline": [[step, f"{type(est).__module__}.{type(est).__qualname__}"]
+                         for step, est in getattr(pipeline, "steps", [("model", final)])],
+            "estimator": f"{type(final).__module__}.{type(final).__qualname__}",
+            "params": _canonical(final)["params"] if hasattr(final, "get_params") else {},
+            "grid": json.loads(json.dumps(grid, default=_json_default)),
+            "n_candidates": n_candidates,
+            "n_inner": settings["n_inner"] if n_candidates > 1 else 0,
+            "n_fits": int(sum(part.get("n_fits", 0) for part in folds)),
+            "fit_seconds": float(sum(part.get("fit_time", 0.0) for part in folds)),
+            "best_params": {str(k): part.get("best_params") for k, part in enumerate(folds)},
+            "optimiser_steps": None if all(v is None for v in steps) else {
+                str(k): v for k, v in enumerate(steps)},
+        }
+    run = {
+        "protocol": protocol, "random_state": random_state,
+        "scoring": scoring if isinstance(scoring, str) else repr(scoring),
+        "n_resamples": n_resamples, "bootstrap_unit": bootstrap_unit,
+        "cohort": {
+            "path": None if cohort.path is None else str(cohort.path),
+            "n_patients": len(cohort), "n_bleeding_patients": int((ht == 1).sum()),
+        },
+        "sample": {
+            "voxels_asked": int(settings["n_samples"]), "voxels_drawn": int(len(X)),
+            "ht_voxels": int(y.sum()), "patients": int(np.unique(groups).size),
+            "bleeding_patients": int(bleeding.size),
+        },
+        "folds": {"n_outer": settings["n_outer"], "n_inner": settings["n_inner"],
+                  "kind": "StratifiedGroupKFold over patients (outer and inner)",
+                  "outer_seed": int(seeds[0]),
+                  "inner_seeds": [int(v) for v in seeds[1:]],
+                  "patients_per_fold": [int(np.unique(groups[fold == k]).size)
+                                        for k in range(settings["n_outer"])]},
+    }
+    return {"run": run, "models": models, "versions": _versions()}
 
 
 def _patient_folds(patient_of, fold):

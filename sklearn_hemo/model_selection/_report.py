@@ -23,13 +23,19 @@ from ..metrics import bootstrap_auc, weighted_auc
 __all__ = [
     "ComparisonResult",
     "PAPER_TABLE",
+    "paired_differences",
     "read_predictions",
+    "stability_table",
     "summarize_predictions",
 ]
 
 TABLE_COLUMNS = ("model", "inputs", "auc_roc", "auc_roc_low", "auc_roc_high", "auc_pr",
                  "auc_pr_low", "auc_pr_high", "n_patients", "n_voxels")
 PREDICTION_COLUMNS = ("model", "patient", "i", "j", "k", "fold", "y_true", "score")
+DIFFERENCE_COLUMNS = ("model", "reference", "metric", "difference", "low", "high",
+                      "share_above_zero")
+STABILITY_COLUMNS = ("model", "n_replicates", "auc_roc_mean", "auc_roc_sd", "auc_pr_mean",
+                     "auc_pr_sd", "share_ranked_first")
 FOLD_COLUMNS = ("model", "fold", "auc_roc", "auc_pr", "n_patients", "n_voxels",
                 "fit_time_s", "score_time_s", "inner_score")
 
@@ -44,15 +50,26 @@ PAPER_TABLE = {
     "random-forest": ("Random forests", "PWI+AIF+DWI", "79.8 ± 3.1", "67.1 ± 6.0"),
     "sr-kda": ("SR-KDA", "PWI+AIF+DWI", "83.7 ± 2.6", "70.4 ± 5.8"),
     "svm": ("SVM", "PWI+AIF+DWI", "82.1 ± 2.9", "69.9 ± 5.8"),
-    "roi-k2": ("ROI-based", "Ktrans", "64.1 ± 6.0", "NA"),
+    # the paper quoted this row from another study (DCE Ktrans): not a comparable number
+    "roi-leakage-proxy": ("ROI-based", "Ktrans",
+                          "64.1 ± 6.0 quoted by the paper from another study, Ktrans "
+                          "(not comparable)", "NA"),
 }
+
+#: Rows scored by the simulator's truth, never fitted: ``oracle`` is the voxel HT
+#: probability given everything an ideal reader measures on the images (the best any
+#: model can do from them); ``latent-bound`` also knows the factors no image shows
+#: (reperfusion, treatment, unobserved voxel terms). Neither reads the outcome, and
+#: neither is ranked among the models.
+TRUTH_ROWS = {"oracle": "observable_risk", "latent-bound": "latent_risk"}
 
 _INPUTS = {
     "lstm-pwi": "PWI", "lstm-pwi+aif": "PWI+AIF", "lstm-pwi+dwi": "PWI+DWI",
     "lstm-pwi+aif+dwi": "PWI+AIF+DWI", "linear": "PWI+AIF+DWI",
     "random-forest": "PWI+AIF+DWI", "sr-kda": "PWI+AIF+DWI", "svm": "PWI+AIF+DWI",
     "random-forest-maps": "perfusion maps", "svm-maps": "perfusion maps",
-    "roi-k2": "lesion ROI K2", "oracle": "observable risk (simulated truth)",
+    "roi-leakage-proxy": "DSC leakage proxy (BSW K2, lesion ROI)",
+    "oracle": "observable risk (simulated truth)",
     "latent-bound": "latent risk (simulated truth; knows unobserved factors)",
 }
 
@@ -92,6 +109,13 @@ class ComparisonResult:
         The protocol settings of the run.
     out_dir : path or None
         Where the files were written.
+    differences : list of dict
+        Paired differences against the reference row (see :func:`paired_differences`).
+    stability : list of dict
+        Over replicates, when there were several (see :func:`stability_table`).
+    run : dict
+        What the run did (``run.json``): cohort, sample, folds, seeds, per-model grids,
+        fits, fit seconds, optimiser steps, versions.
 
     Examples
     --------
@@ -116,10 +140,21 @@ class ComparisonResult:
     replicates: dict
     config: dict = field(default_factory=dict)
     out_dir: object = None
+    differences: list = field(default_factory=list)
+    stability: list = field(default_factory=list)
+    run: dict = field(default_factory=dict)
 
     def to_markdown(self):
-        """The table in the layout of the paper's Table 1, the paper's numbers alongside."""
-        return markdown_table(self.table, self.config)
+        """The table in the layout of the paper's Table 1, the paper's numbers alongside,
+        then what was sampled, the paired differences and, with replicates, stability."""
+        parts = [markdown_table(self.table, self.config)]
+        if self.run:
+            parts.append(_markdown_run(self.run))
+        if self.differences:
+            parts.append(_markdown_differences(self.differences, self.config))
+        if self.stability:
+            parts.append(_markdown_stability(self.stability, self.run))
+        return "\n".join(parts)
 
     def __str__(self):
         return text_table(self.table)
@@ -245,6 +280,224 @@ def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="p
     return table, fold_table, replicates
 
 
+def paired_differences(table, replicates, reference, *, confidence_level=0.95):
+    """Paired bootstrap differences of every model's AUCs minus a reference model's.
+
+    The replicates of :func:`summarize_predictions` use the same patient resamples for
+    every model, so the difference of two models' replicates in one resample is a draw of
+    their paired difference; the interval is its percentile interval, and
+    ``share_above_zero`` the share of resamples in which the model beats the reference.
+
+    Parameters
+    ----------
+    table : list of dict
+        Summary rows (``model``, ``auc_roc``, ``auc_pr``), e.g. ``ComparisonResult.table``.
+    replicates : dict
+        Model -> ndarray (n_resamples, 2) of bootstrap AUC-ROC and AUC-PR, all from the
+        same resamples.
+    reference : str
+        Model the others are compared with.
+    confidence_level : float, default=0.95
+        Coverage of the percentile interval.
+
+    Returns
+    -------
+    differences : list of dict
+        Two rows per model (``metric`` ``auc_roc`` and ``auc_pr``) with the columns of
+        ``differences.csv``: ``model, reference, metric, difference, low, high,
+        share_above_zero``. The reference's own rows are exactly 0 with a zero-width
+        interval.
+
+    Raises
+    ------
+    ValueError
+        If ``reference`` is not in ``table``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.model_selection import paired_differences
+    >>> table = [{"model": "a", "auc_roc": 0.8, "auc_pr": 0.7},
+    ...          {"model": "b", "auc_roc": 0.7, "auc_pr": 0.7}]
+    >>> reps = {"a": np.array([[0.8, 0.7], [0.9, 0.8]]),
+    ...         "b": np.array([[0.7, 0.7], [0.7, 0.7]])}
+    >>> rows = paired_differences(table, reps, reference="b")
+    >>> [(r["model"], r["metric"], round(r["difference"], 3)) for r in rows][:2]
+    [('a', 'auc_roc', 0.1), ('a', 'auc_pr', 0.0)]
+    """
+    points = {row["model"]: row for row in table}
+    if reference not in points or reference not in replicates:
+        raise ValueError(
+            f"reference={reference!r} is not a compared model; choose one of "
+            f"{list(points)}.")
+    alpha = (1 - confidence_level) / 2
+    base = np.asarray(replicates[reference], dtype=float)
+    rows = []
+    for row in table:
+        name = row["model"]
+        draws = np.asarray(replicates[name], dtype=float) - base
+        for column, metric in enumerate(("auc_roc", "auc_pr")):
+            d = draws[:, column]
+            d = d[np.isfinite(d)]
+            if name == reference:
+                low = high = share = 0.0
+            else:
+                low, high = (float(v) for v in np.quantile(d, [alpha, 1 - alpha]))
+                share = float(np.mean(d > 0))
+            rows.append({"model": name, "reference": reference, "metric": metric,
+                         "difference": float(row[metric] - points[reference][metric])
+                         if name != reference else 0.0,
+                         "low": low, "high": high, "share_above_zero": share})
+    return rows
+
+
+def stability_table(tables):
+    """Mean and SD of each model's AUCs over replicates, and how often it ranks first.
+
+    Parameters
+    ----------
+    tables : list of list of dict
+        The summary table of every replicate (``ComparisonResult.table``).
+
+    Returns
+    -------
+    rows : list of dict
+        One per model, columns of ``stability.csv``: ``model, n_replicates,
+        auc_roc_mean, auc_roc_sd, auc_pr_mean, auc_pr_sd, share_ranked_first``. The SD is
+        the sample SD (NaN for one replicate); the rank is by AUC-ROC among the models
+        (the rows scored by the simulator's truth, ``oracle`` and ``latent-bound``, are
+        not ranked: NaN).
+
+    Examples
+    --------
+    >>> from sklearn_hemo.model_selection import stability_table
+    >>> t1 = [{"model": "a", "auc_roc": 0.8, "auc_pr": 0.7},
+    ...       {"model": "b", "auc_roc": 0.7, "auc_pr": 0.6}]
+    >>> t2 = [{"model": "a", "auc_roc": 0.6, "auc_pr": 0.5},
+    ...       {"model": "b", "auc_roc": 0.7, "auc_pr": 0.6}]
+    >>> [(r["model"], r["share_ranked_first"]) for r in stability_table([t1, t2])]
+    [('a', 0.5), ('b', 0.5)]
+    """
+    names = list(dict.fromkeys(row["model"] for table in tables for row in table))
+    firsts = []
+    for table in tables:
+        ranked = [row for row in table if row["model"] not in TRUTH_ROWS]
+        if ranked:
+            firsts.append(max(ranked, key=lambda row: row["auc_roc"])["model"])
+    rows = []
+    for name in names:
+        values = [row for table in tables for row in table if row["model"] == name]
+        roc = np.array([row["auc_roc"] for row in values], dtype=float)
+        pr = np.array([row["auc_pr"] for row in values], dtype=float)
+
+        def sd(v):
+            return float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+
+        rows.append({
+            "model": name, "n_replicates": int(roc.size),
+            "auc_roc_mean": float(roc.mean()), "auc_roc_sd": sd(roc),
+            "auc_pr_mean": float(pr.mean()), "auc_pr_sd": sd(pr),
+            "share_ranked_first": float("nan") if name in TRUTH_ROWS else
+            float(sum(f == name for f in firsts) / max(1, len(tables))),
+        })
+    return rows
+
+
+def _markdown_run(record):
+    run, sample = record["run"], record["run"]["sample"]
+    cohort = run["cohort"]
+    lines = [
+        "",
+        f"Used: {sample['voxels_drawn']} voxels ({sample['ht_voxels']} HT) from "
+        f"{sample['patients']} patients, {sample['bleeding_patients']} of them with HT "
+        f"voxels; the cohort has {cohort['n_patients']} patients, "
+        f"{cohort['n_bleeding_patients']} bleeding. Details in run.json.",
+    ]
+    if sample["voxels_drawn"] < sample["voxels_asked"]:
+        lines.append(
+            f"**Warning: {sample['voxels_asked']} voxels were asked for but only "
+            f"{sample['voxels_drawn']} could be drawn** (the cohort has too few HT voxels "
+            "for a balanced sample of that size): intervals are wider than the protocol "
+            "intends. Use a larger cohort or lower --n-samples.")
+    tuned = {name: m["n_candidates"] for name, m in record["models"].items() if m["tuned"]}
+    if tuned:
+        counts = sorted(set(tuned.values()))
+        lines.append(
+            "Search: " + ("every tuned row has " + f"{counts[0]} candidates"
+                          if len(counts) == 1 else "candidates per row "
+                          + ", ".join(f"{k} {v}" for k, v in tuned.items()))
+            + f", chosen by {run['folds']['n_inner']} inner patient-grouped folds; "
+            + "untuned (no hyperparameter): "
+            + (", ".join(n for n, m in record["models"].items() if not m["tuned"])
+               or "none") + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _signed(value):
+    return f"{100 * value:+.1f}"
+
+
+def _markdown_differences(rows, config=None):
+    config = config or {}
+    reference = rows[0]["reference"]
+    by = {}
+    for row in rows:
+        by.setdefault(row["model"], {})[row["metric"]] = row
+    lines = [
+        "",
+        f"## Paired differences against {reference}",
+        "",
+        "| model | ΔAUC-ROC (95% CI) | share > 0 | ΔAUC-PR (95% CI) | share > 0 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, metrics in by.items():
+        if name == reference:
+            continue
+        cells = []
+        for metric in ("auc_roc", "auc_pr"):
+            r = metrics[metric]
+            cells += [f"{_signed(r['difference'])} [{_signed(r['low'])}, "
+                      f"{_signed(r['high'])}]", f"{r['share_above_zero']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Model minus {reference}, in AUC points; intervals from the same "
+        f"{config.get('bootstrap_unit', 'patient')}-bootstrap resamples for both models "
+        "(paired); 'share > 0': share of resamples in which the model is ahead. An "
+        "interval that holds 0 is no evidence of a difference.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_stability(rows, record=None):
+    replicates = (record or {}).get("replicates", {})
+    n = rows[0]["n_replicates"] if rows else 0
+    lines = [
+        "",
+        f"## Stability over {n} replicates",
+        "",
+        "| model | AUC-ROC mean ± SD | AUC-PR mean ± SD | ranked first |",
+        "|---|---|---|---|",
+    ]
+
+    def ms(mean, sd):
+        return f"{_percent(mean)} ± " + ("NA" if np.isnan(sd) else _percent(sd))
+
+    for r in rows:
+        first = "" if np.isnan(r["share_ranked_first"]) else f"{r['share_ranked_first']:.2f}"
+        lines.append(f"| {r['model']} | {ms(r['auc_roc_mean'], r['auc_roc_sd'])} | "
+                     f"{ms(r['auc_pr_mean'], r['auc_pr_sd'])} | {first} |")
+    seeds = replicates.get("seeds")
+    what = ("a new simulated cohort, voxel sample, folds and model seeds"
+            if replicates.get("cohort_changes") else
+            "the same cohort, a new voxel sample, folds and model seeds")
+    lines += ["", f"Each replicate draws {what}"
+              + (f" (seeds {', '.join(map(str, seeds))})" if seeds else "")
+              + "; the table above is the first replicate's. 'ranked first': share of "
+              "replicates in which the row has the highest AUC-ROC (truth rows not ranked)."]
+    return "\n".join(lines) + "\n"
+
+
 def _csv_text(columns, rows):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -334,6 +587,14 @@ def write_outputs(result, out_dir, plot=True):
     atomic_write_text(out / "fold_scores.csv", _csv_text(FOLD_COLUMNS, result.fold_table))
     atomic_write_text(out / "best_params.json",
                       json.dumps(result.best_params, indent=2, sort_keys=True) + "\n")
+    if result.differences:
+        atomic_write_text(out / "differences.csv",
+                          _csv_text(DIFFERENCE_COLUMNS, result.differences))
+    if result.stability:
+        atomic_write_text(out / "stability.csv",
+                          _csv_text(STABILITY_COLUMNS, result.stability))
+    if result.run:
+        atomic_write_text(out / "run.json", json.dumps(result.run, indent=2) + "\n")
     if plot:
         from ..plotting import plot_roc_pr
 

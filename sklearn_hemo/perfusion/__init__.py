@@ -2,7 +2,8 @@
 
 - :func:`perfusion_maps` / :func:`deconvolve`: CBF, CBV, MTT and Tmax by SVD
   deconvolution (sSVD, cSVD, oSVD), vectorised over voxels.
-- :func:`estimate_leakage`, :func:`correct_leakage`, :func:`nonenhancing_reference`:
+- :func:`estimate_leakage`, :func:`estimate_leakage_arrival`, :func:`correct_leakage`,
+  :func:`nonenhancing_reference`:
   Boxerman-Schmainda-Weisskoff leakage K2 and leakage-corrected curves.
 - :func:`permeability_measures`: contrast slope, final contrast, maximum concentration,
   peak bolus area and percentage of signal recovery.
@@ -14,7 +15,12 @@
 """
 
 from ._deconvolution import deconvolve, perfusion_maps
-from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
+from ._leakage import (
+    correct_leakage,
+    estimate_leakage,
+    estimate_leakage_arrival,
+    nonenhancing_reference,
+)
 from ._patient import MAP_NAMES, patient_perfusion_maps
 from ._permeability import permeability_measures
 from ._roi import ROIPermeabilityScorer
@@ -27,6 +33,7 @@ __all__ = [
     "correct_leakage",
     "deconvolve",
     "estimate_leakage",
+    "estimate_leakage_arrival",
     "nonenhancing_reference",
     "patient_perfusion_maps",
     "perfusion_maps",

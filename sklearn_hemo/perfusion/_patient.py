@@ -120,6 +120,31 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
 _CACHE = CACHE
 
 
+def _arrival_k2(patient):
+    """Leakage K2 of every brain voxel fitted against the reference delayed and
+    dispersed to the voxel's own arrival (:func:`estimate_leakage_arrival`), on the PWI
+    grid (0 outside the brain)."""
+    from ..signal import concentration
+    from ._leakage import estimate_leakage_arrival
+
+    brain = patient.get_brain_mask()
+    dt = patient.repetition_time
+    conc = concentration(np.asarray(patient.pwi.dataobj)[brain].astype(np.float64),
+                         patient.echo_time)
+    try:
+        k2 = estimate_leakage_arrival(conc, nonenhancing_reference(conc, dt), dt).k2
+    except ValueError as exc:
+        raise ValueError(f"participant {patient.id}: {exc}") from None
+    full = np.zeros(brain.shape, dtype=np.float32)
+    full[brain] = k2
+    return full
+
+
+def _cached_arrival_k2(patient):
+    """:func:`_arrival_k2` of ``patient``, computed once per process (cached)."""
+    return cached(patient, ("k2_arrival",), lambda: _arrival_k2(patient))
+
+
 def _cached_patient_maps(patient, method="osvd"):
     """:func:`patient_perfusion_maps` of ``patient``, computed once per process (cached)."""
     # read-only: shared by every caller

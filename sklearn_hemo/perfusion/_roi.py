@@ -14,42 +14,52 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..datasets import Cohort
-from ._patient import MAP_NAMES, _cached_patient_maps
+from ._patient import MAP_NAMES, _cached_arrival_k2, _cached_patient_maps
+
+#: Measures the ROI scorer can average: the perfusion maps, and ``k2_arrival``.
+_MEASURES = (*MAP_NAMES, "k2_arrival")
 
 __all__ = ["ROIPermeabilityScorer"]
 
 
 class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
-    """Patient-level permeability of the lesion ROI as a voxel classifier (``roi-k2``).
+    """Patient-level DSC leakage proxy of the lesion ROI as a voxel classifier.
 
-    The ROI-based baseline of Yu et al. (MICCAI 2019, last row of their table: "ROI-based,
-    Ktrans"): each patient gets one score, a statistic of a permeability map over the
+    The zoo's ``roi-leakage-proxy`` row, standing in for the ROI-based baseline of Yu et
+    al. (MICCAI 2019, last row of their table: "ROI-based, Ktrans"; that number is a DCE
+    Ktrans AUC the paper quoted from another study, not a DSC measure, so it is not
+    comparable): each patient gets one score, a statistic of a DSC leakage map over the
     hypoperfused lesion, and every voxel of the patient inherits it. Voxel references go
     in, as for :class:`~sklearn_hemo.preprocessing.PatchExtractor`, so the scorer runs in
     the same patient-grouped comparison as the voxel models.
 
     The ROI of a patient is its brain voxels with ``roi_map > roi_threshold`` (by default
     Tmax > 6 s, the usual hypoperfusion criterion); when no voxel qualifies, the whole
-    brain. The score is the ``statistic`` of ``measure`` over the ROI (by default the mean
-    leakage K2 of :func:`~sklearn_hemo.perfusion.estimate_leakage`). ``fit`` learns a
-    one-feature logistic regression (standardised score to label) on the training voxels,
-    so that ``predict_proba`` is calibrated and ``decision_function`` is an increasing or
-    decreasing affine function of the patient's score (its sign learned from the data).
+    brain. The score is the ``statistic`` of ``measure`` over the ROI: by default the
+    mean ``k2_arrival`` of :func:`~sklearn_hemo.perfusion.estimate_leakage_arrival`, the
+    leakage K2 fitted against the reference curve delayed and dispersed to each voxel's
+    own arrival (after Bjornerud et al., JCBFM 31:2041, 2011). The plain BSW ``k2`` of
+    :func:`~sklearn_hemo.perfusion.estimate_leakage` (``measure="k2"``) is dominated in
+    the lesion by the bolus delay, which biases it negative by more than the leakage
+    raises it, so its lesion mean hardly orders patients by leakage. ``fit`` learns a
+    one-feature logistic regression (standardised score to label) on the training
+    voxels, so that ``predict_proba`` is calibrated and ``decision_function`` is an
+    increasing or decreasing affine function of the patient's score (its sign learned
+    from the data).
 
     A per-patient score only ranks patients, so its voxel AUC rests on the few bleeding
     patients and can fall below one half under patient-grouped cross-validation: with a
     weak score the sign learned without the held-out patients often points the wrong way
-    for them. On the simulated cohort, moreover, delayed and dispersed lesion curves bias
-    the BSW K2 negative by as much as the leakage raises it (Bjornerud et al., JCBFM
-    31:2041, 2011), so the ROI mean hardly orders patients by leakage although the
-    voxel-level sign is right.
+    for them.
 
     Parameters
     ----------
     cohort : Cohort or None, default=None
         The cohort that voxel references point into.
-    measure : str, default="k2"
-        Map averaged over the ROI, one of :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
+    measure : str, default="k2_arrival"
+        Map averaged over the ROI: ``"k2_arrival"`` (K2 of
+        :func:`~sklearn_hemo.perfusion.estimate_leakage_arrival`) or one of
+        :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
     roi_map : str, default="tmax"
         Map that defines the ROI, one of :data:`~sklearn_hemo.perfusion.MAP_NAMES`.
     roi_threshold : float, default=6.0
@@ -84,14 +94,14 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "cohort": [Cohort, None],
-        "measure": [StrOptions(set(MAP_NAMES))],
+        "measure": [StrOptions(set(_MEASURES))],
         "roi_map": [StrOptions(set(MAP_NAMES))],
         "roi_threshold": [Interval(Real, None, None, closed="neither")],
         "statistic": [StrOptions({"mean", "median"})],
         "method": [StrOptions({"osvd", "csvd", "ssvd"})],
     }
 
-    def __init__(self, cohort=None, *, measure="k2", roi_map="tmax", roi_threshold=6.0,
+    def __init__(self, cohort=None, *, measure="k2_arrival", roi_map="tmax", roi_threshold=6.0,
                  statistic="mean", method="osvd"):
         self.cohort = cohort
         self.measure = measure
@@ -117,7 +127,9 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
         maps = _cached_patient_maps(patient, self.method)
         brain = patient.get_brain_mask()
         roi = brain & (maps[self.roi_map] > self.roi_threshold)
-        values = maps[self.measure][roi if roi.any() else brain]
+        measure = (_cached_arrival_k2(patient) if self.measure == "k2_arrival"
+                   else maps[self.measure])
+        values = measure[roi if roi.any() else brain]
         return float(np.mean(values) if self.statistic == "mean" else np.median(values))
 
     def _scores(self, refs):
