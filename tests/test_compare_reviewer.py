@@ -137,7 +137,7 @@ def test_stability_of_two_repeats_matches_two_separate_runs(tmp_path, monkeypatc
     separate = [compare_models(_cohort(seed), models, random_state=seed, **options)
                 for seed in (0, 1)]
     written = _read_csv(tmp_path / "stability.csv")
-    assert [r["model"] for r in written] == ["linear", "svm", "oracle"]
+    assert [r["model"] for r in written] == ["linear", "svm", "latent-bound"]
     for row in written:
         name = row["model"]
         roc = [next(r["auc_roc"] for r in s.table if r["model"] == name) for s in separate]
@@ -147,7 +147,7 @@ def test_stability_of_two_repeats_matches_two_separate_runs(tmp_path, monkeypatc
         assert float(row["auc_pr_mean"]) == pytest.approx(np.mean(pr), abs=1e-12)
         assert float(row["auc_pr_sd"]) == pytest.approx(np.std(pr, ddof=1), abs=1e-12)
         assert int(row["n_replicates"]) == 2
-    firsts = [max((r for r in s.table if r["model"] != "oracle"),
+    firsts = [max((r for r in s.table if r["model"] != "latent-bound"),
                   key=lambda r: r["auc_roc"])["model"] for s in separate]
     for row in written[:2]:
         assert float(row["share_ranked_first"]) == firsts.count(row["model"]) / 2
@@ -182,7 +182,7 @@ def test_cli_repeats_and_reference(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "the 2 replicates share the cohort" in printed and "stability.csv" in printed
     rows = _read_csv(out / "stability.csv")
-    assert [r["model"] for r in rows] == ["linear", "svm", "oracle"]
+    assert [r["model"] for r in rows] == ["linear", "svm", "latent-bound"]
     assert all(r["n_replicates"] == "2" for r in rows)
     assert {r["reference"] for r in _read_csv(out / "differences.csv")} == {"svm"}
     record = json.loads((out / "run.json").read_text())

@@ -51,9 +51,10 @@ def test_fits_per_model_follow_the_grid_sizes_and_folds(cohort, n_outer, n_inner
         assert row["fits_per_task"] == per_task
         assert row["fits"] == per_task * n_outer
         assert row["seconds"] is None and row["peak_task_mb"] is None
-    # the paper's LSTM searches 3 learning rates: 3 x 5 inner fits + 1 refit per fold
+    # the paper's LSTM searches 4 learning rates (N_CANDIDATES, the same for every tuned
+    # family): 4 x n_inner inner fits + 1 refit per fold
     lstm = next(row for row in plan.rows if row["model"] == "lstm-pwi")
-    assert lstm["candidates"] == 3 and lstm["fits_per_task"] == 3 * n_inner + 1
+    assert lstm["candidates"] == 4 and lstm["fits_per_task"] == 4 * n_inner + 1
     assert plan.totals["tasks"] == n_outer * len(zoo)
     assert plan.totals["fits"] == sum(row["fits"] for row in plan.rows)
 
