@@ -38,15 +38,27 @@ def _files(folder):
 
 
 # ------------------------------------------------------------------ 1. Ctrl-C in training
-# Runs the real CLI in a subprocess. The wrapper only slows the second training batch of
-# the N-th LSTM fit (a sleep) and says so in a marker file, so that the SIGINT surely
-# arrives in the middle of training; everything else is the unmodified command.
+# Runs the real CLI in a subprocess. The wrapper slows the second training batch of the
+# N-th LSTM fit (a sleep) and says so in a marker file, so that the SIGINT surely arrives
+# in the middle of training. For compare it also pins the quick LSTM row to a single
+# candidate without early stopping (the row as it was when the issue was filed): a
+# 4-patient cohort cannot feed an inner search whose folds each hold out patients.
 _WRAPPER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from sklearn_hemo import _lstm_module, neural
 from sklearn_hemo.cli import main
+from sklearn_hemo.model_selection import _zoo
+
+if {pin_lstm}:
+    grids = _zoo._grids
+    def one_candidate(protocol):
+        found = grids(protocol)
+        found["lstm"] = ({{"hidden_size": 16, "max_epochs": 4, "lr": 3e-3,
+                          "batch_size": 128}}, {{}})
+        return found
+    _zoo._grids = one_candidate
 
 marker, target_fit = Path({marker!r}), {target_fit}
 state = {{"fit": 0, "batches": 0}}
@@ -71,10 +83,11 @@ sys.exit(main(sys.argv[1:]))
 
 def _run_cli(argv, tmp_path, *, interrupt_fit=None):
     """Run the CLI in a subprocess; with ``interrupt_fit``, SIGINT it during that fit."""
+    pin_lstm = argv[0] == "compare"
     marker = tmp_path / f"marker-{time.monotonic_ns()}"
     script = tmp_path / "run_cli.py"
     script.write_text(_WRAPPER.format(root=str(ROOT), marker=str(marker),
-                                      target_fit=interrupt_fit or 0))
+                                      target_fit=interrupt_fit or 0, pin_lstm=pin_lstm))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(script), *argv], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -91,8 +104,9 @@ def _run_cli(argv, tmp_path, *, interrupt_fit=None):
     return proc.returncode, out, err
 
 
+# --n-jobs 1: the fits run in the CLI's own process, where the wrapper's sleep is
 _COMPARE = ["compare", "--models", "lstm-pwi", "--n-outer", "2", "--n-inner", "2",
-            "--n-samples", "48", "--n-resamples", "20", "--quiet"]
+            "--n-samples", "48", "--n-resamples", "20", "--n-jobs", "1", "--quiet"]
 
 
 def test_ctrl_c_during_lstm_training_stops_compare_and_keeps_no_half_fold(cohort_dir,
@@ -258,7 +272,7 @@ def test_simulate_reruns_into_its_own_interrupted_folder(tmp_path):
 
 
 _QUICK_COMPARE = ["compare", "--models", "linear", "--n-outer", "2", "--n-inner", "2",
-                  "--n-samples", "48", "--n-resamples", "20", "--quiet"]
+                  "--n-samples", "48", "--n-resamples", "20", "--n-jobs", "1", "--quiet"]
 
 
 def test_compare_refuses_a_folder_it_did_not_write(cohort_dir, tmp_path):
@@ -652,7 +666,8 @@ def test_too_few_patients_for_the_inner_folds_gives_a_clear_message(tmp_path):
                       tmp_path / "two")
     with pytest.raises(SystemExit, match="1 patient.*too few for n_inner=3"):
         main(["compare", "--data", str(data), "--models", "random-forest", "--n-outer", "2",
-              "--n-samples", "48", "--quiet", "--out", str(tmp_path / "r")])
+              "--n-inner", "3", "--n-samples", "48", "--n-jobs", "1", "--quiet",
+              "--out", str(tmp_path / "r")])
 
 
 def test_a_table_that_is_not_utf8_names_the_file(cohort_dir):
