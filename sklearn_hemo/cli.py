@@ -16,9 +16,15 @@ def _build_parser():
         description="Voxel-wise prediction of hemorrhagic transformation from source PWI.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of a one-line "
+                        "message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # also accepted after the command's name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return parser
 
 
@@ -55,9 +61,39 @@ def _add_simulate(sub):
     p.set_defaults(func=_run_simulate)
 
 
+def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
+    """Refuse, before any work, a cohort output folder this command may not write into:
+    not a folder, not writable, or non-empty with files an earlier run of ``command``
+    did not write (e.g. patient folders without participants.tsv). Marks it as ours."""
+    from pathlib import Path
+
+    from ._safety import OutputError, _inside, check_writable_dir, mark_folder, owns_folder
+
+    out = Path(folder)
+    try:
+        for source in inputs:
+            if _inside(out, source):
+                raise OutputError(f"{what} {out} is inside the input {source}; the command "
+                                  "never writes into its inputs. Choose a folder outside it.")
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out} exists and is not a folder. Choose a folder path.")
+        if (not overwrite and out.is_dir() and any(out.iterdir())
+                and not (out / "participants.tsv").exists() and not owns_folder(out, command)):
+            raise OutputError(
+                f"{out} is not empty and was not written by 'sklearn-hemo {command}' (it "
+                "holds e.g. patient folders without participants.tsv). Choose a new or "
+                "empty folder, or pass --overwrite to write over same-named files there.")
+        check_writable_dir(out, what)
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo {command}: {exc}") from None
+    if overwrite or not (out / "participants.tsv").exists():
+        mark_folder(out, command)  # so that an interrupted run may be rerun into it
+
+
 def _run_simulate(args):
     from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
 
+    _claim_cohort_folder(args.out_dir, args.overwrite, "simulate", "OUT_DIR")
     size = dict(PAPER_COHORT) if args.paper else {}  # else make_stroke_cohort's defaults
     if args.n_patients is not None:
         size["n_patients"] = args.n_patients
@@ -122,6 +158,9 @@ def _add_compare(sub):
     p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
     p.add_argument("--out", default="hemo-results", metavar="DIR",
                    help="output and resume folder (default ./hemo-results)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder holding other files or the results of "
+                   "a run with other settings (same-named files are replaced)")
     p.add_argument("--n-samples", type=int, metavar="N",
                    help="balanced voxels (default: standard and quick 4000, paper 50000)")
     p.add_argument("--n-outer", type=int, metavar="K",
@@ -179,6 +218,25 @@ def _compare_cohort(args, seed=None):
     return cohort
 
 
+def _claim_compare_out(args):
+    """Check --out before any work: writable, not inside the data, not someone else's."""
+    import os
+
+    from ._safety import OutputError, claim_output_dir
+
+    settings = {"data": None if args.data is None else os.path.abspath(args.data),
+                "protocol": args.protocol,
+                "models": None if args.models is None else list(args.models),
+                "random_state": args.random_state, "n_samples": args.n_samples,
+                "n_outer": args.n_outer, "n_inner": args.n_inner,
+                "n_resamples": args.n_resamples}
+    try:
+        claim_output_dir(args.out, "compare", settings,
+                         inputs=[args.data] if args.data else [], overwrite=args.overwrite)
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo compare: {exc}") from None
+
+
 def _run_compare(args):
     import time
 
@@ -194,6 +252,7 @@ def _run_compare(args):
     if args.repeats < 1:
         raise SystemExit("sklearn-hemo compare: --repeats must be at least 1.")
     start = time.perf_counter()
+    _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
         _cohort_qc_warnings(cohort)
@@ -311,6 +370,31 @@ def _train_params(args, grid):
     return grid[0], "first grid point"
 
 
+def _check_train_out(args):
+    """Refuse a --out that training could not write, before the (long) fit."""
+    from pathlib import Path
+
+    from ._safety import OutputError, _inside, check_writable_dir
+
+    out = Path(args.out)
+    try:
+        if _inside(out, args.data):
+            raise OutputError(f"--out {out} lies inside the cohort folder {args.data}; the "
+                              "command never writes into its inputs. Choose a folder "
+                              "outside it.")
+        if out.exists() or out.is_symlink():
+            if not args.overwrite:
+                raise OutputError(f"--out {out} already exists. Choose another folder, or "
+                                  "pass --overwrite to replace the model bundle there.")
+            if not (out / "manifest.json").is_file():
+                raise OutputError(f"--out {out} exists and is not a model bundle (no "
+                                  "manifest.json); refusing to replace it even with "
+                                  "--overwrite. Remove it or choose another folder.")
+        check_writable_dir(out.parent, "--out")
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+
+
 def _run_train(args):
     from .datasets import CohortError, load_cohort
     from .maps import with_probabilities
@@ -318,6 +402,7 @@ def _run_train(args):
     from .persistence import save_model
     from .sampling import sample_voxels
 
+    _check_train_out(args)
     try:
         cohort = load_cohort(args.data)
         zoo = make_model_zoo(cohort, args.protocol, models=[args.model],
@@ -358,8 +443,9 @@ def _run_train(args):
                 "data": str(args.data)}
     try:
         out = save_model(pipeline, args.out, overwrite=args.overwrite, metadata=metadata)
-    except FileExistsError as exc:
-        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    except (FileExistsError, OSError) as exc:
+        message = str(exc).replace("pass overwrite=True", "pass --overwrite")
+        raise SystemExit(f"sklearn-hemo train: {message}") from None
     print(f"saved {args.model} to {out}")
     return 0
 
@@ -383,10 +469,14 @@ def _add_predict(sub):
                    help="risk counted as predicted HT in the printed volume (default 0.5)")
     p.add_argument("--chunk-size", type=int, default=16_384, metavar="N",
                    help="voxels scored at once; bounds memory (default 16384)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --out / --png files (never inputs)")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args):
+    import os
+
     import nibabel as nib
 
     from ._io import atomic_path
@@ -399,14 +489,37 @@ def _run_predict(args):
         # checked first: nibabel picks the format from the suffix, after the whole map
         raise SystemExit(f"sklearn-hemo predict: --out {args.out} must end with .nii.gz or "
                          ".nii (a NIfTI risk map), e.g. risk.nii.gz.")
+    from ._safety import OutputError, check_output_file, validate_lazily
+    from .persistence import read_manifest
+
     try:
-        patient = load_patient(args.patient)
+        # cheap (headers, manifest): a missing patient or a folder that is no bundle is
+        # named first; the voxels are checked when the map first reads them
+        patient = validate_lazily(load_patient(args.patient))
+        read_manifest(args.model)
+        for option, path in (("--out", args.out), ("--png", args.png)):
+            if path is not None:
+                check_output_file(path, inputs=[args.patient, args.model],
+                                  overwrite=args.overwrite, what=option)
+        if args.png is not None and os.path.realpath(args.png) == os.path.realpath(args.out):
+            raise OutputError("--png and --out name the same file; give two names.")
+    except (OutputError, BundleError, CohortError) as exc:
+        raise SystemExit(f"sklearn-hemo predict: {exc}") from None
+    try:
         model = load_model(args.model)
         risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
     except (BundleError, CohortError, ValueError, TypeError) as exc:
         raise SystemExit(f"sklearn-hemo predict: {exc}") from None
-    with atomic_path(args.out) as tmp:
-        nib.save(risk, tmp)
+    import contextlib
+
+    # the map and its picture are written as a pair: both, or (on any failure) neither
+    with contextlib.ExitStack() as stack:
+        nib.save(risk, stack.enter_context(atomic_path(args.out)))
+        if args.png:
+            from .plotting import save_risk_overlay
+
+            save_risk_overlay(stack.enter_context(atomic_path(args.png)), risk,
+                              patient.dwi_b0, patient.ht_mask, title=f"{patient.id}: HT risk")
     summary = (f"participant {patient.id}: predicted HT volume "
                f"{predicted_volume(risk, args.threshold):.2f} mL at risk >= {args.threshold}, "
                f"risk score {patient_risk_score(risk, patient.get_brain_mask()):.3f}")
@@ -415,10 +528,6 @@ def _run_predict(args):
     print(summary)
     print(f"wrote {args.out}")
     if args.png:
-        from .plotting import save_risk_overlay
-
-        save_risk_overlay(args.png, risk, patient.dwi_b0, patient.ht_mask,
-                          title=f"{patient.id}: HT risk")
         print(f"wrote {args.png}")
     return 0
 
@@ -450,7 +559,7 @@ def _compare_volumes(args, cohort, result):
 
     import numpy as np
 
-    from ._io import atomic_write_text
+    from ._io import atomic_file_set
     from .maps import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
@@ -477,8 +586,10 @@ def _compare_volumes(args, cohort, result):
         rows += [{"model": name, **row} for row in table]
         summary.append({"model": name, **summarize_patient_table(table)})
     out = Path(args.out)
-    atomic_write_text(out / "volumes.csv", _csv(_VOLUME_COLUMNS, rows))
-    atomic_write_text(out / "volumes_summary.csv", _csv(_VOLUME_SUMMARY_COLUMNS, summary))
+    with atomic_file_set(out) as stage:  # both files, or (on a failure) neither
+        stage("volumes.csv").write_text(_csv(_VOLUME_COLUMNS, rows), encoding="utf-8")
+        stage("volumes_summary.csv").write_text(_csv(_VOLUME_SUMMARY_COLUMNS, summary),
+                                                encoding="utf-8")
 
     def fmt(value, spec):
         return "NA" if value is None else format(value, spec)
@@ -526,6 +637,7 @@ def _run_import(args):
     from .datasets import CohortError, import_cohort
     from .datasets._import import DEFAULT_HT_PATTERN
 
+    _claim_cohort_folder(args.out, args.overwrite, "import", "--out", inputs=[args.source])
     try:
         cohort = import_cohort(
             args.source, args.out, mapping=args.map,
@@ -563,11 +675,18 @@ def _add_qc(sub):
 
 
 def _run_qc(args):
+    import os
     import warnings
 
+    from ._safety import OutputError, claim_output_dir
     from .datasets import CohortError, load_cohort
     from .qc import write_qc_report
 
+    try:  # before any work: not inside the data, not a folder of someone else's files
+        claim_output_dir(args.out, "qc", {"data": os.path.abspath(args.data)},
+                         inputs=[args.data], overwrite=args.overwrite)
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo qc: {exc}") from None
     try:
         cohort = load_cohort(args.data)
         with warnings.catch_warnings():  # the report lists them; print them once below
@@ -623,7 +742,47 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    from ._safety import checking_on_first_use
+
+    try:
+        # every patient a command reads gets the voxel checks of Cohort.validate(),
+        # lazily: the first time the command uses it
+        with checking_on_first_use():
+            return args.func(args) or 0
+    except SystemExit as stop:
+        # a command turned an error into a one-line message; --debug shows the original
+        if args.debug and isinstance(stop.__context__, Exception):
+            raise stop.__context__ from None
+        raise
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\nsklearn-hemo {args.command}: interrupted; nothing half-done was saved.",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - bad input must not end in a traceback
+        if args.debug:
+            raise
+        raise SystemExit(_error_message(args.command, exc)) from None
+
+
+def _error_message(command, exc):
+    """One-line message for an error no command turned into one itself."""
+    from .datasets import CohortError
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (CohortError, ValueError)) and not isinstance(
+            exc, (UnicodeError,)):
+        return f"sklearn-hemo {command}: {text}"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return (f"sklearn-hemo {command}: {exc.strerror or text}{where}. Check the path, its "
+                "permissions and the free disk space.")
+    if isinstance(exc, MemoryError):
+        return (f"sklearn-hemo {command}: out of memory. Use smaller inputs or fewer "
+                "parallel jobs (rerun with --debug for the traceback).")
+    return (f"sklearn-hemo {command}: {type(exc).__name__}: {text} (rerun with --debug for "
+            "the traceback, and report it if the input looks fine).")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
 
 from ._lstm_module import (
@@ -55,6 +55,31 @@ def _torch_threads(n_threads):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class _PropagateInterrupt(Callback):
+    """Let a Ctrl-C during training stop the program instead of ending ``fit`` early.
+
+    skorch's ``partial_fit`` catches ``KeyboardInterrupt`` around its epoch loop (it is
+    also how its ``EarlyStopping`` stops), so an interrupted fit would return a
+    half-trained net as if finished. This callback counts the completed epochs and, at
+    ``on_train_end`` (called outside skorch's ``try``), raises ``KeyboardInterrupt`` again
+    when training stopped before ``max_epochs`` without early stopping having asked for it.
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.completed_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.completed_ += 1
+
+    def on_train_end(self, net, **kwargs):
+        stopped = any(isinstance(cb, EarlyStopping) and cb.misses_ >= cb.patience
+                      for _, cb in net.callbacks_)
+        if self.completed_ < len(net.history) or (
+                self.completed_ < net.max_epochs and not stopped):
+            raise KeyboardInterrupt(
+                f"training interrupted after {self.completed_} of {net.max_epochs} epochs")
 
 
 def _is_cuda(device):
@@ -303,7 +328,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
         y_t = torch.from_numpy(encoder.transform(y).astype(np.int64))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        train_split, callbacks = None, []
+        # first, so that it counts an epoch before EarlyStopping may stop after it
+        train_split, callbacks = None, [("propagate_interrupt", _PropagateInterrupt())]
         if self.early_stopping:
             train_idx, valid_idx = self._patient_split(X, y, groups, seed)
             train_split = predefined_split(TensorDataset(X_t[valid_idx], y_t[valid_idx]))

@@ -504,6 +504,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        for file in tmp.iterdir():  # some writers (safetensors) create files 0600
+            os.chmod(file, 0o666 & ~_UMASK)
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -531,8 +533,14 @@ def _swap_into_place(tmp, path):
 def _read_manifest(path):
     if not path.is_dir():
         raise BundleError(f"{path} is not a model bundle folder (see save_model).")
+    if (path / _MANIFEST).is_symlink():
+        raise BundleError(f"{path / _MANIFEST} is a symbolic link; a bundle is read only "
+                          "from regular files inside it. Re-save the model.")
     try:
         manifest = json.loads((path / _MANIFEST).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise BundleError(f"{path / _MANIFEST} is nested too deeply to be a manifest; the "
+                          "bundle is damaged or forged. Re-save the model.") from None
     except FileNotFoundError:
         raise BundleError(
             f"{path} has no {_MANIFEST}: it is not a model bundle written by save_model."
@@ -580,6 +588,13 @@ def _verify_files(path, manifest):
     listed = manifest.get("files")
     if not isinstance(listed, dict) or _ESTIMATOR not in listed:
         raise BundleError(f"{path / _MANIFEST} lists no files; the bundle is damaged.")
+    for entry in path.iterdir():
+        # a link could make a checked name read a file outside the bundle
+        if entry.is_symlink() or not entry.is_file():
+            raise BundleError(
+                f"{entry} is {'a symbolic link' if entry.is_symlink() else 'not a file'}; "
+                "a bundle is read only from regular files inside it. Refusing to load it; "
+                "re-save the model.")
     present = {p.name for p in path.iterdir()} - {_MANIFEST}
     unlisted = sorted(present - set(listed))
     if unlisted:
@@ -648,16 +663,53 @@ def load_model(path, cohort=None, *, trusted=None):
     >>> from sklearn_hemo.persistence import load_model
     >>> model = load_model("models/lstm", cohort=cohort)  # doctest: +SKIP
     """
-    import skops.io as sio
-
     from .datasets import Cohort
 
     if cohort is not None and not isinstance(cohort, Cohort):
         raise TypeError(f"cohort must be a Cohort or None, got {type(cohort).__name__}.")
     path = Path(path)
+    try:
+        return _load(path, cohort, trusted)
+    except BundleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a forged file provokes
+        raise BundleError(
+            f"{path} cannot be loaded as a model bundle ({type(exc).__name__}: {exc}). It "
+            "is damaged or was modified after saving; re-save the model.") from exc
+
+
+def _unrestored_nets(obj, seen=None):
+    """Places in a loaded estimator that should hold a skorch net but hold None."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    missing = []
+    if _walks_into(obj):
+        for name, value in vars(obj).items():
+            if name == "net_" and value is None:
+                missing.append(type(obj).__name__)
+            else:
+                missing += _unrestored_nets(value, seen)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            missing += _unrestored_nets(value, seen)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            missing += _unrestored_nets(value, seen)
+    return missing
+
+
+def _load(path, cohort, trusted):
+    import skops.io as sio
+
     manifest = _read_manifest(path)
     _verify_files(path, manifest)
     _warn_versions(path, manifest)
+    nets = manifest.get("nets", [])
+    if not isinstance(nets, list) or not all(isinstance(r, dict) for r in nets):
+        raise BundleError(f"{path / _MANIFEST}: 'nets' is not a list of records; the bundle "
+                          "is damaged or forged. Re-save the model.")
     extra = set(trusted or ())
     allowed = set(default_trusted_types()) | extra
     untrusted = sio.get_untrusted_types(file=path / _ESTIMATOR)
@@ -669,7 +721,7 @@ def load_model(path, cohort=None, *, trusted=None):
             f"load_model(..., trusted={refused!r}).")
     estimator = sio.load(path / _ESTIMATOR, trusted=list(untrusted))
     net_trusted = set(_TRUSTED_NET_CALLABLES) | extra
-    for record in manifest.get("nets", []):
+    for record in nets:
         # only files whose hashes were just verified may be read (no path outside the bundle)
         stray = [record.get(k) for k in ("spec", "weights", "history")
                  if record.get(k) not in manifest["files"]]
@@ -682,6 +734,12 @@ def load_model(path, cohort=None, *, trusted=None):
     for record in manifest.get("metadata_requests", []):
         _restore_requests(_get_at(estimator, _tuple_free(record["path"])),
                           record["requests"])
+    missing = _unrestored_nets(estimator)
+    if missing:
+        raise BundleError(
+            f"{path / _MANIFEST} lists {len(nets)} network(s) but the estimator holds "
+            f"{len(missing) + len(nets)} ({', '.join(missing)} without its net_): the "
+            "manifest was edited. Refusing to load a model that cannot predict; re-save it.")
     if cohort is not None:
         for cohort_path in manifest.get("cohort_paths", []):
             _set_at(estimator, _tuple_free(cohort_path), cohort)

@@ -176,6 +176,10 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
                 f"returning a balanced sample of {2 * n_pos} voxels instead of {n_samples}.",
                 UserWarning, stacklevel=2)
         neg_counts = _allocate(capped(pools[0]), n_neg, rng)
+        if neg_counts.sum() == 0:
+            raise ValueError("the cohort has no non-HT voxel inside the brain masks (every "
+                             "brain voxel is annotated HT), so a balanced sample is "
+                             "impossible. Check the ht_mask and brain_mask images.")
         if neg_counts.sum() < n_neg:
             n_pos = int(neg_counts.sum())
             pos_counts = _allocate(capped(pools[1]), n_pos, rng)

@@ -183,8 +183,20 @@ class Patient:
                 self._sources[name] = None
                 self._images[name] = value
 
+    #: A check run once, on the first access to any image (see
+    #: ``sklearn_hemo._safety.validate_lazily``); None when nothing is pending.
+    _on_first_use = None
+
     # -- images, loaded lazily -------------------------------------------------
     def _image(self, name):
+        check = self._on_first_use
+        if check is not None:
+            self._on_first_use = None  # the check itself reads the images
+            try:
+                check(self)
+            except BaseException:
+                self._on_first_use = check
+                raise
         if name in self._images:
             return self._images[name]
         path = self._sources[name]
@@ -332,12 +344,16 @@ class Patient:
         """Check headers, acquisition and voxel data; raise :class:`CohortError` if bad.
 
         Reads every image (NaN/inf, non-positive pre-bolus baseline in the brain,
-        unreadable files, labels that contradict the annotation). Returns ``self``.
+        unreadable files, labels that contradict the annotation, an annotation with
+        values other than 0 and 1, too few frames, an implausible echo time). The
+        command line runs the same checks on each patient it reads. Returns ``self``.
         """
-        from ._validation import check_patient, check_patient_data
+        from .._safety import check_patient_voxels
+        from ._validation import check_patient
 
+        self._on_first_use = None  # checked right here, not again on first use
         check_patient(self)
-        check_patient_data(self)
+        check_patient_voxels(self)  # check_patient_data and the pipeline's own needs
         return self
 
     def __repr__(self):
@@ -431,6 +447,9 @@ class Cohort(Sequence):
                     f"participant {p.id} appears twice; participant ids must be unique."
                 )
             seen.add(p.id)
+        from .._safety import guard_new_cohort
+
+        guard_new_cohort(patients)  # one folder under two ids; lazy checks in the CLI
         self._patients = tuple(patients)
         self.path = None if path is None else Path(path)
 

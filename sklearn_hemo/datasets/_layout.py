@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text
+from .._safety import check_stale_files
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
@@ -330,7 +331,7 @@ def _read_participants(path):
             f"{table} is missing. Write a tab-separated table with a participant_id column "
             "(and ht = 0/1), one row per patient folder."
         )
-    text = table.read_text(encoding="utf-8-sig")
+    text = _read_text(table, None, encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text), delimiter="\t")
     if not reader.fieldnames or "participant_id" not in reader.fieldnames:
         raise CohortError(
@@ -394,6 +395,7 @@ def _read_patient(root, pid, ht, resample=False):
             f"participant {pid}: listed in {root / _PARTICIPANTS} but folder {folder} does not "
             "exist. Add the folder or remove the row."
         )
+    check_stale_files(pid, folder)
     found = {name: _find_image(folder, pid, name, name not in _OPTIONAL) for name in _IMAGES}
     images = {name: path for name, (path, _) in found.items()}
     echo_time, repetition_time, slice_timing, n_nonsteady = _read_sidecar(
@@ -434,12 +436,14 @@ def _read_sidecar(path, pid):
         )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CohortError(f"participant {pid}: {path} is not valid JSON ({exc}). Fix the "
                           "file.") from exc
     values = []
     for key in ("EchoTime", "RepetitionTime"):
         value = meta.get(key) if isinstance(meta, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
+            value = math.inf  # a 400-digit integer: math.isfinite would raise OverflowError
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
                 value):
             raise CohortError(
@@ -480,8 +484,18 @@ def _read_nonsteady(meta, path, pid):
     return None
 
 
+def _read_text(path, pid, encoding="utf-8"):
+    """The text of ``path``, or a CohortError naming the file when it is not UTF-8."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        who = f"participant {pid}: " if pid else ""
+        raise CohortError(f"{who}{path} is not UTF-8 text ({exc}). Save it as UTF-8 "
+                          "(tab-separated text).") from None
+
+
 def _read_aif(path, pid):
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, pid)
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     try:
         header = [h.strip() for h in next(reader)]

@@ -41,7 +41,10 @@ def check_file(pid, path, img):
     disagrees with the size the header promises (a truncated or concatenated file) the
     stream is decompressed once to decide.
     """
+    from .._safety import check_declared_image
+
     path = Path(path)
+    check_declared_image(pid, path, img)  # bounded before anything is decompressed
     expected = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * int(
         img.header.get_data_dtype().itemsize
     )

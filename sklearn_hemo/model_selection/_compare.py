@@ -132,6 +132,12 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
     inner_score, fit_steps = None, []
     with sklearn.config_context(enable_metadata_routing=True):
         if len(candidates) > 1:
+            n_train_patients = np.unique(groups[train]).size
+            if n_train_patients < n_inner:
+                raise ValueError(
+                    f"the training part of outer fold {k} holds {n_train_patients} "
+                    f"patient(s), too few for n_inner={n_inner} inner folds of whole "
+                    "patients. Lower --n-inner / n_inner or --n-outer, or add patients.")
             inner = _PatientGroupedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
             # the optimiser steps of every inner fit come back as a second "score"
             metrics = {"score": scoring, "steps": _steps_scorer} if steps else scoring

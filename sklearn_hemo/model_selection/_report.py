@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
 
 __all__ = [
@@ -575,6 +575,7 @@ def read_predictions(path):
     return predictions
 
 
+@writes_one_set  # all the files, or (on a failure part-way) none of them
 def write_outputs(result, out_dir, plot=True):
     """Write every output file of a comparison into ``out_dir``, each atomically."""
     out = Path(out_dir)
