@@ -7,6 +7,7 @@ heavy imports happen inside ``_run_<name>`` so that ``sklearn-hemo --help`` stay
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -255,7 +256,7 @@ def _run_compare(args):
     _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
-        _cohort_qc_warnings(cohort)
+        shown = _cohort_qc_warnings(cohort)
         if args.repeats > 1 and not args.data:
             # every replicate simulates its own cohort with its seed (the first is cohort)
             def cohorts(seed, first=cohort):
@@ -265,14 +266,16 @@ def _run_compare(args):
             if args.repeats > 1:
                 print(f"--data: the {args.repeats} replicates share the cohort; each draws "
                       "a new voxel sample, folds and model seeds.", flush=True)
-        result = compare_models(
-            cohorts, args.models, protocol=args.protocol, n_outer=args.n_outer,
-            n_inner=args.n_inner, n_samples=args.n_samples, n_resamples=args.n_resamples,
-            n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
-            device=args.device, out_dir=args.out, random_state=args.random_state,
-            progress=not args.quiet, dry_run=args.dry_run,
-            estimate_time=args.protocol == "paper" and not args.dry_run,
-            reference=args.reference, repeats=args.repeats)
+        with _each_warning_once(shown):
+            result = compare_models(
+                cohorts, args.models, protocol=args.protocol, n_outer=args.n_outer,
+                n_inner=args.n_inner, n_samples=args.n_samples,
+                n_resamples=args.n_resamples, n_jobs=args.n_jobs, backend=args.backend,
+                scheduler=args.scheduler, device=args.device, out_dir=args.out,
+                random_state=args.random_state, progress=not args.quiet,
+                dry_run=args.dry_run,
+                estimate_time=args.protocol == "paper" and not args.dry_run,
+                reference=args.reference, repeats=args.repeats)
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
     except KeyboardInterrupt:
@@ -409,7 +412,7 @@ def _run_train(args):
                              random_state=args.random_state)
     except (CohortError, ValueError) as exc:
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
-    _cohort_qc_warnings(cohort)
+    shown = _cohort_qc_warnings(cohort)
     pipeline, grid = zoo[args.model]
     params, source = _train_params(args, grid)
     try:
@@ -420,21 +423,22 @@ def _run_train(args):
     n_samples = (PROTOCOLS[args.protocol]["n_samples"] if args.n_samples is None
                  else args.n_samples)
     try:
-        X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
-                                     random_state=args.random_state)
-        pipeline = with_probabilities(pipeline, y, groups)
-        print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
-              f"{len(set(groups.tolist()))} patients; parameters ({source}): "
-              f"{params or 'defaults'}", flush=True)
         import sklearn
 
-        with sklearn.config_context(enable_metadata_routing=True):
-            # the LSTM rows' early stopping holds out whole patients: route them
-            routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
-            if routed:
-                pipeline.fit(X, y, groups=groups)
-        if not routed:
-            pipeline.fit(X, y)
+        with _each_warning_once(shown):
+            X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
+                                         random_state=args.random_state)
+            pipeline = with_probabilities(pipeline, y, groups)
+            print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
+                  f"{len(set(groups.tolist()))} patients; parameters ({source}): "
+                  f"{params or 'defaults'}", flush=True)
+            with sklearn.config_context(enable_metadata_routing=True):
+                # the LSTM rows' early stopping holds out whole patients: route them
+                routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
+                if routed:
+                    pipeline.fit(X, y, groups=groups)
+            if not routed:
+                pipeline.fit(X, y)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
@@ -698,6 +702,22 @@ def _run_qc(args):
     _print_qc_warnings([w for qc in results for w in qc.warnings])
     print(f"wrote {len(results)} QC figures and index.html to {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _each_warning_once(shown=()):
+    """Within the block, each warning text appears at most once (every model reads the
+    same patients, so per-patient notes would repeat once per row), and not at all when
+    the QC summary already printed it."""
+    import re
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", UserWarning)
+        for message in shown:
+            warnings.filterwarnings("ignore", message=re.escape(message) + r"\Z",
+                                    category=UserWarning)
+        yield
 
 
 def _print_qc_warnings(messages):
