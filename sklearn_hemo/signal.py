@@ -589,7 +589,8 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     """Arterial input function found automatically among brain concentration curves.
 
     Arteries bring the bolus before the tissue fills, and partial volume dilutes them
-    (at 5 mm, a 2 mm artery fills at most half a voxel; Chen et al. 2005). The default
+    (a 2 mm-radius artery fills at most half of a 5 mm voxel), which lowers and broadens
+    their curve and biases CBF upward (Chen et al. 2005). The default
     method (``"arterial"``) therefore ranks the early curves by how much contrast agent
     they hold before the tissue, the signature of arterial blood:
 
