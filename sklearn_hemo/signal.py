@@ -620,9 +620,9 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     area-normalised curves with k-means (``n_clusters``) and keep the cluster whose
     centroid rises first (ties: the smallest first moment, then the highest peak),
     ``n_rounds`` times; average the ``peak_fraction`` of its curves with the highest
-    peaks. At coarse resolution its total-AUC filter favours large veins and high-volume
-    tissue over partial-volume arteries, whose area is small; on the realistic simulated
-    cohort (5 mm) it finds arteries less often than the default.
+    peaks. At coarse resolution its total-AUC filter favours high-volume tissue (and,
+    without step 0, large veins) over partial-volume arteries, whose area is small: on
+    the realistic simulated cohort (5 mm) it finds arteries less often than the default.
 
     Unlike the original, the search covers every curve given (not two selected slices).
 
