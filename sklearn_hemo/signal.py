@@ -561,14 +561,38 @@ def _rise_time(curves, times, fraction=0.5):
     return times[np.clip(last_below + 1, 0, n - 1)]
 
 
-def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
-               n_rounds=1, reject_late=True, peak_fraction=0.3, random_state=0,
-               return_indices=False):
+def _arterial_window(values, times, area):
+    """Early filter and arterial window of :func:`detect_aif` (steps 0 and 1).
+
+    Returns ``early`` (bool per curve: its rising edge comes before the median curve's,
+    and not more than two frames before the foot of the mean curve) and ``window`` (bool
+    per frame: from that earliest admissible arrival to the last frame before the median
+    curve reaches half of its peak).
+    """
+    reference = np.median(values, axis=0)
+    rise = _rise_time(values, times)
+    tissue_rise = _rise_time(reference[None], times)[0]
+    # no artery fills before the bolus reaches the brain: a curve rising more than two
+    # frames before the foot of the mean curve is an artefact (motion, a noise spike)
+    foot = bolus_arrival(values.mean(axis=0), kind="concentration")
+    first = times[max(foot - 3, 0)]
+    early = (rise < tissue_rise) & (rise >= first) & (area > 0)
+    window = (times >= first) & (times < tissue_rise)
+    if not window.any():  # the tissue rises at once: keep its half-rise frame
+        window = (times >= first) & (times <= tissue_rise)
+    return early, window
+
+
+def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0.8,
+               reject_late=True, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
+               n_rounds=1, peak_fraction=0.3, random_state=0, return_indices=False):
     """Arterial input function found automatically among brain concentration curves.
 
-    A version of the cluster analysis of Mouridsen et al. (2006), which looks for early,
-    high and narrow first passes, with physiological criteria for real scans (veins,
-    partial volume and saturated arteries):
+    Arteries bring the bolus before the tissue fills, and partial volume dilutes them
+    (a 2 mm-radius artery fills at most half of a 5 mm voxel), which lowers and broadens
+    their curve and biases CBF upward (Chen et al. 2005). The default
+    method (``"arterial"``) therefore ranks the early curves by how much contrast agent
+    they hold before the tissue, the signature of arterial blood:
 
     0. (``reject_late``) keep the curves whose bolus rises earlier than that of the
        median curve of all those given (the brain's typical tissue): the time at which a
@@ -579,18 +603,26 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
        delayed tissue goes too. The rising edge, not the time to peak, is compared
        because a saturated arterial curve is flat-topped (its maximum may come late in
        the plateau). When no curve passes, this step is skipped;
-    1. keep the curves whose area under the curve (AUC) is in the top
-       ``1 - auc_quantile`` (arteries carry the most contrast agent);
-    2. among them, drop the ``1 - roughness_quantile`` roughest ones (the integral of the
-       squared second derivative of the area-normalised curve; noisy and partial-volume
-       curves are rough);
-    3. cluster the area-normalised curves with k-means (``n_clusters``) and keep the
-       cluster whose centroid rises first (ties: the smallest first moment, then the
-       highest peak); repeat the clustering on that cluster ``n_rounds - 1`` more times;
-    4. partial-volume-aware choice: of the last cluster, keep the ``peak_fraction`` of
-       curves with the highest peaks (partial volume with tissue lowers and broadens the
-       arterial peak, and biases CBF upward, Chen et al. 2005); the AIF is their mean
-       (not normalised) curve.
+    1. the arterial window: the frames from that earliest admissible arrival to the last
+       one before the median curve reaches half of its peak. The area of a curve over
+       this window (its *early area*) is the contrast that passed through the voxel
+       before the tissue filled: it grows with the voxel's share of arterial blood, while
+       tissue (still filling), veins (later still) and noise (zero mean) add little;
+    2. partial-volume-aware choice: the curve with the largest early area, with at most
+       ``n_voxels - 1`` others whose early area is at least ``voxel_fraction`` of it
+       (the least diluted arteries; averaging them lowers the noise). The AIF is their
+       mean (not normalised) curve.
+
+    ``method="cluster"`` is the cluster analysis of Mouridsen et al. (2006), after step 0
+    when ``reject_late``: keep the curves whose area under the curve (AUC) is in the top
+    ``1 - auc_quantile``; drop the ``1 - roughness_quantile`` roughest ones (the integral
+    of the squared second derivative of the area-normalised curve); cluster the
+    area-normalised curves with k-means (``n_clusters``) and keep the cluster whose
+    centroid rises first (ties: the smallest first moment, then the highest peak),
+    ``n_rounds`` times; average the ``peak_fraction`` of its curves with the highest
+    peaks. At coarse resolution its total-AUC filter favours high-volume tissue (and,
+    without step 0, large veins) over partial-volume arteries, whose area is small: on
+    the realistic simulated cohort (5 mm) it finds arteries less often than the default.
 
     Unlike the original, the search covers every curve given (not two selected slices).
 
@@ -600,21 +632,29 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         Concentration curves of brain voxels.
     times : array-like of shape (n_frames,)
         Frame times in seconds.
-    auc_quantile : float in [0, 1), default=0.9
-        Curves with an AUC below this quantile are discarded.
-    roughness_quantile : float in (0, 1], default=0.75
-        Curves rougher than this quantile (of the remaining ones) are discarded.
-    n_clusters : int, default=8
-        Clusters of k-means (fewer when fewer curves remain).
-    n_rounds : int, default=1
-        Rounds of clustering.
+    method : {"arterial", "cluster"}, default="arterial"
+        Early-area ranking (steps 0-2) or the cluster analysis.
+    n_voxels : int, default=2
+        ``"arterial"``: most curves averaged into the AIF.
+    voxel_fraction : float in (0, 1], default=0.8
+        ``"arterial"``: a curve joins the best one when its early area is at least this
+        fraction of the best one's.
     reject_late : bool, default=True
         Apply the physiological criteria of step 0.
+    auc_quantile : float in [0, 1), default=0.9
+        ``"cluster"``: curves with an AUC below this quantile are discarded.
+    roughness_quantile : float in (0, 1], default=0.75
+        ``"cluster"``: curves rougher than this quantile (of the remaining ones) are
+        discarded.
+    n_clusters : int, default=8
+        ``"cluster"``: clusters of k-means (fewer when fewer curves remain).
+    n_rounds : int, default=1
+        ``"cluster"``: rounds of clustering.
     peak_fraction : float in (0, 1], default=0.3
-        Fraction of the final cluster, highest peaks first, averaged into the AIF (at
-        least one curve).
+        ``"cluster"``: fraction of the final cluster, highest peaks first, averaged into
+        the AIF (at least one curve).
     random_state : int, RandomState instance or None, default=0
-        Seed of k-means; the default makes the AIF reproducible.
+        ``"cluster"``: seed of k-means; the default makes the AIF reproducible.
     return_indices : bool, default=False
         Also return the indices of the curves averaged into the AIF.
 
@@ -646,9 +686,9 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
     >>> rng = np.random.default_rng(0)
     >>> tissue = [bolus(12, 4, 5) + rng.normal(0, 0.2, t.size) for _ in range(300)]
     >>> arteries = [bolus(9, 2, 60) + rng.normal(0, 0.2, t.size) for _ in range(30)]
-    >>> aif = detect_aif(np.array(tissue + arteries), t)
-    >>> int(np.argmax(aif)), bool(aif.max() > 40)
-    (7, True)
+    >>> aif, idx = detect_aif(np.array(tissue + arteries), t, return_indices=True)
+    >>> int(np.argmax(aif)), bool(aif.max() > 40), bool((idx >= 300).all())
+    (7, True, True)
     """
     from sklearn.cluster import KMeans
 
@@ -657,37 +697,50 @@ def detect_aif(curves, times, *, auc_quantile=0.9, roughness_quantile=0.75, n_cl
         raise ValueError(f"curves must be 2D (n_curves, n_frames) with at least one curve, "
                          f"got shape {values.shape}.")
     times = _check_times(times, values.shape[1])
+    if method not in ("arterial", "cluster"):
+        raise ValueError(f"method must be 'arterial' or 'cluster', got {method!r}.")
     for name, q, low_ok in (("auc_quantile", auc_quantile, True),
-                            ("roughness_quantile", roughness_quantile, False)):
+                            ("roughness_quantile", roughness_quantile, False),
+                            ("voxel_fraction", voxel_fraction, False),
+                            ("peak_fraction", peak_fraction, False)):
         if isinstance(q, bool) or not isinstance(q, numbers.Real) or not (
                 (0 <= q < 1) if low_ok else (0 < q <= 1)):
             raise ValueError(f"{name} must be a number in {'[0, 1)' if low_ok else '(0, 1]'}, "
                              f"got {q!r}.")
     n_clusters = _check_int(n_clusters, "n_clusters", 1)
     n_rounds = _check_int(n_rounds, "n_rounds", 1)
+    n_voxels = _check_int(n_voxels, "n_voxels", 1)
     random_state = check_random_state(random_state)
 
-    if isinstance(peak_fraction, bool) or not isinstance(peak_fraction, numbers.Real) \
-            or not 0 < peak_fraction <= 1:
-        raise ValueError(f"peak_fraction must be a number in (0, 1], got {peak_fraction!r}.")
-
     area = trapezoid(values, times, axis=1) if values.shape[1] > 1 else values[:, 0]
-    pool = np.arange(values.shape[0])
-    if reject_late and values.shape[1] >= 3:
-        reference = np.median(values, axis=0)
-        rise = _rise_time(values, times)
-        # no artery fills before the bolus reaches the brain: a curve rising more than two
-        # frames before the foot of the mean curve is an artefact (motion, a noise spike)
-        foot = bolus_arrival(values.mean(axis=0), kind="concentration")
-        early = (rise < _rise_time(reference[None], times)[0]) \
-            & (rise >= times[max(foot - 3, 0)]) & (area > 0)
-        if early.any():
-            pool = np.flatnonzero(early)
-    candidates = pool[(area[pool] >= np.quantile(area[pool], auc_quantile))
-                      & (area[pool] > 0)]
-    if candidates.size == 0:
+    if not (area > 0).any():
         raise ValueError("no curve has a positive area under the curve: these do not look "
                          "like concentration curves (pass concentration, not signal).")
+    # the cluster analysis takes the AUC quantile over every curve, as in the original
+    pool = np.flatnonzero(area > 0) if method == "arterial" else np.arange(values.shape[0])
+    window = None
+    if values.shape[1] >= 3:
+        early, window = _arterial_window(values, times, area)
+        if reject_late and early.any():
+            pool = np.flatnonzero(early)
+    if method == "arterial":
+        if window is None:  # fewer than 3 frames: no timing, the whole curve
+            window = np.ones(values.shape[1], dtype=bool)
+        if window.sum() > 1:
+            early_area = trapezoid(values[:, window], times[window], axis=1)
+        else:
+            step = float(np.median(np.diff(times))) if times.size > 1 else 1.0
+            early_area = values[:, window].sum(axis=1) * step
+        order = pool[np.argsort(-early_area[pool], kind="stable")]
+        best = early_area[order[0]]
+        if best > 0:
+            order = order[early_area[order] >= voxel_fraction * best]
+        candidates = np.sort(order[:n_voxels])
+        aif = values[candidates].mean(axis=0)
+        return (aif, candidates) if return_indices else aif
+
+    candidates = pool[(area[pool] >= np.quantile(area[pool], auc_quantile))
+                      & (area[pool] > 0)]
     normalised = values[candidates] / area[candidates, None]
     rough = _roughness(normalised, times)
     keep = rough <= np.quantile(rough, roughness_quantile)

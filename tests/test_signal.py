@@ -314,15 +314,44 @@ def test_detect_aif_rejects_late_broad_veins_with_a_larger_area():
     # veins (more numerous than arteries): peak after the tissue, broad, larger area
     veins = [_bolus(t, 15, 5, 55) + rng.normal(0, 0.3, t.size) for _ in range(60)]
     curves = np.array(tissue + arteries + veins)
-    old_aif, old = detect_aif(curves, t, reject_late=False, peak_fraction=1.0,
-                              return_indices=True)
+    old_aif, old = detect_aif(curves, t, method="cluster", reject_late=False,
+                              peak_fraction=1.0, return_indices=True)
     assert np.all(old >= 420)  # without the criteria: the veins win on area
-    aif, chosen = detect_aif(curves, t, return_indices=True)
-    assert np.all((chosen >= 400) & (chosen < 420))  # arteries only
-    assert t[np.argmax(aif)] < t[np.argmax(np.median(curves, axis=0))]
-    # partial-volume aware: the higher half of the chosen arteries' peaks
-    peaks = curves[400:420].max(axis=1)
-    assert curves[chosen].max(axis=1).min() >= np.median(peaks[np.isin(np.arange(400, 420),
-                                                                       chosen)]) - 1e-9
+    for method in ("arterial", "cluster"):
+        aif, chosen = detect_aif(curves, t, method=method, return_indices=True)
+        assert len(chosen) and np.all((chosen >= 400) & (chosen < 420))  # arteries only
+        assert t[np.argmax(aif)] < t[np.argmax(np.median(curves, axis=0))]
+        # partial-volume aware: the chosen arteries are among the higher half of them
+        peaks = curves[400:420].max(axis=1)
+        assert curves[chosen].max(axis=1).min() >= np.median(peaks) - 1e-9
     with pytest.raises(ValueError, match="peak_fraction"):
         detect_aif(curves, t, peak_fraction=0)
+    with pytest.raises(ValueError, match="method"):
+        detect_aif(curves, t, method="kmeans")
+
+
+def test_detect_aif_arterial_prefers_the_least_diluted_arteries_not_the_veins():
+    # partial volume: arterial blood (early, narrow) mixed with tissue (later, broad); the
+    # larger the arterial share, the more contrast before the tissue fills
+    t = np.arange(50) * 1.5
+    rng = np.random.default_rng(4)
+    tissue_curve = _bolus(t, 12, 4, 5)
+    share = rng.uniform(0.05, 0.5, 40)
+    arteries = [f * _bolus(t, 9, 2, 80) + (1 - f) * tissue_curve for f in share]
+    tissue = [tissue_curve * rng.uniform(0.7, 1.3) for _ in range(400)]
+    # veins drain the tissue: they fill as it does, however large their curve
+    veins = [_bolus(t, 13, 5, 60) for _ in range(30)]
+    curves = np.array(tissue + arteries + veins) + rng.normal(0, 0.3, (470, t.size))
+    aif, chosen = detect_aif(curves, t, n_voxels=3, return_indices=True)
+    assert len(chosen) == 3 and np.all((chosen >= 400) & (chosen < 440))
+    assert np.all(share[chosen - 400] >= np.quantile(share, 0.8))  # the least diluted
+    np.testing.assert_allclose(aif, curves[chosen].mean(axis=0))
+    one = detect_aif(curves, t, n_voxels=1, return_indices=True)[1]
+    assert len(one) == 1 and share[one[0] - 400] >= np.quantile(share, 0.9)
+    # only curves within voxel_fraction of the best early area join it
+    few = detect_aif(curves, t, n_voxels=40, voxel_fraction=0.95, return_indices=True)[1]
+    assert 1 <= len(few) < 40 and np.all((few >= 400) & (few < 440))
+    with pytest.raises(ValueError, match="n_voxels"):
+        detect_aif(curves, t, n_voxels=0)
+    with pytest.raises(ValueError, match="voxel_fraction"):
+        detect_aif(curves, t, voxel_fraction=1.5)
