@@ -592,24 +592,10 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     return main
 
 
-def _cohort_for(cohort, seed):
-    """The cohort of the replicate with ``seed``: ``cohort(seed)`` when it is callable."""
-    if isinstance(cohort, Cohort) or not callable(cohort):
-        return cohort
-    made = cohort(seed)
-    if not isinstance(made, Cohort):
-        raise TypeError(
-            f"cohort(seed) must return a Cohort, got {type(made).__name__}; pass a Cohort "
-            "or a function seed -> Cohort such as lambda s: make_stroke_cohort(random_state=s)."
-        )
-    return made
-
-
-def _compare_once(cohort, *, models, protocol, n_outer, n_inner, n_samples, scoring,
-                  n_resamples, bootstrap_unit, confidence_level, oracle, n_jobs, backend,
-                  scheduler, device, out_dir, random_state, progress, estimate_time,
-                  precompute_features, reference):
-    """One replicate of :func:`compare_models` (nothing written but the parts)."""
+def _setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device):
+    """What a run (or its plan) works on: the protocol's settings with the overrides, the
+    zoo, the balanced voxel sample, the seeds (outer first, then one per outer fold) and
+    each voxel's outer fold."""
     from ..sampling import sample_voxels
 
     settings = dict(PROTOCOLS[protocol])
@@ -628,6 +614,29 @@ def _compare_once(cohort, *, models, protocol, n_outer, n_inner, n_samples, scor
     seeds = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max,
                                                         size=settings["n_outer"] + 1)
     fold = _outer_folds(y, groups, settings["n_outer"], seeds[0])
+    return settings, zoo, X, y, groups, seeds, fold
+
+
+def _cohort_for(cohort, seed):
+    """The cohort of the replicate with ``seed``: ``cohort(seed)`` when it is callable."""
+    if isinstance(cohort, Cohort) or not callable(cohort):
+        return cohort
+    made = cohort(seed)
+    if not isinstance(made, Cohort):
+        raise TypeError(
+            f"cohort(seed) must return a Cohort, got {type(made).__name__}; pass a Cohort "
+            "or a function seed -> Cohort such as lambda s: make_stroke_cohort(random_state=s)."
+        )
+    return made
+
+
+def _compare_once(cohort, *, models, protocol, n_outer, n_inner, n_samples, scoring,
+                  n_resamples, bootstrap_unit, confidence_level, oracle, n_jobs, backend,
+                  scheduler, device, out_dir, random_state, progress, estimate_time,
+                  precompute_features, reference):
+    """One replicate of :func:`compare_models` (nothing written but the parts)."""
+    settings, zoo, X, y, groups, seeds, fold = _setup(
+        cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device)
     ids = np.asarray(cohort.ids)
 
     config = {"cohort": list(cohort.ids), "ht": cohort.ht, "X": X, "y": y, "fold": fold,

@@ -478,26 +478,12 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     >>> plan.rows[0]["fits"], plan.totals["projected_seconds"] > 0
     (3, True)
     """
-    from ..sampling import sample_voxels
-    from ._compare import _cpu_count, _outer_folds, _prepare, _resolve_zoo
-    from ._zoo import PROTOCOLS
+    from ._compare import _cpu_count, _prepare, _setup
 
     started = time.perf_counter()
-    settings = dict(PROTOCOLS[protocol])
-    for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
-        if value is not None:
-            settings[key] = value
-    zoo = _resolve_zoo(cohort, models, protocol, random_state, device)
-    with warnings.catch_warnings():
-        if n_samples is None:
-            warnings.filterwarnings("ignore", message=".*HT voxels are available",
-                                    category=UserWarning)
-        X, y, groups = sample_voxels(cohort, n_samples=settings["n_samples"], balance=True,
-                                     random_state=random_state)
-    X, y, groups = np.asarray(X), np.asarray(y).astype(int), np.asarray(groups)
-    seeds = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max,
-                                                        size=settings["n_outer"] + 1)
-    fold = _outer_folds(y, groups, settings["n_outer"], seeds[0])
+    # the same settings, sample and folds as the run it plans
+    settings, zoo, X, y, groups, seeds, fold = _setup(
+        cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device)
     n_inner_ = settings["n_inner"]
     n_train = np.array([np.sum(fold != k) for k in range(settings["n_outer"])])
     n_test = len(y) - n_train
