@@ -30,7 +30,13 @@ PLAUSIBILITY_LIMITS = {
     "tmax_at_zero": 0.5,
     "negative_tmax": 0.05,
     "prebolus_concentration": 0.05,
+    "high_cbf": 0.25,
+    "high_cbv": 0.25,
 }
+
+#: Values beyond which CBF (mL/100 mL/min) and CBV (mL/100 mL) are implausible in brain
+#: tissue (grey matter about 60 and 4; Leenders et al. 1990).
+_HIGH_CBF, _HIGH_CBV = 150.0, 15.0
 
 _DESCRIPTIONS = {
     "negative_cbv": "of brain voxels have a negative CBV",
@@ -42,6 +48,11 @@ _DESCRIPTIONS = {
                      "late AIF, e.g. a vein?)",
     "prebolus_concentration": "is the mean brain pre-bolus concentration relative to its "
                               "peak (baseline not at steady state?)",
+    "high_cbf": f"of brain voxels have a CBF above {_HIGH_CBF:g} mL/100 mL/min (a "
+                "partial-volume or saturated AIF underestimates the arterial peak and "
+                "inflates CBF; absolute values are unreliable, check the AIF in the QC "
+                "report or provide aif.tsv)",
+    "high_cbv": f"of brain voxels have a CBV above {_HIGH_CBV:g} mL/100 mL (see high_cbf)",
 }
 
 
@@ -119,9 +130,10 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     leading frames dropped, an AIF that does not peak before the tissue, a scan shorter
     than the common time grid (padding, with its length), and each plausibility measure
     above its limit in :data:`PLAUSIBILITY_LIMITS`: the share of brain voxels with a
-    negative CBV or CBF, with Tmax at the end of the acquisition, negative (the tissue
-    before the AIF) or, for more than half of the brain, at 0, and a mean pre-bolus
-    brain concentration far from 0.
+    negative CBV or CBF, with a CBF above 150 mL/100 mL/min or a CBV above 15 mL/100 mL
+    (the signature of a partial-volume AIF), with Tmax at the end of the acquisition,
+    negative (the tissue before the AIF) or, for more than half of the brain, at 0, and a
+    mean pre-bolus brain concentration far from 0.
 
     Parameters
     ----------
@@ -197,6 +209,8 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
             tmax = perfusion.tmax[inside]
             measures["negative_cbv"] = float(np.mean(perfusion.cbv[inside] < 0))
             measures["negative_cbf"] = float(np.mean(perfusion.cbf[inside] < 0))
+            measures["high_cbf"] = float(np.mean(perfusion.cbf[inside] > _HIGH_CBF))
+            measures["high_cbv"] = float(np.mean(perfusion.cbv[inside] > _HIGH_CBV))
             measures["tmax_at_end"] = float(np.mean(
                 tmax >= duration - patient.repetition_time / 2))
             measures["tmax_at_zero"] = float(np.mean(np.abs(tmax) <= 1e-6))
