@@ -42,6 +42,7 @@ from ._layout import (
     check_before_writing,
     check_target,
     load_cohort,
+    parse_ht,
     prepare_folder,
     write_participants,
     write_patient,
@@ -146,14 +147,7 @@ def _read_participants(source):
     labels = {}
     for line, row in _read_table(table, ("participant_id",), "participants.tsv"):
         pid = row["participant_id"]
-        raw = row.get("ht", "n/a").lower()
-        if raw in ("n/a", "na", ""):
-            ht = None
-        elif raw in ("0", "1", "0.0", "1.0"):
-            ht = int(float(raw))
-        else:
-            raise CohortError(f"participant {pid}: {table}, line {line}: ht is {raw!r}; it "
-                              "must be 0, 1 or n/a. Fix the value.")
+        ht = parse_ht(row.get("ht"), pid, table, line)
         if pid in labels:
             raise CohortError(f"participant {pid}: listed twice in {table}. Remove one row.")
         labels[pid] = ht

@@ -352,15 +352,7 @@ def _read_participants(path):
                 "Participant ids must be unique; remove or rename one row."
             )
         lines[pid] = line
-        raw = (row.get("ht") or "n/a").strip().lower()
-        if raw in ("n/a", "na", ""):
-            ht = None
-        elif raw in ("0", "1", "0.0", "1.0"):
-            ht = int(float(raw))
-        else:
-            raise CohortError(f"participant {pid}: {table}, line {line}: ht is {raw!r}; it "
-                              "must be 0, 1 or n/a.")
-        rows.append((pid, ht))
+        rows.append((pid, parse_ht(row.get("ht"), pid, table, line)))
     if not rows:
         raise CohortError(f"{table} lists no participants.")
     return rows
@@ -492,6 +484,17 @@ def _read_text(path, pid, encoding="utf-8"):
         who = f"participant {pid}: " if pid else ""
         raise CohortError(f"{who}{path} is not UTF-8 text ({exc}). Save it as UTF-8 "
                           "(tab-separated text).") from None
+
+
+def parse_ht(value, pid, table, line):
+    """The ``ht`` cell of a participants table: 0, 1 or None (``n/a``, ``na`` or empty)."""
+    raw = (value or "n/a").strip().lower()
+    if raw in ("n/a", "na", ""):
+        return None
+    if raw in ("0", "1", "0.0", "1.0"):
+        return int(float(raw))
+    raise CohortError(f"participant {pid}: {table}, line {line}: ht is {raw!r}; it "
+                      "must be 0, 1 or n/a. Fix the value.")
 
 
 def _read_aif(path, pid):
