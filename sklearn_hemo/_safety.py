@@ -91,6 +91,15 @@ def _inside(path, folder):
     return path == folder or folder in path.parents
 
 
+def _refuse_inside_inputs(path, inputs, what, fix):
+    """OutputError when ``path`` is one of ``inputs`` (None entries skipped) or inside one."""
+    for source in inputs:
+        if source is not None and _inside(path, source):
+            raise OutputError(
+                f"{what} {path} lies inside the input {source}; the command never writes "
+                f"into its inputs. {fix}")
+
+
 def _nearest_existing(path):
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
@@ -139,11 +148,8 @@ def check_output_file(path, *, inputs=(), overwrite=False, what="--out"):
         Naming the path and the fix.
     """
     path = Path(path)
-    for source in inputs:
-        if source is not None and _inside(path, source):
-            raise OutputError(
-                f"{what} {path} lies inside the input {source}; the command never writes "
-                "into its inputs. Write it somewhere else, e.g. a results folder.")
+    _refuse_inside_inputs(path, inputs, what, "Write it somewhere else, e.g. a results "
+                          "folder.")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder. Give a file name, e.g. "
                           f"{path / 'risk.nii.gz'}.")
@@ -168,11 +174,7 @@ def claim_output_dir(folder, command, settings, *, inputs=(), overwrite=False,
     folder : pathlib.Path
     """
     folder = Path(folder)
-    for source in inputs:
-        if source is not None and _inside(folder, source):
-            raise OutputError(
-                f"{what} {folder} lies inside the input {source}; the command never writes "
-                "into its inputs. Choose a folder outside it.")
+    _refuse_inside_inputs(folder, inputs, what, "Choose a folder outside it.")
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what} {folder} exists and is not a folder. Choose a folder path.")
     owner = folder / OWNER_FILE

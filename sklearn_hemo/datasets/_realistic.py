@@ -62,10 +62,9 @@ _SHIFT_MM = (3.0, 6.0)  # registration error of the follow-up
 _OUTLINE_MM = 5.0  # smoothing of the reader's outline
 _SMALL_BLEED_ML = 1.6  # bleeds this small may be missed
 _EXTENSION_MM = (5.0, 10.0)  # extension of a parenchymal haematoma
-_P_MISS = 0.5  # a small bleed (<= 5 voxels) is missed
+_P_MISS = 0.5  # a bleed of at most _SMALL_BLEED_ML is missed
 _P_EXTRA = 0.5  # the reader marks 1-3 small non-HT spots (microbleeds, vessels)
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
-_SNR_RANGE = (15.0, 60.0)
 _P_MOTION = 0.3
 _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
@@ -154,7 +153,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     coil = 1.0 + 0.1 * _smooth_field(rng, shape, 0.5)
     s0 = np.where(maps["tissue"] == 2, 0.9, 1.0) * scale * coil * brain
     scalp_level = rng.uniform(0.9, 1.4)
-    s0 = s0 + np.where(head == 2, np.where(_skull(head, brain), 0.08, scalp_level),
+    skull = _skull(head, brain)
+    s0 = s0 + np.where(head == 2, np.where(skull, 0.08, scalp_level),
                        0.0) * scale * coil
     sigma = 0.0 if snr_patient is None else scale / snr_patient
 
@@ -179,7 +179,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     del conc, signal
 
     b0_clean = (np.where(maps["tissue"] == 2, 0.85, 1.0) * brain
-                + np.where(head == 2, np.where(_skull(head, brain), 0.05, 0.6), 0.0))
+                + np.where(head == 2, np.where(skull, 0.05, 0.6), 0.0))
     b0_clean = b0_clean * scale * 1.2 * coil
     adc = np.where(brain, maps["adc"], np.where(head == 2, 1.0e-3, 0.0))
     b0 = _to_int16(_rician(rng, b0_clean, sigma * 1.2))

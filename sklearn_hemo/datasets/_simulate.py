@@ -118,13 +118,14 @@ published figures and the oracle targets of the difficulty report
   modestly (Leigh 2014: permeability 17.0 +- 8.8% without HT, 19.4-24.6% with HT; the
   report measures ``|K2|`` alone at AUC about 0.7). Part of the leakage is T2*-dominant
   (apparent ``K2 < 0``, 10-40% of the leaky voxels). Half of the bleeding patients get a
-  haematoma that extends one or two voxels beyond the bleeding tissue. Around the
+  haematoma that extends 5-10 mm beyond the bleeding tissue. Around the
   penumbra a benign oligaemia (Tmax 2-6 s, CBF -15%) does not infarct [Olivot 2009].
 * **Annotation** [Guenego 2019]. ``ht_mask`` is what a reader draws on registered
-  follow-up imaging: small bleeds (<= 5 voxels) missed half of the time, outlines
-  smoothed, blooming on GRE/SWI (one voxel in-plane, two for haematomas over 150 voxels,
-  70% of patients), a registration shift of one voxel in-plane (80%), and 1-3 spurious
-  small spots (50%). Calibrated to a median per-patient Cohen's kappa against the clean
+  follow-up imaging: small bleeds (<= 1.6 mL) missed half of the time, outlines
+  smoothed (5 mm), blooming on GRE/SWI (5 mm in-plane, 10 mm for haematomas over 45 mL,
+  70% of patients), a registration shift of 3-6 mm in-plane (80%), and 1-3 spurious
+  small spots (50%); sizes are in mm, so the errors do not shrink on finer grids (at
+  the default 5 mm voxels each is about one voxel). Calibrated to a median per-patient Cohen's kappa against the clean
   mask (``truth["ht_clean"]``) of about 0.6-0.7 (Guenego 2019: 0.55 between raters).
 * **Acquisition.** No ``aif.tsv`` and no brain mask are handed over. A head: skull (dark,
   8% of the brain signal) and scalp (90-140% of it, perfused with CBV 1.5) around the
