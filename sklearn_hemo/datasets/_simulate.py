@@ -125,8 +125,9 @@ published figures and the oracle targets of the difficulty report
   smoothed (5 mm), blooming on GRE/SWI (5 mm in-plane, 10 mm for haematomas over 45 mL,
   70% of patients), a registration shift of 3-6 mm in-plane (80%), and 1-3 spurious
   small spots (50%); sizes are in mm, so the errors do not shrink on finer grids (at
-  the default 5 mm voxels each is about one voxel). Calibrated to a median per-patient Cohen's kappa against the clean
-  mask (``truth["ht_clean"]``) of about 0.6-0.7 (Guenego 2019: 0.55 between raters).
+  the default 5 mm voxels each is about one voxel). Calibrated to a median per-patient
+  Cohen's kappa against the clean mask (``truth["ht_clean"]``) of about 0.6-0.7
+  (Guenego 2019: 0.55 between raters).
 * **Acquisition.** No ``aif.tsv`` and no brain mask are handed over. A head: skull (dark,
   8% of the brain signal) and scalp (90-140% of it, perfused with CBV 1.5) around the
   brain, so that a threshold mask takes in non-brain tissue. Arteries (both middle and
