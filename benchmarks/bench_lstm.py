@@ -1,6 +1,6 @@
 """Benchmark: LSTMClassifier (skorch) training time against a plain PyTorch loop.
 
-Both train the same :class:`~sklearn_hemo._lstm_module.HemoLSTM` on the same data (by
+Both train the same :class:`~sklearn_hemo.neural.HemoLSTM` on the same data (by
 default the paper's 50,000 voxels x 60 time points x 10 step features plus 18 static DWI
 values), with the same batch size, epochs, optimiser and loss. The script prints the fit-time
 ratio (target <= 1.10: the scikit-learn/skorch wrapper may cost at most 10%) and inference
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from sklearn_hemo._lstm_module import HemoLSTM
+from sklearn_hemo.neural import HemoLSTM
 from sklearn_hemo.neural import LSTMClassifier
 
 TARGET_RATIO = 1.10

@@ -4,7 +4,7 @@ One simulated patient of the size of Yu et al. (128 x 128 x 20, 60 frames, TR 1.
 written in the cohort layout and read back file-backed, as ``sklearn-hemo predict`` reads
 a patient. For each model, in one run:
 
-* ``map``: time of :func:`sklearn_hemo.maps.predict_risk_map` (the ``.nii.gz`` PWI
+* ``map``: time of :func:`sklearn_hemo.risk.predict_risk_map` (the ``.nii.gz`` PWI
   streamed to a temporary ``.nii``, features read block by block, the model applied chunk
   by chunk, the map assembled);
 * ``model``: time of the fitted model alone (every step after the PatchExtractor) on the
@@ -61,7 +61,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import Cohort, load_patient, make_stroke_cohort
-from sklearn_hemo.maps import DEFAULT_CHUNK_SIZE, brain_voxel_refs, predict_risk_map
+from sklearn_hemo.risk import DEFAULT_CHUNK_SIZE, brain_voxel_refs, predict_risk_map
 from sklearn_hemo.neural import LSTMClassifier
 from sklearn_hemo.persistence import load_model, save_model
 from sklearn_hemo.preprocessing import PatchExtractor

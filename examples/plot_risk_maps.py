@@ -5,7 +5,7 @@ Voxel-wise HT risk maps and volumes
 
 The clinical output of the method is a *map*: the probability of hemorrhagic
 transformation in every brain voxel, on the patient's own grid, that can be overlaid on
-the images and turned into volumes. :func:`~sklearn_hemo.maps.predict_risk_map` applies a
+the images and turned into volumes. :func:`~sklearn_hemo.risk.predict_risk_map` applies a
 fitted pipeline to every brain voxel of a patient, in chunks of bounded memory, and
 returns a NIfTI image with the PWI's affine. :mod:`sklearn_hemo.metrics` turns maps into
 predicted HT volumes in mL, a patient-level risk score and, where an annotation exists,
@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import make_stroke_cohort
-from sklearn_hemo.maps import predict_risk_map
+from sklearn_hemo.risk import predict_risk_map
 from sklearn_hemo.metrics import (
     dice_score,
     patient_table,

@@ -6,6 +6,11 @@ loop) trains exactly the same module the classifier trains.
 The module reads the flat 2D feature rows of :class:`~sklearn_hemo.preprocessing.
 PatchExtractor` directly: reshaping inside ``forward`` keeps a single float32 tensor per batch
 (no dict of tensors to collate), which is what makes the skorch loop as fast as a plain one.
+
+The public home of :class:`HemoLSTM` (and of the dataset and loader the classifier's
+skorch net names) is :mod:`sklearn_hemo.neural`: their ``__module__`` says so, so a saved
+bundle records ``sklearn_hemo.neural.HemoLSTM``. This module stays importable under its old
+name because bundles written before 0.2 name ``sklearn_hemo._lstm_module.HemoLSTM``.
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ class HemoLSTM(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from sklearn_hemo._lstm_module import HemoLSTM
+    >>> from sklearn_hemo.neural import HemoLSTM
     >>> net = HemoLSTM(n_timepoints=60, n_step_features=9, n_classes=2, aif=True, n_static=18)
     >>> net.dense_in_features
     78
@@ -221,3 +226,10 @@ def batch_loader(dataset, batch_size, shuffle=False):
     """
     return DataLoader(dataset, sampler=BatchIndices(len(dataset), batch_size, shuffle),
                       batch_size=None, generator=torch.Generator())
+
+
+# Public path (see the module docstring): pickles, skorch clones and saved bundles name
+# ``sklearn_hemo.neural.<name>``, which re-exports these same objects.
+for _obj in (HemoLSTM, TensorDataset, batch_loader):
+    _obj.__module__ = "sklearn_hemo.neural"
+del _obj

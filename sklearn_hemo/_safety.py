@@ -230,7 +230,7 @@ def mark_folder(folder, command, settings=None):
 
 # ----------------------------------------------------------------------------- inputs
 def _fail(pid, where, problem, fix):
-    from .datasets import CohortError
+    from .exceptions import CohortError
 
     raise CohortError(f"participant {pid}: {where}: {problem} {fix}")
 
@@ -288,7 +288,7 @@ def check_distinct_patients(patients, root=None):
     Two ids resolving to one folder (a symlink, a case-insensitive file system, a hard
     link) would put one patient on both sides of a train/test split.
     """
-    from .datasets import CohortError
+    from .exceptions import CohortError
 
     seen = {}
     for patient in patients:

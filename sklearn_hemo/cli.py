@@ -400,7 +400,7 @@ def _check_train_out(args):
 
 def _run_train(args):
     from .datasets import CohortError, load_cohort
-    from .maps import with_probabilities
+    from .risk import with_probabilities
     from .model_selection import PROTOCOLS, make_model_zoo
     from .persistence import save_model
     from .sampling import sample_voxels
@@ -485,7 +485,7 @@ def _run_predict(args):
 
     from ._io import atomic_path
     from .datasets import CohortError, load_patient
-    from .maps import predict_risk_map
+    from .risk import predict_risk_map
     from .metrics import dice_score, patient_risk_score, predicted_volume
     from .persistence import BundleError, load_model
 
@@ -564,7 +564,7 @@ def _compare_volumes(args, cohort, result):
     import numpy as np
 
     from ._io import atomic_file_set
-    from .maps import cross_val_risk_map_table
+    from .risk import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
     from .model_selection._report import TRUTH_ROWS

@@ -40,7 +40,7 @@ from ._lstm_module import (
     expected_width,
 )
 
-__all__ = ["BlockScaler", "LSTMClassifier"]
+__all__ = ["BlockScaler", "HemoLSTM", "LSTMClassifier"]
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ safetensors. No step unpickles anything.
 The cohort held by a :class:`~sklearn_hemo.preprocessing.PatchExtractor` is *not* saved
 (it is data, often private, and can be large): its place is left empty and
 ``load_model(path, cohort=...)`` puts a cohort back. A model loaded without a cohort can
-still draw risk maps, because :func:`sklearn_hemo.maps.predict_risk_map` points the
+still draw risk maps, because :func:`sklearn_hemo.risk.predict_risk_map` points the
 extractor at the patient it is given.
 
 Hashes catch a corrupted or edited file, not a forger who rewrites the manifest too; what
@@ -52,6 +52,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._io import _UMASK
+from .exceptions import BundleError, BundleVersionWarning
 
 __all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
            "read_manifest", "default_trusted_types"]
@@ -63,6 +64,9 @@ _ESTIMATOR = "estimator.skops"
 _ESTIMATOR_JSON = "estimator.json"
 _LIBRARIES = ("sklearn_hemo", "sklearn", "skops", "skorch", "torch", "safetensors", "numpy",
               "scipy")
+
+# Deprecated aliases of renamed public modules (importing one warns).
+_DEPRECATED_MODULES = ("sklearn_hemo.maps",)
 
 # Types outside skops' defaults that the model zoo needs, beyond sklearn_hemo's own
 # estimators (added at run time by default_trusted_types).
@@ -77,6 +81,9 @@ _EXTRA_TRUSTED_TYPES = (
     # with_probabilities: CalibratedClassifierCV's fitted parts
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    # sklearn_hemo estimators under the private module paths of bundles written before
+    # 0.2 (those modules were renamed and stay importable as aliases)
+    "sklearn_hemo.preprocessing._maps.PerfusionMapExtractor",
 )
 
 # Classes and functions a skorch net's constructor parameters may name. The bundle gives
@@ -85,6 +92,10 @@ _TRUSTED_NET_CALLABLES = (
     "skorch.classifier.NeuralNetClassifier",
     "skorch.net.NeuralNet",
     "skorch.dataset.Dataset",
+    "sklearn_hemo.neural.HemoLSTM",
+    "sklearn_hemo.neural.TensorDataset",
+    "sklearn_hemo.neural.batch_loader",
+    # the same objects under the private path that bundles written before 0.2 name
     "sklearn_hemo._lstm_module.HemoLSTM",
     "sklearn_hemo._lstm_module.TensorDataset",
     "sklearn_hemo._lstm_module.batch_loader",
@@ -99,35 +110,6 @@ _TRUSTED_NET_CALLABLES = (
 # Net parameters that only matter while training and cannot be described in JSON; a
 # loaded net gets skorch's defaults for them.
 _TRAINING_ONLY_NET_PARAMS = ("callbacks", "train_split")
-
-
-class BundleError(ValueError):
-    """A model bundle is missing, malformed, tampered with or holds untrusted types.
-
-    Examples
-    --------
-    >>> from sklearn_hemo.persistence import BundleError, load_model
-    >>> try:
-    ...     load_model("/tmp/sklearn-hemo-no-such-bundle")
-    ... except BundleError as exc:
-    ...     print(type(exc).__name__)
-    BundleError
-    """
-
-
-class BundleVersionWarning(UserWarning):
-    """A model bundle was written with other library versions than the running ones.
-
-    Examples
-    --------
-    To refuse, rather than warn about, a bundle saved with other versions:
-
-    >>> import warnings
-    >>> from sklearn_hemo.persistence import BundleVersionWarning
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("error", BundleVersionWarning)
-    ...     model = load_model("hemo-model")  # doctest: +SKIP
-    """
 
 
 # --------------------------------------------------------------------------- helpers
@@ -190,6 +172,8 @@ def _own_estimators():
 
     names = set()
     for info in pkgutil.walk_packages(sklearn_hemo.__path__, "sklearn_hemo."):
+        if info.name in _DEPRECATED_MODULES:  # aliases: importing them warns
+            continue
         try:
             module = importlib.import_module(info.name)
         except ImportError:  # an optional dependency is missing: nothing there to trust
@@ -635,7 +619,7 @@ def load_model(path, cohort=None, *, trusted=None):
         Put back where the saved estimator held a cohort (the ``cohort`` of each
         PatchExtractor), so that ``predict_proba`` on voxel references of this cohort
         works again. Leave None to draw risk maps only:
-        :func:`sklearn_hemo.maps.predict_risk_map` supplies the patient itself.
+        :func:`sklearn_hemo.risk.predict_risk_map` supplies the patient itself.
     trusted : list of str or None, default=None
         Extra fully qualified type or function names to trust, beyond
         :func:`default_trusted_types` and the classes a skorch net of this package

@@ -32,12 +32,19 @@ API_RST = ROOT / "docs" / "api.rst"
 EXAMPLE_TIMEOUT = 240
 
 
+# Deprecated aliases of renamed modules: importing them warns, their names are documented
+# under the new module.
+DEPRECATED_MODULES = ("sklearn_hemo.maps",)
+
+
 def _public_modules():
-    """Public modules of the package: no leading underscore anywhere, no CLI."""
+    """Public modules of the package: no leading underscore anywhere, no CLI, no alias."""
     names = []
     for info in pkgutil.walk_packages(sklearn_hemo.__path__, "sklearn_hemo."):
         parts = info.name.split(".")
         if any(p.startswith("_") for p in parts) or parts[-1] in ("cli", "tests"):
+            continue
+        if info.name in DEPRECATED_MODULES:
             continue
         names.append(info.name)
     return sorted(names)

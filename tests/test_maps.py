@@ -1,4 +1,4 @@
-"""Voxel-wise risk maps (sklearn_hemo.maps)."""
+"""Voxel-wise risk maps (sklearn_hemo.risk)."""
 
 import copy
 
@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import Cohort, make_stroke_cohort
 from sklearn_hemo.linear_model import LinearRegressionClassifier
-from sklearn_hemo.maps import (
+from sklearn_hemo.risk import (
     brain_voxel_refs,
     predict_risk_map,
     predict_risk_maps,
@@ -200,7 +200,7 @@ def test_file_backed_compressed_patient(classic, cohort, tmp_path, monkeypatch):
 
 
 def test_cross_validated_patient_table(cohort, training):
-    from sklearn_hemo.maps import cross_val_risk_map_table
+    from sklearn_hemo.risk import cross_val_risk_map_table
 
     X, y, groups = training
     # one HT patient (0, 2, 5) per fold, so every training side has two to calibrate on

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from sklearn_hemo.datasets import make_stroke_cohort
 from sklearn_hemo.discriminant import SRDAClassifier
 from sklearn_hemo.linear_model import LinearRegressionClassifier
-from sklearn_hemo.maps import (
+from sklearn_hemo.risk import (
     brain_voxel_refs,
     cross_val_risk_map_table,
     predict_risk_maps,

@@ -421,13 +421,13 @@ def unwritable(tmp_path):
 
 def _no_work(monkeypatch):
     """Make the expensive steps fail loudly, to prove a check came before them."""
-    from sklearn_hemo import maps, sampling
+    from sklearn_hemo import risk, sampling
 
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
 
     monkeypatch.setattr(sampling, "sample_voxels", refuse)
-    monkeypatch.setattr(maps, "predict_risk_map", refuse)
+    monkeypatch.setattr(risk, "predict_risk_map", refuse)
 
 
 def test_train_checks_its_output_before_fitting(cohort_dir, tmp_path, unwritable,

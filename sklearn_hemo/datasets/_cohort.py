@@ -17,27 +17,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..exceptions import CohortError
+
 __all__ = ["ArterialInputFunction", "CohortError", "Patient", "Cohort"]
-
-
-class CohortError(ValueError):
-    """A cohort or one of its files is malformed.
-
-    The message names the participant, the file and what to do about it.
-
-    Examples
-    --------
-    >>> import nibabel as nib, numpy as np
-    >>> from sklearn_hemo.datasets import Cohort, CohortError, Patient
-    >>> pwi = nib.Nifti1Image(np.full((2, 2, 1, 5), 100.0), np.eye(4))
-    >>> dwi = nib.Nifti1Image(np.ones((2, 2, 1)), np.eye(4))
-    >>> p = Patient("sub-01", pwi, dwi, dwi, echo_time=0.03, repetition_time=1.8)
-    >>> try:
-    ...     Cohort([p, p])
-    ... except CohortError as exc:
-    ...     print(exc)
-    participant sub-01 appears twice; participant ids must be unique.
-    """
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,7 +36,8 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_write_text
-from ._cohort import CohortError, Patient
+from ..exceptions import CohortError
+from ._cohort import Patient
 from ._layout import (
     _read_nonsteady,
     check_before_writing,

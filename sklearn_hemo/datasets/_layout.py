@@ -33,7 +33,8 @@ import numpy as np
 
 from .._io import atomic_path, atomic_write_text
 from .._safety import check_stale_files
-from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
+from ..exceptions import CohortError
+from ._cohort import ArterialInputFunction, Cohort, Patient
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
 __all__ = ["load_cohort", "load_patient", "save_cohort", "write_cohort"]

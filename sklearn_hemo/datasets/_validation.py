@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cohort import CohortError
+from ..exceptions import CohortError
 
 __all__ = ["check_file", "check_patient", "check_patient_data", "check_time_step"]
 

@@ -1,6 +1,6 @@
 """Volumetric and patient-level measures computed from voxel-wise risk maps.
 
-A risk map (see :func:`sklearn_hemo.maps.predict_risk_map`) gives, for every brain voxel,
+A risk map (see :func:`sklearn_hemo.risk.predict_risk_map`) gives, for every brain voxel,
 the predicted probability of hemorrhagic transformation (HT). Clinicians read it as
 volumes and as one number per patient; this module turns maps into those numbers and
 compares them with the follow-up annotation (``ht_mask``) when there is one.
@@ -349,7 +349,7 @@ def patient_table(risk_maps, patients, *, threshold=0.5, percentile=99.0):
     See Also
     --------
     summarize_patient_table : cohort-level summary (occurrence AUC, mean Dice).
-    sklearn_hemo.maps.predict_risk_maps : maps for many patients of a cohort.
+    sklearn_hemo.risk.predict_risk_maps : maps for many patients of a cohort.
 
     Examples
     --------

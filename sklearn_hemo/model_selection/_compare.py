@@ -525,7 +525,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     * **Test voxels.** Each voxel of the balanced sample is scored by the model of the
       outer fold that held its patient out; the AUCs are computed on the balanced sample
       (half HT), as the paper reports them, not on whole brains (see
-      :mod:`sklearn_hemo.maps` for whole-volume risk maps).
+      :mod:`sklearn_hemo.risk` for whole-volume risk maps).
     * **Resume.** With ``out_dir``, every finished (model, outer fold) is written at once
       to ``out_dir/parts/<run key>/``, the run key being a hash of the cohort ids and
       labels, the sampled voxels, the folds, ``n_inner``, ``scoring``, ``protocol`` and

@@ -90,7 +90,7 @@ def _split_pipeline(estimator):
     if not hasattr(model, "predict_proba"):
         raise TypeError(
             f"{type(steps[-1][1]).__name__} has no predict_proba, and a risk map is a "
-            "probability. Wrap the pipeline with sklearn_hemo.maps.with_probabilities "
+            "probability. Wrap the pipeline with sklearn_hemo.risk.with_probabilities "
             "(Platt scaling on patient-grouped folds) or sklearn's CalibratedClassifierCV.")
     return reader, rest
 
@@ -180,7 +180,7 @@ def brain_voxel_refs(patient, patient_index=0, mask=None):
     --------
     >>> import numpy as np
     >>> from sklearn_hemo.datasets import make_stroke_cohort
-    >>> from sklearn_hemo.maps import brain_voxel_refs
+    >>> from sklearn_hemo.risk import brain_voxel_refs
     >>> patient = make_stroke_cohort(1, (8, 8, 2), random_state=0)[0]
     >>> refs = brain_voxel_refs(patient)
     >>> refs.shape[1], bool(np.all(refs[:, 0] == 0))
@@ -315,7 +315,7 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
 
     Examples
     --------
-    >>> from sklearn_hemo.maps import predict_risk_map
+    >>> from sklearn_hemo.risk import predict_risk_map
     >>> risk = predict_risk_map(pipeline, cohort[0])  # doctest: +SKIP
     >>> risk.shape == cohort[0].shape  # doctest: +SKIP
     True
@@ -363,7 +363,7 @@ def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
 
     Examples
     --------
-    >>> from sklearn_hemo.maps import predict_risk_maps
+    >>> from sklearn_hemo.risk import predict_risk_maps
     >>> maps = predict_risk_maps(pipeline, test_cohort)  # doctest: +SKIP
     """
     source, patients = _cohort_patients(estimator, cohort, patients)
@@ -400,7 +400,7 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
 
     Examples
     --------
-    >>> from sklearn_hemo.maps import risk_map_table
+    >>> from sklearn_hemo.risk import risk_map_table
     >>> rows = risk_map_table(pipeline, cohort, patients=test_ids)  # doctest: +SKIP
     """
     from .metrics import patient_table
@@ -462,7 +462,7 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
 
     Examples
     --------
-    >>> from sklearn_hemo.maps import cross_val_risk_map_table
+    >>> from sklearn_hemo.risk import cross_val_risk_map_table
     >>> rows = cross_val_risk_map_table(pipeline, X, y, fold)  # doctest: +SKIP
     """
     from sklearn.base import clone
@@ -538,7 +538,7 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
     >>> from sklearn.pipeline import Pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from sklearn_hemo.linear_model import LinearRegressionClassifier
-    >>> from sklearn_hemo.maps import with_probabilities
+    >>> from sklearn_hemo.risk import with_probabilities
     >>> rng = np.random.RandomState(0)
     >>> X, y, groups = rng.normal(size=(60, 3)), np.arange(60) % 2, np.arange(60) // 10
     >>> pipe = Pipeline([("scale", StandardScaler()),
