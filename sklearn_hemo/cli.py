@@ -400,9 +400,9 @@ def _check_train_out(args):
 
 def _run_train(args):
     from .datasets import CohortError, load_cohort
-    from .risk import with_probabilities
     from .model_selection import PROTOCOLS, make_model_zoo
     from .persistence import save_model
+    from .risk import with_probabilities
     from .sampling import sample_voxels
 
     _check_train_out(args)
@@ -485,9 +485,9 @@ def _run_predict(args):
 
     from ._io import atomic_path
     from .datasets import CohortError, load_patient
-    from .risk import predict_risk_map
     from .metrics import dice_score, patient_risk_score, predicted_volume
     from .persistence import BundleError, load_model
+    from .risk import predict_risk_map
 
     if not args.out.endswith((".nii", ".nii.gz")):
         # checked first: nibabel picks the format from the suffix, after the whole map
@@ -564,10 +564,10 @@ def _compare_volumes(args, cohort, result):
     import numpy as np
 
     from ._io import atomic_file_set
-    from .risk import cross_val_risk_map_table
     from .metrics import summarize_patient_table
     from .model_selection import make_model_zoo
     from .model_selection._report import TRUTH_ROWS
+    from .risk import cross_val_risk_map_table
 
     names = [name for name in result.predictions if name not in TRUTH_ROWS]
     zoo = make_model_zoo(cohort, result.config.get("protocol", args.protocol), models=names,

@@ -30,7 +30,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from sklearn import get_config
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import (
     KERNEL_PARAMS,
@@ -39,9 +39,10 @@ from sklearn.metrics.pairwise import (
     pairwise_kernels,
 )
 from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .utils.fixes import Interval, StrOptions, _fit_context
 
 __all__ = ["SRDAClassifier", "SRKDAClassifier"]
 

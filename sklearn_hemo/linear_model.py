@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import lstsq
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .utils.fixes import _fit_context
 
 __all__ = ["LinearRegressionClassifier"]
 

@@ -10,8 +10,8 @@ from sklearn.metrics import roc_auc_score
 
 from sklearn_hemo.cli import main
 from sklearn_hemo.datasets import load_cohort, load_patient, make_stroke_cohort
-from sklearn_hemo.risk import predict_risk_map
 from sklearn_hemo.persistence import load_model, read_manifest
+from sklearn_hemo.risk import predict_risk_map
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import Cohort, make_stroke_cohort
 from sklearn_hemo.linear_model import LinearRegressionClassifier
+from sklearn_hemo.neural import LSTMClassifier
+from sklearn_hemo.preprocessing import PatchExtractor
 from sklearn_hemo.risk import (
     brain_voxel_refs,
     predict_risk_map,
@@ -18,8 +20,6 @@ from sklearn_hemo.risk import (
     risk_map_table,
     with_probabilities,
 )
-from sklearn_hemo.neural import LSTMClassifier
-from sklearn_hemo.preprocessing import PatchExtractor
 from sklearn_hemo.sampling import sample_voxels
 
 N_T = 12  # a short time grid keeps the LSTM fast

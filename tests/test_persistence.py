@@ -221,8 +221,8 @@ def test_patch_pipeline_bundle_leaves_the_cohort_out(kind, tiny_cohort, tmp_path
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from sklearn_hemo.risk import predict_risk_map
     from sklearn_hemo.preprocessing import PatchExtractor
+    from sklearn_hemo.risk import predict_risk_map
     from sklearn_hemo.sampling import sample_voxels
 
     # all 6 HT voxels of the tiny cohort and 6 others: enough for a round trip

@@ -26,12 +26,6 @@ from threadpoolctl import threadpool_limits
 from sklearn_hemo.datasets import make_stroke_cohort
 from sklearn_hemo.discriminant import SRDAClassifier
 from sklearn_hemo.linear_model import LinearRegressionClassifier
-from sklearn_hemo.risk import (
-    brain_voxel_refs,
-    cross_val_risk_map_table,
-    predict_risk_maps,
-    with_probabilities,
-)
 from sklearn_hemo.metrics import bootstrap_auc, bootstrap_weights
 from sklearn_hemo.perfusion import (
     correct_leakage,
@@ -41,6 +35,12 @@ from sklearn_hemo.perfusion import (
     permeability_measures,
 )
 from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.risk import (
+    brain_voxel_refs,
+    cross_val_risk_map_table,
+    predict_risk_maps,
+    with_probabilities,
+)
 from sklearn_hemo.sampling import sample_voxels
 
 

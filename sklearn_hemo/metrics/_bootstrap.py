@@ -22,7 +22,8 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import Bunch, check_consistent_length, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ..utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = ["bootstrap_auc", "bootstrap_weights", "weighted_auc"]
 

@@ -34,11 +34,11 @@ from joblib import cpu_count, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from threadpoolctl import threadpool_limits
 
 from ..base import is_row_wise_voxel_transformer
 from ..datasets import Cohort
+from ..utils.fixes import Interval, StrOptions, validate_params
 from ._distributed import run_unordered
 from ._report import (
     TRUTH_ROWS,

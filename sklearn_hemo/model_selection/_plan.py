@@ -80,11 +80,11 @@ def _final(pipeline):
 
 def _law(estimator, n_target):
     """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
-    from sklearn.ensemble._forest import BaseForest
     from sklearn.svm import SVC
 
     from ..discriminant import SRKDAClassifier
     from ..svm import ScalableSVC
+    from ..utils.fixes import BaseForest
 
     if isinstance(estimator, ScalableSVC):
         if n_target <= estimator.max_exact_samples:

@@ -9,7 +9,8 @@ features; everything downstream is a plain scikit-learn estimator.
 from __future__ import annotations
 
 import sklearn
-from sklearn.utils._param_validation import StrOptions, validate_params
+
+from ..utils.fixes import StrOptions, validate_params
 
 __all__ = ["make_model_zoo", "DEFAULT_ROWS", "N_CANDIDATES", "PROTOCOLS", "ZOO_ROWS"]
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..datasets import Cohort
+from ..utils.fixes import Interval, StrOptions, _fit_context
 from ._patient import MAP_NAMES, _cached_arrival_k2, _cached_patient_maps
 
 #: Measures the ROI scorer can average: the perfusion maps, and ``k2_arrival``.

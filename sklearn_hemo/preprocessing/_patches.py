@@ -25,8 +25,7 @@ from numbers import Integral, Real
 
 import nibabel as nib
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, validate_data
 
 from .._cache import cached
@@ -42,6 +41,7 @@ from ..signal import (
     _patient_plan,
     _patient_timing,
 )
+from ..utils.fixes import Interval, StrOptions, _fit_context
 
 __all__ = ["PatchExtractor"]
 

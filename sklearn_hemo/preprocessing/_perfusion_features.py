@@ -12,10 +12,10 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
+from ..utils.fixes import Interval, StrOptions
 from ._patches import (
     _brain_inside,
     _check_dwi_grid,
