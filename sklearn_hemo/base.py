@@ -1,4 +1,5 @@
-"""Shared estimator pieces of the package: its own estimator tags.
+"""Shared estimator pieces of the package: its own estimator tags and the base class of
+the transformers of voxel references.
 
 scikit-learn's tags describe array input; this package's transformers read *voxel
 references* ``(patient, i, j, k)`` and some of them compute each row's features from that
@@ -10,11 +11,16 @@ transformers such as a ``FunctionTransformer``).
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import asdict, dataclass
 
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import InputTags, get_tags
 
-__all__ = ["HemoInputTags", "is_row_wise_voxel_transformer"]
+from .utils.fixes import _fit_context
+from .utils.validation import check_voxel_refs
+
+__all__ = ["HemoInputTags", "is_row_wise_voxel_transformer", "BaseVoxelTransformer"]
 
 
 @dataclass
@@ -80,3 +86,97 @@ def is_row_wise_voxel_transformer(estimator):
     input_tags = tags.input_tags
     return (not tags.requires_fit and getattr(input_tags, "voxel_references", False)
             and getattr(input_tags, "row_wise", False))
+
+
+class BaseVoxelTransformer(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
+    """Base class of the stateless, row-wise transformers of voxel references.
+
+    It gives the scikit-learn API that
+    :class:`~sklearn_hemo.preprocessing.PatchExtractor` and
+    :class:`~sklearn_hemo.preprocessing.PerfusionMapExtractor` share: ``fit`` only
+    validates the parameters and the voxel references (nothing is learned), the estimator
+    is always fitted, and its tags say ``voxel_references`` and ``row_wise``
+    (:class:`HemoInputTags`) with ``requires_fit=False``.
+
+    Subclasses hold ``cohort`` (a :class:`~sklearn_hemo.datasets.Cohort`) and an odd
+    ``patch_size``, declare them in ``_parameter_constraints`` and define ``transform``
+    (which should read its references through ``self._transform_refs(X)``) and
+    ``get_feature_names_out``. Each output row must depend on its own voxel only: the
+    model comparison computes such features once for all sampled voxels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.base import BaseVoxelTransformer
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> class CentreB1000(BaseVoxelTransformer):
+    ...     _parameter_constraints = {"cohort": "no_validation", "patch_size": "no_validation"}
+    ...
+    ...     def __init__(self, cohort=None, patch_size=1):
+    ...         self.cohort = cohort
+    ...         self.patch_size = patch_size
+    ...
+    ...     def transform(self, X):
+    ...         refs = self._transform_refs(X)
+    ...         values = [self.cohort[p].dwi_b1000.get_fdata()[i, j, k] for p, i, j, k in refs]
+    ...         return np.asarray(values, dtype=np.float32)[:, None]
+    ...
+    ...     def get_feature_names_out(self, input_features=None):
+    ...         return np.asarray(["dwi_b1000"], dtype=object)
+    >>> cohort = make_stroke_cohort(2, (8, 8, 1), difficulty="easy", random_state=0)
+    >>> CentreB1000(cohort).fit_transform([[0, 4, 4, 0], [1, 2, 3, 0]]).shape
+    (2, 1)
+    """
+
+    def _check_params(self):
+        self._validate_params()
+        if self.patch_size % 2 != 1:
+            raise ValueError(f"patch_size must be odd (the voxel is the centre of its patch), "
+                             f"got {self.patch_size}.")
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate the voxel references; nothing is learned.
+
+        Parameters
+        ----------
+        X : array-like of int of shape (n_samples, 4)
+            Voxel references (patient index, i, j, k) into ``cohort``.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The transformer itself.
+        """
+        self._check_params()
+        check_voxel_refs(X, self.cohort, estimator=self, reset=True)
+        return self
+
+    @abstractmethod
+    def transform(self, X):
+        """Feature rows of the voxel references ``X``."""
+
+    @abstractmethod
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns."""
+
+    def _transform_refs(self, X):
+        """Voxel references of a ``transform`` call, checked against ``fit``'s when fitted."""
+        fitted = hasattr(self, "n_features_in_")
+        return check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
+                                reset=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # voxel references, not a feature array; each voxel's features come from its own
+        # neighbourhood (row-wise, nothing learned)
+        tags.input_tags = HemoInputTags.from_tags(
+            tags.input_tags, two_d_array=False, voxel_references=True, row_wise=True)
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = []  # always float32 features
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return True  # stateless

@@ -9,13 +9,13 @@ patient groups that grouped cross-validation needs.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.utils import check_random_state
 
 from .datasets import Cohort
+from .utils.validation import check_integer
 
 __all__ = ["sample_voxels"]
 
@@ -46,11 +46,6 @@ def _allocate(available, quota, rng):
     counts[rng.choice(can_take, size=remainder, replace=False)] += 1
     return counts
 
-
-def _check_count(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=None,
@@ -117,9 +112,9 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
     if not isinstance(cohort, Cohort):
         raise TypeError(f"cohort must be a sklearn_hemo.datasets.Cohort, got "
                         f"{type(cohort).__name__}.")
-    n_samples = _check_count(n_samples, "n_samples")
+    n_samples = check_integer(n_samples, "n_samples")
     if max_per_patient is not None:
-        max_per_patient = _check_count(max_per_patient, "max_per_patient")
+        max_per_patient = check_integer(max_per_patient, "max_per_patient")
     if missing_ht_mask not in _MISSING:
         raise ValueError(f"missing_ht_mask must be one of {_MISSING}, got {missing_ht_mask!r}.")
     if not isinstance(balance, (bool, np.bool_)):

@@ -25,6 +25,8 @@ import numpy as np
 from scipy.integrate import trapezoid
 from sklearn.utils import Bunch, check_random_state
 
+from .utils.validation import check_integer
+
 __all__ = [
     "aif_curve",
     "aif_from_tsv",
@@ -71,11 +73,6 @@ def _check_positive(value, name):
         raise ValueError(f"{name} must be a positive number, got {value!r}.")
     return float(value)
 
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 # -- bolus arrival -------------------------------------------------------------------------
@@ -457,7 +454,7 @@ def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
     original = np.asarray(curves)
     values = _as_float(original, "curves")
     times = _check_times(times, values.shape[-1])
-    n_timepoints = _check_int(n_timepoints, "n_timepoints", 1)
+    n_timepoints = check_integer(n_timepoints, "n_timepoints", 1)
     time_step = _check_positive(time_step, "time_step")
     grid = _grid(n_timepoints, time_step, _offset(align, values, times, "concentration"))
     left, weight = _interp_plan(times, grid)
@@ -707,9 +704,9 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
                 (0 <= q < 1) if low_ok else (0 < q <= 1)):
             raise ValueError(f"{name} must be a number in {'[0, 1)' if low_ok else '(0, 1]'}, "
                              f"got {q!r}.")
-    n_clusters = _check_int(n_clusters, "n_clusters", 1)
-    n_rounds = _check_int(n_rounds, "n_rounds", 1)
-    n_voxels = _check_int(n_voxels, "n_voxels", 1)
+    n_clusters = check_integer(n_clusters, "n_clusters", 1)
+    n_rounds = check_integer(n_rounds, "n_rounds", 1)
+    n_voxels = check_integer(n_voxels, "n_voxels", 1)
     random_state = check_random_state(random_state)
 
     area = trapezoid(values, times, axis=1) if values.shape[1] > 1 else values[:, 0]
@@ -963,12 +960,12 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     >>> patient_aif(p, n_timepoints=4)
     array([ 0., 40., 10., 10.])
     """
-    n_timepoints = _check_int(n_timepoints, "n_timepoints", 1)
+    n_timepoints = check_integer(n_timepoints, "n_timepoints", 1)
     time_step = _check_positive(time_step, "time_step")
     if arrival is None:
         timing = _patient_timing(patient)
     else:
-        timing = Bunch(n_nonsteady=0, arrival=_check_int(arrival, "arrival", 1), notes=())
+        timing = Bunch(n_nonsteady=0, arrival=check_integer(arrival, "arrival", 1), notes=())
     offset = _patient_offset(patient, align, timing)
     return _patient_aif(patient, n_timepoints, time_step, offset, timing)
 

@@ -16,8 +16,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient
 from sklearn_hemo.preprocessing import PatchExtractor
-from sklearn_hemo.preprocessing._patches import _check_voxel_refs, _gather_patches
+from sklearn_hemo.preprocessing._patches import _gather_patches
 from sklearn_hemo.signal import aif_from_tsv
+from sklearn_hemo.utils.validation import check_voxel_refs
 
 TE = 0.03
 ONSET = 16.0  # s: every voxel's bolus jumps here, so the baseline frames are exactly zero
@@ -430,7 +431,7 @@ def test_in_a_pipeline(cohort):
 
 
 def test_check_voxel_refs_without_estimator(cohort):
-    refs = _check_voxel_refs(np.array([[1, 2, 3, 0]], dtype=np.uint8), cohort)
+    refs = check_voxel_refs(np.array([[1, 2, 3, 0]], dtype=np.uint8), cohort)
     assert refs.dtype == np.int64 and refs.tolist() == [[1, 2, 3, 0]]
     with pytest.raises(ValueError, match="needs a cohort"):
-        _check_voxel_refs([[0, 0, 0, 0]], None)
+        check_voxel_refs([[0, 0, 0, 0]], None)

@@ -194,6 +194,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from scipy import ndimage, special
 
+from ..utils.validation import check_integer
 from ._cohort import ArterialInputFunction, Cohort, Patient
 
 __all__ = ["make_stroke_cohort", "simulated_concentration", "PAPER_COHORT"]
@@ -296,7 +297,7 @@ def make_stroke_cohort(
     >>> easy[0].aif is not None, easy[0].brain_mask is not None
     (True, True)
     """
-    n_patients = _check_int(n_patients, "n_patients", 1)
+    n_patients = check_integer(n_patients, "n_patients", 1)
     shape = _check_shape(shape)
     if not isinstance(ht_prevalence, numbers.Real) or not 0.0 <= ht_prevalence <= 1.0:
         raise ValueError(f"ht_prevalence must be a number in [0, 1], got {ht_prevalence!r}.")
@@ -729,11 +730,6 @@ def _root_entropy(random_state):
         f"got {type(random_state).__name__}."
     )
 
-
-def _check_int(value, name, minimum):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _check_shape(shape):

@@ -22,6 +22,8 @@ import numpy as np
 from scipy.linalg import circulant, svd, toeplitz
 from sklearn.utils import Bunch
 
+from ..utils.validation import check_dt
+
 __all__ = ["perfusion_maps", "deconvolve"]
 
 _METHODS = ("ssvd", "csvd", "osvd")
@@ -30,16 +32,9 @@ _RANK_FLOOR = 1e-10
 _CHUNK = 2048
 
 
-def _check_dt(dt):
-    if not isinstance(dt, numbers.Real) or isinstance(dt, bool) or not np.isfinite(dt) or dt <= 0:
-        raise ValueError(
-            f"dt must be a positive number of seconds between frames, got {dt!r}."
-        )
-    return float(dt)
-
 
 def _check_curves(tissue, aif, dt, method):
-    dt = _check_dt(dt)
+    dt = check_dt(dt)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
     tissue = np.asarray(tissue, dtype=float)

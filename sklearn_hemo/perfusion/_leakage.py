@@ -20,7 +20,7 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid
 from sklearn.utils import Bunch
 
-from ._deconvolution import _check_dt
+from ..utils.validation import check_dt
 
 __all__ = [
     "estimate_leakage",
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def _check_reference(tissue, reference, dt):
-    dt = _check_dt(dt)
+    dt = check_dt(dt)
     tissue = np.asarray(tissue, dtype=float)
     reference = np.asarray(reference, dtype=float)
     if reference.ndim != 1 or tissue.ndim < 1 or tissue.shape[-1] != reference.shape[0]:
@@ -277,7 +277,7 @@ def nonenhancing_reference(tissue, dt, *, mask=None, exclude=0.1):
     >>> bool(np.allclose(curves.mean(axis=0), bolus))    # the plain average is biased
     False
     """
-    dt = _check_dt(dt)
+    dt = check_dt(dt)
     tissue = np.asarray(tissue, dtype=float)
     if not isinstance(exclude, numbers.Real) or not 0 <= exclude < 1:
         raise ValueError(f"exclude must be a fraction in [0, 1), got {exclude!r}.")

@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._deconvolution import _check_dt
+from ..utils.validation import check_dt
 
 __all__ = ["permeability_measures"]
 
@@ -96,7 +96,7 @@ def permeability_measures(
     >>> round(float(m.contrast_slope), 4), round(float(m.psr))
     (0.002, 100)
     """
-    dt = _check_dt(dt)
+    dt = check_dt(dt)
     conc = np.asarray(concentration, dtype=float)
     if conc.ndim < 1 or conc.shape[-1] < 3:
         raise ValueError(

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..datasets import Cohort
 from ..utils.fixes import Interval, StrOptions, _fit_context
+from ..utils.validation import check_voxel_refs
 from ._patient import MAP_NAMES, _cached_arrival_k2, _cached_patient_maps
 
 #: Measures the ROI scorer can average: the perfusion maps, and ``k2_arrival``.
@@ -153,9 +154,7 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
         -------
         self : ROIPermeabilityScorer
         """
-        from ..preprocessing._patches import _check_voxel_refs
-
-        refs = _check_voxel_refs(X, self.cohort, estimator=self, reset=True)
+        refs = check_voxel_refs(X, self.cohort, estimator=self, reset=True)
         y = column_or_1d(y, warn=True)
         if len(y) != len(refs):
             raise ValueError(f"X has {len(refs)} voxel references but y has {len(y)} labels.")
@@ -169,10 +168,8 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
         return self
 
     def _model_input(self, X):
-        from ..preprocessing._patches import _check_voxel_refs
-
         check_is_fitted(self)
-        return self._scores(_check_voxel_refs(X, self.cohort, estimator=self, reset=False))
+        return self._scores(check_voxel_refs(X, self.cohort, estimator=self, reset=False))
 
     def decision_function(self, X):
         """Affine function of each voxel's patient score (positive: ``classes_[1]``).

@@ -13,9 +13,10 @@ Neighbours beyond the edge of the volume replicate the nearest voxel; neighbours
 the patient's brain mask take the value of the patch centre (``mask_neighbours=True``),
 so that brain-edge patches do not read the background noise around the head.
 
-The private helpers :func:`_check_voxel_refs`, :func:`_neighbour_index` and
-:func:`_gather_patches`, and the base class :class:`_VoxelReferenceTransformer` (``fit``,
-tags), are shared with the other voxel-reference transformers.
+The private helpers :func:`_neighbour_index` and :func:`_gather_patches` are shared with
+the other voxel-reference transformer of this subpackage; the voxel-reference check is
+:func:`sklearn_hemo.utils.validation.check_voxel_refs` and the shared ``fit`` and tags are
+those of :class:`sklearn_hemo.base.BaseVoxelTransformer`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ from numbers import Integral, Real
 
 import nibabel as nib
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_array, validate_data
 
 from .._cache import cached
-from ..base import HemoInputTags
+from ..base import BaseVoxelTransformer
 from ..datasets import Cohort
 from ..signal import (
     _apply_plan,
@@ -41,7 +40,8 @@ from ..signal import (
     _patient_plan,
     _patient_timing,
 )
-from ..utils.fixes import Interval, StrOptions, _fit_context
+from ..utils.fixes import Interval, StrOptions
+from ..utils.validation import check_voxel_refs
 
 __all__ = ["PatchExtractor"]
 
@@ -51,80 +51,6 @@ _CHUNK = 8192  # voxels per transform chunk: bounds the temporaries of one step
 
 
 # -- shared building blocks ----------------------------------------------------------------
-def _check_voxel_refs(X, cohort, *, estimator=None, reset=True):
-    """Validate voxel references against a cohort.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_samples, 4)
-        Integer voxel references (patient index, i, j, k).
-    cohort : Cohort
-        The cohort the references point into.
-    estimator : estimator or None
-        When given, ``X`` goes through :func:`sklearn.utils.validation.validate_data`,
-        which records (``reset=True``) or checks ``n_features_in_`` and
-        ``feature_names_in_``.
-    reset : bool
-        Passed to ``validate_data``.
-
-    Returns
-    -------
-    refs : ndarray of int64, shape (n_samples, 4)
-
-    Raises
-    ------
-    TypeError
-        ``X`` does not hold integers.
-    ValueError
-        Wrong shape, no sample, a patient index outside the cohort or a coordinate outside
-        the patient's volume; the message names the row, the participant and the fix.
-    """
-    name = type(estimator).__name__ if estimator is not None else "voxel references"
-    if cohort is None:
-        raise ValueError(f"{name} needs a cohort to resolve voxel references: pass "
-                         "cohort=... (a sklearn_hemo.datasets.Cohort).")
-    if not isinstance(cohort, Cohort):
-        raise TypeError(f"cohort must be a sklearn_hemo.datasets.Cohort, got "
-                        f"{type(cohort).__name__}. Wrap the patients with Cohort([...]).")
-    kwargs = dict(dtype=None, ensure_2d=True, ensure_min_samples=1)
-    if estimator is not None:
-        X = validate_data(estimator, X, reset=reset, **kwargs)
-    else:
-        X = check_array(X, **kwargs)
-    if not np.issubdtype(X.dtype, np.integer):
-        raise TypeError(
-            f"X must hold integer voxel references (patient index, i, j, k), got dtype "
-            f"{X.dtype}. Build X with sklearn_hemo.sampling.sample_voxels, or cast whole "
-            "numbers with X.astype(int)."
-        )
-    if X.shape[1] != 4:
-        raise ValueError(f"X must have 4 columns (patient index, i, j, k), got shape "
-                         f"{X.shape}.")
-    refs = X.astype(np.int64, copy=False)
-    patients = refs[:, 0]
-    bad = np.flatnonzero((patients < 0) | (patients >= len(cohort)))
-    if bad.size:
-        row = bad[0]
-        raise ValueError(
-            f"X[{row}] refers to patient index {patients[row]}, but the cohort has "
-            f"{len(cohort)} patients (indices 0 to {len(cohort) - 1}); {bad.size} rows are "
-            "affected. Use references built on this cohort."
-        )
-    shapes = np.zeros((len(cohort), 3), dtype=np.int64)
-    for p in np.flatnonzero(np.bincount(patients, minlength=len(cohort))):
-        shapes[p] = cohort[p].shape
-    limits = shapes[patients]
-    bad = np.flatnonzero(((refs[:, 1:] < 0) | (refs[:, 1:] >= limits)).any(axis=1))
-    if bad.size:
-        row = bad[0]
-        patient = cohort[patients[row]]
-        raise ValueError(
-            f"X[{row}] = {tuple(refs[row].tolist())} lies outside the volume of participant "
-            f"{patient.id} (shape {patient.shape}); {bad.size} rows are affected. Voxel "
-            "coordinates (i, j, k) must index the PWI grid of their patient."
-        )
-    return refs
-
 
 def _offsets(patch_size):
     """In-plane offsets ``(di, dj)`` of a patch, row-major (p = 0 .. patch_size**2 - 1)."""
@@ -301,63 +227,13 @@ class _Context:
         self.aif = aif
 
 
-# -- the shared scikit-learn API ----------------------------------------------------------
-class _VoxelReferenceTransformer(TransformerMixin, BaseEstimator):
-    """Scikit-learn API shared by the stateless transformers of voxel references.
-
-    Subclasses hold ``cohort`` and an odd ``patch_size`` (with their
-    ``_parameter_constraints``) and define ``transform`` and ``get_feature_names_out``;
-    ``fit`` only validates.
-    """
-
-    def _check_params(self):
-        self._validate_params()
-        if self.patch_size % 2 != 1:
-            raise ValueError(f"patch_size must be odd (the voxel is the centre of its patch), "
-                             f"got {self.patch_size}.")
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Validate the voxel references; nothing is learned.
-
-        Parameters
-        ----------
-        X : array-like of int of shape (n_samples, 4)
-            Voxel references (patient index, i, j, k) into ``cohort``.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : object
-            The transformer itself.
-        """
-        self._check_params()
-        _check_voxel_refs(X, self.cohort, estimator=self, reset=True)
-        return self
-
-    def _transform_refs(self, X):
-        """Voxel references of a ``transform`` call, checked against ``fit``'s when fitted."""
-        fitted = hasattr(self, "n_features_in_")
-        return _check_voxel_refs(X, self.cohort, estimator=self if fitted else None,
-                                 reset=False)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # voxel references, not a feature array: see Notes in the class docstring; each
-        # voxel's features come from its own neighbourhood (row-wise, nothing learned)
-        tags.input_tags = HemoInputTags.from_tags(
-            tags.input_tags, two_d_array=False, voxel_references=True, row_wise=True)
-        tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = []  # always float32 features
-        return tags
-
-    def __sklearn_is_fitted__(self):
-        return True  # stateless
+# The shared scikit-learn API lives in sklearn_hemo.base; the old private name stays
+# importable from here.
+_VoxelReferenceTransformer = BaseVoxelTransformer
 
 
 # -- the transformer -----------------------------------------------------------------------
-class PatchExtractor(_VoxelReferenceTransformer):
+class PatchExtractor(BaseVoxelTransformer):
     """Patch features of voxels for the HT models, from voxel references.
 
     For each voxel reference ``(patient index, i, j, k)`` the transformer reads the
@@ -488,7 +364,7 @@ class PatchExtractor(_VoxelReferenceTransformer):
         self.align = align
         self.mask_neighbours = mask_neighbours
 
-    # -- sklearn API (fit, tags: _VoxelReferenceTransformer) -----------------------------
+    # -- sklearn API (fit, tags: BaseVoxelTransformer) -----------------------------
     def transform(self, X):
         """Patch features of the referenced voxels.
 
@@ -601,7 +477,7 @@ class PatchExtractor(_VoxelReferenceTransformer):
         """
         self._check_params()
         if self.cohort is None:
-            _check_voxel_refs(np.zeros((1, 4), dtype=int), None, estimator=self)
+            check_voxel_refs(np.zeros((1, 4), dtype=int), None, estimator=self)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) \
                 or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")

@@ -13,6 +13,7 @@ from numbers import Integral
 
 import numpy as np
 
+from ..base import BaseVoxelTransformer
 from ..datasets import Cohort
 from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
 from ..utils.fixes import Interval, StrOptions
@@ -21,13 +22,12 @@ from ._patches import (
     _check_dwi_grid,
     _gather_patches,
     _patient_volume,
-    _VoxelReferenceTransformer,
 )
 
 __all__ = ["PerfusionMapExtractor"]
 
 
-class PerfusionMapExtractor(_VoxelReferenceTransformer):
+class PerfusionMapExtractor(BaseVoxelTransformer):
     """Patches of perfusion and permeability maps, from voxel references.
 
     For each voxel reference ``(patient index, i, j, k)`` the transformer reads the
