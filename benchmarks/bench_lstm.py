@@ -23,8 +23,7 @@ import time
 import numpy as np
 import torch
 
-from sklearn_hemo.neural import HemoLSTM
-from sklearn_hemo.neural import LSTMClassifier
+from sklearn_hemo.neural import HemoLSTM, LSTMClassifier
 
 TARGET_RATIO = 1.10
 

@@ -61,10 +61,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import Cohort, load_patient, make_stroke_cohort
-from sklearn_hemo.risk import DEFAULT_CHUNK_SIZE, brain_voxel_refs, predict_risk_map
 from sklearn_hemo.neural import LSTMClassifier
 from sklearn_hemo.persistence import load_model, save_model
 from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.risk import DEFAULT_CHUNK_SIZE, brain_voxel_refs, predict_risk_map
 from sklearn_hemo.sampling import sample_voxels
 
 INPUTS = "pwi+aif+dwi"

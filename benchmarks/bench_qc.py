@@ -31,7 +31,7 @@ import numpy as np
 
 from sklearn_hemo.datasets import make_stroke_cohort
 from sklearn_hemo.qc import patient_qc
-from sklearn_hemo.signal import _steady_times, concentration, detect_aif
+from sklearn_hemo.signal import concentration, detect_aif, steady_frame_times
 
 
 def _old_mask(patient):
@@ -44,7 +44,7 @@ def _old_aif_voxels(patient, qc):
     start = qc.n_nonsteady
     curves = concentration(data[qc.brain_mask][:, start:].astype(np.float32),
                            patient.echo_time, baseline=slice(0, qc.arrival - start))
-    _, idx = detect_aif(curves, _steady_times(patient, start), method="cluster",
+    _, idx = detect_aif(curves, steady_frame_times(patient, start), method="cluster",
                         reject_late=False, peak_fraction=1.0, n_rounds=2, n_clusters=5,
                         return_indices=True)
     return np.argwhere(qc.brain_mask)[idx]

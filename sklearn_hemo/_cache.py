@@ -18,6 +18,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 
+import nibabel as nib
 import numpy as np
 
 __all__ = ["PatientCache", "CACHE", "CACHE_BYTES", "clear_cache"]
@@ -154,3 +155,23 @@ def clear_cache():
 def cached(patient, key, compute):
     """``compute()`` for ``(patient, key)`` through :data:`CACHE`, made read-only."""
     return CACHE.get(patient, key, lambda: _read_only(compute()))
+
+
+# -- per-patient volumes, shared by the feature extractors and quality control ----------
+def patient_volume(patient, name):
+    """The voxel array of the patient's image ``name``, read once per process.
+
+    A file-backed image (a nibabel array proxy: a ``.nii.gz`` is decompressed at every
+    read) is read through the shared cache, read-only; an in-memory one is returned as it
+    is, at no cost.
+    """
+    img = getattr(patient, name)
+    if nib.is_proxy(img.dataobj):
+        return cached(patient, ("volume", name), lambda: np.asarray(img.dataobj))
+    return np.asarray(img.dataobj)
+
+
+def patient_brain(patient):
+    """:meth:`Patient.get_brain_mask` as a read-only C-contiguous bool array (cached)."""
+    return cached(patient, ("brain_mask",),
+                  lambda: np.ascontiguousarray(patient.get_brain_mask(), dtype=bool))

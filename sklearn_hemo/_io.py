@@ -16,8 +16,8 @@ from pathlib import Path
 __all__ = ["atomic_file_set", "atomic_path", "atomic_write_text", "atomic_write_bytes",
            "writes_one_set"]
 
-_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it)
-os.umask(_UMASK)
+UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it)
+os.umask(UMASK)
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def atomic_path(path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix,
                                dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -94,7 +94,7 @@ def atomic_file_set(folder):
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}-", suffix=suffix,
                                    dir=target.parent)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         staged[target] = Path(tmp)
         return Path(tmp)
 

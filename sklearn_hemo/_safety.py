@@ -85,7 +85,7 @@ class OutputError(ValueError):
 
 
 # ---------------------------------------------------------------------------- outputs
-def _inside(path, folder):
+def is_inside(path, folder):
     """Whether ``path`` is ``folder`` or lies under it (symlinks resolved)."""
     path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
     return path == folder or folder in path.parents
@@ -94,7 +94,7 @@ def _inside(path, folder):
 def _refuse_inside_inputs(path, inputs, what, fix):
     """OutputError when ``path`` is one of ``inputs`` (None entries skipped) or inside one."""
     for source in inputs:
-        if source is not None and _inside(path, source):
+        if source is not None and is_inside(path, source):
             raise OutputError(
                 f"{what} {path} lies inside the input {source}; the command never writes "
                 f"into its inputs. {fix}")

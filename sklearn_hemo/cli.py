@@ -68,12 +68,12 @@ def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
     did not write (e.g. patient folders without participants.tsv). Marks it as ours."""
     from pathlib import Path
 
-    from ._safety import OutputError, _inside, check_writable_dir, mark_folder, owns_folder
+    from ._safety import OutputError, check_writable_dir, is_inside, mark_folder, owns_folder
 
     out = Path(folder)
     try:
         for source in inputs:
-            if _inside(out, source):
+            if is_inside(out, source):
                 raise OutputError(f"{what} {out} is inside the input {source}; the command "
                                   "never writes into its inputs. Choose a folder outside it.")
         if out.exists() and not out.is_dir():
@@ -377,11 +377,11 @@ def _check_train_out(args):
     """Refuse a --out that training could not write, before the (long) fit."""
     from pathlib import Path
 
-    from ._safety import OutputError, _inside, check_writable_dir
+    from ._safety import OutputError, check_writable_dir, is_inside
 
     out = Path(args.out)
     try:
-        if _inside(out, args.data):
+        if is_inside(out, args.data):
             raise OutputError(f"--out {out} lies inside the cohort folder {args.data}; the "
                               "command never writes into its inputs. Choose a folder "
                               "outside it.")

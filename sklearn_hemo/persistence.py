@@ -51,7 +51,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._io import _UMASK
+from ._io import UMASK
 from .exceptions import BundleError, BundleVersionWarning
 
 __all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
@@ -464,7 +464,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         # mkdtemp creates 0700: a bundle shared with colleagues gets ordinary permissions
-        os.chmod(tmp, 0o777 & ~_UMASK)
+        os.chmod(tmp, 0o777 & ~UMASK)
         sio.dump(detached, tmp / _ESTIMATOR)
         (tmp / _ESTIMATOR_JSON).write_text(json.dumps({
             "class": _qualname(type(estimator)),
@@ -489,7 +489,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         for file in tmp.iterdir():  # some writers (safetensors) create files 0600
-            os.chmod(file, 0o666 & ~_UMASK)
+            os.chmod(file, 0o666 & ~UMASK)
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

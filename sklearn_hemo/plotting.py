@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._io import atomic_path
+from ._orientation import radiological_view, to_ras
 
 __all__ = ["plot_risk_overlay", "save_risk_overlay", "plot_roc_pr"]
 
@@ -20,24 +21,7 @@ _TRUTH_STYLES = {"oracle": {"linestyle": "--", "color": "black"},
                  "latent-bound": {"linestyle": ":", "color": "dimgrey"}}
 
 
-# -- orientation --------------------------------------------------------------------
-def _to_ras(volume, affine):
-    """``volume`` (3D, or more with extra trailing axes) reoriented to the closest RAS+
-    voxel order of ``affine`` (first axis from the patient's left to right,
-    second posterior to anterior, third inferior to superior), with nibabel."""
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-
-    transform = ornt_transform(io_orientation(np.asarray(affine)), axcodes2ornt("RAS"))
-    return apply_orientation(np.asanyarray(volume), transform)
-
-
-def _radiological_view(ras, k):
-    """Axial slice ``k`` of a RAS volume as an image array for ``imshow(origin="lower")``
-    in the radiological convention: the patient's right on the left, anterior up."""
-    return np.asarray(ras[::-1, :, k]).T
-
-
-# -- risk-map overlays ----------------------------------------------------------------
+# -- risk-map overlays (orientation: sklearn_hemo._orientation) --------------------
 
 def _volume(obj, name):
     if obj is None:
@@ -124,12 +108,12 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
                 f"{name} has shape {other.shape} but the risk map has shape {risk.shape}; "
                 "both must be on the same (PWI) grid.")
     if affine is not None:
-        risk = _to_ras(risk, affine)
-        background = None if background is None else _to_ras(background, affine)
-        contour = None if contour is None else _to_ras(contour, affine)
+        risk = to_ras(risk, affine)
+        background = None if background is None else to_ras(background, affine)
+        contour = None if contour is None else to_ras(contour, affine)
 
         def view(volume, k):
-            return _radiological_view(volume, k)
+            return radiological_view(volume, k)
     else:
         def view(volume, k):
             return volume[:, :, k].T

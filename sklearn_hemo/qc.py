@@ -159,38 +159,37 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     >>> print(qc.warnings[0])  # doctest: +ELLIPSIS
     participant sub-001: the first 1 PWI frame(s) are not at steady state ...
     """
-    from ._cache import cached
-    from .preprocessing._patches import _patient_brain, _patient_volume
+    from ._cache import cached, patient_brain, patient_volume
     from .signal import (
-        _grid,
-        _padding_note,
-        _patient_aif,
-        _patient_aif_detection,
-        _patient_plan,
-        _patient_timing,
-        _steady_times,
         concentration,
+        padding_note,
+        patient_aif_detection,
+        patient_aif_on_grid,
+        patient_time_plan,
+        patient_timing,
+        steady_frame_times,
+        time_grid,
     )
 
-    brain = np.asarray(_patient_brain(patient))
-    data = _patient_volume(patient, "pwi")
-    timing = cached(patient, ("timing",), lambda: _patient_timing(patient, data, brain))
+    brain = np.asarray(patient_brain(patient))
+    data = patient_volume(patient, "pwi")
+    timing = cached(patient, ("timing",), lambda: patient_timing(patient, data, brain))
     start = timing.n_nonsteady
-    times = _steady_times(patient, start)
+    times = steady_frame_times(patient, start)
     warnings = list(timing.notes)
     baseline = slice(0, max(timing.arrival - start, 1))
     tissue = concentration(timing.mean_signal[start:], patient.echo_time, baseline=baseline)
     if patient.aif is not None:
-        aif = _patient_aif(patient, times.size, patient.repetition_time, 0.0, timing, data)
+        aif = patient_aif_on_grid(patient, times.size, patient.repetition_time, 0.0, timing, data)
         voxels = np.zeros((0, 3), dtype=np.int64)
     else:
-        found = _patient_aif_detection(patient, timing, data)
+        found = patient_aif_detection(patient, timing, data)
         aif, voxels = np.asarray(found.curve), np.asarray(found.voxels)
         tissue = np.asarray(found.tissue)
         warnings += list(found.notes)
-    grid = _grid(n_timepoints, float(time_step), 0.0)
-    _, padding = _patient_plan(patient, timing, grid)
-    note = _padding_note(patient, padding, grid)
+    grid = time_grid(n_timepoints, float(time_step), 0.0)
+    _, padding = patient_time_plan(patient, timing, grid)
+    note = padding_note(patient, padding, grid)
     if note is not None:
         warnings.append(note)
     measures = {"padding_s": padding}
@@ -200,9 +199,9 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
         float(np.mean(np.abs(pre))) / peak if peak > 0 and pre.size else 0.0)
     perfusion = None
     if maps:
-        from .perfusion._patient import _cached_patient_maps
+        from .perfusion._patient import cached_patient_maps
 
-        perfusion = _cached_patient_maps(patient)
+        perfusion = cached_patient_maps(patient)
         inside = brain
         if inside.any():
             duration = float(times[-1])
@@ -234,17 +233,17 @@ def _plot_patient(qc, patient):
     """The QC figure of one patient (matplotlib Figure)."""
     from matplotlib.figure import Figure
 
-    from .plotting import _radiological_view, _to_ras
+    from ._orientation import radiological_view, to_ras
 
     affine = patient.affine
     data = np.asarray(patient.pwi.dataobj)
     kept = data[..., qc.n_nonsteady: max(qc.arrival, qc.n_nonsteady + 1)]
-    baseline = _to_ras(kept.mean(axis=-1, dtype=np.float64), affine)
-    mask = _to_ras(qc.brain_mask, affine)
+    baseline = to_ras(kept.mean(axis=-1, dtype=np.float64), affine)
+    mask = to_ras(qc.brain_mask, affine)
     marks = np.zeros(qc.brain_mask.shape, dtype=bool)
     if qc.aif_voxels.size:
         marks[tuple(qc.aif_voxels.T)] = True
-    marks = _to_ras(marks, affine)
+    marks = to_ras(marks, affine)
     n_z = baseline.shape[2]
     # the slices with the most AIF voxels, then the middle of the brain
     order = np.argsort(-marks.sum(axis=(0, 1)), kind="stable") if marks.any() \
@@ -260,12 +259,12 @@ def _plot_patient(qc, patient):
                               [1, 99])
     for col, k in enumerate(slices):
         ax = fig.add_subplot(grid[0, col])
-        ax.imshow(_radiological_view(baseline, k), cmap="gray", vmin=low,
+        ax.imshow(radiological_view(baseline, k), cmap="gray", vmin=low,
                   vmax=max(high, low + 1), origin="lower", interpolation="nearest")
         if mask[:, :, k].any():
-            ax.contour(_radiological_view(mask, k).astype(float), levels=[0.5],
+            ax.contour(radiological_view(mask, k).astype(float), levels=[0.5],
                        colors="yellow", linewidths=0.8)  # origin=None: pixel centres
-        rows, cols = np.nonzero(_radiological_view(marks, k))
+        rows, cols = np.nonzero(radiological_view(marks, k))
         if rows.size:
             ax.scatter(cols, rows, s=28, facecolors="none", edgecolors="red", linewidths=1.2)
         ax.set_title(f"slice {k}: mask (yellow), AIF voxels (red)", fontsize=8)
@@ -298,12 +297,12 @@ def _plot_patient(qc, patient):
         k = slices[-1]
         for col, (name, unit) in enumerate((("cbf", "mL/100 mL/min"), ("cbv", "mL/100 mL"),
                                             ("tmax", "s"))):
-            volume = _to_ras(np.asarray(maps[name]), affine)
+            volume = to_ras(np.asarray(maps[name]), affine)
             values = volume[mask]
             top = np.percentile(values, 98) if values.size else 1.0
             ax = fig.add_subplot(grid[1, col])
-            shown = np.ma.masked_where(~_radiological_view(mask, k),
-                                       _radiological_view(volume, k))
+            shown = np.ma.masked_where(~radiological_view(mask, k),
+                                       radiological_view(volume, k))
             bottom = min(0.0, float(np.percentile(values, 2))) if values.size else 0.0
             image = ax.imshow(shown, cmap="viridis", vmin=bottom, vmax=max(top, bottom + 1e-6),
                               origin="lower", interpolation="nearest")

@@ -15,6 +15,17 @@ Conventions
   taken as 1, as in :mod:`sklearn_hemo.datasets`).
 * Float32 input stays float32 (a paper-sized patient holds 20 million samples); other
   inputs are computed in float64.
+
+Package-internal steps
+----------------------
+The functions without a leading underscore that are not in ``__all__``
+(:func:`patient_timing`, :func:`steady_frame_times`, :func:`patient_grid_offset`,
+:func:`patient_time_plan`, :func:`padding_note`, :func:`patient_aif_on_grid`,
+:func:`patient_aif_detection`, and the unchecked kernels :func:`concentration_unchecked`,
+:func:`time_grid` and :func:`apply_interp_plan`) are the steps the feature extractors
+(:mod:`sklearn_hemo.preprocessing`), the perfusion maps (:mod:`sklearn_hemo.perfusion`)
+and quality control (:mod:`sklearn_hemo.qc`) share, so that all three read a patient the
+same way. They are not part of the public API and may change between releases.
 """
 
 from __future__ import annotations
@@ -312,14 +323,14 @@ def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
         raise ValueError(f"clip_fraction must be a number in (0, 1), got {clip_fraction!r}.")
     values = _as_float(signal, "signal")
     frames = _baseline_slice(values, baseline)
-    out, clipped, valid = _concentration(values, echo_time, frames, clip_fraction)
+    out, clipped, valid = concentration_unchecked(values, echo_time, frames, clip_fraction)
     if return_info:
         return out, Bunch(baseline=frames, n_clipped=int(clipped.sum()),
                           n_invalid_baseline=int(valid.size - np.count_nonzero(valid)))
     return out
 
 
-def _concentration(signal, echo_time, frames, clip_fraction=1e-3, out=None):
+def concentration_unchecked(signal, echo_time, frames, clip_fraction=1e-3, out=None):
     """:func:`concentration` of a finite real array, without argument checks.
 
     ``out`` receives the result (a float array of ``signal``'s shape; it may be ``signal``
@@ -350,7 +361,7 @@ def _concentration(signal, echo_time, frames, clip_fraction=1e-3, out=None):
 
 
 # -- time grid -----------------------------------------------------------------------------
-def _grid(n_timepoints, time_step, offset=0.0):
+def time_grid(n_timepoints, time_step, offset=0.0):
     return offset + np.arange(n_timepoints) * time_step
 
 
@@ -373,7 +384,7 @@ def _interp_plan(times, grid):
     return left, weight
 
 
-def _apply_plan(values, left, weight, out=None):
+def apply_interp_plan(values, left, weight, out=None):
     """Interpolate ``values (..., n_frames)`` with a plan from :func:`_interp_plan`."""
     n = values.shape[-1]
     if not weight.any() and left.size == n and np.array_equal(left, np.arange(n)):
@@ -456,9 +467,9 @@ def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
     times = _check_times(times, values.shape[-1])
     n_timepoints = check_integer(n_timepoints, "n_timepoints", 1)
     time_step = _check_positive(time_step, "time_step")
-    grid = _grid(n_timepoints, time_step, _offset(align, values, times, "concentration"))
+    grid = time_grid(n_timepoints, time_step, _offset(align, values, times, "concentration"))
     left, weight = _interp_plan(times, grid)
-    out = _apply_plan(values, left, weight)
+    out = apply_interp_plan(values, left, weight)
     return out.copy() if np.may_share_memory(out, original) else out
 
 
@@ -485,10 +496,10 @@ def aif_from_tsv(path):
     """
     from pathlib import Path
 
-    from .datasets._layout import _read_aif
+    from .datasets._layout import read_aif
 
     path = Path(path)
-    return _read_aif(path, path.parent.name or str(path))
+    return read_aif(path, path.parent.name or str(path))
 
 
 def aif_curve(aif, *, echo_time=None, n_timepoints=60, time_step=1.8, align=None):
@@ -777,7 +788,7 @@ def _brain_mean_signal(data, brain):
     return total / count if count else None
 
 
-def _patient_timing(patient, data=None, brain=None):
+def patient_timing(patient, data=None, brain=None):
     """Steady state and bolus arrival of ``patient``, from its mean brain signal.
 
     Returns a Bunch: ``n_nonsteady`` (leading frames dropped: ``patient.n_nonsteady``
@@ -820,17 +831,17 @@ def _patient_timing(patient, data=None, brain=None):
 
 
 def _patient_arrival(patient, data=None, brain=None):
-    """Index of the first bolus frame of ``patient`` (see :func:`_patient_timing`)."""
-    return _patient_timing(patient, data, brain).arrival
+    """Index of the first bolus frame of ``patient`` (see :func:`patient_timing`)."""
+    return patient_timing(patient, data, brain).arrival
 
 
-def _steady_times(patient, n_nonsteady):
+def steady_frame_times(patient, n_nonsteady):
     """Times of the kept frames, the first steady-state frame at t = 0."""
     times = patient.frame_times
     return times[n_nonsteady:] - times[n_nonsteady]
 
 
-def _patient_offset(patient, align, timing):
+def patient_grid_offset(patient, align, timing):
     """Grid offset in seconds for a patient (``align`` of :func:`patient_aif`)."""
     if align is None:
         return 0.0
@@ -841,14 +852,14 @@ def _patient_offset(patient, align, timing):
     return _offset(align, None, None, None)
 
 
-def _patient_plan(patient, timing, grid):
+def patient_time_plan(patient, timing, grid):
     """Interpolation plan of the kept frames onto ``grid`` (indices into all frames), and
     the seconds of ``grid`` after the last frame (held at its value).
 
     With ``patient.slice_timing`` the plan is a list, one per slice: each slice's frames
     at their own acquisition times (frame time plus the slice's offset).
     """
-    times = _steady_times(patient, timing.n_nonsteady)
+    times = steady_frame_times(patient, timing.n_nonsteady)
     offsets = getattr(patient, "slice_timing", None)
     if offsets is None:
         left, weight = _interp_plan(times, grid)
@@ -861,7 +872,7 @@ def _patient_plan(patient, timing, grid):
     return plans, float(max(grid[-1] - last, 0.0))
 
 
-def _padding_note(patient, padding, grid):
+def padding_note(patient, padding, grid):
     """Warning text for a scan shorter than the common time grid, or None."""
     if padding <= 1e-6:
         return None
@@ -881,7 +892,7 @@ def _detect_patient_aif(patient, timing, data=None):
     brain = patient.get_brain_mask()
     data = np.asarray(patient.pwi.dataobj) if data is None else data
     start = timing.n_nonsteady
-    times = _steady_times(patient, start)
+    times = steady_frame_times(patient, start)
     if getattr(patient, "slice_timing", None) is not None:
         # the detected AIF mixes slices: place it at the brain's mean slice offset
         per_slice = brain.reshape(-1, brain.shape[2]).sum(axis=0)
@@ -909,7 +920,7 @@ def _detect_patient_aif(patient, timing, data=None):
                  notes=tuple(notes))
 
 
-def _patient_aif_detection(patient, timing, data=None):
+def patient_aif_detection(patient, timing, data=None):
     """:func:`_detect_patient_aif` through the per-process cache (one AIF per patient)."""
     from ._cache import cached
 
@@ -963,19 +974,19 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     n_timepoints = check_integer(n_timepoints, "n_timepoints", 1)
     time_step = _check_positive(time_step, "time_step")
     if arrival is None:
-        timing = _patient_timing(patient)
+        timing = patient_timing(patient)
     else:
         timing = Bunch(n_nonsteady=0, arrival=check_integer(arrival, "arrival", 1), notes=())
-    offset = _patient_offset(patient, align, timing)
-    return _patient_aif(patient, n_timepoints, time_step, offset, timing)
+    offset = patient_grid_offset(patient, align, timing)
+    return patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing)
 
 
-def _patient_aif(patient, n_timepoints, time_step, offset, timing, data=None):
+def patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing, data=None):
     """:func:`patient_aif` with the grid offset in seconds (from the first steady-state
     frame); ``data`` is the PWI array when already loaded."""
     if patient.aif is not None:
         shift = float(patient.frame_times[timing.n_nonsteady])
         return aif_curve(patient.aif, echo_time=patient.echo_time, n_timepoints=n_timepoints,
                          time_step=time_step, align=offset + shift).astype(np.float64)
-    found = _patient_aif_detection(patient, timing, data)
+    found = patient_aif_detection(patient, timing, data)
     return resample_time(found.curve, found.times, n_timepoints, time_step, align=offset)

@@ -79,13 +79,13 @@ def test_file_backed_features_are_cached_and_identical(tiny_cohort, tiny_cohort_
     X = np.array([[0, 5, 5, 0], [1, 6, 4, 1], [0, 6, 6, 1], [2, 4, 7, 0]])
     clear_cache()
     reads = []
-    original = _patches._patient_timing
+    original = _patches.patient_timing
 
     def counting(patient, *args, **kwargs):
         reads.append(patient.id)
         return original(patient, *args, **kwargs)
 
-    monkeypatch.setattr(_patches, "_patient_timing", counting)
+    monkeypatch.setattr(_patches, "patient_timing", counting)
     extractor = PatchExtractor(on_disk)
     first = extractor.fit_transform(X)
     assert sorted(reads) == sorted({on_disk[i].id for i in (0, 1, 2)})
@@ -96,7 +96,7 @@ def test_file_backed_features_are_cached_and_identical(tiny_cohort, tiny_cohort_
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(extractor)).transform(X), first)
     assert len(reads) == 6
-    data = _patches._patient_volume(on_disk[0], "pwi")
+    data = _cache.patient_volume(on_disk[0], "pwi")
     assert not data.flags.writeable
     clear_cache()
     np.testing.assert_array_equal(extractor.transform(X), first)  # recomputed: identical

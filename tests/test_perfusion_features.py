@@ -129,7 +129,7 @@ def test_maps_are_computed_once_per_patient(monkeypatch):
     assert np.isfinite(first).all() and np.isfinite(second).all()
     PerfusionMapExtractor(cohort, method="ssvd").transform(X[:1])
     assert len(calls) == 3  # another method, other maps
-    cached = patient_module._cached_patient_maps(cohort[0])
+    cached = patient_module.cached_patient_maps(cohort[0])
     with pytest.raises(ValueError, match="read-only"):
         cached.cbf[0, 0, 0] = 1.0
 

@@ -281,7 +281,7 @@ def test_bundle_folder_gets_ordinary_permissions(classic_pipeline, tmp_path):
     import os
     import stat
 
-    from sklearn_hemo._io import _UMASK
+    from sklearn_hemo._io import UMASK
 
     path = save_model(classic_pipeline[0], tmp_path / "m")
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~_UMASK
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~UMASK

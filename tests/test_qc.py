@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from _phantom import head_phantom
 
+from sklearn_hemo._orientation import radiological_view, to_ras
 from sklearn_hemo.datasets import Cohort, Patient, load_cohort, make_stroke_cohort, save_cohort
-from sklearn_hemo.plotting import _radiological_view, _to_ras
 from sklearn_hemo.preprocessing import PatchExtractor
 from sklearn_hemo.qc import patient_qc, write_qc_report
 
@@ -139,14 +139,14 @@ def test_views_are_radiological_whatever_the_voxel_order():
     flipped[0, 0] = -2.0  # another vendor's order: x runs toward the left
     flipped[0, 3] = 10.0
     reversed_volume = volume[::-1]  # the same head stored in that order
-    a = _radiological_view(_to_ras(volume, affine), 1)
-    b = _radiological_view(_to_ras(reversed_volume, flipped), 1)
+    a = radiological_view(to_ras(volume, affine), 1)
+    b = radiological_view(to_ras(reversed_volume, flipped), 1)
     np.testing.assert_array_equal(a, b)
     row, col = np.argwhere(a == 1)[0]
     assert col == 0  # the patient's right on the image's left
     # and the axes swapped (a sagittal-first voxel order) too
     swapped = np.array([[0, 2.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
-    c = _radiological_view(_to_ras(volume.transpose(1, 0, 2), swapped), 1)
+    c = radiological_view(to_ras(volume.transpose(1, 0, 2), swapped), 1)
     np.testing.assert_array_equal(a, c)
 
 

@@ -406,7 +406,7 @@ def _read_patient(root, pid, ht, resample=False):
         ht=ht,
         brain_mask=images["brain_mask"],
         ht_mask=images["ht_mask"],
-        aif=_read_aif(aif_file, pid) if aif_file.is_file() else None,
+        aif=read_aif(aif_file, pid) if aif_file.is_file() else None,
         truth=truth_file if truth_file.is_file() else None,
         slice_timing=slice_timing,
         n_nonsteady=n_nonsteady,
@@ -498,7 +498,9 @@ def parse_ht(value, pid, table, line):
                       "must be 0, 1 or n/a. Fix the value.")
 
 
-def _read_aif(path, pid):
+def read_aif(path, pid):
+    """The :class:`ArterialInputFunction` of an ``aif.tsv`` file (also read by
+    :func:`sklearn_hemo.signal.aif_from_tsv`); errors name participant ``pid``."""
     text = _read_text(path, pid)
     reader = csv.reader(io.StringIO(text), delimiter="\t")
     try:

@@ -78,7 +78,7 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     """
     import warnings
 
-    from ..signal import _patient_aif, _patient_timing, concentration
+    from ..signal import concentration, patient_aif_on_grid, patient_timing
 
     brain = patient.get_brain_mask()
     if not brain.any():
@@ -88,14 +88,14 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         )
     dt = patient.repetition_time
     data = np.asarray(patient.pwi.dataobj)
-    timing = _patient_timing(patient, data, brain)
+    timing = patient_timing(patient, data, brain)
     for note in timing.notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     start = timing.n_nonsteady  # leading non-steady frames are dropped
     signal = data[brain][:, start:].astype(np.float64)
     conc = concentration(signal, patient.echo_time,
                          baseline=slice(0, max(timing.arrival - start, 1)))
-    aif = _patient_aif(patient, signal.shape[1], dt, 0.0, timing, data)
+    aif = patient_aif_on_grid(patient, signal.shape[1], dt, 0.0, timing, data)
     try:
         maps = perfusion_maps(conc, aif, dt, method=method, **kwargs)
         reference = nonenhancing_reference(conc, dt)
@@ -145,7 +145,7 @@ def _cached_arrival_k2(patient):
     return cached(patient, ("k2_arrival",), lambda: _arrival_k2(patient))
 
 
-def _cached_patient_maps(patient, method="osvd"):
+def cached_patient_maps(patient, method="osvd"):
     """:func:`patient_perfusion_maps` of ``patient``, computed once per process (cached)."""
     # read-only: shared by every caller
     return cached(patient, ("maps", method),

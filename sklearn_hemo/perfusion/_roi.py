@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from ..datasets import Cohort
 from ..utils.fixes import Interval, StrOptions, _fit_context
 from ..utils.validation import check_voxel_refs
-from ._patient import MAP_NAMES, _cached_arrival_k2, _cached_patient_maps
+from ._patient import MAP_NAMES, _cached_arrival_k2, cached_patient_maps
 
 #: Measures the ROI scorer can average: the perfusion maps, and ``k2_arrival``.
 _MEASURES = (*MAP_NAMES, "k2_arrival")
@@ -125,7 +125,7 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         patient = self.cohort[int(patient_index)]
-        maps = _cached_patient_maps(patient, self.method)
+        maps = cached_patient_maps(patient, self.method)
         brain = patient.get_brain_mask()
         roi = brain & (maps[self.roi_map] > self.roi_threshold)
         measure = (_cached_arrival_k2(patient) if self.measure == "k2_arrival"

@@ -24,21 +24,20 @@ from __future__ import annotations
 import warnings
 from numbers import Integral, Real
 
-import nibabel as nib
 import numpy as np
 
-from .._cache import cached
+from .._cache import cached, patient_brain, patient_volume
 from ..base import BaseVoxelTransformer
 from ..datasets import Cohort
 from ..signal import (
-    _apply_plan,
-    _concentration,
-    _grid,
-    _padding_note,
-    _patient_aif,
-    _patient_offset,
-    _patient_plan,
-    _patient_timing,
+    apply_interp_plan,
+    concentration_unchecked,
+    padding_note,
+    patient_aif_on_grid,
+    patient_grid_offset,
+    patient_time_plan,
+    patient_timing,
+    time_grid,
 )
 from ..utils.fixes import Interval, StrOptions
 from ..utils.validation import check_voxel_refs
@@ -106,18 +105,6 @@ def _take_patches(volume, index):
     return volume[np.unravel_index(index, volume.shape)]
 
 
-def _patient_volume(patient, name):
-    """The voxel array of the patient's image ``name``, read once per process.
-
-    A file-backed image (a nibabel array proxy: a ``.nii.gz`` is decompressed at every
-    read) is read through the shared cache, read-only; an in-memory one is returned as it
-    is, at no cost.
-    """
-    img = getattr(patient, name)
-    if nib.is_proxy(img.dataobj):
-        return cached(patient, ("volume", name), lambda: np.asarray(img.dataobj))
-    return np.asarray(img.dataobj)
-
 
 def _check_dwi_grid(patient):
     """Raise a ValueError naming the participant when a DWI image is off the PWI grid.
@@ -132,15 +119,10 @@ def _check_dwi_grid(patient):
                              "the PWI grid.")
 
 
-def _patient_brain(patient):
-    """:meth:`Patient.get_brain_mask` as a read-only C-contiguous bool array (cached)."""
-    return cached(patient, ("brain_mask",),
-                  lambda: np.ascontiguousarray(patient.get_brain_mask(), dtype=bool))
-
 
 def _brain_inside(patient):
     """The patient's brain mask as a C-contiguous boolean array on the PWI grid."""
-    inside = _patient_brain(patient)
+    inside = patient_brain(patient)
     if inside.shape != tuple(patient.shape):
         raise ValueError(f"participant {patient.id}: the brain mask has shape {inside.shape}, "
                          f"but the PWI grid is {tuple(patient.shape)}. Resample the mask onto "
@@ -391,11 +373,11 @@ class PatchExtractor(BaseVoxelTransformer):
             patient = self.cohort[int(sorted_patients[lo])]
             rows = order[lo:hi]
             # read-only when file-backed: the per-process cache keeps the decompressed arrays
-            data = _patient_volume(patient, "pwi")
+            data = patient_volume(patient, "pwi")
             context = self._context(patient, data, use_cache=True)
             dwi = None
             if "dwi" in self.inputs:
-                dwi = (_patient_volume(patient, "dwi_b0"), _patient_volume(patient, "dwi_b1000"))
+                dwi = (patient_volume(patient, "dwi_b0"), patient_volume(patient, "dwi_b1000"))
             # raster order, so that the voxels of a chunk share their neighbours
             voxel = np.ravel_multi_index(tuple(refs[rows, 1:].T), patient.shape)
             if np.any(np.diff(voxel) < 0):
@@ -537,16 +519,16 @@ class PatchExtractor(BaseVoxelTransformer):
         if "dwi" in self.inputs:
             _check_dwi_grid(patient)
         if use_cache:
-            timing = cached(patient, ("timing",), lambda: _patient_timing(
-                patient, data, _patient_brain(patient)))
+            timing = cached(patient, ("timing",), lambda: patient_timing(
+                patient, data, patient_brain(patient)))
         else:
-            timing = _patient_timing(patient, data, brain)
+            timing = patient_timing(patient, data, brain)
         for note in timing.notes:
             warnings.warn(note, UserWarning, stacklevel=3)
-        offset = _patient_offset(patient, self.align, timing)
-        grid = _grid(self.n_timepoints, float(self.time_step), offset)
-        plan, padding = _patient_plan(patient, timing, grid)
-        note = _padding_note(patient, padding, grid)
+        offset = patient_grid_offset(patient, self.align, timing)
+        grid = time_grid(self.n_timepoints, float(self.time_step), offset)
+        plan, padding = patient_time_plan(patient, timing, grid)
+        note = padding_note(patient, padding, grid)
         if note is not None:
             warnings.warn(note, UserWarning, stacklevel=3)
         aif = None
@@ -554,7 +536,7 @@ class PatchExtractor(BaseVoxelTransformer):
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
 
             def compute():
-                return _patient_aif(patient, self.n_timepoints, float(self.time_step),
+                return patient_aif_on_grid(patient, self.n_timepoints, float(self.time_step),
                                     offset, timing, full).astype(np.float32)
 
             key = ("patch_aif", self.n_timepoints, float(self.time_step), offset)
@@ -594,16 +576,16 @@ class PatchExtractor(BaseVoxelTransformer):
             target = np.empty(curves.shape, dtype=np.float32)
         lookup = workspace.lookup
         lookup[flat] = np.arange(flat.size)
-        conc, clipped, _ = _concentration(curves, patient.echo_time, context.baseline,
+        conc, clipped, _ = concentration_unchecked(curves, patient.echo_time, context.baseline,
                                           out=target)
         if isinstance(context.plan, list):  # SliceTiming: each slice its own plan
             rows = np.empty((len(conc), self.n_timepoints), dtype=conc.dtype)
             slices = np.unravel_index(flat, shape)[2] + z0
             for k in np.unique(slices):
                 chosen = slices == k
-                rows[chosen] = _apply_plan(conc[chosen], *context.plan[k])
+                rows[chosen] = apply_interp_plan(conc[chosen], *context.plan[k])
         else:
-            rows = _apply_plan(conc, *context.plan)
+            rows = apply_interp_plan(conc, *context.plan)
         del conc
         position = lookup[index]
         pwi = out[:, : n_t * n_patch].reshape(n, n_t, n_patch)

@@ -13,15 +13,15 @@ from numbers import Integral
 
 import numpy as np
 
+from .._cache import patient_volume
 from ..base import BaseVoxelTransformer
 from ..datasets import Cohort
-from ..perfusion._patient import MAP_NAMES, _cached_patient_maps
+from ..perfusion._patient import MAP_NAMES, cached_patient_maps
 from ..utils.fixes import Interval, StrOptions
 from ._patches import (
     _brain_inside,
     _check_dwi_grid,
     _gather_patches,
-    _patient_volume,
 )
 
 __all__ = ["PerfusionMapExtractor"]
@@ -164,13 +164,13 @@ class PerfusionMapExtractor(BaseVoxelTransformer):
             patient = self.cohort[int(p)]
             ijk = refs[rows, 1:]
             inside = _brain_inside(patient) if self.mask_neighbours else None
-            maps = _cached_patient_maps(patient, self.method)
+            maps = cached_patient_maps(patient, self.method)
             blocks = [maps[name] for name in names]
             if self.dwi:
                 _check_dwi_grid(patient)
                 # file-backed DWI is read (decompressed) once per process, as PatchExtractor does
-                blocks += [_patient_volume(patient, "dwi_b0"),
-                           _patient_volume(patient, "dwi_b1000")]
+                blocks += [patient_volume(patient, "dwi_b0"),
+                           patient_volume(patient, "dwi_b1000")]
             for b, volume in enumerate(blocks):
                 out[rows, b * n_patch: (b + 1) * n_patch] = _gather_patches(
                     volume, ijk, self.patch_size, inside)
