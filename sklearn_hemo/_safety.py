@@ -63,6 +63,8 @@ MAX_IMAGE_VOXELS = _max_voxels_from_env()
 
 #: Fewest PWI frames a patient may have: a baseline, the bolus and its passage.
 MIN_FRAMES = 10
+#: frames averaged for the pre-bolus baseline check of :func:`check_patient_data`
+N_BASELINE = 3
 #: Shortest plausible echo time in seconds (DSC echo times are 20-60 ms).
 MIN_ECHO_TIME = 1e-3
 
@@ -307,14 +309,73 @@ def check_distinct_patients(patients, root=None):
             seen[key] = patient.id
 
 
+def image_location(patient, name):
+    """Where ``patient``'s image ``name`` comes from, for messages: its file or "(in memory)"."""
+    source = patient.source(name)
+    return str(source) if source is not None else f"{name} (in memory)"
+
+
+def _read(patient, name):
+    img = getattr(patient, name)
+    try:
+        return np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel/gzip/zlib raise many types on damaged files
+        _fail(patient.id, image_location(patient, name), f"cannot be read ({exc}).",
+              "Re-copy or re-export the file.")
+
+
+def check_patient_data(patient):
+    """Read every image of ``patient`` and check its values (finite, positive baseline).
+
+    Moved here from ``datasets/_validation.py`` (which re-exports it) so that the two
+    modules do not import each other.
+    """
+    pid = patient.id
+    pwi = _read(patient, "pwi")
+    if pwi.dtype.kind == "f" and not np.isfinite(pwi).all():
+        n = int((~np.isfinite(pwi)).sum())
+        _fail(pid, image_location(patient, "pwi"), f"holds {n} NaN or infinite value(s).",
+              "Fix or mask the corrupt voxels upstream; nothing is interpolated here.")
+    arrays = {}
+    for name in ("dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):
+        if getattr(patient, name) is None:
+            continue
+        arrays[name] = data = _read(patient, name)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            _fail(pid, image_location(patient, name), "holds NaN or infinite values.",
+                  "Fix the image upstream.")
+    baseline = pwi[..., : min(N_BASELINE, pwi.shape[3])].astype(np.float64).mean(axis=-1)
+    if "brain_mask" in arrays:
+        brain = arrays["brain_mask"] > 0
+        if not brain.any():
+            _fail(pid, image_location(patient, "brain_mask"), "is empty.",
+                  "Provide a mask with the brain voxels set to 1.")
+        bad = int((baseline[brain] <= 0).sum())
+        if bad:
+            _fail(pid, image_location(patient, "pwi"), "has a non-positive pre-bolus baseline "
+                  f"(mean of the first {N_BASELINE} frames) in {bad} brain voxel(s); the "
+                  "concentration -ln(S/S0)/TE is undefined there.",
+                  "Check the scaling of the series or exclude those voxels from brain_mask.")
+    elif not np.any(baseline > 0):
+        _fail(pid, image_location(patient, "pwi"), "has no positive baseline signal.",
+              "Check the scaling of the series.")
+    if "ht_mask" in arrays and patient.ht is not None:
+        n_ht = int((arrays["ht_mask"] > 0).sum())
+        if patient.ht == 0 and n_ht:
+            _fail(pid, image_location(patient, "ht_mask"), f"marks {n_ht} voxel(s) but "
+                  "participants.tsv says ht = 0.", "Make the label and the annotation agree.")
+        if patient.ht == 1 and not n_ht:
+            _fail(pid, image_location(patient, "ht_mask"), "marks no voxel but "
+                  "participants.tsv says ht = 1.", "Make the label and the annotation agree "
+                  "(annotate the bleed or set ht = 0).")
+
+
 def check_patient_voxels(patient):
     """Every voxel-level check of :meth:`Patient.validate`, plus a few the pipeline needs.
 
     Reads the patient's images. Raises :class:`~sklearn_hemo.datasets.CohortError`
     naming the participant, the file and the fix.
     """
-    from .datasets._validation import check_patient_data
-
     pid = patient.id
     where = patient.source("pwi") or "pwi (in memory)"
     for name in ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):

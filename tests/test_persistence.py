@@ -285,3 +285,67 @@ def test_bundle_folder_gets_ordinary_permissions(classic_pipeline, tmp_path):
 
     path = save_model(classic_pipeline[0], tmp_path / "m")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~UMASK
+
+
+# -- class paths recorded in bundles (renamed private modules, issue 18) ----------------
+def _rewrite_bundle_file(path, name, edit):
+    """Rewrite one file of a bundle with ``edit(bytes) -> bytes`` and re-hash it in the
+    manifest, as if an older version of the package had written it that way."""
+    import hashlib
+
+    target = path / name
+    target.write_bytes(edit(target.read_bytes()))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(target.read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_new_bundles_name_the_public_lstm_path(lstm_pipeline, tmp_path):
+    model, _ = lstm_pipeline
+    path = save_model(model, tmp_path / "m")
+    spec = json.loads((path / "net-0.json").read_text())
+    assert spec["params"]["module"] == {"__callable__": "sklearn_hemo.neural.HemoLSTM"}
+    for name in ("net-0.json", "estimator.json", "manifest.json"):
+        assert "_lstm_module" not in (path / name).read_text(), name
+
+
+def test_bundle_naming_the_old_private_lstm_path_loads(lstm_pipeline, tmp_path, monkeypatch):
+    from sklearn_hemo.neural import HemoLSTM
+
+    model, X = lstm_pipeline
+    path = save_model(model, tmp_path / "m")
+    _rewrite_bundle_file(path, "net-0.json", lambda text: text.replace(
+        b"sklearn_hemo.neural.", b"sklearn_hemo._lstm_module."))
+    spec = json.loads((path / "net-0.json").read_text())
+    assert spec["params"]["module"] == {"__callable__": "sklearn_hemo._lstm_module.HemoLSTM"}
+    with pickle_disabled(monkeypatch):
+        loaded = _load_quietly(path)
+    assert isinstance(loaded[-1].net_.module_, HemoLSTM)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_bundle_naming_the_old_perfusion_feature_module_loads(tiny_cohort, tmp_path):
+    import io
+    import zipfile
+
+    from sklearn_hemo.preprocessing import PerfusionMapExtractor
+
+    X = np.array([[0, 5, 5, 0], [1, 6, 6, 1]])
+    path = save_model(PerfusionMapExtractor(tiny_cohort).fit(X), tmp_path / "m")
+
+    def old_paths(data):
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+            for item in src.infolist():
+                content = src.read(item.filename)
+                if item.filename == "schema.json":
+                    assert b"preprocessing._perfusion_features" in content
+                    content = content.replace(b"preprocessing._perfusion_features",
+                                              b"preprocessing._maps")
+                dst.writestr(item, content)
+        return out.getvalue()
+
+    _rewrite_bundle_file(path, "estimator.skops", old_paths)
+    loaded = _load_quietly(path, cohort=tiny_cohort)
+    assert type(loaded) is PerfusionMapExtractor
+    assert loaded.get_params(deep=False).keys() == PerfusionMapExtractor().get_params().keys()

@@ -35,6 +35,7 @@ from .._io import atomic_path, atomic_write_text
 from .._safety import check_stale_files
 from ..exceptions import CohortError
 from ._cohort import ArterialInputFunction, Cohort, Patient
+from ._grids import resample_patient_images
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
 
 __all__ = ["load_cohort", "load_patient", "save_cohort", "write_cohort"]
@@ -414,8 +415,6 @@ def _read_patient(root, pid, ht, resample=False):
     # reuse the headers just read (still lazy: the proxies are dropped when pickled)
     patient._images.update({name: img for name, (_, img) in found.items() if img is not None})
     if resample:
-        from ._import import resample_patient_images
-
         resample_patient_images(patient)
     check_patient(patient)
     return patient

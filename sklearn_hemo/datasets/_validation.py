@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._safety import check_declared_image, check_patient_data, image_location
 from ..exceptions import CohortError
 
 __all__ = ["check_file", "check_patient", "check_patient_data", "check_time_step"]
@@ -21,13 +22,7 @@ __all__ = ["check_file", "check_patient", "check_patient_data", "check_time_step
 _AFFINE_ATOL = 1e-3  # mm; NIfTI stores the sform in float32
 _MAX_ECHO_TIME = 1.0  # s; DSC echo times are 20-60 ms
 _MAX_REPETITION_TIME = 10.0  # s; DSC repetition times are 1-3 s
-_N_BASELINE = 3  # frames averaged for the pre-bolus baseline check
 _TIME_STEP_RTOL = 0.01  # pixdim[4] vs RepetitionTime; headers store float32
-
-
-def _where(patient, name):
-    source = patient.source(name)
-    return str(source) if source is not None else f"{name} (in memory)"
 
 
 def _fail(pid, where, problem, fix):
@@ -41,8 +36,6 @@ def check_file(pid, path, img):
     disagrees with the size the header promises (a truncated or concatenated file) the
     stream is decompressed once to decide.
     """
-    from .._safety import check_declared_image
-
     path = Path(path)
     check_declared_image(pid, path, img)  # bounded before anything is decompressed
     expected = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * int(
@@ -77,7 +70,7 @@ def check_patient(patient):
     """Check headers, grids, affines and acquisition parameters of ``patient`` (no voxels)."""
     pid = patient.id
     pwi = patient.pwi
-    where = _where(patient, "pwi")
+    where = image_location(patient, "pwi")
     if pwi is None:
         _fail(pid, "pwi", "is missing.", "Provide the 4D source DSC series as pwi.nii.gz.")
     if len(pwi.shape) != 4:
@@ -95,7 +88,7 @@ def check_patient(patient):
             if required:
                 _fail(pid, name, "is missing.", f"Provide {name}.nii.gz on the PWI grid.")
             continue
-        where = _where(patient, name)
+        where = image_location(patient, name)
         if len(img.shape) != 3:
             _fail(pid, where, f"has shape {img.shape}; it must be a 3D volume.",
                   "Save a single 3D volume.")
@@ -180,54 +173,3 @@ def check_acquisition(pid, where, echo_time, repetition_time):
     if repetition_time > _MAX_REPETITION_TIME:
         _fail(pid, where, f"RepetitionTime {repetition_time} looks like milliseconds.",
               f"Give it in seconds (e.g. {repetition_time / 1000:g}).")
-
-
-def _read(patient, name):
-    img = getattr(patient, name)
-    try:
-        return np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel/gzip/zlib raise many types on damaged files
-        _fail(patient.id, _where(patient, name), f"cannot be read ({exc}).",
-              "Re-copy or re-export the file.")
-
-
-def check_patient_data(patient):
-    """Read every image of ``patient`` and check its values (finite, positive baseline)."""
-    pid = patient.id
-    pwi = _read(patient, "pwi")
-    if pwi.dtype.kind == "f" and not np.isfinite(pwi).all():
-        n = int((~np.isfinite(pwi)).sum())
-        _fail(pid, _where(patient, "pwi"), f"holds {n} NaN or infinite value(s).",
-              "Fix or mask the corrupt voxels upstream; nothing is interpolated here.")
-    arrays = {}
-    for name in ("dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):
-        if getattr(patient, name) is None:
-            continue
-        arrays[name] = data = _read(patient, name)
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            _fail(pid, _where(patient, name), "holds NaN or infinite values.",
-                  "Fix the image upstream.")
-    baseline = pwi[..., : min(_N_BASELINE, pwi.shape[3])].astype(np.float64).mean(axis=-1)
-    if "brain_mask" in arrays:
-        brain = arrays["brain_mask"] > 0
-        if not brain.any():
-            _fail(pid, _where(patient, "brain_mask"), "is empty.",
-                  "Provide a mask with the brain voxels set to 1.")
-        bad = int((baseline[brain] <= 0).sum())
-        if bad:
-            _fail(pid, _where(patient, "pwi"), f"has a non-positive pre-bolus baseline (mean "
-                  f"of the first {_N_BASELINE} frames) in {bad} brain voxel(s); the "
-                  "concentration -ln(S/S0)/TE is undefined there.",
-                  "Check the scaling of the series or exclude those voxels from brain_mask.")
-    elif not np.any(baseline > 0):
-        _fail(pid, _where(patient, "pwi"), "has no positive baseline signal.",
-              "Check the scaling of the series.")
-    if "ht_mask" in arrays and patient.ht is not None:
-        n_ht = int((arrays["ht_mask"] > 0).sum())
-        if patient.ht == 0 and n_ht:
-            _fail(pid, _where(patient, "ht_mask"), f"marks {n_ht} voxel(s) but participants.tsv "
-                  "says ht = 0.", "Make the label and the annotation agree.")
-        if patient.ht == 1 and not n_ht:
-            _fail(pid, _where(patient, "ht_mask"), "marks no voxel but participants.tsv says "
-                  "ht = 1.", "Make the label and the annotation agree (annotate the bleed or "
-                  "set ht = 0).")
