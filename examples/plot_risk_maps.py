@@ -30,7 +30,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import make_stroke_cohort
-from sklearn_hemo.risk import predict_risk_map
 from sklearn_hemo.metrics import (
     dice_score,
     patient_table,
@@ -40,6 +39,7 @@ from sklearn_hemo.metrics import (
 from sklearn_hemo.neural import LSTMClassifier
 from sklearn_hemo.plotting import save_risk_overlay
 from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.risk import predict_risk_map
 from sklearn_hemo.sampling import sample_voxels
 
 
