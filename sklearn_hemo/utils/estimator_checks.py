@@ -1,10 +1,10 @@
 """Estimator checks of sklearn-hemo: test instances, voxel-reference checks, expected failures.
 
-``tests/test_common.py`` runs scikit-learn's :func:`~sklearn.utils.estimator_checks.
-parametrize_with_checks` over one instance (or a few) of every estimator that
-:func:`~sklearn_hemo.utils.discovery.all_estimators` finds, built here by
-:func:`_tested_estimators` (estimators that hold a cohort get a tiny simulated one, the LSTM
-gets fast settings).
+``tests/test_common.py`` runs scikit-learn's
+:func:`~sklearn.utils.estimator_checks.parametrize_with_checks` over one instance (or a
+few) of every estimator that :func:`~sklearn_hemo.utils.discovery.all_estimators` finds,
+built here by ``_tested_estimators`` (estimators that hold a cohort get a tiny simulated
+one, the LSTM gets fast settings).
 
 Estimators that read *voxel references* ``(patient, i, j, k)`` into a cohort (their
 :class:`~sklearn_hemo.base.HemoInputTags` say ``voxel_references``) set the
@@ -27,11 +27,11 @@ from pathlib import Path
 from unittest import SkipTest
 
 import numpy as np
-from sklearn.base import clone, is_classifier
+from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import NotFittedError, SkipTestWarning
 from sklearn.utils import estimator_checks as sklearn_checks
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, validate_params
+from sklearn.utils._param_validation import validate_params
 
 __all__ = ["voxel_reference_checks"]
 
@@ -367,7 +367,7 @@ def check_voxel_refs_classifier(name, estimator):
         raise AssertionError(f"{name} accepted a continuous target")
 
 
-@validate_params({"estimator": [HasMethods(["fit", "get_params"])]},
+@validate_params({"estimator": [BaseEstimator]},
                  prefer_skip_nested_validation=True)
 def voxel_reference_checks(estimator):
     """Yield the checks of an estimator that reads voxel references.
