@@ -257,12 +257,13 @@ def check_voxel_refs_input_layouts(name, estimator):
         path = Path(folder) / "X.npy"
         np.save(path, X)
         mapped = np.load(path, mmap_mode="r")
+        small = np.uint8 if X.max() <= np.iinfo(np.uint8).max else np.uint16
         layouts = {"read-only memmap": mapped, "Fortran": np.asfortranarray(X),
-                   "int32": X.astype(np.int32), "uint8": X.astype(np.uint8),
+                   "int32": X.astype(np.int32), "small unsigned": X.astype(small),
                    "list": X.tolist()}
         for label, data in layouts.items():
             _assert_same_outputs(_outputs(estimator, data), full, f"{name} on {label} input")
-        del mapped
+        del mapped, layouts  # release the memory map before the folder is removed
     _assert_same_outputs(_outputs(estimator, X[:1]), {m: np.asarray(v)[:1] for m, v in
                                                       full.items()}, f"{name} on one voxel")
 
