@@ -126,7 +126,7 @@ def _voxel_refs(cohort, per_patient=12):
 
 def _data(estimator):
     """Voxel references into the estimator's cohort and, for classifiers, two labels."""
-    cohort = estimator.cohort
+    cohort = getattr(estimator, "cohort", None)
     if cohort is None or len(cohort) < 2:
         raise ValueError(f"The voxel-reference checks of {type(estimator).__name__} need "
                          "an instance holding a cohort of at least two patients: pass "
