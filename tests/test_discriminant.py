@@ -9,20 +9,8 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.model_selection import train_test_split
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.discriminant import SRDAClassifier, SRKDAClassifier
-
-
-@parametrize_with_checks(
-    [
-        SRKDAClassifier(),
-        SRKDAClassifier(n_components=20, random_state=0),
-        SRDAClassifier(),
-    ]
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 def _responses_by_hand(y_idx, n_classes):

@@ -5,16 +5,8 @@ import pytest
 from sklearn.datasets import make_blobs, make_classification
 from sklearn.linear_model import LinearRegression, RidgeClassifier
 from sklearn.metrics import roc_auc_score
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.linear_model import LinearRegressionClassifier
-
-
-@parametrize_with_checks(
-    [LinearRegressionClassifier(), LinearRegressionClassifier(fit_intercept=False)]
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 def test_binary_score_is_the_ols_fit_of_the_coded_labels():

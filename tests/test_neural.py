@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo._lstm_module import expected_feature_names
 from sklearn_hemo.neural import BlockScaler, LSTMClassifier
@@ -38,11 +37,6 @@ def make_sequences(n, n_timepoints, seed, inputs="pwi+aif+dwi"):
     if "dwi" in inputs:
         parts.append(rng.normal(0, 1, (n, 18)))
     return np.hstack(parts).astype(np.float32), y
-
-
-@parametrize_with_checks([LSTMClassifier(inputs=None, random_state=0, **FAST)])
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
 
 
 @pytest.mark.parametrize("inputs, step_features, dense_in", [
@@ -259,11 +253,6 @@ def test_gpu_trained_model_predicts_on_cpu():
     proba_cpu = restored.predict_proba(X)
     assert not next(restored.net_.module_.parameters()).is_cuda
     np.testing.assert_allclose(proba_cpu, proba_gpu, atol=1e-5)
-
-
-@parametrize_with_checks([BlockScaler(), BlockScaler(inputs=None, n_timepoints=3)])
-def test_block_scaler_estimator_checks(estimator, check):
-    check(estimator)
 
 
 def test_block_scaler_keeps_each_curve_shape():

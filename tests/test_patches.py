@@ -1,18 +1,13 @@
 """PatchExtractor: voxel references to patch features."""
 
-import pickle
 import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
-from sklearn.base import clone
-from sklearn.exceptions import SkipTestWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import estimator_checks
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient
 from sklearn_hemo.preprocessing import PatchExtractor
@@ -158,15 +153,6 @@ def test_odd_acquisitions_give_finite_features():
 
 
 # -- invariances and the whole-volume path ------------------------------------------------------
-def test_sample_order_and_subset_invariance(cohort):
-    X = np.concatenate([_all_voxels(cohort, 0), _all_voxels(cohort, 1)])
-    extractor = PatchExtractor(cohort)
-    full = extractor.fit_transform(X)
-    perm = np.random.default_rng(0).permutation(len(X))
-    np.testing.assert_array_equal(extractor.transform(X[perm]), full[perm])
-    np.testing.assert_array_equal(extractor.transform(X[perm[:3]]), full[perm[:3]])
-
-
 @pytest.mark.parametrize("chunk_size", [1, 7, 10_000])
 def test_iter_volume_equals_transform_over_the_brain(cohort, chunk_size):
     extractor = PatchExtractor(cohort)
@@ -353,74 +339,9 @@ def test_bad_parameters(cohort):
 
 
 # -- scikit-learn compatibility -----------------------------------------------------------------
-# The input is voxel references, so ``two_d_array`` is False (as for scikit-learn's
-# vectorizers) and scikit-learn's random-float checks are skipped; the checks that need no
-# data run below, and the properties of the data checks are tested on voxel references.
-_COHORT = Cohort([make_patient("sub-c", shape=(4, 4, 2), n_frames=20, seed=3)])
-
-
-with warnings.catch_warnings():  # collection-time SkipTestWarning, asserted below
-    warnings.simplefilter("ignore", SkipTestWarning)
-    _CHECKS = parametrize_with_checks([PatchExtractor(_COHORT)])
-
-
-@_CHECKS
-def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.parametrize("name", [
-    "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
-    "check_estimator_repr", "check_no_attributes_set_in_init",
-    "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
-    "check_get_params_invariance", "check_set_params",
-    "check_parameters_default_constructible"])
-def test_sklearn_checks_without_data(name):
-    getattr(estimator_checks, name)("PatchExtractor", PatchExtractor(_COHORT))
-
-
-def test_tags_say_voxel_references():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        checks = list(estimator_checks.estimator_checks_generator(PatchExtractor(_COHORT)))
-    assert len(checks) == 1 and any(w.category is SkipTestWarning for w in caught)
-    tags = PatchExtractor().__sklearn_tags__()
-    assert not tags.input_tags.two_d_array and not tags.requires_fit
-
-
-def test_sklearn_api_on_voxel_references(cohort, tmp_path):
-    X = np.concatenate([_all_voxels(cohort, 0)[::3], _all_voxels(cohort, 1)[::4]])
-    extractor = PatchExtractor(cohort, inputs="pwi+dwi")
-    params = extractor.get_params()
-    unfitted = extractor.transform(X)  # stateless: no fit needed
-    assert extractor.fit(X) is extractor and extractor.n_features_in_ == 4
-    assert extractor.get_params() == params and not hasattr(extractor, "cohort_")
-    np.testing.assert_array_equal(extractor.transform(X), unfitted)
-    np.testing.assert_array_equal(extractor.fit(X[:3]).transform(X), unfitted)  # idempotent
-    # cheap clone and pickle
-    assert clone(extractor).cohort is cohort
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(extractor)).transform(X), unfitted)
-    # read-only memory-mapped and Fortran-ordered references
-    path = tmp_path / "X.npy"
-    np.save(path, X)
-    np.testing.assert_array_equal(extractor.transform(np.load(path, mmap_mode="r")), unfitted)
-    np.testing.assert_array_equal(extractor.transform(np.asfortranarray(X)), unfitted)
-    np.testing.assert_array_equal(extractor.transform(X.astype(np.int32).tolist()), unfitted)
-    # one sample
-    np.testing.assert_array_equal(extractor.transform(X[:1]), unfitted[:1])
-
-
-def test_dataframes_and_pandas_output(cohort):
-    pd = pytest.importorskip("pandas", reason="pandas output needs pandas")
-    X = pd.DataFrame(_all_voxels(cohort, 0)[:4], columns=["patient", "i", "j", "k"])
-    extractor = PatchExtractor(cohort, inputs="pwi").set_output(transform="pandas")
-    out = extractor.fit_transform(X)
-    assert list(out.columns) == extractor.get_feature_names_out().tolist()
-    assert extractor.feature_names_in_.tolist() == ["patient", "i", "j", "k"]
-    with pytest.raises(ValueError, match="feature names"):
-        extractor.transform(X.rename(columns={"i": "x"}))
-
-
+# scikit-learn's checks, and the voxel-reference checks that replace its array checks (order
+# and subset invariance, clone, pickle, input layouts, feature names), run on every estimator
+# in tests/test_common.py.
 def test_in_a_pipeline(cohort):
     X = np.concatenate([_all_voxels(cohort, 0), _all_voxels(cohort, 1)])
     y = (X[:, 1] > 3).astype(int)

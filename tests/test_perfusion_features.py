@@ -1,18 +1,13 @@
 """PerfusionMapExtractor and ROIPermeabilityScorer: maps as features of voxel references."""
 
-import pickle
-import warnings
 
 import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import SkipTestWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, cross_val_predict, cross_val_score
 from sklearn.pipeline import make_pipeline
-from sklearn.utils import estimator_checks
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.datasets import Cohort, make_stroke_cohort
 from sklearn_hemo.perfusion import MAP_NAMES, ROIPermeabilityScorer, patient_perfusion_maps
@@ -97,19 +92,6 @@ def test_default_maps_and_all_maps(tiny_cohort, refs):
     assert default.shape == (7, 45)
     every = PerfusionMapExtractor(tiny_cohort, maps=MAP_NAMES, patch_size=1).fit_transform(X)
     assert every.shape == (len(X), len(MAP_NAMES)) and np.isfinite(every).all()
-
-
-def test_order_subset_and_clone_invariance(tiny_cohort, refs):
-    X, _ = refs
-    extractor = PerfusionMapExtractor(tiny_cohort)
-    full = extractor.fit_transform(X)
-    perm = np.random.default_rng(0).permutation(len(X))
-    np.testing.assert_array_equal(extractor.transform(X[perm]), full[perm])
-    np.testing.assert_array_equal(extractor.transform(X[perm[:2]]), full[perm[:2]])
-    twin = clone(extractor)
-    assert twin.cohort is tiny_cohort
-    np.testing.assert_array_equal(twin.transform(X), full)
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(extractor)).transform(X), full)
 
 
 def test_maps_are_computed_once_per_patient(monkeypatch):
@@ -250,39 +232,5 @@ def test_roi_scorer_errors(tiny_cohort, refs):
         ROIPermeabilityScorer(tiny_cohort).predict(X)
 
 
-# -- scikit-learn compatibility ------------------------------------------------------------
-# As for PatchExtractor: voxel references are not a feature array (``two_d_array`` is
-# False), so scikit-learn's random-float checks are skipped; the data-free checks run
-# below and the data properties are tested above on voxel references.
-_SMALL = Cohort(list(make_stroke_cohort(n_patients=2, shape=(6, 6, 1), random_state=2,
-                                        difficulty="easy")))
-_ESTIMATORS = [PerfusionMapExtractor(_SMALL), ROIPermeabilityScorer(_SMALL)]
-
-with warnings.catch_warnings():  # collection-time SkipTestWarning, asserted below
-    warnings.simplefilter("ignore", SkipTestWarning)
-    _CHECKS = parametrize_with_checks(_ESTIMATORS)
-
-
-@_CHECKS
-def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.parametrize("estimator", _ESTIMATORS, ids=lambda e: type(e).__name__)
-@pytest.mark.parametrize("name", [
-    "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
-    "check_estimator_repr", "check_no_attributes_set_in_init",
-    "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
-    "check_get_params_invariance", "check_set_params",
-    "check_parameters_default_constructible"])
-def test_sklearn_checks_without_data(estimator, name):
-    getattr(estimator_checks, name)(type(estimator).__name__, estimator)
-
-
-@pytest.mark.parametrize("estimator", _ESTIMATORS, ids=lambda e: type(e).__name__)
-def test_tags_say_voxel_references(estimator):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        checks = list(estimator_checks.estimator_checks_generator(estimator))
-    assert len(checks) == 1 and any(w.category is SkipTestWarning for w in caught)
-    assert not estimator.__sklearn_tags__().input_tags.two_d_array
+# scikit-learn's checks and the voxel-reference checks of both estimators (order and subset
+# invariance, clone, pickle, input layouts, feature names) run in tests/test_common.py.

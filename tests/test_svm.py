@@ -7,16 +7,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hemo.svm import ScalableSVC
-
-
-@parametrize_with_checks(
-    [ScalableSVC(), ScalableSVC(max_exact_samples=1, n_components=50, random_state=0)]
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
 
 
 @pytest.mark.parametrize("gamma", ["scale", "auto", 0.3])

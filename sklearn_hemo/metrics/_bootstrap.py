@@ -32,6 +32,10 @@ __all__ = ["bootstrap_auc", "bootstrap_weights", "weighted_auc"]
 _BLOCK_ELEMENTS = 1 << 21
 
 
+@validate_params(
+    {"y_true": ["array-like"], "y_score": ["array-like"], "sample_weight": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def weighted_auc(y_true, y_score, sample_weight=None):
     """AUC-ROC and AUC-PR for one or many weightings of the same scored samples.
 

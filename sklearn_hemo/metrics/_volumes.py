@@ -18,10 +18,13 @@ Conventions, used by every function here:
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from ..utils.fixes import Interval, validate_params
 
 __all__ = [
     "voxel_volume_ml",
@@ -35,11 +38,19 @@ __all__ = [
     "summarize_patient_table",
 ]
 
+# parameter constraints shared by the measures (scikit-learn's validate_params)
+_PROBABILITY = Interval(numbers.Real, 0, 1, closed="both")
+_PERCENTILE = Interval(numbers.Real, 0, 100, closed="both")
+
 
 def _is_image(obj):
     return isinstance(obj, nib.spatialimages.SpatialImage)
 
 
+@validate_params(
+    {"image": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def voxel_volume_ml(image):
     """Volume of one voxel of ``image`` in millilitres, from the header zooms.
 
@@ -111,6 +122,10 @@ def _resolve_voxel_volume(image, voxel_size):
     )
 
 
+@validate_params(
+    {"risk_map": ["array-like"], "threshold": [_PROBABILITY], "voxel_size": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def predicted_volume(risk_map, threshold=0.5, *, voxel_size=None):
     """Predicted HT volume in mL: the volume of voxels whose risk is ``>= threshold``.
 
@@ -143,6 +158,10 @@ def predicted_volume(risk_map, threshold=0.5, *, voxel_size=None):
     return float(np.count_nonzero(data >= threshold) * voxel_ml)
 
 
+@validate_params(
+    {"mask": ["array-like"], "voxel_size": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def mask_volume(mask, *, voxel_size=None):
     """Volume in mL of the non-zero voxels of a binary mask (e.g. ``ht_mask``).
 
@@ -169,6 +188,10 @@ def mask_volume(mask, *, voxel_size=None):
     return float(np.count_nonzero(_array(mask, "mask")) * voxel_ml)
 
 
+@validate_params(
+    {"risk_map": ["array-like"], "brain_mask": ["array-like", None], "percentile": [_PERCENTILE]},
+    prefer_skip_nested_validation=True,
+)
 def patient_risk_score(risk_map, brain_mask=None, *, percentile=99.0):
     """One HT risk number per patient: a high percentile of the voxel risks in the brain.
 
@@ -214,6 +237,10 @@ def _binary_prediction(risk_map, threshold):
     return _array(risk_map, "risk_map") >= threshold
 
 
+@validate_params(
+    {"risk_map": ["array-like"], "ht_mask": ["array-like"], "threshold": [_PROBABILITY]},
+    prefer_skip_nested_validation=True,
+)
 def dice_score(risk_map, ht_mask, threshold=0.5):
     """Dice overlap of the thresholded risk map with the HT annotation.
 
@@ -250,6 +277,11 @@ def dice_score(risk_map, ht_mask, threshold=0.5):
     return float(2.0 * np.count_nonzero(pred & truth) / denominator)
 
 
+@validate_params(
+    {"risk_map": ["array-like"], "ht_mask": ["array-like"], "threshold": [_PROBABILITY],
+     "voxel_size": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def volume_error(risk_map, ht_mask, threshold=0.5, *, voxel_size=None):
     """Signed volume error in mL: predicted HT volume minus annotated HT volume.
 
@@ -287,6 +319,10 @@ def volume_error(risk_map, ht_mask, threshold=0.5, *, voxel_size=None):
     return float(pred - np.count_nonzero(truth_data) * voxel_ml)
 
 
+@validate_params(
+    {"scores": ["array-like"], "labels": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def occurrence_auc(scores, labels):
     """Patient-level AUC-ROC of risk scores against whether each patient bled.
 
@@ -323,6 +359,11 @@ def occurrence_auc(scores, labels):
     return float(roc_auc_score(labels, scores))
 
 
+@validate_params(
+    {"risk_maps": [Sequence], "patients": [Sequence], "threshold": [_PROBABILITY],
+     "percentile": [_PERCENTILE]},
+    prefer_skip_nested_validation=True,
+)
 def patient_table(risk_maps, patients, *, threshold=0.5, percentile=99.0):
     """Per-patient volumetric table from risk maps.
 
@@ -394,6 +435,10 @@ def patient_table(risk_maps, patients, *, threshold=0.5, percentile=99.0):
     return rows
 
 
+@validate_params(
+    {"rows": [Sequence]},
+    prefer_skip_nested_validation=True,
+)
 def summarize_patient_table(rows):
     """Cohort-level summary of a :func:`patient_table`.
 

@@ -8,9 +8,11 @@ features; everything downstream is a plain scikit-learn estimator.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import sklearn
 
-from ..utils.fixes import StrOptions, validate_params
+from ..utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = ["make_model_zoo", "DEFAULT_ROWS", "N_CANDIDATES", "PROTOCOLS", "ZOO_ROWS"]
 
@@ -128,7 +130,10 @@ def _grids(protocol):
         "protocol": [StrOptions(set(PROTOCOLS))],
         "models": [list, tuple, None],
         "random_state": ["random_state"],
+        "n_timepoints": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
+        "torch_num_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "svm_exact_max_samples": [Interval(Integral, 0, None, closed="left")],
         "lstm_scaler": [StrOptions({"block", "column"})],
     },
     prefer_skip_nested_validation=True,

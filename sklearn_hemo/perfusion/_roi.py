@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ..base import HemoInputTags
 from ..datasets import Cohort
 from ..utils.fixes import Interval, StrOptions, _fit_context
 from ..utils.validation import check_voxel_refs
@@ -218,7 +219,9 @@ class ROIPermeabilityScorer(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # voxel references, not a feature array (see PatchExtractor)
-        tags.input_tags.two_d_array = False
+        # voxel references, not a feature array (see PatchExtractor); the scores are learned,
+        # so not row-wise
+        tags.input_tags = HemoInputTags.from_tags(tags.input_tags, two_d_array=False,
+                                                  voxel_references=True)
         tags.classifier_tags.multi_class = False
         return tags
