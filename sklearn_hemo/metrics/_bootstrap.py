@@ -24,6 +24,8 @@ import numpy as np
 from sklearn.utils import Bunch, check_consistent_length, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
+from ..utils._warnings import find_stack_level
+
 __all__ = ["bootstrap_auc", "bootstrap_weights", "weighted_auc"]
 
 # elements of one (resamples x voxels) block of weights; bounds the memory of a block to
@@ -328,7 +330,7 @@ def bootstrap_auc(y_true, y_score, groups=None, *, unit="patient", n_resamples=1
             f"{int((~valid).sum())} of {n_resamples} bootstrap resamples contained a single "
             "class and were left out of the interval; use stratify=True to avoid this.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     if valid.sum() < 2:
         raise ValueError(

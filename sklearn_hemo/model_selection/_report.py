@@ -19,6 +19,7 @@ import numpy as np
 
 from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
+from ..utils._warnings import find_stack_level
 
 __all__ = [
     "ComparisonResult",
@@ -268,7 +269,7 @@ def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="p
             if np.isnan(roc):
                 warnings.warn(f"model {name}, fold {k}: the test voxels hold a single "
                               "class, so the fold's AUCs are undefined (written as NA).",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning, stacklevel=find_stack_level())
             info = fold_info.get((name, int(k)), {})
             fold_table.append({
                 "model": name, "fold": int(k), "auc_roc": float(roc), "auc_pr": float(pr),
@@ -603,5 +604,7 @@ def write_outputs(result, out_dir, plot=True):
         except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
             if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
                 raise
-            print("roc_pr.png not written: matplotlib is not installed; install the plot "
-                  "extra with: pip install 'sklearn-hemo[plot]'.")
+            # the user asked for the figure: a warning, not a line on stdout
+            warnings.warn("roc_pr.png not written: matplotlib is not installed; install the "
+                          "plot extra with: pip install 'sklearn-hemo[plot]'.", UserWarning,
+                          stacklevel=find_stack_level())

@@ -42,6 +42,7 @@ from ..signal import (
     _patient_plan,
     _patient_timing,
 )
+from ..utils._warnings import find_stack_level
 
 __all__ = ["PatchExtractor"]
 
@@ -666,13 +667,13 @@ class PatchExtractor(_VoxelReferenceTransformer):
         else:
             timing = _patient_timing(patient, data, brain)
         for note in timing.notes:
-            warnings.warn(note, UserWarning, stacklevel=3)
+            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
         offset = _patient_offset(patient, self.align, timing)
         grid = _grid(self.n_timepoints, float(self.time_step), offset)
         plan, padding = _patient_plan(patient, timing, grid)
         note = _padding_note(patient, padding, grid)
         if note is not None:
-            warnings.warn(note, UserWarning, stacklevel=3)
+            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
@@ -748,4 +749,4 @@ class PatchExtractor(_VoxelReferenceTransformer):
                 f"participant {patient.id}: {n_bad} PWI samples of the requested voxels are "
                 "zero, negative or below 1e-3 of their baseline; they were clipped (see "
                 "sklearn_hemo.signal.concentration), which caps their concentration.",
-                UserWarning, stacklevel=3)
+                UserWarning, stacklevel=find_stack_level())
