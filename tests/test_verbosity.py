@@ -90,6 +90,15 @@ def test_progress_is_deprecated_for_verbose(tmp_path, capsys, call):
     assert "sub-001" in err and "sub-002" in err  # verbose=2: a line per patient
 
 
+def test_a_bad_verbose_is_refused_naming_the_function():
+    cohort = make_stroke_cohort(n_patients=1, shape=(8, 8, 1), difficulty="easy",
+                                random_state=0)
+    with pytest.raises(TypeError, match="Cohort.validate: verbose must be an int"):
+        cohort.validate(verbose="yes")
+    with pytest.raises(ValueError, match="make_stroke_cohort: verbose must be 0 or more"):
+        make_stroke_cohort(n_patients=1, shape=(8, 8, 1), verbose=-1)
+
+
 def test_make_stroke_cohort_verbose_two_writes_a_line_per_patient(capsys):
     make_stroke_cohort(n_patients=2, shape=(8, 8, 1), difficulty="easy", random_state=0,
                        verbose=2)

@@ -620,8 +620,10 @@ def _prepare_pending(setup, todo, options):
     """Model -> ``_prepare``'s (pipeline, inputs, cohort, cohort_params), for the models
     with pending tasks; features shared by rows with the same extractor are computed once."""
     cache, prepared = {}, {}
-    pending = progress_bar(list(dict.fromkeys(n for n, _ in todo)), options.verbose,
-                           desc="features", unit="model", leave=False)
+    pending = list(dict.fromkeys(n for n, _ in todo))
+    if pending:
+        pending = progress_bar(pending, options.verbose, desc="features", unit="model",
+                               leave=False)
     for name in pending:
         prepared[name] = _prepare(*setup.zoo[name], setup.X, setup.cohort, cache,
                                   options.precompute_features)

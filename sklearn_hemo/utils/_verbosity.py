@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from numbers import Integral
 
 from sklearn.utils._param_validation import Hidden, StrOptions
 
@@ -58,6 +59,13 @@ def resolve_verbose(verbose, where, **deprecated):
     -------
     verbose : int
 
+    Raises
+    ------
+    TypeError
+        If ``verbose`` is not an int (a bool counts as 0 or 1).
+    ValueError
+        If ``verbose`` is negative.
+
     Examples
     --------
     >>> import warnings
@@ -71,6 +79,12 @@ def resolve_verbose(verbose, where, **deprecated):
     >>> caught[0].category.__name__
     'FutureWarning'
     """
+    if not isinstance(verbose, Integral):
+        raise TypeError(f"{where}: verbose must be an int (0 silent, 1 progress bars, 2 also "
+                        f"a line per finished task), got {verbose!r}.")
+    if verbose < 0:
+        raise ValueError(f"{where}: verbose must be 0 or more (0 silent, 1 progress bars, 2 "
+                         f"also a line per finished task), got {verbose}.")
     verbose = int(verbose)
     for name, value in deprecated.items():
         if isinstance(value, str) and value == DEPRECATED:
