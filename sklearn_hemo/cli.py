@@ -29,13 +29,13 @@ def _build_parser():
     return parser
 
 
-def _add_verbosity(p, quiet_help="no progress bar"):
+def _add_verbosity(p, quiet_help="no progress bar",
+                   verbose_help="more progress output: by default a progress bar (verbose "
+                   "1); -v also one line per finished patient or task (verbose 2)"):
     """``--quiet`` and ``-v/--verbose`` (count) of a long-running command."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--quiet", action="store_true", help=quiet_help + " (verbose 0)")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more progress output: by default a progress bar (verbose 1); "
-                       "-v also one line per finished patient or task (verbose 2)")
+    group.add_argument("-v", "--verbose", action="count", default=0, help=verbose_help)
 
 
 def _verbose(args):
@@ -347,13 +347,10 @@ def _add_train(sub):
                         "chosen in most outer folds for this row")
     p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a bundle in MODEL_DIR")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--quiet", action="store_true",
-                       help="no progress line (verbose 0)")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more progress output: by default one line before the fit "
-                       "(verbose 1); -v also the network's per-epoch table for the LSTM "
-                       "rows (verbose 2; -vv adds its batch progress bar)")
+    _add_verbosity(p, quiet_help="no progress line",
+                   verbose_help="more progress output: by default one line before the fit "
+                   "(verbose 1); -v also the network's per-epoch table for the LSTM rows "
+                   "(verbose 2; -vv adds its batch progress bar)")
     p.set_defaults(func=_run_train)
 
 
