@@ -259,6 +259,35 @@ def test_verbose_shows_the_time_estimate_on_stderr_and_changes_no_result(cohort,
     assert quiet.table == shown.table
 
 
+def test_volumes_are_the_out_of_fold_risk_maps_of_the_compared_rows(cohort, tmp_path):
+    # compare_models(volumes=True) (formerly the CLI's own code) maps each held-out
+    # patient with the row refitted on the other folds' voxels and chosen parameters
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_hemo.maps import cross_val_risk_map_table
+    from sklearn_hemo.metrics import summarize_patient_table
+
+    zoo = {"linear": _zoo(cohort)["linear"],
+           "refs": (Pipeline([("f", FunctionTransformer(lambda refs: refs * 1.0)),
+                              ("m", LogisticRegression())]), {})}
+    with pytest.warns(UserWarning, match="volumes: refs skipped: its first step") as record:
+        result = compare_models(cohort, zoo, volumes=True, oracle=False, plot=False,
+                                out_dir=tmp_path, **RUN)
+    assert [w.filename for w in record if "volumes:" in str(w.message)] == [__file__]
+    pred = result.predictions["linear"]
+    index = {pid: i for i, pid in enumerate(cohort.ids)}
+    X = np.column_stack([[index[p] for p in pred["patient"].tolist()], pred["ijk"]])
+    expected = cross_val_risk_map_table(zoo["linear"][0], X, pred["y_true"], pred["fold"],
+                                        params=result.best_params["linear"])
+    assert result.volumes == [{"model": "linear", **row} for row in expected]
+    assert result.volumes_summary == [{"model": "linear",
+                                       **summarize_patient_table(expected)}]
+    rows = _read_csv(tmp_path / "volumes.csv")
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in expected]
+    assert [float(r["risk_score"]) for r in rows] == [r["risk_score"] for r in expected]
+    assert _read_csv(tmp_path / "volumes_summary.csv")[0]["model"] == "linear"
+
+
 @pytest.mark.parametrize("old", [{"progress": True}, {"estimate_time": True},
                                  {"progress": False}])
 def test_progress_and_estimate_time_are_deprecated_for_verbose(cohort, capsys, old):

@@ -42,8 +42,16 @@ def risk_map_volumes(setup, result, verbose=0):
     for name in [name for name in result.predictions if name not in TRUTH_ROWS]:
         progress_line(f"whole-brain maps of the held-out patients: {name} ...", verbose,
                       level=1)
+        pipeline = setup.zoo[name][0]
+        first = pipeline.steps[0][1] if hasattr(pipeline, "steps") else pipeline
+        if "cohort" not in first.get_params(deep=False):
+            warnings.warn(f"volumes: {name} skipped: its first step "
+                          f"({type(first).__name__}) holds no cohort, and whole-brain maps "
+                          "need an extractor of voxel references such as PatchExtractor.",
+                          UserWarning, stacklevel=find_stack_level())
+            continue
         try:
-            table = cross_val_risk_map_table(setup.zoo[name][0], setup.X, setup.y, setup.fold,
+            table = cross_val_risk_map_table(pipeline, setup.X, setup.y, setup.fold,
                                              params=result.best_params.get(name))
         except (TypeError, ValueError) as exc:
             # e.g. a row whose first step reads no voxel references, or too few HT
