@@ -29,6 +29,20 @@ def _build_parser():
     return parser
 
 
+def _add_verbosity(p, quiet_help="no progress bar",
+                   verbose_help="more progress output: by default a progress bar (verbose "
+                   "1); -v also one line per finished patient or task (verbose 2)"):
+    """``--quiet`` and ``-v/--verbose`` (count) of a long-running command."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help=quiet_help + " (verbose 0)")
+    group.add_argument("-v", "--verbose", action="count", default=0, help=verbose_help)
+
+
+def _verbose(args):
+    """The library's ``verbose`` from ``--quiet`` (0) and ``-v`` (default 1, -v 2, ...)."""
+    return 0 if args.quiet else 1 + args.verbose
+
+
 # -- simulate ------------------------------------------------------------------------
 def _add_simulate(sub):
     p = sub.add_parser(
@@ -58,7 +72,7 @@ def _add_simulate(sub):
                    help="write over a cohort already in OUT_DIR")
     p.add_argument("--n-jobs", type=int, default=1, metavar="N",
                    help="patients simulated in parallel (-1: all cores; same result)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbosity(p)
     p.set_defaults(func=_run_simulate)
 
 
@@ -110,7 +124,7 @@ def _run_simulate(args):
             out_dir=args.out_dir,
             overwrite=args.overwrite,
             n_jobs=args.n_jobs,
-            progress=not args.quiet,
+            verbose=_verbose(args),
         )
     except (FileExistsError, CohortError, ValueError) as exc:
         raise SystemExit(f"sklearn-hemo simulate: {exc}") from None
@@ -170,7 +184,7 @@ def _add_compare(sub):
                    help="inner folds (standard 3, quick 2, paper 5)")
     p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
                    help="bootstrap resamples (default 1000)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbosity(p, quiet_help="no progress bar and no time estimate")
     p.add_argument("--dry-run", action="store_true",
                    help="run nothing: print the plan (tasks, fits per model, time projected "
                    "for --n-jobs workers from a short calibration, peak memory of a task) "
@@ -196,7 +210,7 @@ def _compare_cohort(args, seed=None):
         print("simulating the default cohort (make_stroke_cohort defaults, "
               f"random_state={seed}) ...", flush=True)
         # patients in parallel on the compare's workers: the same cohort whatever n_jobs
-        return make_stroke_cohort(random_state=seed, progress=not args.quiet,
+        return make_stroke_cohort(random_state=seed, verbose=_verbose(args),
                                   n_jobs=args.n_jobs)
     # paper size: ~35 MB per patient, so on disk, simulated once and reused by reruns
     name = "cohort" if seed == args.random_state else f"cohort-seed{seed}"
@@ -212,7 +226,7 @@ def _compare_cohort(args, seed=None):
     print(f"simulating the paper-sized cohort ({PAPER_COHORT['n_patients']} patients, "
           f"{PAPER_COHORT['shape']}) into {folder} ...", flush=True)
     cohort = make_stroke_cohort(**PAPER_COHORT, random_state=seed,
-                                out_dir=folder, overwrite=True, progress=not args.quiet)
+                                out_dir=folder, overwrite=True, verbose=_verbose(args))
     from ._io import atomic_write_text
 
     atomic_write_text(marker, json.dumps(spec) + "\n")
@@ -272,9 +286,8 @@ def _run_compare(args):
                 n_inner=args.n_inner, n_samples=args.n_samples,
                 n_resamples=args.n_resamples, n_jobs=args.n_jobs, backend=args.backend,
                 scheduler=args.scheduler, device=args.device, out_dir=args.out,
-                random_state=args.random_state, progress=not args.quiet,
-                dry_run=args.dry_run,
-                estimate_time=args.protocol == "paper" and not args.dry_run,
+                random_state=args.random_state, verbose=_verbose(args),
+                dry_run=args.dry_run, volumes=args.volumes and not args.dry_run,
                 reference=args.reference, repeats=args.repeats)
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
@@ -288,7 +301,7 @@ def _run_compare(args):
         print(f"\nNothing was run. Wrote the plan to {args.out}/plan.json.")
         return 0
     if args.volumes:
-        _compare_volumes(args, cohort, result)
+        _print_volumes(result, args.out)
     sample = getattr(result, "run", {}).get("run", {}).get("sample")
     if sample:
         print(f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
@@ -334,6 +347,10 @@ def _add_train(sub):
                         "chosen in most outer folds for this row")
     p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a bundle in MODEL_DIR")
+    _add_verbosity(p, quiet_help="no progress line",
+                   verbose_help="more progress output: by default one line before the fit "
+                   "(verbose 1); -v also the network's per-epoch table for the LSTM rows "
+                   "(verbose 2; -vv adds its batch progress bar)")
     p.set_defaults(func=_run_train)
 
 
@@ -419,6 +436,15 @@ def _run_train(args):
         pipeline.set_params(**params)
     except ValueError as exc:
         raise SystemExit(f"sklearn-hemo train: parameters from {source}: {exc}") from None
+    verbose = _verbose(args)
+    final_name, final = pipeline.steps[-1]
+    from .neural import LSTMClassifier
+
+    # -v: the network's per-epoch table while it trains (reset before saving, so the
+    # bundle is the same whatever the verbosity)
+    talks = isinstance(final, LSTMClassifier) and verbose >= 2
+    if talks:
+        pipeline.set_params(**{f"{final_name}__verbose": verbose - 1})
     # `or` would turn an explicit --n-samples 0 into the default instead of an error
     n_samples = (PROTOCOLS[args.protocol]["n_samples"] if args.n_samples is None
                  else args.n_samples)
@@ -429,9 +455,10 @@ def _run_train(args):
             X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
                                          random_state=args.random_state)
             pipeline = with_probabilities(pipeline, y, groups)
-            print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
-                  f"{len(set(groups.tolist()))} patients; parameters ({source}): "
-                  f"{params or 'defaults'}", flush=True)
+            if verbose >= 1:
+                print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
+                      f"{len(set(groups.tolist()))} patients; parameters ({source}): "
+                      f"{params or 'defaults'}", flush=True)
             with sklearn.config_context(enable_metadata_routing=True):
                 # the LSTM rows' early stopping holds out whole patients: route them
                 routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
@@ -439,6 +466,8 @@ def _run_train(args):
                     pipeline.fit(X, y, groups=groups)
             if not routed:
                 pipeline.fit(X, y)
+        if talks:
+            final.set_params(verbose=0)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
@@ -537,69 +566,15 @@ def _run_predict(args):
 
 
 # -- compare --volumes (whole-brain, patient-level results of a comparison) -----------
-_VOLUME_COLUMNS = ("model", "fold", "patient_id", "ht", "risk_score", "predicted_volume_ml",
-                   "annotated_volume_ml", "volume_error_ml", "dice")
-_VOLUME_SUMMARY_COLUMNS = ("model", "n_patients", "occurrence_auc", "dice_mean",
-                           "volume_abs_error_mean_ml")
-
-
-def _csv(columns, rows):
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["NA" if row.get(c) is None else row[c] for c in columns])
-    return buffer.getvalue()
-
-
-def _compare_volumes(args, cohort, result):
-    """Refit each compared model per outer fold with its chosen parameters and map the
-    held-out patients in full: per-patient volumes, Dice and risk scores, and per model
-    the patient-level occurrence AUC (files volumes.csv and volumes_summary.csv)."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from ._io import atomic_file_set
-    from .metrics import summarize_patient_table
-    from .model_selection import make_model_zoo
-    from .model_selection._report import TRUTH_ROWS
-    from .risk import cross_val_risk_map_table
-
-    names = [name for name in result.predictions if name not in TRUTH_ROWS]
-    zoo = make_model_zoo(cohort, result.config.get("protocol", args.protocol), models=names,
-                         random_state=result.config.get("random_state", args.random_state),
-                         device=args.device)
-    index = {pid: i for i, pid in enumerate(cohort.ids)}
-    rows, summary = [], []
-    for name in names:
-        print(f"whole-brain maps of the held-out patients: {name} ...", flush=True)
-        pred = result.predictions[name]
-        X = np.column_stack([[index[p] for p in pred["patient"].tolist()], pred["ijk"]])
-        try:
-            table = cross_val_risk_map_table(zoo[name][0], X, pred["y_true"], pred["fold"],
-                                             params=result.best_params.get(name))
-        except (TypeError, ValueError) as exc:
-            # e.g. a row whose first step reads no voxel references, or too few HT
-            # patients in a training side to calibrate a score-only model
-            print(f"  skipped {name}: {exc}")
-            continue
-        rows += [{"model": name, **row} for row in table]
-        summary.append({"model": name, **summarize_patient_table(table)})
-    out = Path(args.out)
-    with atomic_file_set(out) as stage:  # both files, or (on a failure) neither
-        stage("volumes.csv").write_text(_csv(_VOLUME_COLUMNS, rows), encoding="utf-8")
-        stage("volumes_summary.csv").write_text(_csv(_VOLUME_SUMMARY_COLUMNS, summary),
-                                                encoding="utf-8")
+def _print_volumes(result, out):
+    """The per-model summary of ``compare_models(volumes=True)`` (its files are written
+    with the comparison's)."""
 
     def fmt(value, spec):
         return "NA" if value is None else format(value, spec)
 
     print("\nmodel                occurrence AUC  mean Dice (HT)  mean |volume error| mL")
-    for s in summary:
+    for s in result.volumes_summary or []:
         print(f"{s['model']:20} {fmt(s['occurrence_auc'], '.3f'):>14}  "
               f"{fmt(s['dice_mean'], '.3f'):>14}  {fmt(s['volume_abs_error_mean_ml'], '.2f'):>22}")
     print(f"Wrote volumes.csv and volumes_summary.csv to {out} (risk >= 0.5 is predicted HT; "
@@ -633,7 +608,7 @@ def _add_import(sub):
                    "covered fraction >= 0.5)")
     p.add_argument("--overwrite", action="store_true",
                    help="write over a cohort already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbosity(p)
     p.set_defaults(func=_run_import)
 
 
@@ -647,7 +622,7 @@ def _run_import(args):
             args.source, args.out, mapping=args.map,
             ht_pattern=args.ht_pattern or DEFAULT_HT_PATTERN, session=args.session,
             b_tolerance=args.b_tolerance, mask_interpolation=args.mask_interpolation,
-            overwrite=args.overwrite, progress=not args.quiet,
+            overwrite=args.overwrite, verbose=_verbose(args),
         )
     except (FileExistsError, CohortError, ValueError) as exc:
         raise SystemExit(f"sklearn-hemo import: {exc}") from None
@@ -674,7 +649,7 @@ def _add_qc(sub):
                    help="skip the perfusion maps and their plausibility checks (faster)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a report already in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbosity(p)
     p.set_defaults(func=_run_qc)
 
 
@@ -696,7 +671,7 @@ def _run_qc(args):
         with warnings.catch_warnings():  # the report lists them; print them once below
             warnings.simplefilter("ignore", UserWarning)
             results = write_qc_report(cohort, args.out, overwrite=args.overwrite,
-                                      maps=not args.no_maps, progress=not args.quiet)
+                                      maps=not args.no_maps, verbose=_verbose(args))
     except (CohortError, ValueError, FileExistsError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo qc: {exc}") from None
     _print_qc_warnings([w for qc in results for w in qc.warnings])

@@ -53,6 +53,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._io import UMASK
 from .exceptions import BundleError, BundleVersionWarning
+from .utils._warnings import find_stack_level
 
 __all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
            "read_manifest", "default_trusted_types"]
@@ -605,7 +606,7 @@ def _warn_versions(path, manifest):
         warnings.warn(
             f"model bundle {path} was saved with other library versions: "
             + "; ".join(differ) + ". Predictions may differ; re-save the model with these "
-            "versions once checked.", BundleVersionWarning, stacklevel=3)
+            "versions once checked.", BundleVersionWarning, stacklevel=find_stack_level())
 
 
 def load_model(path, cohort=None, *, trusted=None):

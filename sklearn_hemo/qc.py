@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+
 __all__ = ["PatientQC", "patient_qc", "write_qc_report", "PLAUSIBILITY_LIMITS"]
 
 #: Share of brain voxels above which a plausibility measure warns (see :func:`patient_qc`);
@@ -313,7 +315,8 @@ def _plot_patient(qc, patient):
     return fig
 
 
-def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, progress=False):
+def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verbose=0,
+                    progress=DEPRECATED):
     """Write one QC PNG per patient and an ``index.html`` that links them.
 
     Each PNG shows the steady baseline image (radiological convention: the patient's
@@ -334,8 +337,11 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, prog
         Compute and draw the perfusion maps and their plausibility measures.
     dpi : int, default=80
         Resolution of the PNGs.
-    progress : bool, default=False
-        Show a tqdm progress bar.
+    verbose : int, default=0
+        0 silent; 1 a progress bar; 2 also one line per patient reported. Bars and lines go to
+        standard error; warnings are raised whatever ``verbose`` is.
+    progress : bool
+        Deprecated, use ``verbose`` (``progress=True`` is ``verbose=1``); removed in 0.2.
 
     Returns
     -------
@@ -353,17 +359,15 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, prog
     """
     from ._io import atomic_path, atomic_write_text
 
+    verbose = resolve_verbose(verbose, "write_qc_report", progress=progress)
     out = Path(out_dir)
     index = out / "index.html"
     if index.exists() and not overwrite:
         raise FileExistsError(f"{index} already exists; choose another folder or pass "
                               "overwrite=True (--overwrite) to replace the report.")
     out.mkdir(parents=True, exist_ok=True)
-    patients = cohort
-    if progress:
-        from tqdm.auto import tqdm
-
-        patients = tqdm(cohort, desc="qc", unit="patient")
+    patients = progress_bar(cohort, verbose, desc="qc", unit="patient",
+                            line=lambda p: f"qc of {p.id} written")
     results, rows = [], []
     for patient in patients:
         qc = patient_qc(patient, maps=maps)

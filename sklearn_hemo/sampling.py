@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .datasets import Cohort
+from .utils._warnings import find_stack_level
 from .utils.validation import check_integer
 
 __all__ = ["sample_voxels"]
@@ -169,7 +170,7 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
             warnings.warn(
                 f"only {n_pos} HT voxels are available (max_per_patient={max_per_patient}); "
                 f"returning a balanced sample of {2 * n_pos} voxels instead of {n_samples}.",
-                UserWarning, stacklevel=2)
+                UserWarning, stacklevel=find_stack_level())
         neg_counts = _allocate(capped(pools[0]), n_neg, rng)
         if neg_counts.sum() == 0:
             raise ValueError("the cohort has no non-HT voxel inside the brain masks (every "
@@ -180,7 +181,8 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
             pos_counts = _allocate(capped(pools[1]), n_pos, rng)
             warnings.warn(
                 f"only {n_pos} non-HT voxels are available; returning a balanced sample of "
-                f"{2 * n_pos} voxels instead of {n_samples}.", UserWarning, stacklevel=2)
+                f"{2 * n_pos} voxels instead of {n_samples}.", UserWarning,
+                stacklevel=find_stack_level())
         plan = [(1, pos_counts), (0, neg_counts)]
     else:
         merged = [np.sort(np.concatenate([a, b])) for a, b in zip(pools[0], pools[1],
@@ -188,7 +190,7 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
         counts = _allocate(capped(merged), n_samples, rng)
         if counts.sum() < n_samples:
             warnings.warn(f"only {counts.sum()} brain voxels are available; returning all of "
-                          "them.", UserWarning, stacklevel=2)
+                          "them.", UserWarning, stacklevel=find_stack_level())
         positives = pools[1]
         pools = {None: merged}
         plan = [(None, counts)]

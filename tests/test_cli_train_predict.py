@@ -26,13 +26,19 @@ def cohort_dir(tmp_path_factory):
 @pytest.mark.parametrize("row", ["linear", "lstm-pwi"])
 def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
-    params = ["--params", '{"model__max_epochs": 2}'] if row.startswith("lstm") else []
+    lstm = row.startswith("lstm")
+    # -v: the network prints its per-epoch table while training (not kept in the bundle)
+    params = ["--params", '{"model__max_epochs": 2}', "-v"] if lstm else []
     assert main(["train", "--data", str(cohort_dir), "--model", row, "--out", str(model_dir),
                  "--n-samples", "72", "--random-state", "0", *params]) == 0
     manifest = read_manifest(model_dir)
     assert manifest["metadata"]["model"] == row
     assert manifest["metadata"]["n_samples"] == 72
-    assert "saved" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "saved" in printed and "training" in printed
+    assert ("train_loss" in printed) == lstm
+    if lstm:
+        assert load_model(model_dir).steps[-1][1].verbose == 0
 
     patient_dir = cohort_dir / "sub-003"
     risk_file, png = tmp_path / "out" / "risk.nii.gz", tmp_path / "out" / "overlay.png"

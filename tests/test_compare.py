@@ -243,9 +243,60 @@ def test_leak_check_refuses_a_shared_patient():
         compare_module._check_disjoint(groups, np.array([0, 2]), np.array([3, 4]), "here")
 
 
-def test_time_estimate_is_printed(cohort, capsys):
-    compare_models(cohort, ["linear"], estimate_time=True, oracle=False, **RUN)
-    assert "Estimated time for 3 (model, fold) tasks: about" in capsys.readouterr().out
+def test_verbose_shows_the_time_estimate_on_stderr_and_changes_no_result(cohort, capsys):
+    quiet = compare_models(cohort, ["linear"], oracle=False, **RUN)
+    assert capsys.readouterr() == ("", "")  # verbose=0 is silent
+    shown = compare_models(cohort, ["linear"], verbose=1, oracle=False, **RUN)
+    printed = capsys.readouterr()
+    assert "Estimated time for 3 (model, fold) tasks: about" in printed.err
+    assert "fitted in" not in printed.err and printed.out == ""
+    compare_models(cohort, ["linear"], verbose=2, oracle=False, **RUN)
+    # verbose=2: one line per finished (model, fold) task
+    err = capsys.readouterr().err
+    assert all(f"linear fold {k}: fitted in" in err for k in range(RUN["n_outer"]))
+    np.testing.assert_array_equal(quiet.predictions["linear"]["score"],
+                                  shown.predictions["linear"]["score"])
+    assert quiet.table == shown.table
+
+
+def test_volumes_are_the_out_of_fold_risk_maps_of_the_compared_rows(cohort, tmp_path):
+    # compare_models(volumes=True) (formerly the CLI's own code) maps each held-out
+    # patient with the row refitted on the other folds' voxels and chosen parameters
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_hemo.risk import cross_val_risk_map_table
+    from sklearn_hemo.metrics import summarize_patient_table
+
+    zoo = {"linear": _zoo(cohort)["linear"],
+           "refs": (Pipeline([("f", FunctionTransformer(lambda refs: refs * 1.0)),
+                              ("m", LogisticRegression())]), {})}
+    with pytest.warns(UserWarning, match="volumes: refs skipped: its first step") as record:
+        result = compare_models(cohort, zoo, volumes=True, oracle=False, plot=False,
+                                out_dir=tmp_path, **RUN)
+    assert [w.filename for w in record if "volumes:" in str(w.message)] == [__file__]
+    pred = result.predictions["linear"]
+    index = {pid: i for i, pid in enumerate(cohort.ids)}
+    X = np.column_stack([[index[p] for p in pred["patient"].tolist()], pred["ijk"]])
+    expected = cross_val_risk_map_table(zoo["linear"][0], X, pred["y_true"], pred["fold"],
+                                        params=result.best_params["linear"])
+    assert result.volumes == [{"model": "linear", **row} for row in expected]
+    assert result.volumes_summary == [{"model": "linear",
+                                       **summarize_patient_table(expected)}]
+    rows = _read_csv(tmp_path / "volumes.csv")
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in expected]
+    assert [float(r["risk_score"]) for r in rows] == [r["risk_score"] for r in expected]
+    assert _read_csv(tmp_path / "volumes_summary.csv")[0]["model"] == "linear"
+
+
+@pytest.mark.parametrize("old", [{"progress": True}, {"estimate_time": True},
+                                 {"progress": False}])
+def test_progress_and_estimate_time_are_deprecated_for_verbose(cohort, capsys, old):
+    with pytest.warns(FutureWarning, match=f"{next(iter(old))}= is deprecated.*verbose=1") \
+            as record:
+        compare_models(cohort, ["linear"], oracle=False, **RUN, **old)
+    assert record[0].filename == __file__  # points at the caller
+    estimated = "Estimated time" in capsys.readouterr().err
+    assert estimated == any(old.values())  # True still means verbose=1
 
 
 def test_cli_compare_on_a_cohort_folder(cohort, tmp_path, capsys):
@@ -279,7 +330,7 @@ def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch)
     assert seen["protocol"] == "standard" and seen["out_dir"] == "hemo-results"
     assert seen["n_jobs"] == -1 and seen["backend"] == "loky" and seen["random_state"] == 0
     assert seen["repeats"] == 1 and seen["reference"] is None
-    assert seen["estimate_time"] is False
+    assert seen["verbose"] == 0 and "progress" not in seen and "estimate_time" not in seen
 
 
 def test_precomputed_features_give_the_same_results(cohort):
@@ -322,7 +373,7 @@ def test_cli_paper_protocol_simulates_once_into_out_and_estimates(tmp_path, monk
     assert (out / "cohort" / "participants.tsv").exists()
     first, second = seen[0][0], seen[1][0]
     assert len(first) == 3 and first.ids == second.ids and second.path == out / "cohort"
-    assert seen[0][1]["protocol"] == "paper" and seen[0][1]["estimate_time"] is True
+    assert seen[0][1]["protocol"] == "paper" and seen[0][1]["verbose"] == 0  # --quiet
     with pytest.raises(SystemExit, match="other settings"):
         cli.main(["compare", "--protocol", "paper", "--out", str(out), "--random-state", "1",
                   "--quiet"])

@@ -271,7 +271,7 @@ def test_save_refuses_existing_cohort_and_overwrite_drops_stale_files(tiny_cohor
 
 def test_save_round_trips_a_loaded_cohort(tiny_cohort_dir, tmp_path):
     loaded = load_cohort(tiny_cohort_dir)
-    copy = load_cohort(save_cohort(loaded, tmp_path / "copy", progress=True))
+    copy = load_cohort(save_cohort(loaded, tmp_path / "copy", verbose=1))
     for a, b in zip(loaded, copy, strict=True):
         np.testing.assert_array_equal(_data(a.pwi), _data(b.pwi))
         np.testing.assert_array_equal(a.truth["risk"], b.truth["risk"])
@@ -311,14 +311,14 @@ def _renamed(patient, pid):
                    ht=patient.ht, ht_mask=patient.ht_mask)
 
 
-@pytest.mark.parametrize("progress", [False, True])
-def test_repeated_ids_in_a_list_write_nothing(tiny_cohort, tmp_path, progress):
+@pytest.mark.parametrize("verbose", [0, 2])
+def test_repeated_ids_in_a_list_write_nothing(tiny_cohort, tmp_path, verbose):
     from sklearn_hemo.datasets._layout import write_cohort
 
     patients = [tiny_cohort[0], tiny_cohort[1], _renamed(tiny_cohort[2], tiny_cohort[0].id)]
     target = tmp_path / "out"
     with pytest.raises(CohortError, match=f"participant {tiny_cohort[0].id} appears twice"):
-        save_cohort(patients, target, progress=progress)
+        save_cohort(patients, target, verbose=verbose)
     assert not target.exists()
     with pytest.raises(CohortError, match="appears twice"):
         write_cohort(patients, target)

@@ -49,7 +49,7 @@ CORE = [
     *[f"sklearn_hemo/metrics/{n}" for n in ("_bootstrap.py", "_volumes.py")],
     *[f"sklearn_hemo/preprocessing/{n}" for n in ("_perfusion_features.py", "_patches.py")],
     *[f"sklearn_hemo/model_selection/{n}" for n in (
-        "_compare.py", "_report.py", "_resume.py", "_zoo.py")],
+        "_compare.py", "_report.py", "_resume.py", "_setup.py", "_zoo.py")],
 ]
 
 # the test files that exercise each module (prefix match on the path); the new pinned
@@ -104,7 +104,7 @@ NAMED = [
     ("srda-dual-alpha-times-n", "sklearn_hemo/discriminant.py",
      "G.flat[:: n_samples + 1] += self.alpha",
      "G.flat[:: n_samples + 1] += self.alpha * n_samples"),
-    ("compare-flipped-decision-sign", "sklearn_hemo/model_selection/_compare.py",
+    ("compare-flipped-decision-sign", "sklearn_hemo/model_selection/_setup.py",
      "return scores if classes.index(1) == 1 else -scores",
      "return -scores if classes.index(1) == 1 else scores"),
     ("calibration-voxel-split", "sklearn_hemo/risk.py",

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from ..exceptions import CohortError
+from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
 
 __all__ = ["ArterialInputFunction", "CohortError", "Patient", "Cohort"]
 
@@ -459,7 +460,7 @@ class Cohort(Sequence):
         """Patient-level HT labels (-1 where unknown) as an int array."""
         return np.array([-1 if p.ht is None else p.ht for p in self._patients], dtype=int)
 
-    def validate(self, progress=False):
+    def validate(self, verbose=0, *, progress=DEPRECATED):
         """Read every patient's data and check it (see :meth:`Patient.validate`).
 
         :func:`~sklearn_hemo.datasets.load_cohort` checks headers, grids and sidecars at
@@ -467,8 +468,12 @@ class Cohort(Sequence):
 
         Parameters
         ----------
-        progress : bool, default=False
-            Show a tqdm progress bar.
+        verbose : int, default=0
+            0 silent; 1 a progress bar; 2 also one line per patient checked. Bars and
+            lines go to standard error.
+        progress : bool
+            Deprecated, use ``verbose`` (``progress=True`` is ``verbose=1``); removed
+            in 0.2.
 
         Returns
         -------
@@ -479,11 +484,9 @@ class Cohort(Sequence):
         CohortError
             For the first problem found, naming the participant, the file and the fix.
         """
-        patients = self._patients
-        if progress:
-            from tqdm.auto import tqdm
-
-            patients = tqdm(patients, desc="validating", unit="patient")
+        verbose = resolve_verbose(verbose, "Cohort.validate", progress=progress)
+        patients = progress_bar(self._patients, verbose, line=lambda p: f"checked {p.id}",
+                                desc="validating", unit="patient")
         for patient in patients:
             patient.validate()
         return self

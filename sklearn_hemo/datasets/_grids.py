@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from ..exceptions import CohortError
+from ..utils._warnings import find_stack_level
 
 _SUPERSAMPLE = 3  # sub-voxels per axis when a mask's covered fraction is measured
 
@@ -122,5 +123,5 @@ def resample_patient_images(patient, *, mask_interpolation="fraction", mask_thre
         warnings.warn(f"participant {patient.id}: {where} is not on the PWI grid; resampled "
                       "onto it in memory through the affines ("
                       f"{'linear' if kind == 'image' else mask_interpolation}).",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=find_stack_level())
     return patient

@@ -37,6 +37,8 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..exceptions import CohortError
+from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+from ..utils._warnings import find_stack_level
 from ._cohort import Patient
 from ._grids import (
     _as_3d,
@@ -337,7 +339,7 @@ def _choose_pwi(plan, candidates, tolerance):
                 f"ms, nearest 30 ms) of echoes at "
                 f"{', '.join(f'{1000 * te:g}' for te in sorted(echoes))} ms")
         plan.notes.append(note)
-        warnings.warn(f"participant {pid}: {note}.", UserWarning, stacklevel=4)
+        warnings.warn(f"participant {pid}: {note}.", UserWarning, stacklevel=find_stack_level())
         series = [chosen]
     path, img, (echo_time, repetition_time, slice_timing, n_nonsteady) = series[0]
     plan.pwi, plan.echo_time, plan.repetition_time = path, echo_time, repetition_time
@@ -406,7 +408,7 @@ def _plan_dwi(plan, roles, b_value, b_tolerance, pwi_session):
                     "which assumes they are registered")
             plan.notes.append(note)
             warnings.warn(f"participant {pid}: {note}; check it, or register the DWI to "
-                          "the PWI first.", UserWarning, stacklevel=4)
+                          "the PWI first.", UserWarning, stacklevel=find_stack_level())
         n_volumes = img.shape[3] if len(img.shape) == 4 else 1
         if len(img.shape) not in (3, 4):
             raise CohortError(f"participant {pid}: {dwi} has shape {img.shape}; a DWI "
@@ -454,7 +456,8 @@ def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance)
         skipped = sorted(set(labels) - {pid for pid, roles in found.items() if "pwi" in roles})
         if skipped and mapping is None:
             warnings.warn(f"participants {skipped} of {source / 'participants.tsv'} have no DSC "
-                          "series and are not imported.", UserWarning, stacklevel=3)
+                          "series and are not imported.", UserWarning,
+                          stacklevel=find_stack_level())
     no_pwi = sorted(pid for pid, roles in found.items() if "pwi" not in roles)
     if no_pwi and mapping is not None:
         raise CohortError(f"participants {no_pwi}: the map gives no 'pwi' row. Add one per "
@@ -518,7 +521,8 @@ def _coverage_warning(plan, where, src_shape, src_affine, pwi, brain, min_overla
                 "view; voxels outside it read 0")
         plan.notes.append(note)
         warnings.warn(f"participant {plan.pid}: {note}. Check that the series belong to the "
-                      "same session and were not cropped.", UserWarning, stacklevel=4)
+                      "same session and were not cropped.", UserWarning,
+                      stacklevel=find_stack_level())
 
 
 def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
@@ -609,7 +613,7 @@ def _record(plan, source):
 def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTERN,
                   session=None, b_value=1000.0, b_tolerance=100.0, timing_tolerance=0.01,
                   mask_interpolation="fraction", mask_threshold=0.5, min_overlap=0.9,
-                  overwrite=False, progress=False):
+                  overwrite=False, verbose=0, progress=DEPRECATED):
     """Import a BIDS-style tree (or any tree through a map) into the cohort layout.
 
     Reads, per participant ``sub-*`` (optionally in ``ses-*`` folders):
@@ -670,8 +674,11 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
         of view (images that do not overlap it at all are refused).
     overwrite : bool, default=False
         Allow writing over a cohort already in ``out_dir``.
-    progress : bool, default=False
-        Show a tqdm progress bar.
+    verbose : int, default=0
+        0 silent; 1 a progress bar; 2 also one line per participant converted. Bars and lines go to
+        standard error; warnings are raised whatever ``verbose`` is.
+    progress : bool
+        Deprecated, use ``verbose`` (``progress=True`` is ``verbose=1``); removed in 0.2.
 
     Returns
     -------
@@ -713,6 +720,7 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
     >>> cohort.ids, cohort[0].shape == p.shape
     (['sub-01'], True)
     """
+    verbose = resolve_verbose(verbose, "import_cohort", progress=progress)
     source = Path(source)
     if not source.is_dir():
         raise CohortError(f"source folder {source} does not exist or is not a folder.")
@@ -742,11 +750,8 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
                   float(timing_tolerance))
     check_before_writing([Patient(p.pid, p.pwi, p.pwi, p.pwi, echo_time=p.echo_time,
                                   repetition_time=p.repetition_time) for p in plans])
-    iterator = plans
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(plans, desc="importing", unit="patient")
+    iterator = progress_bar(plans, verbose, line=lambda plan: f"converted {plan.pid}",
+                            desc="importing", unit="patient")
     patients = [_convert(plan, mask_interpolation, float(mask_threshold), float(min_overlap))
                 for plan in iterator]
     out = prepare_folder(out, overwrite)

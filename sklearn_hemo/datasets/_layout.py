@@ -34,6 +34,7 @@ import numpy as np
 from .._io import atomic_path, atomic_write_text
 from .._safety import check_stale_files
 from ..exceptions import CohortError
+from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
 from ._cohort import ArterialInputFunction, Cohort, Patient
 from ._grids import resample_patient_images
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
@@ -46,7 +47,7 @@ _OPTIONAL = ("brain_mask", "ht_mask")
 
 
 # -- writing -------------------------------------------------------------------------------
-def save_cohort(cohort, path, *, overwrite=False, progress=False):
+def save_cohort(cohort, path, *, overwrite=False, verbose=0, progress=DEPRECATED):
     """Write ``cohort`` to folder ``path`` in the cohort layout.
 
     Every file is written atomically; ``participants.tsv`` comes last, so an interrupted
@@ -63,8 +64,11 @@ def save_cohort(cohort, path, *, overwrite=False, progress=False):
         Output folder, created if needed.
     overwrite : bool, default=False
         Allow writing over a folder that already holds ``participants.tsv``.
-    progress : bool, default=False
-        Show a tqdm progress bar.
+    verbose : int, default=0
+        0 silent; 1 a progress bar; 2 also one line per patient written. Bars and lines go to
+        standard error; warnings are raised whatever ``verbose`` is.
+    progress : bool
+        Deprecated, use ``verbose`` (``progress=True`` is ``verbose=1``); removed in 0.2.
 
     Returns
     -------
@@ -80,23 +84,22 @@ def save_cohort(cohort, path, *, overwrite=False, progress=False):
     >>> load_cohort(folder).ids
     ['sub-001', 'sub-002']
     """
-    return _write(cohort, path, overwrite, progress)
+    verbose = resolve_verbose(verbose, "save_cohort", progress=progress)
+    return _write(cohort, path, overwrite, verbose)
 
 
 def write_cohort(patients, path, *, overwrite=False):
     """Write patients from an iterable one at a time (streaming); see :func:`save_cohort`."""
-    return _write(patients, path, overwrite, False)
+    return _write(patients, path, overwrite, 0)
 
 
-def _write(patients, path, overwrite, progress):
+def _write(patients, path, overwrite, verbose):
     if iter(patients) is not patients:
         # a collection can be checked in full first, so a bad id writes nothing at all
         check_before_writing(patients)
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = len(patients) if hasattr(patients, "__len__") else None
-        patients = tqdm(patients, total=total, desc="writing", unit="patient")
+    total = len(patients) if hasattr(patients, "__len__") else None
+    patients = progress_bar(patients, verbose, line=lambda p: f"wrote {p.id}", total=total,
+                            desc="writing", unit="patient")
     path = prepare_folder(path, overwrite)
     rows, seen = [], set()
     for patient in patients:

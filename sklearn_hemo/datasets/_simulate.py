@@ -194,6 +194,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from scipy import ndimage, special
 
+from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
 from ..utils.validation import check_integer
 from ._cohort import ArterialInputFunction, Cohort, Patient
 
@@ -226,7 +227,8 @@ def make_stroke_cohort(
     out_dir=None,
     overwrite=False,
     n_jobs=None,
-    progress=False,
+    verbose=0,
+    progress=DEPRECATED,
 ):
     """Simulate a cohort of acute-stroke patients with source DSC-PWI, DWI and HT labels.
 
@@ -277,8 +279,11 @@ def make_stroke_cohort(
         Patients simulated in parallel by joblib (None means 1 unless a
         ``joblib.parallel_config`` context says otherwise; -1 all cores). The result does
         not depend on it. With ``out_dir`` each worker writes its own patients.
-    progress : bool, default=False
-        Show a tqdm progress bar.
+    verbose : int, default=0
+        0 silent; 1 a progress bar; 2 also one line per patient simulated. Bars and lines go to
+        standard error; warnings are raised whatever ``verbose`` is.
+    progress : bool
+        Deprecated, use ``verbose`` (``progress=True`` is ``verbose=1``); removed in 0.2.
 
     Returns
     -------
@@ -311,6 +316,7 @@ def make_stroke_cohort(
         "n_frames": _check_range(n_frames, "n_frames", 8, 1000),
         "echo_time": _check_range(echo_time, "echo_time", 0.001, 0.2),
     }
+    verbose = resolve_verbose(verbose, "make_stroke_cohort", progress=progress)
     entropy = _root_entropy(random_state)
     offset = np.random.default_rng(np.random.SeedSequence(entropy)).random()
     spec = {"entropy": entropy, "offset": offset, "width": max(3, len(str(n_patients))),
@@ -325,16 +331,20 @@ def make_stroke_cohort(
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_simulate_one)(k, spec, folder) for k in range(n_patients)
     )
-    if progress:
-        from tqdm.auto import tqdm
-
-        results = tqdm(results, total=n_patients, desc="simulating", unit="patient")
+    results = progress_bar(results, verbose, line=_simulated_line, total=n_patients,
+                           desc="simulating", unit="patient")
     if folder is None:
         return Cohort(list(results))
     from ._layout import load_cohort, write_participants
 
     write_participants(folder, list(results))
     return load_cohort(folder)
+
+
+def _simulated_line(result):
+    """Line of ``verbose=2``: a Patient, or ``(id, ht)`` when written to a folder."""
+    pid, ht = (result.id, result.ht) if isinstance(result, Patient) else result
+    return f"simulated {pid} (ht={ht})"
 
 
 def _simulate_one(k, spec, folder):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._safety import check_declared_image, check_patient_data, image_location
 from ..exceptions import CohortError
+from ..utils._warnings import find_stack_level
 
 __all__ = ["check_file", "check_patient", "check_patient_data", "check_time_step"]
 
@@ -140,7 +141,7 @@ def check_time_step(pid, path, img, repetition_time):
         f"which matches neither RepetitionTime = {repetition_time:g} s nor "
         f"{repetition_time * 1000:g} ms in pwi.json; pwi.json wins ({repetition_time:g} s "
         "between frames is used). Fix the header or the sidecar, whichever is wrong.",
-        UserWarning, stacklevel=4)
+        UserWarning, stacklevel=find_stack_level())
 
 
 def check_slice_timing(pid, where, slice_timing, n_slices, repetition_time):

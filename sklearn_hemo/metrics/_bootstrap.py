@@ -23,6 +23,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils import Bunch, check_consistent_length, check_random_state
 
+from ..utils._warnings import find_stack_level
 from ..utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = ["bootstrap_auc", "bootstrap_weights", "weighted_auc"]
@@ -333,7 +334,7 @@ def bootstrap_auc(y_true, y_score, groups=None, *, unit="patient", n_resamples=1
             f"{int((~valid).sum())} of {n_resamples} bootstrap resamples contained a single "
             "class and were left out of the interval; use stratify=True to avoid this.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     if valid.sum() < 2:
         raise ValueError(

@@ -24,20 +24,25 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import sklearn
-from joblib import cpu_count, delayed, parallel_config
+from joblib import delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
-from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from ..base import is_row_wise_voxel_transformer
 from ..datasets import Cohort
+from ..utils._verbosity import (
+    DEPRECATED,
+    DEPRECATED_FLAG,
+    progress_bar,
+    progress_line,
+    resolve_verbose,
+)
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._distributed import run_unordered
 from ._report import (
@@ -52,13 +57,23 @@ from ._report import (
 from ._resume import (
     PartStore,
     _canonical,
-    _digest,
     _json_default,
     cohort_signature,
     fingerprint,
     model_key,
 )
-from ._zoo import DEFAULT_ROWS, FAMILIES, PROTOCOLS, make_model_zoo
+from ._setup import (
+    _check_disjoint,
+    _consumes_groups,
+    _cpu_count,
+    _final_step,
+    _format_seconds,
+    _n_workers,
+    _positive_scores,
+    _prepare,
+    make_setup,
+)
+from ._zoo import FAMILIES, PROTOCOLS
 
 __all__ = ["compare_models"]
 
@@ -79,33 +94,6 @@ def _check_both_classes(y, rows, where, knob):
             f"{where} holds voxels of a single class: too few patients with HT voxels "
             f"for this many folds. Lower {knob}, sample more voxels or add HT patients."
         )
-
-
-def _check_disjoint(groups, train, test, where):
-    shared = np.intersect1d(np.asarray(groups)[train], np.asarray(groups)[test])
-    if shared.size:
-        raise AssertionError(
-            f"{where}: patients {shared[:5].tolist()} are in both the training and the "
-            "test part; this would leak voxels of one patient across the split."
-        )
-
-
-def _consumes_groups(estimator):
-    return bool(estimator.get_metadata_routing().consumes("fit", ["groups"]))
-
-
-def _positive_scores(estimator, X):
-    """Score of the positive class (label 1): probability or decision value."""
-    classes = list(estimator.classes_)
-    if hasattr(estimator, "predict_proba"):
-        return estimator.predict_proba(X)[:, classes.index(1)]
-    scores = estimator.decision_function(X)
-    # decision_function of a binary classifier is positive towards classes_[1]
-    return scores if classes.index(1) == 1 else -scores
-
-
-def _final_step(estimator):
-    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
 
 
 def _reports_steps(estimator):
@@ -174,43 +162,6 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
             "n_fits": n_fits, "optimiser_steps": fit_steps if steps else None}
 
 
-def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
-    """What one model's tasks run on: ``(pipeline, inputs, cohort, cohort_params)``.
-
-    When the first step is a stateless, row-wise extractor of voxel references (its
-    :class:`~sklearn_hemo.base.HemoInputTags` say ``row_wise`` and ``voxel_references``,
-    as :class:`~sklearn_hemo.preprocessing.PatchExtractor`'s do; ``requires_fit=False``
-    alone is not enough: a batch-dependent ``FunctionTransformer`` has it too) and the
-    grid does not search its parameters, its features are computed once for all sampled
-    voxels (shared by every row with the same extractor) and the tasks run the rest of the
-    pipeline on them. A stateless, row-wise extractor gives every voxel the same features
-    whether it is transformed alone or with others, so nothing leaks across folds; the
-    saving is large (each inner fit would otherwise re-read every training patient).
-
-    Otherwise the pipeline runs on the voxel references, and the cohort it holds is sent
-    once as its own argument (joblib's dask backend scatters large arguments by identity)
-    rather than pickled inside every task.
-    """
-    name, first = pipeline.steps[0]
-    searched = any(key.split("__")[0] == name for key in grid)
-    if (precompute and len(pipeline.steps) > 1 and not searched
-            and is_row_wise_voxel_transformer(first)):
-        key = _features_key(first)
-        if key not in cache:
-            cache[key] = clone(first).fit_transform(X)
-        return clone(Pipeline(pipeline.steps[1:])), cache[key], None, []
-    names = [param for param, value in pipeline.get_params(deep=True).items()
-             if value is cohort]
-    pipeline = clone(pipeline)
-    if names:
-        pipeline.set_params(**dict.fromkeys(names, None))
-    return pipeline, X, (cohort if names else None), names
-
-
-def _features_key(extractor):
-    return _digest(_canonical(extractor))
-
-
 @contextlib.contextmanager
 def _backend(backend, scheduler, n_jobs):
     """Enter the joblib backend; yield the ``n_jobs`` to give ``Parallel``."""
@@ -263,10 +214,6 @@ def _backend(backend, scheduler, n_jobs):
             restore()
 
 
-def _cpu_count():
-    return cpu_count()
-
-
 def _truth_scores(cohort, X):
     """Scores of the :data:`TRUTH_ROWS` a simulated cohort supports (none for real data).
 
@@ -290,45 +237,6 @@ def _truth_at(cohort, X, key):
         values = np.asarray(cohort[int(patient)].truth[key], dtype=float)
         scores[rows] = values[X[rows, 1], X[rows, 2], X[rows, 3]]
     return scores
-
-
-def _resolve_zoo(cohort, models, protocol, random_state, device):
-    if models is None or (isinstance(models, (list, tuple)) and
-                          all(isinstance(m, str) for m in models)):
-        return make_model_zoo(cohort, protocol, models=list(DEFAULT_ROWS) if models is None
-                              else list(models), random_state=random_state, device=device)
-    if isinstance(models, dict):
-        for name, row in models.items():
-            if not (isinstance(row, tuple) and len(row) == 2 and isinstance(row[1], dict)):
-                raise TypeError(
-                    f"models[{name!r}] must be a (pipeline, param_grid) tuple as returned "
-                    "by make_model_zoo."
-                )
-            if "__" in name or "/" in name or name in TRUTH_ROWS:
-                raise ValueError(
-                    f"model name {name!r} is not allowed (no '__' or '/', not "
-                    f"{' or '.join(map(repr, TRUTH_ROWS))})."
-                )
-        return dict(models)
-    raise TypeError(
-        "models must be None, a list of zoo row names or a dict name -> (pipeline, grid), "
-        f"got {type(models).__name__}."
-    )
-
-
-def _outer_folds(y, groups, n_outer, seed):
-    n_patients = np.unique(groups).size
-    if n_outer > n_patients:
-        raise ValueError(
-            f"n_outer={n_outer} outer folds need at least {n_outer} patients with sampled "
-            f"voxels, got {n_patients}; lower n_outer or add patients."
-        )
-    fold = np.full(len(y), -1)
-    outer = StratifiedGroupKFold(n_splits=n_outer, shuffle=True, random_state=seed)
-    for k, (train, test) in enumerate(outer.split(np.zeros(len(y)), y, groups)):
-        _check_disjoint(groups, train, test, f"outer fold {k}")
-        fold[test] = k
-    return fold
 
 
 def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
@@ -370,12 +278,6 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
     return total / max(1, n_workers)
 
 
-def _format_seconds(seconds):
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h {rest // 60:02d}min" if hours else f"{rest // 60}min {rest % 60:02d}s"
-
-
 @validate_params(
     {
         "cohort": "no_validation",
@@ -395,13 +297,15 @@ def _format_seconds(seconds):
         "device": [str],
         "out_dir": "no_validation",
         "random_state": [Interval(Integral, 0, None, closed="left")],
-        "progress": ["boolean"],
-        "estimate_time": ["boolean"],
+        "verbose": ["verbose"],
         "plot": ["boolean"],
         "precompute_features": ["boolean"],
         "dry_run": ["boolean"],
         "reference": [str, None],
         "repeats": [Interval(Integral, 1, None, closed="left")],
+        "volumes": ["boolean"],
+        "progress": DEPRECATED_FLAG,
+        "estimate_time": DEPRECATED_FLAG,
     },
     prefer_skip_nested_validation=True,
 )
@@ -409,9 +313,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                    n_samples=None, scoring="roc_auc", n_resamples=1000,
                    bootstrap_unit="patient", confidence_level=0.95, oracle=True, n_jobs=1,
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
-                   random_state=0, progress=False, estimate_time=False, plot=True,
-                   precompute_features=True, reference=None, repeats=1,
-                   dry_run=False):
+                   random_state=0, verbose=0, plot=True, precompute_features=True,
+                   reference=None, repeats=1, dry_run=False, volumes=False,
+                   progress=DEPRECATED, estimate_time=DEPRECATED):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -471,10 +375,13 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     random_state : int, default=0
         Seed of the sampling, the folds, the models and the bootstrap. Results (and the
         resume cache) depend on it.
-    progress : bool, default=False
-        Show a progress bar over (model, fold) tasks with an ETA.
-    estimate_time : bool, default=False
-        Print an estimate of the wall time before starting, from small timed fits.
+    verbose : int, default=0
+        0 silent; 1 progress bars (features, then (model, fold) tasks with an ETA), the
+        replicate being run and, before the tasks, an estimate of the wall time from
+        small timed fits; 2 also one line per finished (model, fold) task. Bars and lines
+        go to standard error (lines through ``tqdm.write``); what must be known whatever
+        ``verbose`` is (a model skipped by ``volumes``, a figure not written) is a
+        ``UserWarning`` that names the caller's line.
     plot : bool, default=True
         Write ``roc_pr.png`` into ``out_dir`` when matplotlib is installed.
     precompute_features : bool, default=True
@@ -496,6 +403,22 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         Run nothing: return the plan of :func:`plan_comparison` (tasks, fits per model,
         projected time for ``n_jobs`` workers and peak memory of a task, from a short
         calibration), written to ``out_dir/plan.json`` when ``out_dir`` is given.
+    volumes : bool, default=False
+        Also refit each compared model per outer fold (its chosen parameters, the same
+        training voxels) and map the held-out patients in full: per patient the
+        predicted and annotated HT volume, Dice and risk score
+        (:func:`~sklearn_hemo.maps.cross_val_risk_map_table`), per model the
+        patient-level occurrence AUC (``result.volumes``, ``result.volumes_summary``;
+        ``volumes.csv`` and ``volumes_summary.csv``). Costs about one more outer fit per
+        model and fold, and is not resumed; with ``repeats > 1``, of the first replicate.
+        A model that cannot be mapped (e.g. a first step that reads no voxel references)
+        is skipped with a warning.
+    progress : bool
+        Deprecated since 0.1, removed in 0.2: use ``verbose`` (``progress=True`` is
+        ``verbose=1``).
+    estimate_time : bool
+        Deprecated since 0.1, removed in 0.2: use ``verbose`` (``estimate_time=True`` is
+        ``verbose=1``, which also shows the progress bars).
 
     Returns
     -------
@@ -503,8 +426,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         ``table`` (one dict per model), ``fold_table``, ``predictions``, ``folds``,
         ``best_params``, ``replicates`` (bootstrap AUCs, same draws for every model),
         ``differences`` (paired differences against ``reference``), ``run`` (what was
-        done, as in ``run.json``) and, with ``repeats > 1``, ``stability``; these are
-        of the first replicate (seed ``random_state``);
+        done, as in ``run.json``), with ``repeats > 1`` ``stability`` and, with
+        ``volumes=True``, ``volumes`` and ``volumes_summary``; these are of the first
+        replicate (seed ``random_state``);
         a :class:`ComparisonPlan` with ``dry_run=True``.
 
     Raises
@@ -537,6 +461,10 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     * **Parallelism.** The (model, fold) tasks run on joblib; each fit inside a task is
       single-threaded for torch (``make_model_zoo(torch_num_threads=1)``), so results do
       not depend on ``n_jobs`` or the backend.
+    * **Files.** Every CSV (``table.csv``, ``predictions.csv``, ``volumes.csv``, ...) is
+      written by one writer: floats as Python's ``repr`` (they read back bit for bit),
+      and a missing value (None or NaN, e.g. the AUC of a fold whose test voxels hold a
+      single class) as ``NA``, the missing-value mark of R and of pandas' ``read_csv``.
 
     Examples
     --------
@@ -551,12 +479,8 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     >>> print(result.to_markdown())  # doctest: +ELLIPSIS
     | model | paper's name | inputs | AUC-ROC (95% CI) | AUC-PR (95% CI) | paper AUC-ROC ...
     """
-    options = dict(models=models, protocol=protocol, n_outer=n_outer, n_inner=n_inner,
-                   n_samples=n_samples, scoring=scoring, n_resamples=n_resamples,
-                   bootstrap_unit=bootstrap_unit, confidence_level=confidence_level,
-                   oracle=oracle, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
-                   device=device, progress=progress, estimate_time=estimate_time,
-                   precompute_features=precompute_features, reference=reference)
+    verbose = resolve_verbose(verbose, "compare_models", progress=progress,
+                              estimate_time=estimate_time)
     if dry_run:
         from ._plan import plan_comparison
 
@@ -564,21 +488,27 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                n_outer=n_outer, n_inner=n_inner, n_samples=n_samples,
                                n_jobs=n_jobs, device=device, random_state=random_state,
                                precompute_features=precompute_features, out_dir=out_dir)
+    options = _RunOptions(
+        models=models, protocol=protocol, n_outer=n_outer, n_inner=n_inner,
+        n_samples=n_samples, scoring=scoring, n_resamples=n_resamples,
+        bootstrap_unit=bootstrap_unit, confidence_level=confidence_level, oracle=oracle,
+        n_jobs=n_jobs, backend=backend, scheduler=scheduler, device=device, out_dir=out_dir,
+        verbose=verbose, precompute_features=precompute_features, reference=reference)
     if repeats == 1:
-        result = _compare_once(_cohort_for(cohort, random_state), random_state=random_state,
-                               out_dir=out_dir, **options)
+        result = _compare_once(_cohort_for(cohort, random_state), random_state, options,
+                               volumes=volumes)
         if out_dir is not None:
             write_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
         seed = random_state + r
-        if progress:
-            print(f"replicate {r + 1} of {repeats} (seed {seed})", flush=True)
-        result = _compare_once(_cohort_for(cohort, seed), random_state=seed, out_dir=out_dir,
-                               **options)
+        progress_line(f"replicate {r + 1} of {repeats} (seed {seed})", verbose, level=1)
+        result = _compare_once(_cohort_for(cohort, seed), seed, options,
+                               volumes=volumes and r == 0)
         if out_dir is not None:
-            write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False)
+            write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False,
+                          volumes=False)
         results.append(result)
     main = results[0]
     main.stability = stability_table([res.table for res in results])
@@ -592,29 +522,29 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     return main
 
 
-def _setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device):
-    """What a run (or its plan) works on: the protocol's settings with the overrides, the
-    zoo, the balanced voxel sample, the seeds (outer first, then one per outer fold) and
-    each voxel's outer fold."""
-    from ..sampling import sample_voxels
+@dataclass(frozen=True, eq=False)
+class _RunOptions:
+    """How :func:`compare_models` runs and summarises a replicate: everything but the
+    cohort and the seed, fixed once for all replicates."""
 
-    settings = dict(PROTOCOLS[protocol])
-    for key, value in (("n_outer", n_outer), ("n_inner", n_inner), ("n_samples", n_samples)):
-        if value is not None:
-            settings[key] = value
-    zoo = _resolve_zoo(cohort, models, protocol, random_state, device)
-    with warnings.catch_warnings():
-        if n_samples is None:
-            # the protocol's size is an upper bound: a small cohort gives all its HT voxels
-            warnings.filterwarnings("ignore", message=".*HT voxels are available",
-                                    category=UserWarning)
-        X, y, groups = sample_voxels(cohort, n_samples=settings["n_samples"], balance=True,
-                                     random_state=random_state)
-    X, y, groups = np.asarray(X), np.asarray(y).astype(int), np.asarray(groups)
-    seeds = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max,
-                                                        size=settings["n_outer"] + 1)
-    fold = _outer_folds(y, groups, settings["n_outer"], seeds[0])
-    return settings, zoo, X, y, groups, seeds, fold
+    models: object
+    protocol: str
+    n_outer: object
+    n_inner: object
+    n_samples: object
+    scoring: object
+    n_resamples: int
+    bootstrap_unit: str
+    confidence_level: float
+    oracle: bool
+    n_jobs: int
+    backend: str
+    scheduler: object
+    device: str
+    out_dir: object
+    verbose: int
+    precompute_features: bool
+    reference: object
 
 
 def _cohort_for(cohort, seed):
@@ -630,93 +560,220 @@ def _cohort_for(cohort, seed):
     return made
 
 
-def _compare_once(cohort, *, models, protocol, n_outer, n_inner, n_samples, scoring,
-                  n_resamples, bootstrap_unit, confidence_level, oracle, n_jobs, backend,
-                  scheduler, device, out_dir, random_state, progress, estimate_time,
-                  precompute_features, reference):
-    """One replicate of :func:`compare_models` (nothing written but the parts)."""
-    settings, zoo, X, y, groups, seeds, fold = _setup(
-        cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device)
-    ids = np.asarray(cohort.ids)
+def _compare_once(cohort, random_state, options, volumes=False):
+    """One replicate of :func:`compare_models` (nothing written but the parts).
 
-    config = {"cohort": list(cohort.ids), "ht": cohort.ht, "X": X, "y": y, "fold": fold,
-              "n_inner": settings["n_inner"], "scoring": scoring,
-              "random_state": random_state, "protocol": protocol}
-    store = None
-    if out_dir is not None:
-        description = {"protocol": protocol, "random_state": random_state,
-                       "n_patients": len(cohort), **settings, "models": list(zoo),
-                       "cohort_path": None if cohort.path is None else str(cohort.path)}
-        store = PartStore(out_dir, fingerprint(cohort_content=cohort_signature(cohort),
-                                              **config), description)
+    As scikit-learn's searches (``fit -> evaluate_candidates -> _format_results``): the
+    setup is drawn once (:func:`~._setup.make_setup`), finished parts are loaded (resume),
+    the pending tasks run with their hooks (:func:`_run_tasks`), and the parts are
+    summarised (:func:`_format_results`).
+    """
+    setup = make_setup(cohort, options.models, options.protocol, options.n_outer,
+                       options.n_inner, options.n_samples, random_state, options.device)
+    store = _part_store(setup, options)
+    keys = {name: model_key(*row) for name, row in setup.zoo.items()}
+    parts, todo = _load_parts(setup, store, keys)
+    prepared = _prepare_pending(setup, todo, options)
+    hooks = [_SaveParts(store, keys)] if store is not None else []
+    if options.verbose >= 1:
+        hooks.insert(0, _TimeEstimate(options.n_jobs, options.verbose))
+    hooks.append(_ProgressBar(options.verbose, total=len(setup.tasks())))
+    parts.update(_run_tasks(setup, todo, prepared, options, hooks=hooks))
+    result = _format_results(setup, parts, options)
+    if volumes:
+        from ._volumes import risk_map_volumes
 
-    keys = {name: model_key(*row) for name, row in zoo.items()}
+        result.volumes, result.volumes_summary = risk_map_volumes(setup, result,
+                                                                  options.verbose)
+    return result
+
+
+def _part_store(setup, options):
+    """The resume cache of this replicate in ``out_dir/parts/`` (None without out_dir)."""
+    if options.out_dir is None:
+        return None
+    cohort = setup.cohort
+    config = {"cohort": list(cohort.ids), "ht": cohort.ht, "X": setup.X, "y": setup.y,
+              "fold": setup.fold, "n_inner": setup.n_inner, "scoring": options.scoring,
+              "random_state": setup.random_state, "protocol": setup.protocol}
+    description = {"protocol": setup.protocol, "random_state": setup.random_state,
+                   "n_patients": len(cohort), **setup.settings, "models": list(setup.zoo),
+                   "cohort_path": None if cohort.path is None else str(cohort.path)}
+    return PartStore(options.out_dir,
+                     fingerprint(cohort_content=cohort_signature(cohort), **config),
+                     description)
+
+
+def _load_parts(setup, store, keys):
+    """Finished parts from the resume cache, and the (model, fold) tasks still to run."""
     parts, todo = {}, []
-    for name in zoo:
-        for k in range(settings["n_outer"]):
-            part = None if store is None else store.load(name, k, keys[name])
-            if part is None:
-                todo.append((name, k))
-            else:
-                parts[name, k] = part
+    for name, k in setup.tasks():
+        part = None if store is None else store.load(name, k, keys[name])
+        if part is None:
+            todo.append((name, k))
+        else:
+            parts[name, k] = part
+    return parts, todo
 
+
+def _prepare_pending(setup, todo, options):
+    """Model -> ``_prepare``'s (pipeline, inputs, cohort, cohort_params), for the models
+    with pending tasks; features shared by rows with the same extractor are computed once."""
     cache, prepared = {}, {}
     pending = list(dict.fromkeys(n for n, _ in todo))
-    if progress and pending:
-        from tqdm.auto import tqdm
-
-        pending = tqdm(pending, desc="features", unit="model", leave=False)
+    if pending:
+        pending = progress_bar(pending, options.verbose, desc="features", unit="model",
+                               leave=False)
     for name in pending:
-        prepared[name] = _prepare(*zoo[name], X, cohort, cache, precompute_features)
-    del cache
-    if estimate_time and todo:
-        n_workers = n_jobs if n_jobs > 0 else _cpu_count() + 1 + n_jobs
+        prepared[name] = _prepare(*setup.zoo[name], setup.X, setup.cohort, cache,
+                                  options.precompute_features)
+    return prepared
+
+
+# -- hooks of the task loop (as skorch's callbacks) ------------------------------------
+class _Hook:
+    """A hook of :func:`_run_tasks`: each method is called at its point of the loop.
+
+    ``on_run_begin(setup, todo, prepared)`` before the backend starts; ``on_task_end(name,
+    k, part)`` in the main process as each task arrives (in completion order);
+    ``on_run_end()`` always, also after an error or an interrupt.
+    """
+
+    def on_run_begin(self, setup, todo, prepared):
+        pass
+
+    def on_task_end(self, name, k, part):
+        pass
+
+    def on_run_end(self):
+        pass
+
+
+class _SaveParts(_Hook):
+    """Resume: write each finished part to the store at once."""
+
+    def __init__(self, store, keys):
+        self.store, self.keys = store, keys
+
+    def on_task_end(self, name, k, part):
+        _save_part(self.store, name, k, self.keys[name], part)
+
+
+class _TimeEstimate(_Hook):
+    """``verbose >= 1``: the wall time of the pending tasks, from small timed fits."""
+
+    def __init__(self, n_jobs, verbose):
+        self.n_jobs, self.verbose = n_jobs, verbose
+
+    def on_run_begin(self, setup, todo, prepared):
+        n_workers = _n_workers(self.n_jobs)
         pending = {name: (prepared[name], sum(1 for n, _ in todo if n == name))
                    for name in prepared}
-        seconds = _estimate_seconds(pending, zoo, y, groups, fold, settings["n_inner"],
-                                    n_workers, seeds[0])
-        print(f"Estimated time for {len(todo)} (model, fold) tasks: about "
-              f"{_format_seconds(seconds)} on {n_workers} worker(s) "
-              "(extrapolated from small timed fits; the progress bar refines it).",
-              flush=True)
-    _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, store, keys,
-               parts, n_jobs, backend, scheduler, progress,
-               total=len(zoo) * settings["n_outer"])
+        seconds = _estimate_seconds(pending, setup.zoo, setup.y, setup.groups, setup.fold,
+                                    setup.n_inner, n_workers, setup.seeds[0])
+        progress_line(f"Estimated time for {len(todo)} (model, fold) tasks: about "
+                      f"{_format_seconds(seconds)} on {n_workers} worker(s) "
+                      "(extrapolated from small timed fits; the progress bar refines it).",
+                      self.verbose, level=1)
 
+
+class _ProgressBar(_Hook):
+    """``verbose >= 1``: a bar over all tasks (resumed ones counted as done) with an ETA;
+    ``verbose >= 2``: also a line per finished task."""
+
+    def __init__(self, verbose, total):
+        self.verbose, self.total, self.bar = verbose, total, None
+
+    def on_run_begin(self, setup, todo, prepared):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.total - len(todo), desc="compare",
+                        unit="fold", disable=self.verbose < 1, dynamic_ncols=True)
+
+    def on_task_end(self, name, k, part):
+        inner = part.get("inner_score")
+        progress_line(f"{name} fold {k}: fitted in {part['fit_time']:.1f} s"
+                      + ("" if inner is None else f", inner score {inner:.3f}"),
+                      self.verbose)
+        self.bar.set_postfix_str(f"{name} fold {k}", refresh=False)
+        self.bar.update()
+
+    def on_run_end(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_tasks(setup, todo, prepared, options, *, hooks=()):
+    """Run the pending (model, fold) tasks on the backend; return their parts.
+
+    Each part comes back JSON-normalised (so fresh and resumed parts are the same values)
+    and is handed to every hook's ``on_task_end`` as it arrives (the resume hook saves
+    it there, so an interrupted run loses only the tasks in flight).
+    """
+    done = {}
+    if not todo:
+        return done
+    try:
+        for hook in hooks:
+            hook.on_run_begin(setup, todo, prepared)
+        with _backend(options.backend, options.scheduler, options.n_jobs) as parallel_jobs:
+            tasks = (
+                delayed(_tagged)(name, k, prepared[name][0], setup.zoo[name][1],
+                                 prepared[name][2], prepared[name][3], prepared[name][1],
+                                 setup.y, setup.groups, setup.fold, k, setup.n_inner,
+                                 options.scoring, setup.inner_seed(k))
+                for name, k in todo
+            )
+            for name, k, part in run_unordered(tasks, parallel_jobs, options.backend):
+                part = _normalise(part)
+                for hook in hooks:
+                    hook.on_task_end(name, k, part)
+                done[name, k] = part
+    finally:
+        for hook in hooks:
+            hook.on_run_end()
+    return done
+
+
+def _format_results(setup, parts, options):
+    """The :class:`ComparisonResult` of a replicate from its parts (fresh and resumed)."""
+    cohort, X, y, fold = setup.cohort, setup.X, setup.y, setup.fold
     predictions, best_params, fold_info = {}, {}, {}
-    patient_of = ids[groups]
-    for name in zoo:
+    patient_of = np.asarray(cohort.ids)[setup.groups]
+    for name in setup.zoo:
         scores = np.empty(len(X))
         best_params[name] = {}
-        for k in range(settings["n_outer"]):
+        for k in range(setup.n_outer):
             part = parts[name, k]
             scores[part["test"]] = part["scores"]
             best_params[name][str(k)] = part["best_params"]
             fold_info[name, k] = part
         predictions[name] = _prediction_record(patient_of, X, fold, y, scores)
-    for name, truth_scores in (_truth_scores(cohort, X) if oracle else {}).items():
+    for name, truth_scores in (_truth_scores(cohort, X) if options.oracle else {}).items():
         predictions[name] = _prediction_record(patient_of, X, fold, y, truth_scores)
 
-    inputs = {name: inputs_label(name, pipeline) for name, (pipeline, _) in zoo.items()}
+    inputs = {name: inputs_label(name, pipeline) for name, (pipeline, _) in setup.zoo.items()}
     inputs.update({name: inputs_label(name) for name in TRUTH_ROWS})
     table, fold_table, replicates = summarize_predictions(
-        predictions, inputs=inputs, n_resamples=n_resamples, unit=bootstrap_unit,
-        confidence_level=confidence_level, random_state=random_state,
-        fold_info=fold_info)
+        predictions, inputs=inputs, n_resamples=options.n_resamples,
+        unit=options.bootstrap_unit, confidence_level=options.confidence_level,
+        random_state=setup.random_state, fold_info=fold_info)
+    scoring = options.scoring
     result = ComparisonResult(
         table=table, fold_table=fold_table, predictions=predictions,
         folds=_patient_folds(patient_of, fold),
         best_params=best_params, replicates=replicates,
-        config={"protocol": protocol, "random_state": random_state, **settings,
+        config={"protocol": setup.protocol, "random_state": setup.random_state,
+                **setup.settings,
                 "scoring": scoring if isinstance(scoring, str) else repr(scoring),
-                "n_resamples": n_resamples, "bootstrap_unit": bootstrap_unit,
-                "confidence_level": confidence_level, "n_patients_cohort": len(cohort)},
-        out_dir=out_dir,
+                "n_resamples": options.n_resamples, "bootstrap_unit": options.bootstrap_unit,
+                "confidence_level": options.confidence_level,
+                "n_patients_cohort": len(cohort)},
+        out_dir=options.out_dir,
     )
     result.differences = paired_differences(
-        table, replicates, reference=_reference(reference, list(predictions)))
-    result.run = _run_record(cohort, zoo, protocol, settings, X, y, groups, fold, seeds,
-                             parts, random_state, scoring, n_resamples, bootstrap_unit)
+        table, replicates, reference=_reference(options.reference, list(predictions)))
+    result.run = _run_record(setup, parts, options)
     result.config["reference"] = result.differences[0]["reference"] if result.differences \
         else None
     return result
@@ -749,9 +806,12 @@ def _versions():
     return found
 
 
-def _run_record(cohort, zoo, protocol, settings, X, y, groups, fold, seeds, parts,
-                random_state, scoring, n_resamples, bootstrap_unit):
+def _run_record(setup, parts, options):
     """What a run did, for ``run.json``: cohort, sample, folds, seeds, models, versions."""
+    cohort, zoo, protocol, settings = setup.cohort, setup.zoo, setup.protocol, setup.settings
+    X, y, groups, fold, seeds = setup.X, setup.y, setup.groups, setup.fold, setup.seeds
+    random_state, scoring = setup.random_state, options.scoring
+    n_resamples, bootstrap_unit = options.n_resamples, options.bootstrap_unit
     ht = np.asarray(cohort.ht)
     bleeding = np.unique(groups[y == 1])
     models = {}
@@ -808,35 +868,6 @@ def _patient_folds(patient_of, fold):
 def _prediction_record(patient_of, X, fold, y, scores):
     return {"patient": patient_of, "ijk": X[:, 1:4], "fold": fold, "y_true": y,
             "score": scores}
-
-
-def _run_tasks(todo, zoo, prepared, y, groups, fold, settings, scoring, seeds, store, keys,
-               parts, n_jobs, backend, scheduler, progress, total):
-    """Run the pending (model, fold) tasks, saving each as soon as it arrives."""
-    if not todo:
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=total - len(todo), desc="compare", unit="fold",
-               disable=not progress, dynamic_ncols=True)
-    try:
-        with _backend(backend, scheduler, n_jobs) as parallel_jobs:
-            tasks = (
-                delayed(_tagged)(name, k, prepared[name][0], zoo[name][1], prepared[name][2],
-                                 prepared[name][3], prepared[name][1], y, groups, fold, k,
-                                 settings["n_inner"], scoring, int(seeds[k + 1]))
-                for name, k in todo
-            )
-            for name, k, part in run_unordered(tasks, parallel_jobs, backend):
-                # JSON round trip now, so fresh and resumed parts are the same values
-                part = _normalise(part)
-                if store is not None:
-                    _save_part(store, name, k, keys[name], part)
-                parts[name, k] = part
-                bar.set_postfix_str(f"{name} fold {k}", refresh=False)
-                bar.update()
-    finally:
-        bar.close()
 
 
 def _save_part(store, name, k, key, part):

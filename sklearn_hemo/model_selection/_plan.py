@@ -58,6 +58,15 @@ import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
+from ._setup import (
+    _consumes_groups,
+    _format_seconds,
+    _n_workers,
+    _positive_scores,
+    _prepare,
+    make_setup,
+)
+
 __all__ = ["ComparisonPlan", "plan_comparison", "SCALING_LAWS"]
 
 #: Documented cost model of each estimator family: time and memory as functions of the
@@ -210,7 +219,6 @@ def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=
     from threadpoolctl import threadpool_limits
 
     from .._cache import clear_cache
-    from ._compare import _consumes_groups
 
     model = clone(pipeline).set_params(**params)
     if cohort_params:
@@ -230,8 +238,6 @@ def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=
 
 
 def _score_seconds(model, inputs):
-    from ._compare import _positive_scores
-
     start, cpu = time.perf_counter(), time.process_time()
     with sklearn.config_context(enable_metadata_routing=True):
         _positive_scores(model, inputs)
@@ -384,8 +390,6 @@ class ComparisonPlan:
         return path
 
     def __str__(self):
-        from ._compare import _format_seconds
-
         def fmt_s(value):
             if value is None:
                 return "-"
@@ -478,16 +482,16 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     >>> plan.rows[0]["fits"], plan.totals["projected_seconds"] > 0
     (3, True)
     """
-    from ._compare import _cpu_count, _prepare, _setup
-
     started = time.perf_counter()
     # the same settings, sample and folds as the run it plans
-    settings, zoo, X, y, groups, seeds, fold = _setup(
-        cohort, models, protocol, n_outer, n_inner, n_samples, random_state, device)
+    setup = make_setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_state,
+                       device)
+    settings, zoo, X, y, groups = setup.settings, setup.zoo, setup.X, setup.y, setup.groups
+    seeds, fold = setup.seeds, setup.fold
     n_inner_ = settings["n_inner"]
     n_train = np.array([np.sum(fold != k) for k in range(settings["n_outer"])])
     n_test = len(y) - n_train
-    n_workers = n_jobs if n_jobs > 0 else max(1, _cpu_count() + 1 + n_jobs)
+    n_workers = max(1, _n_workers(n_jobs))
 
     rng = np.random.RandomState(seeds[0])
     if calibration_samples is None:

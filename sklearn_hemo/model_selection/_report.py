@@ -19,6 +19,7 @@ import numpy as np
 
 from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
+from ..utils._warnings import find_stack_level
 
 __all__ = [
     "ComparisonResult",
@@ -38,6 +39,10 @@ STABILITY_COLUMNS = ("model", "n_replicates", "auc_roc_mean", "auc_roc_sd", "auc
                      "auc_pr_sd", "share_ranked_first")
 FOLD_COLUMNS = ("model", "fold", "auc_roc", "auc_pr", "n_patients", "n_voxels",
                 "fit_time_s", "score_time_s", "inner_score")
+VOLUME_COLUMNS = ("model", "fold", "patient_id", "ht", "risk_score", "predicted_volume_ml",
+                  "annotated_volume_ml", "volume_error_ml", "dice")
+VOLUME_SUMMARY_COLUMNS = ("model", "n_patients", "occurrence_auc", "dice_mean",
+                          "volume_abs_error_mean_ml")
 
 #: Table 1 of Yu et al. (MICCAI 2019): zoo row -> (paper's model, inputs, AUC-ROC, AUC-PR),
 #: AUCs in % as "mean +- half-width of the 95 % CI"; NA where the paper gives none.
@@ -116,6 +121,12 @@ class ComparisonResult:
     run : dict
         What the run did (``run.json``): cohort, sample, folds, seeds, per-model grids,
         fits, fit seconds, optimiser steps, versions.
+    volumes : list of dict or None
+        With ``compare_models(volumes=True)``: one row per model and held-out patient
+        mapped in full (the columns of ``volumes.csv``); None otherwise.
+    volumes_summary : list of dict or None
+        With ``volumes=True``: per model the patient-level occurrence AUC, mean Dice and
+        mean absolute volume error (``volumes_summary.csv``); None otherwise.
 
     Examples
     --------
@@ -143,6 +154,8 @@ class ComparisonResult:
     differences: list = field(default_factory=list)
     stability: list = field(default_factory=list)
     run: dict = field(default_factory=dict)
+    volumes: list | None = None
+    volumes_summary: list | None = None
 
     def to_markdown(self):
         """The table in the layout of the paper's Table 1, the paper's numbers alongside,
@@ -268,7 +281,7 @@ def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="p
             if np.isnan(roc):
                 warnings.warn(f"model {name}, fold {k}: the test voxels hold a single "
                               "class, so the fold's AUCs are undefined (written as NA).",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning, stacklevel=find_stack_level())
             info = fold_info.get((name, int(k)), {})
             fold_table.append({
                 "model": name, "fold": int(k), "auc_roc": float(roc), "auc_pr": float(pr),
@@ -499,6 +512,11 @@ def _markdown_stability(rows, record=None):
 
 
 def _csv_text(columns, rows):
+    """The one CSV writer of the comparison's files: a header, then one line per row.
+
+    Floats are written with ``repr`` (they read back bit for bit); a missing value, None
+    or NaN, is written ``NA`` (R's mark, read as NaN by pandas), never ``nan``.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -576,8 +594,10 @@ def read_predictions(path):
 
 
 @writes_one_set  # all the files, or (on a failure part-way) none of them
-def write_outputs(result, out_dir, plot=True):
-    """Write every output file of a comparison into ``out_dir``, each atomically."""
+def write_outputs(result, out_dir, plot=True, volumes=True):
+    """Write every output file of a comparison into ``out_dir``, each atomically; the
+    CSVs through :func:`_csv_text` (missing values ``NA``). ``volumes=False`` leaves out
+    ``volumes.csv`` and ``volumes_summary.csv``."""
     out = Path(out_dir)
     atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
     atomic_write_text(out / "table.md", result.to_markdown())
@@ -595,6 +615,11 @@ def write_outputs(result, out_dir, plot=True):
                           _csv_text(STABILITY_COLUMNS, result.stability))
     if result.run:
         atomic_write_text(out / "run.json", json.dumps(result.run, indent=2) + "\n")
+    if volumes and result.volumes is not None:
+        atomic_write_text(out / "volumes.csv", _csv_text(VOLUME_COLUMNS, result.volumes))
+    if volumes and result.volumes_summary is not None:
+        atomic_write_text(out / "volumes_summary.csv",
+                          _csv_text(VOLUME_SUMMARY_COLUMNS, result.volumes_summary))
     if plot:
         from ..plotting import plot_roc_pr
 
@@ -603,5 +628,7 @@ def write_outputs(result, out_dir, plot=True):
         except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
             if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
                 raise
-            print("roc_pr.png not written: matplotlib is not installed; install the plot "
-                  "extra with: pip install 'sklearn-hemo[plot]'.")
+            # the user asked for the figure: a warning, not a line on stdout
+            warnings.warn("roc_pr.png not written: matplotlib is not installed; install the "
+                          "plot extra with: pip install 'sklearn-hemo[plot]'.", UserWarning,
+                          stacklevel=find_stack_level())

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
+from ..utils._warnings import find_stack_level
 from ._deconvolution import _correction_factor, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._permeability import permeability_measures
@@ -90,7 +91,7 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     data = np.asarray(patient.pwi.dataobj)
     timing = patient_timing(patient, data, brain)
     for note in timing.notes:
-        warnings.warn(note, UserWarning, stacklevel=2)
+        warnings.warn(note, UserWarning, stacklevel=find_stack_level())
     start = timing.n_nonsteady  # leading non-steady frames are dropped
     signal = data[brain][:, start:].astype(np.float64)
     conc = concentration(signal, patient.echo_time,

@@ -39,6 +39,7 @@ from ..signal import (
     patient_timing,
     time_grid,
 )
+from ..utils._warnings import find_stack_level
 from ..utils.fixes import Interval, StrOptions
 from ..utils.validation import check_voxel_refs
 
@@ -524,13 +525,13 @@ class PatchExtractor(BaseVoxelTransformer):
         else:
             timing = patient_timing(patient, data, brain)
         for note in timing.notes:
-            warnings.warn(note, UserWarning, stacklevel=3)
+            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
         offset = patient_grid_offset(patient, self.align, timing)
         grid = time_grid(self.n_timepoints, float(self.time_step), offset)
         plan, padding = patient_time_plan(patient, timing, grid)
         note = padding_note(patient, padding, grid)
         if note is not None:
-            warnings.warn(note, UserWarning, stacklevel=3)
+            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
@@ -606,4 +607,4 @@ class PatchExtractor(BaseVoxelTransformer):
                 f"participant {patient.id}: {n_bad} PWI samples of the requested voxels are "
                 "zero, negative or below 1e-3 of their baseline; they were clipped (see "
                 "sklearn_hemo.signal.concentration), which caps their concentration.",
-                UserWarning, stacklevel=3)
+                UserWarning, stacklevel=find_stack_level())

@@ -18,8 +18,10 @@ from sklearn.base import _fit_context  # noqa: F401
 # ``Interval``, ``StrOptions`` and ``validate_params``: the constraint objects of
 # ``_parameter_constraints`` and the decorator that checks a public function's arguments
 # with the same messages as scikit-learn's. ``sklearn.utils._param_validation`` since 1.2;
-# no public home.
+# no public home. ``Hidden`` marks an accepted value that the error messages do not list
+# (the ``"deprecated"`` sentinel of an argument kept for one release), same module.
 from sklearn.utils._param_validation import (  # noqa: F401
+    Hidden,
     Interval,
     StrOptions,
     validate_params,
