@@ -44,8 +44,11 @@ def _files(folder):
 # candidate without early stopping (the row as it was when the issue was filed): a
 # 4-patient cohort cannot feed an inner search whose folds each hold out patients.
 _WRAPPER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# as in a terminal: a test run started in the background (`pytest &`) hands its children
+# an ignored SIGINT, which Python then leaves ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 from sklearn_hemo import _lstm_module, neural
 from sklearn_hemo.cli import main
