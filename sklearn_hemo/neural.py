@@ -21,7 +21,6 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -39,6 +38,7 @@ from ._lstm_module import (
     expected_feature_names,
     expected_width,
 )
+from .utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 
 __all__ = ["BlockScaler", "LSTMClassifier"]
 

@@ -32,13 +32,14 @@ import numpy as np
 import sklearn
 from joblib import cpu_count, delayed, parallel_config
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 from threadpoolctl import threadpool_limits
 
 from ..base import is_row_wise_voxel_transformer
 from ..datasets import Cohort
+from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ._distributed import run_unordered
 from ._report import (
     TRUTH_ROWS,
