@@ -15,7 +15,6 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, OneToOneFeatureMixin, TransformerMixin
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -32,6 +31,7 @@ from ._lstm_module import (
     expected_feature_names,
     expected_width,
 )
+from .utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from .utils.fixes import Interval, StrOptions, _fit_context
 
 __all__ = ["BlockScaler", "HemoLSTM", "LSTMClassifier"]

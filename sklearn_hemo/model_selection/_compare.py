@@ -32,7 +32,7 @@ import numpy as np
 import sklearn
 from joblib import delayed, parallel_config
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from threadpoolctl import threadpool_limits
 
 from ..datasets import Cohort
@@ -43,6 +43,7 @@ from ..utils._verbosity import (
     progress_line,
     resolve_verbose,
 )
+from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._distributed import run_unordered
 from ._report import (

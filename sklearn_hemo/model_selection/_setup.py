@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from joblib import cpu_count
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 
 from ..base import is_row_wise_voxel_transformer
+from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ._report import TRUTH_ROWS
 from ._resume import _canonical, _digest
 from ._zoo import DEFAULT_ROWS, PROTOCOLS, make_model_zoo

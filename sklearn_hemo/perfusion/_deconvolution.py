@@ -19,6 +19,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from scipy.integrate import trapezoid
 from scipy.linalg import circulant, svd, toeplitz
 from sklearn.utils import Bunch
 
@@ -60,7 +61,7 @@ def _check_curves(tissue, aif, dt, method):
             f"tissue contains NaN or infinite values (first at index {tuple(bad)}); mask "
             "those voxels out or fix the concentration conversion."
         )
-    if np.trapezoid(aif) <= 0 or aif.max() <= 0:
+    if trapezoid(aif) <= 0 or aif.max() <= 0:
         raise ValueError(
             "aif has no positive bolus (its area is not positive); check that it is a "
             "concentration curve (not a signal) and that the AIF detection succeeded."
@@ -321,7 +322,7 @@ def perfusion_maps(
         fit = estimate_leakage(selected, leakage_reference, dt)
         extra["k2"] = fit.k2
         extra["cbv_uncorrected"] = (
-            factor * 100.0 * np.trapezoid(selected, axis=-1) / np.trapezoid(aif)
+            factor * 100.0 * trapezoid(selected, axis=-1) / trapezoid(aif)
         )
         selected = correct_leakage(selected, leakage_reference, dt, fit.k2)
     k = _deconvolve(selected, aif, dt, method, threshold, oscillation_index)
@@ -330,7 +331,7 @@ def perfusion_maps(
     # wrapped peaks (circulant methods): tissue bolus earlier than the arterial one
     lag = np.where(peak < n, peak, peak - size)
     cbf = factor * 6000.0 * np.maximum(k.max(axis=-1), 0.0)
-    cbv = factor * 100.0 * np.trapezoid(selected, axis=-1) / np.trapezoid(aif)
+    cbv = factor * 100.0 * trapezoid(selected, axis=-1) / trapezoid(aif)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 0, 60.0 * cbv / cbf, 0.0)
     values = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": lag * dt, **extra}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.integrate import cumulative_trapezoid
+from scipy.integrate import cumulative_trapezoid, trapezoid
 from sklearn.utils import Bunch
 
 from ..utils.validation import check_dt
@@ -42,7 +42,7 @@ def _check_reference(tissue, reference, dt):
         )
     if not (np.all(np.isfinite(reference)) and np.all(np.isfinite(tissue))):
         raise ValueError("tissue and reference curves must be finite (no NaN or inf).")
-    if not np.trapezoid(reference) > 0:
+    if not trapezoid(reference) > 0:
         raise ValueError(
             "reference curve has no positive area: it must be the average concentration "
             "of non-enhancing brain voxels (see nonenhancing_reference)."
@@ -283,7 +283,7 @@ def nonenhancing_reference(tissue, dt, *, mask=None, exclude=0.1):
         raise ValueError(f"exclude must be a fraction in [0, 1), got {exclude!r}.")
     if mask is None:
         curves = tissue.reshape(-1, tissue.shape[-1])
-        curves = curves[np.trapezoid(curves, axis=-1) > 0]
+        curves = curves[trapezoid(curves, axis=-1) > 0]
     else:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != tissue.shape[:-1]:
@@ -299,7 +299,7 @@ def nonenhancing_reference(tissue, dt, *, mask=None, exclude=0.1):
             "concentration curves."
         )
     first = curves.mean(axis=0)
-    if exclude == 0 or not np.trapezoid(first) > 0:
+    if exclude == 0 or not trapezoid(first) > 0:
         return first
     k2 = np.abs(estimate_leakage(curves, first, dt).k2)
     keep = k2 <= np.quantile(k2, 1.0 - exclude)

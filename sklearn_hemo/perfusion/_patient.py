@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.integrate import trapezoid
 from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
@@ -104,7 +105,7 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         corrected = correct_leakage(conc, reference, dt, maps["k2"])
         factor = _correction_factor(kwargs.get("hematocrit"), kwargs.get("density"))
         maps["cbv_corrected"] = (
-            factor * 100.0 * np.trapezoid(corrected, axis=-1) / np.trapezoid(aif)
+            factor * 100.0 * trapezoid(corrected, axis=-1) / trapezoid(aif)
         )
     except ValueError as exc:
         raise ValueError(f"participant {patient.id}: {exc}") from None
