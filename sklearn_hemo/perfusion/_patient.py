@@ -6,6 +6,8 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
+from ..datasets import Patient
+from ..utils.fixes import StrOptions, validate_params
 from ..utils._warnings import find_stack_level
 from ._deconvolution import _correction_factor, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
@@ -29,6 +31,10 @@ MAP_NAMES = (
 )
 
 
+@validate_params(
+    {"patient": [Patient], "method": [StrOptions({"osvd", "csvd", "ssvd"})]},
+    prefer_skip_nested_validation=True,
+)
 def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     """CBF, CBV, MTT, Tmax, leakage K2 and permeability maps of one patient.
 
