@@ -7,8 +7,8 @@ from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
 from ..datasets import Patient
-from ..utils.fixes import StrOptions, validate_params
 from ..utils._warnings import find_stack_level
+from ..utils.fixes import StrOptions, validate_params
 from ._deconvolution import _correction_factor, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._permeability import permeability_measures
