@@ -367,7 +367,8 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
         "cohort": [Cohort, None],
         "patients": ["array-like", None],
     },
-    prefer_skip_nested_validation=True,
+    # **kwargs go to predict_risk_map: let it check them
+    prefer_skip_nested_validation=False,
 )
 def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
     """Risk maps of several patients of a cohort.
@@ -405,7 +406,8 @@ def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
         "threshold": [Interval(Real, 0, 1, closed="both")],
         "percentile": [Interval(Real, 0, 100, closed="both")],
     },
-    prefer_skip_nested_validation=True,
+    # **kwargs go to predict_risk_map: let it check them
+    prefer_skip_nested_validation=False,
 )
 def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, percentile=99.0,
                    **kwargs):

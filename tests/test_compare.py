@@ -264,8 +264,8 @@ def test_volumes_are_the_out_of_fold_risk_maps_of_the_compared_rows(cohort, tmp_
     # patient with the row refitted on the other folds' voxels and chosen parameters
     from sklearn.preprocessing import FunctionTransformer
 
-    from sklearn_hemo.risk import cross_val_risk_map_table
     from sklearn_hemo.metrics import summarize_patient_table
+    from sklearn_hemo.risk import cross_val_risk_map_table
 
     zoo = {"linear": _zoo(cohort)["linear"],
            "refs": (Pipeline([("f", FunctionTransformer(lambda refs: refs * 1.0)),

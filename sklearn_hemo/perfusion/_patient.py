@@ -33,7 +33,8 @@ MAP_NAMES = (
 
 @validate_params(
     {"patient": [Patient], "method": [StrOptions({"osvd", "csvd", "ssvd"})]},
-    prefer_skip_nested_validation=True,
+    # **kwargs go to perfusion_maps: let it check them
+    prefer_skip_nested_validation=False,
 )
 def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     """CBF, CBV, MTT, Tmax, leakage K2 and permeability maps of one patient.

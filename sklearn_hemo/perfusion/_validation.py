@@ -23,7 +23,8 @@ _RELATIVE = ("cbf", "cbv", "cbv_corrected", "mtt")
         # a scalar is one bin edge
         "delay_bins": ["array-like", Real],
     },
-    prefer_skip_nested_validation=True,
+    # **kwargs go to perfusion_maps: let it check them
+    prefer_skip_nested_validation=False,
 )
 def compare_to_truth(cohort, *, method="osvd", delay_bins=(0.0, 2.0, 5.0, 8.0), **kwargs):
     """Median errors of the perfusion maps of a simulated cohort, by tissue and delay.
