@@ -24,8 +24,6 @@ KNOWN_CYCLES = {
     # simulator's physics (_simulate's private drawing functions); breaking it means
     # moving that physics to a module of its own.
     frozenset({"sklearn_hemo.datasets._realistic", "sklearn_hemo.datasets._simulate"}),
-    # the comparison's plan and its runner: being reworked (issue 18, item 6).
-    frozenset({"sklearn_hemo.model_selection._compare", "sklearn_hemo.model_selection._plan"}),
 }
 
 # A module that re-exports scikit-learn's private names under scikit-learn's spelling.
