@@ -38,7 +38,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 from sklearn.utils import Bunch, check_random_state
 
-from .datasets._cohort import ArterialInputFunction, Patient
+from .datasets import ArterialInputFunction, Patient
 from .utils.fixes import StrOptions, validate_params
 from .utils.validation import check_integer
 
@@ -91,6 +91,8 @@ def _check_positive(value, name):
 
 
 # -- bolus arrival -------------------------------------------------------------------------
+# The numbers below are constrained to their type only (Real, Integral): the functions' own
+# checks then give the range, refuse booleans and NaN, and name the fix.
 @validate_params(
     {
         "curves": ["array-like"],
