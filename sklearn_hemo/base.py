@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import InputTags, get_tags
 
-from .utils.fixes import _fit_context
+from .utils.fixes import HasMethods, _fit_context, validate_params
 from .utils.validation import check_voxel_refs
 
 __all__ = ["HemoInputTags", "is_row_wise_voxel_transformer", "BaseVoxelTransformer"]
@@ -60,6 +60,11 @@ class HemoInputTags(InputTags):
         return cls(**{**asdict(input_tags), **changes})
 
 
+@validate_params(
+    # what get_tags reads: any scikit-learn estimator
+    {"estimator": [HasMethods(["__sklearn_tags__"])]},
+    prefer_skip_nested_validation=True,
+)
 def is_row_wise_voxel_transformer(estimator):
     """Whether ``estimator`` is a stateless, row-wise transformer of voxel references.
 

@@ -52,8 +52,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._io import UMASK
+from .datasets import Cohort
 from .exceptions import BundleError, BundleVersionWarning
 from .utils._warnings import find_stack_level
+from .utils.fixes import HasMethods, validate_params
 
 __all__ = ["BundleError", "BundleVersionWarning", "save_model", "load_model",
            "read_manifest", "default_trusted_types"]
@@ -143,6 +145,7 @@ def _json_default(value):
     return repr(value)
 
 
+@validate_params({}, prefer_skip_nested_validation=True)
 def default_trusted_types():
     """Types :func:`load_model` lets skops build without being told.
 
@@ -404,6 +407,16 @@ def _load_net(folder, files, trusted):
 
 
 # --------------------------------------------------------------------------- saving
+@validate_params(
+    {
+        # whether it is fitted, and what it holds, is checked by the function
+        "estimator": [HasMethods(["fit", "get_params"])],
+        "path": [str, os.PathLike],
+        "overwrite": ["boolean"],
+        "metadata": [dict, None],  # and JSON-serialisable, checked by the function
+    },
+    prefer_skip_nested_validation=True,
+)
 def save_model(estimator, path, *, overwrite=False, metadata=None):
     """Save a fitted estimator as a bundle folder that loads without running its code.
 
@@ -542,6 +555,7 @@ def _read_manifest(path):
     return manifest
 
 
+@validate_params({"path": [str, os.PathLike]}, prefer_skip_nested_validation=True)
 def read_manifest(path):
     """The manifest of a bundle: format, library versions, file hashes, metadata.
 
@@ -609,6 +623,14 @@ def _warn_versions(path, manifest):
             "versions once checked.", BundleVersionWarning, stacklevel=find_stack_level())
 
 
+@validate_params(
+    {
+        "path": [str, os.PathLike],
+        "cohort": [Cohort, None],
+        "trusted": [list, tuple, set, None],  # names, never one string split into letters
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_model(path, cohort=None, *, trusted=None):
     """Load a bundle written by :func:`save_model`, without executing code from it.
 

@@ -8,10 +8,15 @@ function is called.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+
 import numpy as np
 
 from ._io import atomic_path
 from ._orientation import radiological_view, to_ras
+from .utils.fixes import Interval, validate_params
 
 __all__ = ["plot_risk_overlay", "save_risk_overlay", "plot_roc_pr"]
 
@@ -44,6 +49,23 @@ def _pick_slices(risk, background, n_slices):
     return present[np.unique(np.linspace(0, present.size - 1, n_slices).round().astype(int))]
 
 
+@validate_params(
+    {
+        # a nibabel image (it has a shape) or an array; 3D, checked by the function
+        "risk_map": ["array-like"],
+        "background": ["array-like", None],
+        "contour": ["array-like", None],
+        "slices": ["array-like", None],
+        "n_slices": [Interval(Integral, 1, None, closed="left")],
+        "display_threshold": [Real],
+        "cmap": [str, callable],  # a name or a matplotlib Colormap
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "n_cols": [Interval(Integral, 1, None, closed="left")],
+        "title": [str, None],
+        "affine": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n_slices=6,
                       display_threshold=0.1, cmap="hot", alpha=0.7, n_cols=3, title=None,
                       affine=None):
@@ -157,6 +179,18 @@ def plot_risk_overlay(risk_map, background=None, contour=None, *, slices=None, n
     return fig
 
 
+@validate_params(
+    {
+        "path": [str, os.PathLike],
+        # a nibabel image (it has a shape) or an array; 3D, checked by the function
+        "risk_map": ["array-like"],
+        "background": ["array-like", None],
+        "contour": ["array-like", None],
+        "dpi": [Interval(Real, 0, None, closed="neither")],
+    },
+    # **kwargs go to plot_risk_overlay: let it check them
+    prefer_skip_nested_validation=False,
+)
 def save_risk_overlay(path, risk_map, background=None, contour=None, *, dpi=100, **kwargs):
     """Draw :func:`plot_risk_overlay` and write it to ``path`` (PNG, PDF, ...) atomically.
 
@@ -193,6 +227,16 @@ def save_risk_overlay(path, risk_map, background=None, contour=None, *, dpi=100,
 
 
 # -- ROC / PR curves of the model comparison (the paper's Fig. 2) ----------------------
+@validate_params(
+    {
+        "predictions": [Mapping],
+        "path": [str, os.PathLike, None],
+        "table": [Sequence, None],
+        "dpi": [Interval(Real, 0, None, closed="neither")],
+        "title": [str, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_roc_pr(predictions, path=None, *, table=None, dpi=100, title=None):
     """ROC and precision-recall curves of every model, side by side (the paper's Fig. 2).
 

@@ -14,12 +14,16 @@ QC sits beside the pipeline, not inside it: nothing here changes a feature.
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
-from .utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+from .datasets import Cohort, Patient
+from .utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
+from .utils.fixes import Interval, validate_params
 
 __all__ = ["PatientQC", "patient_qc", "write_qc_report", "PLAUSIBILITY_LIMITS"]
 
@@ -119,6 +123,15 @@ class PatientQC:
     warnings: list = field(default_factory=list)
 
 
+@validate_params(
+    {
+        "patient": [Patient],
+        "maps": ["boolean"],
+        "n_timepoints": [Interval(Integral, 1, None, closed="left")],
+        "time_step": [Interval(Real, 0, None, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     """Quality control of one patient: mask, dropped frames, AIF, plausibility, warnings.
 
@@ -315,6 +328,18 @@ def _plot_patient(qc, patient):
     return fig
 
 
+@validate_params(
+    {
+        "cohort": [Cohort],
+        "out_dir": [str, os.PathLike],
+        "overwrite": ["boolean"],
+        "maps": ["boolean"],
+        "dpi": [Interval(Real, 0, None, closed="neither")],
+        "verbose": [Integral],  # resolve_verbose's message names the function
+        "progress": DEPRECATED_FLAG,
+    },
+    prefer_skip_nested_validation=True,
+)
 def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verbose=0,
                     progress=DEPRECATED):
     """Write one QC PNG per patient and an ``index.html`` that links them.

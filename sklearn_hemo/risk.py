@@ -49,6 +49,7 @@ import gzip
 import numbers
 import shutil
 import tempfile
+from numbers import Integral, Real
 from pathlib import Path
 
 import nibabel as nib
@@ -57,6 +58,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .datasets import Cohort, Patient
+from .utils.fixes import HasMethods, Interval, validate_params
 
 __all__ = ["predict_risk_map", "predict_risk_maps", "risk_map_table", "brain_voxel_refs",
            "cross_val_risk_map_table", "with_probabilities"]
@@ -158,6 +160,10 @@ def _with_cohort(extractor, cohort):
     return repointed
 
 
+@validate_params(
+    {"patient": [Patient], "patient_index": [Integral], "mask": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def brain_voxel_refs(patient, patient_index=0, mask=None):
     """Voxel references ``(patient_index, i, j, k)`` of every brain voxel of a patient.
 
@@ -266,6 +272,19 @@ def _map_image(values, patient):
 
 
 # ------------------------------------------------------------------------------ maps
+@validate_params(
+    {
+        # what the map needs of the model (a voxel-reference first step, probabilities)
+        # is checked by the function, whose messages name the fix
+        "estimator": [HasMethods(["fit"])],
+        "patient": [Patient, Integral, str],
+        "cohort": [Cohort, None],
+        "chunk_size": [Integral],
+        "positive_class": "no_validation",  # any label of the model's classes
+        "mask": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUNK_SIZE,
                      positive_class=1, mask=None):
     """Voxel-wise probability of HT over a patient's brain, as a NIfTI image.
@@ -342,6 +361,15 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     return _map_image(values, patient)
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit"])],
+        "cohort": [Cohort, None],
+        "patients": ["array-like", None],
+    },
+    # **kwargs go to predict_risk_map: let it check them
+    prefer_skip_nested_validation=False,
+)
 def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
     """Risk maps of several patients of a cohort.
 
@@ -370,6 +398,17 @@ def predict_risk_maps(estimator, cohort=None, patients=None, **kwargs):
     return [predict_risk_map(estimator, p, cohort=source, **kwargs) for p in patients]
 
 
+@validate_params(
+    {
+        "estimator": [HasMethods(["fit"])],
+        "cohort": [Cohort, None],
+        "patients": ["array-like", None],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "percentile": [Interval(Real, 0, 100, closed="both")],
+    },
+    # **kwargs go to predict_risk_map: let it check them
+    prefer_skip_nested_validation=False,
+)
 def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, percentile=99.0,
                    **kwargs):
     """Per-patient volumes, risk scores and (when annotated) Dice, from risk maps.
@@ -414,6 +453,23 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
     return rows
 
 
+@validate_params(
+    {
+        "pipeline": [Pipeline],
+        "X": ["array-like"],
+        "y": ["array-like"],
+        "fold": ["array-like"],
+        "params": [dict, None],
+        "cohort": [Cohort, None],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "percentile": [Interval(Real, 0, 100, closed="both")],
+        "calibration_splits": [Interval(Integral, 2, None, closed="left")],
+        "chunk_size": [Integral],
+    },
+    # fits clones of a pipeline that nothing has validated yet: let its steps check
+    # their parameters (as scikit-learn's cross_validate)
+    prefer_skip_nested_validation=False,
+)
 def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
                              threshold=0.5, percentile=99.0, calibration_splits=3,
                              chunk_size=DEFAULT_CHUNK_SIZE):
@@ -501,6 +557,16 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
 
 
 # -------------------------------------------------------------------- probabilities
+@validate_params(
+    {
+        "pipeline": [Pipeline],
+        "y": ["array-like"],
+        "groups": ["array-like"],
+        "n_splits": [Interval(Integral, 2, None, closed="left")],
+        "step": [str, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
     """Give a pipeline whose model has only ``decision_function`` a ``predict_proba``.
 

@@ -10,12 +10,14 @@ patient groups that grouped cross-validation needs.
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_random_state
 
 from .datasets import Cohort
 from .utils._warnings import find_stack_level
+from .utils.fixes import StrOptions, validate_params
 from .utils.validation import check_integer
 
 __all__ = ["sample_voxels"]
@@ -49,6 +51,18 @@ def _allocate(available, quota, rng):
 
 
 
+@validate_params(
+    {
+        "cohort": [Cohort],
+        # check_integer's message gives the smallest value accepted
+        "n_samples": [Integral],
+        "max_per_patient": [Integral, None],
+        "balance": ["boolean"],
+        "missing_ht_mask": [StrOptions(set(_MISSING))],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=None,
                   missing_ht_mask="raise", random_state=None):
     """Draw voxel references, HT labels and patient groups for training.

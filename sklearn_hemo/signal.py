@@ -31,11 +31,15 @@ same way. They are not part of the public API and may change between releases.
 from __future__ import annotations
 
 import numbers
+import os
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.integrate import trapezoid
 from sklearn.utils import Bunch, check_random_state
 
+from .datasets import ArterialInputFunction, Patient
+from .utils.fixes import StrOptions, validate_params
 from .utils.validation import check_integer
 
 __all__ = [
@@ -87,6 +91,17 @@ def _check_positive(value, name):
 
 
 # -- bolus arrival -------------------------------------------------------------------------
+# The numbers below are constrained to their type only (Real, Integral): the functions' own
+# checks then give the range, refuse booleans and NaN, and name the fix.
+@validate_params(
+    {
+        "curves": ["array-like"],
+        "kind": [StrOptions({"signal", "concentration"})],
+        "threshold": [Real],
+        "n_sigma": [Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def bolus_arrival(curves, *, kind="signal", threshold=0.05, n_sigma=3.0):
     """Number of pre-bolus frames of each curve (the index of its first bolus frame).
 
@@ -160,6 +175,10 @@ def bolus_arrival(curves, *, kind="signal", threshold=0.05, n_sigma=3.0):
 
 
 # -- steady state --------------------------------------------------------------------------
+@validate_params(
+    {"signal": ["array-like"], "n_sigma": [Real], "min_excess": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def steady_state_frames(signal, *, n_sigma=5.0, min_excess=0.02):
     """Number of leading frames acquired before the magnetisation reached steady state.
 
@@ -263,6 +282,16 @@ def _baseline_slice(values, baseline):
 
 
 # -- concentration -------------------------------------------------------------------------
+@validate_params(
+    {
+        "signal": ["array-like"],
+        "echo_time": [Real],
+        "baseline": [StrOptions({"auto"}), None, Integral, slice],
+        "clip_fraction": [Real],
+        "return_info": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def concentration(signal, echo_time, *, baseline="auto", clip_fraction=1e-3,
                   return_info=False):
     """Concentration curves ``C(t) = -(1/TE) ln(I(t) / I0)`` from source DSC signal.
@@ -421,6 +450,16 @@ def _offset(align, curves, times, kind):
     raise ValueError(f"align must be None, 'arrival' or a time in seconds, got {align!r}.")
 
 
+@validate_params(
+    {
+        "curves": ["array-like"],
+        "times": ["array-like"],
+        "n_timepoints": [Integral],
+        "time_step": [Real],
+        "align": [None, StrOptions({"arrival"}), Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
     """Linear interpolation of curves onto the grid ``t_k = offset + k * time_step``.
 
@@ -474,6 +513,7 @@ def resample_time(curves, times, n_timepoints=60, time_step=1.8, *, align=None):
 
 
 # -- arterial input function ---------------------------------------------------------------
+@validate_params({"path": [str, os.PathLike]}, prefer_skip_nested_validation=True)
 def aif_from_tsv(path):
     """Read an ``aif.tsv`` file of the cohort layout.
 
@@ -502,6 +542,16 @@ def aif_from_tsv(path):
     return read_aif(path, path.parent.name or str(path))
 
 
+@validate_params(
+    {
+        "aif": [ArterialInputFunction],
+        "echo_time": [Real, None],
+        "n_timepoints": [Integral],
+        "time_step": [Real],
+        "align": [None, StrOptions({"arrival"}), Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def aif_curve(aif, *, echo_time=None, n_timepoints=60, time_step=1.8, align=None):
     """Concentration of an :class:`~sklearn_hemo.datasets.ArterialInputFunction` on the grid.
 
@@ -531,8 +581,6 @@ def aif_curve(aif, *, echo_time=None, n_timepoints=60, time_step=1.8, align=None
     >>> aif_curve(aif, n_timepoints=3, time_step=3.0)
     array([ 0., 25., 20.])
     """
-    from .datasets import ArterialInputFunction
-
     if not isinstance(aif, ArterialInputFunction):
         raise TypeError(f"aif must be an ArterialInputFunction, got {type(aif).__name__}.")
     values = aif.values
@@ -591,6 +639,24 @@ def _arterial_window(values, times, area):
     return early, window
 
 
+@validate_params(
+    {
+        "curves": ["array-like"],
+        "times": ["array-like"],
+        "method": [StrOptions({"arterial", "cluster"})],
+        "n_voxels": [Integral],
+        "voxel_fraction": [Real],
+        "reject_late": ["boolean"],
+        "auc_quantile": [Real],
+        "roughness_quantile": [Real],
+        "n_clusters": [Integral],
+        "n_rounds": [Integral],
+        "peak_fraction": [Real],
+        "random_state": ["random_state"],
+        "return_indices": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0.8,
                reject_late=True, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
                n_rounds=1, peak_fraction=0.3, random_state=0, return_indices=False):
@@ -928,6 +994,16 @@ def patient_aif_detection(patient, timing, data=None):
                   lambda: _detect_patient_aif(patient, timing, data))
 
 
+@validate_params(
+    {
+        "patient": [Patient],
+        "n_timepoints": [Integral],
+        "time_step": [Real],
+        "align": [None, StrOptions({"arrival"}), Real],
+        "arrival": [Integral, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=None):
     """The AIF of a patient as a concentration curve on the common time grid.
 

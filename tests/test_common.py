@@ -156,71 +156,13 @@ def test_parameter_constraints_match_init(name, Estimator):
         clone(estimator)._validate_params()  # the test instances themselves are valid
 
 
-# Public functions that do not (yet) validate their parameters with scikit-learn's
+# Public functions that do not validate their parameters with scikit-learn's
 # ``validate_params``, by function name (so that a module move keeps the entry), with the
-# reason. The target is none. Decorating a function puts scikit-learn's
-# ``InvalidParameterError`` message (a ValueError and a TypeError) before the function's
-# own checks, so each needs its error tests read again; and the modules below are being
-# reworked by other items of issue 18 in parallel, so they are decorated after that merge.
-_ITEMS_2_3 = "module reworked by issue 18 items 2-3 (moves): decorate after that merge"
-_ITEMS_5_6 = "module reworked by issue 18 items 5-6 (verbosity, orchestration): decorate after"
-_OWN_CHECKS = "raises its own ValueError/TypeError naming the parameter"
-_READS_FILE = "reads a file; its errors name the file and the fix"
-_PASSES_ON = "passes its parameters to a function that checks them"
-VALIDATE_PARAMS_EXEMPT = {
-    # datasets (items 2-3 and 5: progress -> verbose)
-    "import_cohort": f"{_READS_FILE}; {_ITEMS_5_6}",
-    "load_cohort": f"{_READS_FILE} (CohortError); {_ITEMS_2_3}",
-    "load_patient": f"{_READS_FILE} (CohortError); {_ITEMS_2_3}",
-    "save_cohort": f"{_PASSES_ON} (the cohort writer); {_ITEMS_5_6}",
-    "make_stroke_cohort": f"{_OWN_CHECKS} (_check_int, _check_range, ...); {_ITEMS_5_6}",
-    "simulated_concentration": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    # signal (item 2 moves its private helpers)
-    "aif_from_tsv": f"{_READS_FILE}; {_ITEMS_2_3}",
-    "aif_curve": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "bolus_arrival": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "concentration": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "detect_aif": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "patient_aif": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "resample_time": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "steady_state_frames": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    # sampling (items 2-3 and 5)
-    "sample_voxels": f"{_OWN_CHECKS} (14 raise statements); {_ITEMS_5_6}",
-    # perfusion (item 2 moves its dt check to utils.validation)
-    "compare_to_truth": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "correct_leakage": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "deconvolve": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "estimate_leakage": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "estimate_leakage_arrival": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "nonenhancing_reference": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "patient_perfusion_maps": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "perfusion_maps": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "permeability_measures": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    # risk maps (item 3 renames maps.py to risk.py)
-    "brain_voxel_refs": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "cross_val_risk_map_table": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "predict_risk_map": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "predict_risk_maps": f"{_PASSES_ON} (predict_risk_map); {_ITEMS_2_3}",
-    "risk_map_table": f"{_PASSES_ON} (predict_risk_map, patient_table); {_ITEMS_2_3}",
-    "with_probabilities": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    # model selection (items 5-6 rework the comparison and its report)
-    "paired_differences": f"{_OWN_CHECKS}; {_ITEMS_5_6}",
-    "plan_comparison": f"{_PASSES_ON} (the comparison's setup); {_ITEMS_5_6}",
-    "read_predictions": f"{_READS_FILE}; {_ITEMS_5_6}",
-    "stability_table": f"takes the tables compare_models returns; {_ITEMS_5_6}",
-    "summarize_predictions": f"{_PASSES_ON} (bootstrap_auc); {_ITEMS_5_6}",
-    # persistence, plotting, qc, base (item 2 moves exceptions, tags and helpers)
-    "default_trusted_types": f"takes no parameter; {_ITEMS_2_3}",
-    "load_model": f"{_READS_FILE} (BundleError); {_ITEMS_2_3}",
-    "read_manifest": f"{_READS_FILE} (BundleError); {_ITEMS_2_3}",
-    "save_model": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "plot_risk_overlay": f"{_OWN_CHECKS}; {_ITEMS_2_3}",
-    "plot_roc_pr": f"draws with matplotlib, which checks its options; {_ITEMS_2_3}",
-    "save_risk_overlay": f"{_PASSES_ON} (plot_risk_overlay); {_ITEMS_2_3}",
-    "patient_qc": f"takes a Patient, read as the features read it; {_ITEMS_5_6}",
-    "write_qc_report": f"{_OWN_CHECKS}; {_ITEMS_5_6}",
-    "is_row_wise_voxel_transformer": f"a predicate on any estimator; {_ITEMS_2_3}",
-}
+# reason. The target is none: every public function of the package is decorated (issue 18
+# item 4). Where a function's own check gives a clearer message (the range, the unit, the
+# patient and the fix), its constraint is only the type, so that the function's check
+# still runs for a value of the right type.
+VALIDATE_PARAMS_EXEMPT: dict[str, str] = {}  # function name -> why it is not decorated
 # Modules whose functions are exempt as a whole, with the reason: input checks called inside
 # fit and transform on every call (as scikit-learn's check_array is not decorated either).
 VALIDATE_PARAMS_EXEMPT_MODULES = {

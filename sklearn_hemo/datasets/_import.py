@@ -29,7 +29,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import nibabel as nib
@@ -37,8 +39,9 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..exceptions import CohortError
-from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
 from ..utils._warnings import find_stack_level
+from ..utils.fixes import StrOptions, validate_params
 from ._cohort import Patient
 from ._grids import (
     _as_3d,
@@ -610,6 +613,26 @@ def _record(plan, source):
     }
 
 
+@validate_params(
+    {
+        "source": [str, os.PathLike],
+        "out_dir": [str, os.PathLike],
+        "mapping": [str, os.PathLike, Iterable, None],  # a table's path or its rows
+        "ht_pattern": [str],
+        "session": [str, None],
+        # the function's own checks give each range (and b_tolerance < b_value / 2)
+        "b_value": [Real],
+        "b_tolerance": [Real],
+        "timing_tolerance": [Real],
+        "mask_interpolation": [StrOptions({"fraction", "nearest"})],
+        "mask_threshold": [Real],
+        "min_overlap": [Real],
+        "overwrite": ["boolean"],
+        "verbose": [Integral],  # resolve_verbose's message names the function
+        "progress": DEPRECATED_FLAG,
+    },
+    prefer_skip_nested_validation=True,
+)
 def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTERN,
                   session=None, b_value=1000.0, b_tolerance=100.0, timing_tolerance=0.01,
                   mask_interpolation="fraction", mask_threshold=0.5, min_overlap=0.9,

@@ -26,6 +26,8 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable
+from numbers import Integral
 from pathlib import Path
 
 import nibabel as nib
@@ -34,7 +36,8 @@ import numpy as np
 from .._io import atomic_path, atomic_write_text
 from .._safety import check_stale_files
 from ..exceptions import CohortError
-from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
+from ..utils.fixes import Interval, validate_params
 from ._cohort import ArterialInputFunction, Cohort, Patient
 from ._grids import resample_patient_images
 from ._validation import check_acquisition, check_file, check_patient, check_time_step
@@ -47,6 +50,16 @@ _OPTIONAL = ("brain_mask", "ht_mask")
 
 
 # -- writing -------------------------------------------------------------------------------
+@validate_params(
+    {
+        "cohort": [Iterable],  # a Cohort or any iterable of Patient
+        "path": [str, os.PathLike],
+        "overwrite": ["boolean"],
+        "verbose": [Integral],  # resolve_verbose's message names the function
+        "progress": DEPRECATED_FLAG,
+    },
+    prefer_skip_nested_validation=True,
+)
 def save_cohort(cohort, path, *, overwrite=False, verbose=0, progress=DEPRECATED):
     """Write ``cohort`` to folder ``path`` in the cohort layout.
 
@@ -238,6 +251,10 @@ def write_patient(patient, root):
 
 
 # -- reading -------------------------------------------------------------------------------
+@validate_params(
+    {"path": [str, os.PathLike], "resample": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
 def load_cohort(path, *, resample=False):
     """Read a cohort folder in the cohort layout, checking it up front.
 
@@ -289,6 +306,10 @@ def load_cohort(path, *, resample=False):
     return Cohort(patients, path=path)
 
 
+@validate_params(
+    {"path": [str, os.PathLike], "ht": [Interval(Integral, 0, 1, closed="both"), None]},
+    prefer_skip_nested_validation=True,
+)
 def load_patient(path, *, ht=None):
     """Read one patient folder of the cohort layout, e.g. a new patient to predict.
 

@@ -187,14 +187,18 @@ Schlaug et al., Neurology 1997; Singer et al., Ann Neurol 2008; Thompson et al.,
 from __future__ import annotations
 
 import numbers
+import os
 import types
+from collections.abc import Mapping
+from numbers import Integral, Real
 
 import nibabel as nib
 import numpy as np
 from joblib import Parallel, delayed
 from scipy import ndimage, special
 
-from ..utils._verbosity import DEPRECATED, progress_bar, resolve_verbose
+from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
+from ..utils.fixes import StrOptions, validate_params
 from ..utils.validation import check_integer
 from ._cohort import ArterialInputFunction, Cohort, Patient
 
@@ -213,6 +217,27 @@ _SNR_REALISTIC = (15.0, 60.0)  # per-patient SNR range of the realistic cohort
 
 
 # -- public API ------------------------------------------------------------------------
+@validate_params(
+    {
+        # the function's own checks give the range and the fix for values of these types
+        "n_patients": [Integral],
+        "shape": ["array-like"],
+        "difficulty": [StrOptions({"realistic", "easy"})],
+        "ht_prevalence": [Real],
+        "snr": [StrOptions({"auto"}), Real, "array-like", None],
+        "repetition_time": [Real, "array-like"],
+        "n_frames": [Real, "array-like"],
+        "echo_time": [Real, "array-like"],
+        # a Generator too, and any non-negative int (seeds a SeedSequence)
+        "random_state": [Integral, np.random.Generator, np.random.RandomState, None],
+        "out_dir": [str, os.PathLike, None],
+        "overwrite": ["boolean"],
+        "n_jobs": [Integral, None],
+        "verbose": [Integral],  # resolve_verbose's message names the function
+        "progress": DEPRECATED_FLAG,
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_stroke_cohort(
     n_patients=60,
     shape=(48, 48, 8),
@@ -372,6 +397,15 @@ def _simulate_one(k, spec, folder):
     return patient.id, patient.ht
 
 
+@validate_params(
+    {
+        "truth": [Mapping],
+        "times": ["array-like"],
+        "mask": ["array-like", None],
+        "leakage": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def simulated_concentration(truth, times, *, mask=None, leakage=True):
     """Noise-free tissue concentration of a simulated patient, recomputed from its truth.
 

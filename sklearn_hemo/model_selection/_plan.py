@@ -51,6 +51,7 @@ import sys
 import threading
 import time
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,8 @@ import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
+from ..datasets import Cohort
+from ..utils.fixes import Interval, StrOptions, validate_params
 from ._setup import (
     _consumes_groups,
     _format_seconds,
@@ -66,6 +69,7 @@ from ._setup import (
     _prepare,
     make_setup,
 )
+from ._zoo import PROTOCOLS
 
 __all__ = ["ComparisonPlan", "plan_comparison", "SCALING_LAWS"]
 
@@ -429,6 +433,27 @@ class ComparisonPlan:
                 f"projected {self.totals.get('projected_seconds')} s)")
 
 
+@validate_params(
+    {
+        # as compare_models (its setup and sample are the same)
+        "cohort": [Cohort],
+        "models": [None, list, tuple, dict],
+        "protocol": [StrOptions(set(PROTOCOLS))],
+        "n_outer": [Interval(Integral, 2, None, closed="left"), None],
+        "n_inner": [Interval(Integral, 2, None, closed="left"), None],
+        "n_samples": [Interval(Integral, 2, None, closed="left"), None],
+        "n_jobs": [Integral],
+        "device": [str],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "precompute_features": ["boolean"],
+        "calibrate": ["boolean"],
+        "calibration_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "out_dir": [str, os.PathLike, None],
+    },
+    # the calibration fits the models, which nothing has validated yet: let them check
+    # their parameters (as scikit-learn's cross_validate)
+    prefer_skip_nested_validation=False,
+)
 def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_inner=None,
                     n_samples=None, n_jobs=1, device="cpu", random_state=0,
                     precompute_features=True, calibrate=True, calibration_samples=None,

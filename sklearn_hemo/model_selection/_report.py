@@ -11,8 +11,11 @@ import csv
 import io
 import itertools
 import json
+import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ import numpy as np
 from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
 from ..utils._warnings import find_stack_level
+from ..utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = [
     "ComparisonResult",
@@ -225,6 +229,19 @@ def markdown_table(rows, config=None):
     return "\n".join(lines + notes) + "\n"
 
 
+@validate_params(
+    {
+        "predictions": [Mapping],
+        "inputs": [Mapping, None],
+        # as bootstrap_auc, which gets them
+        "n_resamples": [Interval(Integral, 1, None, closed="left")],
+        "unit": [StrOptions({"patient", "voxel"})],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "fold_info": [Mapping, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="patient",
                           confidence_level=0.95, random_state=0, fold_info=None):
     """Summary table, per-fold table and bootstrap replicates from out-of-fold scores.
@@ -293,6 +310,15 @@ def summarize_predictions(predictions, *, inputs=None, n_resamples=1000, unit="p
     return table, fold_table, replicates
 
 
+@validate_params(
+    {
+        "table": [Sequence],
+        "replicates": [Mapping],
+        "reference": [str],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def paired_differences(table, replicates, reference, *, confidence_level=0.95):
     """Paired bootstrap differences of every model's AUCs minus a reference model's.
 
@@ -364,6 +390,7 @@ def paired_differences(table, replicates, reference, *, confidence_level=0.95):
     return rows
 
 
+@validate_params({"tables": [Sequence]}, prefer_skip_nested_validation=True)
 def stability_table(tables):
     """Mean and SD of each model's AUCs over replicates, and how often it ranks first.
 
@@ -551,6 +578,7 @@ def predictions_csv(predictions):
     return buffer.getvalue()
 
 
+@validate_params({"path": [str, os.PathLike]}, prefer_skip_nested_validation=True)
 def read_predictions(path):
     """Read ``predictions.csv`` back into the dict :func:`summarize_predictions` takes.
 

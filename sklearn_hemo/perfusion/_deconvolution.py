@@ -17,12 +17,14 @@ of a matrix product: no per-voxel SVD.
 from __future__ import annotations
 
 import numbers
+from numbers import Real
 
 import numpy as np
 from scipy.integrate import trapezoid
 from scipy.linalg import circulant, svd, toeplitz
 from sklearn.utils import Bunch
 
+from ..utils.fixes import validate_params
 from ..utils.validation import check_dt
 
 __all__ = ["perfusion_maps", "deconvolve"]
@@ -127,6 +129,19 @@ def _osvd_residues(padded, u, s, vt, oscillation_index, min_threshold):
     return (coef * keep) @ vt[:n_use]
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        "aif": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        # the method's own message lists the methods; its range checks name the fix
+        "method": [str],
+        "threshold": [Real, None],
+        "oscillation_index": [Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def deconvolve(tissue, aif, dt, *, method="osvd", threshold=None, oscillation_index=0.095):
     """Flow-scaled residue functions ``k(t) = CBF/6000 * R(t)`` by truncated SVD.
 
@@ -217,6 +232,23 @@ def _deconvolve(tissue, aif, dt, method, threshold, oscillation_index):
     return out.reshape(*lead, size)
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        "aif": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        "method": [str],
+        "threshold": [Real, None],
+        "oscillation_index": [Real],
+        "mask": ["array-like", None],
+        # a pair (large_vessel, small_vessel): its own message shows one
+        "hematocrit": "no_validation",
+        "density": [Real, None],
+        "leakage_reference": ["array-like", None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def perfusion_maps(
     tissue,
     aif,

@@ -15,11 +15,13 @@ leakage-corrected curve, whose area gives the corrected CBV.
 from __future__ import annotations
 
 import numbers
+from numbers import Real
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid, trapezoid
 from sklearn.utils import Bunch
 
+from ..utils.fixes import validate_params
 from ..utils.validation import check_dt
 
 __all__ = [
@@ -50,6 +52,15 @@ def _check_reference(tissue, reference, dt):
     return tissue, reference, dt
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        "reference": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+    },
+    prefer_skip_nested_validation=True,
+)
 def estimate_leakage(tissue, reference, dt):
     """Boxerman-Schmainda-Weisskoff leakage fit ``C = K1 Cbar - K2 int Cbar``.
 
@@ -110,6 +121,18 @@ def _arrived(reference, dt, delay, dispersion):
     return shifted
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        "reference": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        # a scalar is one delay or dispersion
+        "delays": ["array-like", Real, None],
+        "dispersions": ["array-like", Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def estimate_leakage_arrival(tissue, reference, dt, *, delays=None,
                              dispersions=(0.0, 1.0, 2.0, 4.0, 8.0)):
     """Leakage K2 fitted against the reference *as it arrives in each voxel*.
@@ -199,6 +222,17 @@ def estimate_leakage_arrival(tissue, reference, dt, *, delays=None,
                  delay=out[2].reshape(lead), dispersion=out[3].reshape(lead))
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        "reference": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        # one per curve; a scalar for a single curve
+        "k2": ["array-like", Real, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def correct_leakage(tissue, reference, dt, k2=None):
     """Leakage-corrected curves ``C(t) + K2 * integral_0^t Cbar`` (Boxerman et al. 2006).
 
@@ -240,6 +274,16 @@ def correct_leakage(tissue, reference, dt, k2=None):
     return tissue + k2[..., None] * integral
 
 
+@validate_params(
+    {
+        "tissue": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        "mask": ["array-like", None],
+        "exclude": [Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def nonenhancing_reference(tissue, dt, *, mask=None, exclude=0.1):
     """Whole-brain average curve of non-enhancing voxels, the BSW reference ``Cbar``.
 

@@ -7,7 +7,9 @@ from scipy.integrate import trapezoid
 from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
+from ..datasets import Patient
 from ..utils._warnings import find_stack_level
+from ..utils.fixes import StrOptions, validate_params
 from ._deconvolution import _correction_factor, perfusion_maps
 from ._leakage import correct_leakage, estimate_leakage, nonenhancing_reference
 from ._permeability import permeability_measures
@@ -30,6 +32,11 @@ MAP_NAMES = (
 )
 
 
+@validate_params(
+    {"patient": [Patient], "method": [StrOptions({"osvd", "csvd", "ssvd"})]},
+    # **kwargs go to perfusion_maps: let it check them
+    prefer_skip_nested_validation=False,
+)
 def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     """CBF, CBV, MTT, Tmax, leakage K2 and permeability maps of one patient.
 

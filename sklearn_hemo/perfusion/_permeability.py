@@ -10,10 +10,12 @@ written so that every measure is a vectorised reduction over the time axis.
 from __future__ import annotations
 
 import numbers
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils import Bunch
 
+from ..utils.fixes import validate_params
 from ..utils.validation import check_dt
 
 __all__ = ["permeability_measures"]
@@ -29,6 +31,18 @@ def _tail(n, fraction, minimum):
     return min(n, max(minimum, int(round(fraction * n))))
 
 
+@validate_params(
+    {
+        "concentration": ["array-like"],
+        # check_dt names the unit and refuses booleans, strings, NaN and infinity
+        "dt": "no_validation",
+        "signal": ["array-like", None],
+        "n_baseline": [Integral, None],
+        "late_fraction": [Real],
+        "final_fraction": [Real],
+    },
+    prefer_skip_nested_validation=True,
+)
 def permeability_measures(
     concentration,
     dt,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
+from ..datasets import Cohort
+from ..utils.fixes import StrOptions, validate_params
 from ._patient import patient_perfusion_maps
 
 __all__ = ["compare_to_truth"]
@@ -12,6 +16,16 @@ _TISSUES = {1: "grey", 2: "white", 3: "penumbra", 4: "core"}
 _RELATIVE = ("cbf", "cbv", "cbv_corrected", "mtt")
 
 
+@validate_params(
+    {
+        "cohort": [Cohort],
+        "method": [StrOptions({"osvd", "csvd", "ssvd"})],
+        # a scalar is one bin edge
+        "delay_bins": ["array-like", Real],
+    },
+    # **kwargs go to perfusion_maps: let it check them
+    prefer_skip_nested_validation=False,
+)
 def compare_to_truth(cohort, *, method="osvd", delay_bins=(0.0, 2.0, 5.0, 8.0), **kwargs):
     """Median errors of the perfusion maps of a simulated cohort, by tissue and delay.
 

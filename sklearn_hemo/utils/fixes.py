@@ -19,8 +19,10 @@ from sklearn.base import _fit_context  # noqa: F401
 # ``_parameter_constraints`` and the decorator that checks a public function's arguments
 # with the same messages as scikit-learn's. ``sklearn.utils._param_validation`` since 1.2;
 # no public home. ``Hidden`` marks an accepted value that the error messages do not list
-# (the ``"deprecated"`` sentinel of an argument kept for one release), same module.
+# (the ``"deprecated"`` sentinel of an argument kept for one release), same module, and
+# ``HasMethods`` the constraint "an object with these methods" (an estimator argument).
 from sklearn.utils._param_validation import (  # noqa: F401
+    HasMethods,
     Hidden,
     Interval,
     StrOptions,
