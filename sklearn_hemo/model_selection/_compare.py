@@ -308,7 +308,8 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
         "progress": DEPRECATED_FLAG,
         "estimate_time": DEPRECATED_FLAG,
     },
-    prefer_skip_nested_validation=True,
+    # the models given are fitted here: their own parameters must still be checked
+    prefer_skip_nested_validation=False,
 )
 def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_inner=None,
                    n_samples=None, scoring="roc_auc", n_resamples=1000,
