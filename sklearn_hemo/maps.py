@@ -1,10 +1,10 @@
 """Deprecated alias of :mod:`sklearn_hemo.risk` (voxel-wise HT risk maps).
 
-``sklearn_hemo.maps`` was renamed ``sklearn_hemo.risk`` in 0.2, so that "maps" no longer
+``sklearn_hemo.maps`` was renamed ``sklearn_hemo.risk`` in 0.1, so that "maps" no longer
 names two different things (risk maps here, perfusion-map features in
 :class:`sklearn_hemo.preprocessing.PerfusionMapExtractor`). Importing this module warns;
 its names are the same objects as those of :mod:`sklearn_hemo.risk`. It will be removed
-in 0.3.
+in 0.2.
 """
 
 import warnings as _warnings
@@ -21,8 +21,8 @@ from .risk import (  # noqa: F401  (re-exported for the old import path)
 )
 
 _warnings.warn(
-    "sklearn_hemo.maps was renamed sklearn_hemo.risk in 0.2; the old name will be removed "
-    "in 0.3. Import from sklearn_hemo.risk instead.",
+    "sklearn_hemo.maps was renamed sklearn_hemo.risk in 0.1; the old name will be removed "
+    "in 0.2. Import from sklearn_hemo.risk instead.",
     FutureWarning,
     stacklevel=2,
 )

@@ -184,7 +184,7 @@ def test_maps_module_is_a_deprecated_alias_of_risk():
         "import sklearn_hemo.risk as new\n"
         "messages = [str(w.message) for w in caught if w.category is FutureWarning]\n"
         "assert len(messages) == 1, messages\n"
-        "assert 'sklearn_hemo.risk' in messages[0] and '0.3' in messages[0], messages\n"
+        "assert 'sklearn_hemo.risk' in messages[0] and '0.2' in messages[0], messages\n"
         "assert caught[0].filename == '<string>', caught[0].filename  # the user's line\n"
         "for name in new.__all__ + ['DEFAULT_CHUNK_SIZE', '_split_pipeline']:\n"
         "    assert getattr(old, name) is getattr(new, name), name\n"
@@ -194,7 +194,7 @@ def test_maps_module_is_a_deprecated_alias_of_risk():
 
 def test_maps_module_warns_on_import():
     sys.modules.pop("sklearn_hemo.maps", None)
-    with pytest.warns(FutureWarning, match="renamed sklearn_hemo.risk in 0.2"):
+    with pytest.warns(FutureWarning, match="renamed sklearn_hemo.risk in 0.1"):
         importlib.import_module("sklearn_hemo.maps")
 
 
