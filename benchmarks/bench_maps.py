@@ -46,11 +46,9 @@ import argparse
 import contextlib
 import copy
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -61,6 +59,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_hemo.datasets import Cohort, load_patient, make_stroke_cohort
+from sklearn_hemo.model_selection._plan import _PeakRSS
 from sklearn_hemo.neural import LSTMClassifier
 from sklearn_hemo.persistence import load_model, save_model
 from sklearn_hemo.preprocessing import PatchExtractor
@@ -141,47 +140,21 @@ def timed(into):
     into.append((time.perf_counter() - wall, time.process_time() - cpu))
 
 
-def _rss_mb():
-    """Current resident memory of this process in MB (Linux /proc)."""
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-class PeakRSS:
-    """Poll the resident memory every few milliseconds while the block runs."""
-
-    def __enter__(self):
-        self.peak, self._stop = _rss_mb(), threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
-
-
 def child(model_dir, patient_dir):
     """Run in a fresh process: peak memory of one map; prints JSON."""
     model = load_model(model_dir)
     patient = load_patient(patient_dir)
     predict_risk_map(model, patient, mask=np.zeros(patient.shape, bool))  # warm-up
-    before = _rss_mb()
-    tracemalloc.start()
-    with PeakRSS() as rss:
+    # the dry run's own meter (the plan measures a task's memory with it)
+    with _PeakRSS() as rss:
+        tracemalloc.start()
         start = time.perf_counter()
         risk = predict_risk_map(model, patient)
         seconds = time.perf_counter() - start
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(json.dumps({"shape": list(risk.shape), "seconds": seconds,
-                      "rss_before_mb": before, "rss_peak_mb": rss.peak,
+                      "rss_before_mb": rss.before / 2**20, "rss_peak_mb": rss.peak / 2**20,
                       "traced_peak_mb": traced / 2**20}))
 
 
