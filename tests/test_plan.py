@@ -2,9 +2,12 @@
 
 import json
 import math
+import sys
+import time
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -80,7 +83,16 @@ def test_dry_run_calibrates_projects_and_writes_plan_json(cohort, tmp_path):
     assert serial == pytest.approx(sum(row["seconds"] for row in plan.rows))
     # two workers: at least half the serial time, at most all of it
     assert serial / 2 <= totals["projected_seconds"] - totals["features_seconds"] <= serial
-    assert totals["peak_worker_mb"] == max(row["peak_task_mb"] for row in plan.rows)
+    # a worker keeps every row's first-call memory and the patients' cache between tasks,
+    # and runs the largest task on top of them
+    parts = totals["peak_worker_parts_mb"]
+    assert totals["peak_worker_mb"] == pytest.approx(sum(parts.values()))
+    assert parts["first_call"] == pytest.approx(
+        sum(row["peak_task_parts_mb"]["first_call"] for row in plan.rows))
+    assert parts["task"] == pytest.approx(max(
+        row["peak_task_parts_mb"]["inputs"] + row["peak_task_parts_mb"]["fit"]
+        for row in plan.rows))
+    assert totals["peak_worker_mb"] >= max(row["peak_task_mb"] for row in plan.rows)
     assert "projected total on 2 worker(s)" in str(plan)
 
 
@@ -134,3 +146,114 @@ def test_cli_dry_run_prints_the_plan_and_writes_plan_json(cohort, tmp_path, caps
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["plan.json"]
     plan = json.loads((out / "plan.json").read_text())
     assert plan["rows"][0]["model"] == "linear" and plan["rows"][0]["fits"] == 3
+
+
+class _Sleeper(ClassifierMixin, BaseEstimator):
+    """Fits in ``seconds[i]`` on its i-th fit (of every instance), or ``per_voxel`` seconds
+    per training voxel."""
+
+    calls = []
+
+    def __init__(self, seconds=(), per_voxel=0.0):
+        self.seconds = seconds
+        self.per_voxel = per_voxel
+
+    def fit(self, X, y):
+        k = len(_Sleeper.calls)
+        _Sleeper.calls.append(len(X))
+        time.sleep(self.seconds[k % len(self.seconds)] if self.seconds
+                   else self.per_voxel * len(X))
+        self.classes_ = np.unique(y)
+        return self
+
+    def decision_function(self, X):
+        return np.zeros(len(X))
+
+
+def test_short_calibration_fits_are_timed_three_times_and_the_median_kept():
+    X, y = np.zeros((10, 2)), np.arange(10) % 2
+    _Sleeper.calls.clear()
+    # one slow outlier among three short fits: the median ignores it
+    _, (wall, _), _ = plan_module._fit_timed(_Sleeper(seconds=(0.01, 0.3, 0.02)), {}, X, y,
+                                             None, None, [], repeat=True)
+    assert len(_Sleeper.calls) == 3
+    assert 0.02 <= wall < 0.1
+    # a long fit is timed once
+    _Sleeper.calls.clear()
+    _, (wall, _), _ = plan_module._fit_timed(_Sleeper(seconds=(0.6,)), {}, X, y, None, None,
+                                             [], repeat=True)
+    assert len(_Sleeper.calls) == 1 and wall >= 0.6
+
+
+def test_cheap_fits_are_calibrated_on_doubled_sizes_slow_ones_are_not(cohort):
+    from sklearn_hemo.model_selection._setup import make_setup
+
+    zoo = {"cheap": (Pipeline([("model", _Sleeper(per_voxel=1e-6))]), {}),
+           "slow": (Pipeline([("model", _Sleeper(
+               per_voxel=1.2 * plan_module._MIN_FIT_SECONDS / 20))]), {})}
+    plan = plan_comparison(cohort, zoo, calibration_samples=10, **RUN)
+    cheap, slow = (row["calibration"] for row in plan.rows)
+    setup = make_setup(cohort, zoo, "quick", RUN["n_outer"], RUN["n_inner"],
+                       RUN["n_samples"], RUN["random_state"], "cpu")
+    n_max = max(np.sum(setup.fold != k) for k in range(RUN["n_outer"]))
+    # the cheap row doubles its sizes (10/20, 20/40, ...) until the next pair would pass
+    # the largest outer training part; its law is fitted on the last pair
+    sizes = [small for small, _, _ in cheap["sizes_tried"]]
+    assert sizes[0] == 10 and len(sizes) >= 2
+    assert all(b == 2 * a for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    assert all(big == 2 * small for small, big, _ in cheap["sizes_tried"])
+    assert 2 * sizes[-1] <= n_max < 4 * sizes[-1]
+    assert cheap["voxels"] == [sizes[-1], 2 * sizes[-1]]
+    assert [n for n, _ in cheap["fit_seconds"]] == [sizes[-1], 2 * sizes[-1]]
+    # its fit at 20 voxels takes longer than the threshold: no doubling
+    assert [small for small, _, _ in slow["sizes_tried"]] == [10]
+    assert slow["voxels"] == [10, 20]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_memory_a_fit_adds_is_seen_even_after_a_fit_freed_as_much():
+    # a warm process reuses what an earlier fit freed: without handing the free pages
+    # back, the second fit would seem to add nothing
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(3000, 20)
+    y = (X[:, 0] + rng.randn(3000) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=100, random_state=0)
+    added = []
+    for _ in range(2):
+        model, _, bytes_added = plan_module._fit_timed(forest, {}, X, y, None, None, [])
+        added.append(bytes_added)
+        del model
+    assert added[0] > 5 * 2**20
+    assert added[1] > 0.5 * added[0]
+
+
+def test_a_row_that_reads_images_in_its_tasks_is_charged_the_patient_cache(cohort):
+    plan = plan_comparison(cohort, ["roi-leakage-proxy", "linear"], **RUN)
+    roi, linear = plan.rows
+    assert roi["calibration"]["cold_read_seconds"] is not None
+    assert roi["calibration"]["cache_mb_per_patient"] > 0
+    assert roi["peak_task_parts_mb"]["patient_cache"] > 0
+    assert linear["peak_task_parts_mb"]["patient_cache"] == 0
+    assert plan.totals["peak_worker_parts_mb"]["cache"] == pytest.approx(
+        roi["peak_task_parts_mb"]["patient_cache"])
+
+
+def test_only_the_per_unit_part_of_a_fit_scales_with_its_budget():
+    # t = F + B u with F = 1 s per fit and u = 0.01 s per epoch and voxel/100: a fit cut to
+    # 2 epochs of a 20-epoch budget, timed at 100 and 200 voxels and once whole at 200
+    def t(n, epochs):
+        return 1.0 + epochs * 0.01 * n / 100
+
+    cal = {"law": "linear", "n_cal": 100, "n_big": 200, "time_factor": 10.0,
+           "times": [(0, 100, (t(100, 2),) * 2), (0, 200, (t(200, 2),) * 2)],
+           "whole_budget": (200, (t(200, 20),) * 2), "size_factor": 1.0,
+           "score_per_voxel": (0.0, 0.0), "one_off": (0.0, 0.0), "cold": None}
+    # one candidate, one task of 1,000 training voxels: F once, 20 epochs of u
+    seconds = plan_module._project(0, cal, [{}], np.array([1000]), np.array([0]), 5, 1, [4])
+    assert seconds == [pytest.approx(t(1000, 20))]
+    # without the whole-budget fit, F would be charged once per cut-budget share
+    naive = plan_module._project(0, {**cal, "whole_budget": None}, [{}], np.array([1000]),
+                                 np.array([0]), 5, 1, [4])
+    assert naive[0] == pytest.approx(10 * t(1000, 2))

@@ -11,7 +11,21 @@ a short calibration on this machine:
   the first candidate also on ``2 n_cal`` (the split between fixed overhead and
   size-dependent cost), and the fitted model scores ``2 n_cal`` voxels. Training budgets
   that cost linearly are cut for the calibration and scaled back: the LSTM's
-  ``max_epochs`` (to 2) and a forest's ``n_estimators`` (to 20).
+  ``max_epochs`` (to 2) and a forest's ``n_estimators`` (to 20). Only what a fit pays
+  per epoch or tree scales with the budget: the first candidate is also fitted once with
+  its whole budget at the larger size, and ``t = F + B u`` through the two budgets
+  separates the once-per-fit part ``F`` (building the network, the first epoch's
+  allocations) from the per-unit cost ``u``. Scaling all of a 2-epoch fit by 10 charged
+  ``F`` ten times and over-projected the LSTM.
+* **Cheap fits are timed on more voxels, and more than once.** A fit shorter than
+  :data:`_REPEAT_BELOW_SECONDS` is timed three times and its median kept: a fit of a few
+  milliseconds is otherwise as much scheduler noise as work, and a noisy pair of sizes
+  tilts the law's slope. While the larger calibration fit stays under
+  :data:`_MIN_FIT_SECONDS`, both sizes double (more patients of the same sample, at most
+  :data:`_MAX_DOUBLINGS` times, never beyond the outer training size): extrapolating a
+  few milliseconds at 800 voxels to 4,500 was what under-projected the forest and SVM on
+  map patches, and a least-squares fit below as many voxels as features is in another
+  regime (``n^2 d``) than the task's (``n d^2``).
 * **Scaling law.** Time is ``a + b W(n)`` with ``a, b`` from the two calibration sizes
   and ``W`` the documented work of the estimator (:data:`SCALING_LAWS`): linear for the
   LSTM and least squares, ``n log n`` for forests, ``n^2`` for LIBSVM's exact SVC,
@@ -26,11 +40,18 @@ a short calibration on this machine:
   fresh worker pays it.
 * **Fits are timed warm and single-threaded**, as tasks run them: one untimed fit first
   (first-call costs such as torch's kernels), BLAS limited to one thread.
-* **Memory.** The resident memory a calibration fit adds (polled) is extrapolated the
-  same way (linearly in ``n``; ``n m + m^2`` for Nystroem, ``n^2`` for an exact kernel;
-  times the trees of a forest), plus the task's inputs (the features of every sampled
-  voxel and the training copy) and the resident memory of a fresh worker process that
-  imports the package.
+* **Memory.** The resident memory a calibration fit adds (polled, after handing the
+  allocator's free pages back to the system, so that memory an earlier fit freed does not
+  hide this one's) is extrapolated the same way (linearly in ``n``; ``n m + m^2`` for
+  Nystroem, ``n^2`` for an exact kernel; times the trees of a forest), plus the task's
+  inputs (the features of every sampled voxel and the training copy), the per-patient
+  cache a task that reads images fills (its training patients' share, at most
+  :data:`~sklearn_hemo._cache.CACHE_BYTES`) and the resident memory of a fresh worker
+  process that imports the package.
+* **A worker's memory.** A worker runs tasks of every model one after another and keeps
+  what each leaves: the first-call costs (torch's runtime), and the per-patient cache of
+  the rows that read images. Its peak is bounded by a fresh worker, plus every row's
+  first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
@@ -59,6 +80,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
+from .._cache import CACHE
 from ..datasets import Cohort
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._setup import (
@@ -85,6 +107,13 @@ SCALING_LAWS = {
 
 # training budgets whose cost is linear: (parameter, calibration value, scales memory)
 _BUDGETS = {"max_epochs": (2, False), "n_estimators": (20, True)}
+
+#: A calibration fit shorter than this (wall seconds) is timed three times (the median).
+_REPEAT_BELOW_SECONDS = 0.5
+#: While the larger calibration fit is shorter than this, both sizes double...
+_MIN_FIT_SECONDS = 0.5
+#: ... at most this many times.
+_MAX_DOUBLINGS = 3
 
 
 def _final(pipeline):
@@ -157,6 +186,23 @@ def _rss_bytes():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _release_free_memory():
+    """Hand the C allocator's free pages back to the system (glibc only; else nothing).
+
+    A warm process reuses the memory earlier work freed without growing its resident
+    size, so a fit measured after other fits would seem to cost nothing; a fresh worker
+    has no such pages to reuse.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+        pass
+
+
 class _PeakRSS:
     """Resident memory added while the block runs (polled every 5 ms)."""
 
@@ -216,29 +262,39 @@ def _calibration_rows(y, groups, n_cal, rng):
     return rng.permutation(picked), len(chosen)
 
 
-def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=False):
+def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=False,
+               repeat=False):
     """Fit a clone on ``inputs`` as a task would (one BLAS thread): ``(model, (wall, CPU)
     seconds, added resident bytes)``. ``cold``: with an empty per-patient cache, as in a fresh
-    worker."""
+    worker. ``repeat``: a fit shorter than :data:`_REPEAT_BELOW_SECONDS` is timed three times,
+    and the median of each clock (and the largest memory) is returned."""
     from threadpoolctl import threadpool_limits
 
     from .._cache import clear_cache
 
-    model = clone(pipeline).set_params(**params)
-    if cohort_params:
-        model.set_params(**dict.fromkeys(cohort_params, cohort))
-    if cold:
-        clear_cache()
-    with sklearn.config_context(enable_metadata_routing=True), threadpool_limits(limits=1):
+    def fit_once():
+        model = clone(pipeline).set_params(**params)
+        if cohort_params:
+            model.set_params(**dict.fromkeys(cohort_params, cohort))
+        if cold:
+            clear_cache()
         fit_params = {"groups": groups} if _consumes_groups(model) else {}
+        _release_free_memory()
+        with _PeakRSS() as rss:
+            start, cpu = time.perf_counter(), time.process_time()
+            model.fit(inputs, y, **fit_params)
+            seconds = (time.perf_counter() - start, time.process_time() - cpu)
+        return model, seconds, rss.added
+
+    with sklearn.config_context(enable_metadata_routing=True), threadpool_limits(limits=1):
         with warnings.catch_warnings():
             # tiny calibration fits may not converge; the time is what counts here
             warnings.simplefilter("ignore")
-            with _PeakRSS() as rss:
-                start, cpu = time.perf_counter(), time.process_time()
-                model.fit(inputs, y, **fit_params)
-                seconds = (time.perf_counter() - start, time.process_time() - cpu)
-    return model, seconds, rss.added
+            runs = [fit_once()]
+            if repeat and runs[0][1][0] < _REPEAT_BELOW_SECONDS:
+                runs += [fit_once(), fit_once()]
+    seconds = tuple(float(np.median([run[1][clock] for run in runs])) for clock in (0, 1))
+    return runs[-1][0], seconds, max(run[2] for run in runs)
 
 
 def _score_seconds(model, inputs):
@@ -246,6 +302,107 @@ def _score_seconds(model, inputs):
     with sklearn.config_context(enable_metadata_routing=True):
         _positive_scores(model, inputs)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+class _CalibrationSamples:
+    """The calibration's voxels at each size, and their features (computed once per size
+    and extractor, as ``compare_models`` computes them once per run)."""
+
+    def __init__(self, X, y, groups, cohort, seed, precompute):
+        self.X, self.y, self.groups, self.cohort = X, y, groups, cohort
+        self.seed, self.precompute = seed, precompute
+        self._rows, self._features = {}, {}
+
+    def rows(self, n_cal):
+        """``2 n_cal`` rows (fewer if the sample has fewer) and the patients they are from;
+        the same seed at every size, so a larger size takes the patients of a smaller one
+        first."""
+        if n_cal not in self._rows:
+            self._rows[n_cal] = _calibration_rows(self.y, self.groups, n_cal,
+                                                  np.random.RandomState(self.seed))
+        return self._rows[n_cal]
+
+    def prepare(self, pipeline, grid, n_cal):
+        """``(rows, prepared pipeline, inputs, cohort, cohort params, feature seconds)``;
+        the seconds are those of features no earlier row shared (else 0)."""
+        rows, _ = self.rows(n_cal)
+        cache = self._features.setdefault(n_cal, {})
+        keys_before, start = set(cache), time.perf_counter()
+        prepared, inputs, held, cohort_params = _prepare(
+            pipeline, grid, self.X[rows], self.cohort, cache, self.precompute)
+        seconds = time.perf_counter() - start if set(cache) != keys_before else 0.0
+        return rows, prepared, inputs, held, cohort_params, seconds
+
+
+def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
+                   whole_params=None):
+    """Time one row's calibration fits (module notes): the candidates at ``n_cal``, the
+    first also at ``2 n_cal``, doubling both while the larger fit is cheap. ``cut``: the
+    cut training budgets and regime parameters; ``whole_params``: the regime parameters
+    with the whole budgets (None: no budget was cut). Returns what :func:`_project` and
+    the memory model read."""
+    level, levels = n_cal, []
+    while True:
+        rows, prepared, inputs, held, cohort_params, seconds = samples.prepare(
+            pipeline, grid, level)
+        y_cal, g_cal = samples.y[rows], samples.groups[rows]
+        small = np.arange(min(level, len(rows)))
+        first_params = {**candidates[0], **cut}
+        if level == n_cal:
+            feature_seconds = seconds
+            cold, cache_per_patient, warmup = None, 0, None
+            cal_patients = np.unique(g_cal).size
+            if cohort_params:
+                # the tasks read images themselves: a fresh worker reads each training
+                # patient once (then its cache serves), so time that read on the
+                # calibration patients, and weigh what it leaves in the cache
+                _, cold, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
+                                        cohort_params, cold=True)
+                cache_per_patient = CACHE.nbytes / max(cal_patients, 1)
+            else:
+                # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid
+                # once per worker, not per fit; they are charged to the first task on each
+                # worker
+                _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
+                                                     y_cal[small], g_cal[small], held,
+                                                     cohort_params)
+        times, memory = [], []
+        for i, candidate in enumerate(candidates):
+            params = {**candidate, **cut}
+            sizes = (small, np.arange(len(rows))) if i == 0 else (small,)
+            for rows_ in sizes:
+                model, clocks, added = _fit_timed(prepared, params, inputs[rows_],
+                                                  y_cal[rows_], g_cal[rows_], held,
+                                                  cohort_params, repeat=cold is None)
+                times.append((i, len(rows_), clocks))
+                memory.append((len(rows_), added))
+            if i == 0:
+                score_per_voxel = np.asarray(_score_seconds(model, inputs)) / len(rows)
+        if level == n_cal:
+            one_off = (np.zeros(2) if warmup is None
+                       else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
+            one_off_bytes = 0 if warmup is None else max(warmup_added - memory[0][1], 0)
+        levels.append([len(small), len(rows), round(times[1][2][0], 4)])
+        # a cheap fit is timed again on twice the voxels (module notes); a row that reads
+        # images is not (its fits are the reading)
+        if (cohort_params or times[1][2][0] >= _MIN_FIT_SECONDS
+                or len(levels) > _MAX_DOUBLINGS or 4 * level > n_max
+                or len(rows) < 2 * level):
+            break
+        level *= 2
+    whole = None
+    if whole_params is not None:
+        # the first candidate with its whole training budget at the larger size (module
+        # notes): what the cut budget saves is then measured, not assumed
+        _, clocks, _ = _fit_timed(prepared, {**candidates[0], **whole_params}, inputs,
+                                  y_cal, g_cal, held, cohort_params, repeat=True)
+        whole = (len(rows), clocks)
+    return {"times": times, "memory": memory, "whole_budget": whole, "n_cal": len(small),
+            "n_big": len(rows),
+            "score_per_voxel": score_per_voxel, "one_off": one_off,
+            "one_off_bytes": one_off_bytes, "cold": cold,
+            "cal_patients": np.unique(g_cal).size, "cache_per_patient": cache_per_patient,
+            "inputs": inputs, "levels": levels, "feature_seconds": feature_seconds}
 
 
 def _budget_params(estimator, prefix):
@@ -276,18 +433,28 @@ def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_
     calibration ``cal``."""
     law, times, n_cal = cal["law"], cal["times"], cal["n_cal"]
     searched = len(candidates) > 1
-    # the first candidate, at two sizes, gives the law's overhead / slope split;
-    # every candidate's own small fit scales that curve to its cost
-    a, b = _affine([(_work(law, n)[0], c[clock]) for i, n, c in times if i == 0])
+    cut = {n: c[clock] for i, n, c in times if i == 0}  # the first candidate, cut budget
+    units = cal["time_factor"]  # whole budget / cut budget
+    fixed = 0.0
+    if cal.get("whole_budget") is not None:
+        # t = F + B u: the cut and the whole budget at one size separate what a fit pays
+        # once (F: building the network, the first epoch's allocations) from what it pays
+        # per epoch or tree (u), which alone scales with the budget
+        n_whole, clocks = cal["whole_budget"]
+        per_cut = max(clocks[clock] - cut[n_whole], 0.0) / (units - 1)
+        fixed = max(cut[n_whole] - per_cut, 0.0)
+    # the first candidate, at two sizes, gives the law's overhead / slope split (of the
+    # budget-dependent part); every candidate's own small fit scales that curve to its cost
+    a, b = _affine([(_work(law, n)[0], max(t - fixed, 0.0)) for n, t in cut.items()])
 
-    def curve(n):
-        return a + b * _work(law, n)[0]
+    def curve(n, budget=1.0):
+        return fixed + budget * (a + b * _work(law, n)[0])
 
     ref = curve(n_cal)
     scale = [c[clock] / ref if ref > 0 else 1.0 for i, n, c in times if n == n_cal]
 
     def fit_seconds(n):
-        return cal["time_factor"] * sum(curve(n) * f for f in scale)
+        return sum(curve(n, units) * f for f in scale)
 
     per_task = []
     for k, (n_tr, n_te) in enumerate(zip(n_train, n_test, strict=True)):
@@ -518,15 +685,16 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     n_test = len(y) - n_train
     n_workers = max(1, _n_workers(n_jobs))
 
-    rng = np.random.RandomState(seeds[0])
     if calibration_samples is None:
         calibration_samples = int(np.clip(n_train.min() // 4, 100, 400))
     n_cal = int(min(calibration_samples, len(y) // 2))
-    cal_rows, cal_patients = _calibration_rows(y, groups, n_cal, rng)
+    samples = _CalibrationSamples(X, y, groups, cohort, seeds[0], precompute_features)
+    cal_patients = samples.rows(n_cal)[1]
     n_patients = int(np.unique(groups).size)
+    train_patients = [np.unique(groups[fold != k]).size for k in range(len(n_train))]
 
-    rows, cache, feature_seconds, durations, cpu_durations = [], {}, 0.0, [], []
-    peak_worker = None
+    rows, feature_seconds, durations, cpu_durations = [], 0.0, [], []
+    worker = {"first_call": 0.0, "cache": 0.0, "task": 0.0}
     baseline = _worker_baseline_bytes() if calibrate else None
     for name, (pipeline, grid) in zoo.items():
         candidates = list(ParameterGrid(grid)) or [{}]
@@ -544,84 +712,72 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         rows.append(row)
         if not calibrate:
             continue
-        keys_before = set(cache)
-        start = time.perf_counter()
-        prepared, inputs, held, cohort_params = _prepare(
-            pipeline, grid, X[cal_rows], cohort, cache, precompute_features)
-        if set(cache) != keys_before:  # this row computed features no earlier row shared
-            feature_seconds += (time.perf_counter() - start) * n_patients / cal_patients
         step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
         budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
         extra = {step + key: value for key, value in extra.items()}
-        y_cal, g_cal = y[cal_rows], groups[cal_rows]
-        small = np.arange(n_cal)
-        first_params = {**candidates[0], **budget, **extra}
-        cold = None
-        if cohort_params:
-            # the tasks read images themselves: a fresh worker reads each training patient
-            # once (then its cache serves), so time that read on the calibration patients
-            _, cold, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
-                                    cohort_params, cold=True)
-            warmup = None
-        else:
-            # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid once
-            # per worker, not per fit; they are charged to the first task on each worker
-            _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
-                                                 y_cal[small], g_cal[small], held,
-                                                 cohort_params)
-        times, memory = [], []
-        for i, candidate in enumerate(candidates):
-            params = {**candidate, **budget, **extra}
-            sizes = (small, np.arange(len(cal_rows))) if i == 0 else (small,)
-            for rows_ in sizes:
-                model, clocks, added = _fit_timed(prepared, params, inputs[rows_],
-                                                  y_cal[rows_], g_cal[rows_], held,
-                                                  cohort_params)
-                times.append((i, len(rows_), clocks))
-                memory.append((len(rows_), added))
-            if i == 0:
-                score_per_voxel = np.asarray(_score_seconds(model, inputs)) / len(cal_rows)
-        one_off = (np.zeros(2) if warmup is None
-                   else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
-        one_off_bytes = 0 if warmup is None else max(warmup_added - memory[0][1], 0)
-
-        calibration = {"law": law, "times": times, "n_cal": n_cal, "n_big": len(cal_rows),
-                       "time_factor": time_factor, "size_factor": size_factor,
-                       "score_per_voxel": score_per_voxel, "one_off": one_off, "cold": cold,
-                       "cal_patients": np.unique(g_cal).size}
+        whole = None
+        if time_factor > 1:
+            whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
+                                 for key in budget}}
+        cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, samples, n_cal,
+                             int(n_train.max()), whole)
+        feature_seconds += cal.pop("feature_seconds") * n_patients / cal_patients
+        calibration = {"law": law, **cal, "time_factor": time_factor,
+                       "size_factor": size_factor}
         per_task, per_task_cpu = (
             _project(clock, calibration, candidates, n_train, n_test, n_inner_, n_workers,
-                     [np.unique(groups[fold != k]).size for k in range(len(n_train))])
+                     train_patients)
             for clock in (0, 1))
         durations.extend(per_task)
         cpu_durations.extend(per_task_cpu)
+        memory = cal["memory"]
         (n1, m1), (n2, m2) = memory[0], memory[1]
-        mw = [(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))]
-        ma, mb = _affine(mw)
+        ma, mb = _affine([(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))])
         n_big = int(n_train.max())
         model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
+        inputs = cal["inputs"]
         item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
         input_bytes = item * (len(y) + n_big)
-        peak = (baseline or 0) + one_off_bytes + input_bytes + model_bytes
-        peak_worker = max(peak_worker or 0, peak)
+        # a task that reads images fills the cache with its training patients (bounded)
+        cache_bytes = min(cal["cache_per_patient"] * max(train_patients), CACHE.max_bytes)
+        peak = (baseline or 0) + cal["one_off_bytes"] + input_bytes + model_bytes + cache_bytes
+        worker["first_call"] += cal["one_off_bytes"]
+        worker["cache"] += cache_bytes
+        worker["task"] = max(worker["task"], input_bytes + model_bytes)
+        times, cold = cal["times"], cal["cold"]
         row.update({
-            "calibration": {"voxels": [n_cal, len(cal_rows)], "patients": cal_patients,
+            "calibration": {"voxels": [cal["n_cal"], cal["n_big"]],
+                            "patients": cal["cal_patients"],
+                            "sizes_tried": cal["levels"],
                             "fit_seconds": [[n, round(c[0], 4)] for _, n, c in times],
                             "fit_cpu_seconds": [[n, round(c[1], 4)] for _, n, c in times],
-                            "first_call_seconds": [round(float(v), 4) for v in one_off],
+                            "first_call_seconds": [round(float(v), 4) for v in cal["one_off"]],
                             "cold_read_seconds": None if cold is None else list(cold),
                             "budget": budget, "budget_factor": time_factor,
-                            "score_seconds_per_voxel": float(score_per_voxel[0]),
-                            "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory]},
+                            "whole_budget_seconds": (
+                                None if cal["whole_budget"] is None
+                                else [cal["whole_budget"][0],
+                                      round(cal["whole_budget"][1][0], 4)]),
+                            "score_seconds_per_voxel": float(cal["score_per_voxel"][0]),
+                            "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory],
+                            "cache_mb_per_patient": cal["cache_per_patient"] / 2**20},
             "seconds_per_task": float(np.mean(per_task)),
             "seconds": float(np.sum(per_task)),
             "cpu_seconds": float(np.sum(per_task_cpu)),
             "peak_task_mb": peak / 2**20,
             "peak_task_parts_mb": {"worker_baseline": (baseline or 0) / 2**20,
-                                   "first_call": one_off_bytes / 2**20,
+                                   "first_call": cal["one_off_bytes"] / 2**20,
                                    "inputs": input_bytes / 2**20,
-                                   "fit": model_bytes / 2**20},
+                                   "fit": model_bytes / 2**20,
+                                   "patient_cache": cache_bytes / 2**20},
         })
+    peak_worker = None
+    worker_parts = None
+    if calibrate and rows:
+        worker["cache"] = min(worker["cache"], CACHE.max_bytes)
+        peak_worker = (baseline or 0) + sum(worker.values())
+        worker_parts = {"worker_baseline": (baseline or 0) / 2**20,
+                        **{key: value / 2**20 for key, value in worker.items()}}
     calibrated = calibrate and bool(rows)
     totals = {
         "tasks": sum(r["tasks"] for r in rows),
@@ -632,6 +788,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
                               if calibrated else None),
         "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
+        "peak_worker_parts_mb": worker_parts,
     }
     plan_settings = {"protocol": protocol, **settings, "n_samples": int(len(y)),
                      "n_samples_requested": settings["n_samples"],
