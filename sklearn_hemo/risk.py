@@ -111,13 +111,15 @@ def _cohort_patients(estimator, cohort, patients):
 
 
 def _positive_column(classes, positive_class):
-    classes = np.asarray(classes)
-    hits = np.flatnonzero(classes == positive_class)
-    if hits.size != 1:
+    classes = np.asarray(classes).tolist()
+    # label by label in Python: numpy < 2 compares a string with an integer array with a
+    # FutureWarning ("elementwise comparison failed") instead of answering False
+    hits = [i for i, label in enumerate(classes) if label == positive_class]
+    if len(hits) != 1:
         raise ValueError(
             f"positive_class={positive_class!r} is not one of the model's classes "
-            f"{classes.tolist()}; pass the label that means HT.")
-    return int(hits[0])
+            f"{classes}; pass the label that means HT.")
+    return hits[0]
 
 
 def _resolve_patient(extractor, patient, cohort):

@@ -115,6 +115,8 @@ def test_scaling_laws_and_budgets():
     # an affine law through two points, and no negative slope from noisy timings
     assert plan_module._affine([(100, 2.0), (200, 3.0)]) == pytest.approx((1.0, 0.01))
     assert plan_module._affine([(100, 3.0), (200, 2.0)]) == pytest.approx((0.0, 3.0 / 200))
+    # steeper than the law between the sizes: proportional through the larger size
+    assert plan_module._affine([(100, 1.0), (200, 3.0)]) == pytest.approx((0.0, 3.0 / 200))
     params, time_factor, size_factor = plan_module._budget_params(
         LSTMClassifier(max_epochs=20), "model__")
     assert params == {"model__max_epochs": 2} and time_factor == 10 and size_factor == 1
@@ -257,3 +259,24 @@ def test_only_the_per_unit_part_of_a_fit_scales_with_its_budget():
     naive = plan_module._project(0, {**cal, "whole_budget": None}, [{}], np.array([1000]),
                                  np.array([0]), 5, 1, [4])
     assert naive[0] == pytest.approx(10 * t(1000, 2))
+
+
+def test_tasks_that_run_side_by_side_are_charged_their_measured_slow_down(cohort):
+    cal = {"law": "linear", "n_cal": 100, "n_big": 200, "time_factor": 1.0,
+           "times": [(0, 100, (1.0, 1.0)), (0, 200, (2.0, 2.0))], "whole_budget": None,
+           "size_factor": 1.0, "score_per_voxel": (0.0, 0.0), "one_off": (0.0, 0.0),
+           "cold": None}
+    args = ([{}], np.array([400]), np.array([0]), 5, 2, [4])
+    alone = plan_module._project(0, cal, *args)
+    beside = plan_module._project(0, {**cal, "contention": (1.5, 1.2)}, *args)
+    assert beside == [pytest.approx(1.5 * alone[0])]
+    assert plan_module._project(1, {**cal, "contention": (1.5, 1.2)}, *args) == [
+        pytest.approx(1.2 * alone[0])]
+    # one worker: nothing runs beside a task, and no worker is started to find out
+    assert plan_module._contention(None, 1) == (1.0, 1.0)
+    # two workers: measured in two loky workers, never below 1
+    one = plan_comparison(cohort, ["linear"], n_jobs=1, **RUN).rows[0]["calibration"]
+    two = plan_comparison(cohort, ["linear", "roi-leakage-proxy"], n_jobs=2, **RUN).rows
+    assert one["contention"] == [1.0, 1.0]
+    # (the ROI row's tasks read images: its probe fits start from an empty patient cache)
+    assert all(value >= 1.0 for row in two for value in row["calibration"]["contention"])

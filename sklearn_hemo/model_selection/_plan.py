@@ -52,6 +52,12 @@ a short calibration on this machine:
   what each leaves: the first-call costs (torch's runtime), and the per-patient cache of
   the rows that read images. Its peak is bounded by a fresh worker, plus every row's
   first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
+* **Side by side.** A model's tasks are submitted one after another, so they mostly run
+  beside each other. With ``n_jobs > 1`` the first candidate's larger calibration fit is
+  also timed in ``n_jobs`` loky workers, alone and all at once; the slow-down (at least
+  1) multiplies the model's tasks. Fits that stream memory (LIBSVM's kernel rows) slow
+  down far more than fits that stay in cache (an LSTM batch), so one machine-wide factor
+  would not do.
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
@@ -168,12 +174,17 @@ def _affine(points):
 
     When noise makes the larger size look cheaper, the cost is taken as proportional to
     the work of the larger size (no overhead), which errs towards more time, not less.
+    When the cost grows faster than the law between the two sizes (the line would cross
+    zero above ``w = 0``), it is taken as proportional through the larger size, the one
+    nearer the tasks' sizes.
     """
     (w1, t1), (w2, t2) = points
     if w2 > w1 and t2 > t1:
         b = (t2 - t1) / (w2 - w1)
-        a = max(t1 - b * w1, 0.0)
-        return a, b
+        a = t1 - b * w1
+        if a >= 0:
+            return a, b
+        return 0.0, t2 / w2
     return 0.0, max(t2, t1) / max(w2, 1e-300)
 
 
@@ -334,8 +345,42 @@ class _CalibrationSamples:
         return rows, prepared, inputs, held, cohort_params, seconds
 
 
+def _probe_fits(pipeline, params, inputs, y, groups, cohort, cohort_params, repeat,
+                cold=False):
+    """Median (wall, CPU) seconds of ``repeat`` fits in this process (a worker's)."""
+    runs = [_fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params,
+                       cold=cold)[1]
+            for _ in range(repeat)]
+    return tuple(float(np.median([run[clock] for run in runs])) for clock in (0, 1))
+
+
+def _contention(fit_args, n_workers, repeat=3, cold=False):
+    """``(wall, CPU)`` slow-down of a fit when ``n_workers`` copies of it run at once.
+
+    A model's tasks are submitted one after another, so its tasks mostly run beside each
+    other: on this machine's shared caches and memory bandwidth a fit can be much slower
+    than alone (LIBSVM's kernel rows stream the training features; an LSTM batch fits in
+    cache). Timed in ``n_workers`` loky workers: one warm-up round (start-up, first-call
+    costs, a row's patient cache), then ``repeat`` fits in one worker alone, then
+    ``repeat`` fits in every worker at once. ``cold``: each timed fit starts from an
+    empty patient cache (a row whose tasks read images: the reading is their cost).
+    1 for one worker; never below 1.
+    """
+    if n_workers <= 1:
+        return (1.0, 1.0)
+    from joblib import Parallel, delayed
+
+    probe = delayed(_probe_fits)
+    with Parallel(n_jobs=n_workers, backend="loky") as parallel:
+        parallel(probe(*fit_args, 1) for _ in range(n_workers))
+        alone = parallel(probe(*fit_args, repeat, cold) for _ in range(1))[0]
+        together = parallel(probe(*fit_args, repeat, cold) for _ in range(n_workers))
+    return tuple(max(1.0, float(np.median([t[clock] for t in together])) / alone[clock])
+                 if alone[clock] > 0 else 1.0 for clock in (0, 1))
+
+
 def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
-                   whole_params=None):
+                   whole_params=None, n_workers=1):
     """Time one row's calibration fits (module notes): the candidates at ``n_cal``, the
     first also at ``2 n_cal``, doubling both while the larger fit is cheap. ``cut``: the
     cut training budgets and regime parameters; ``whole_params``: the regime parameters
@@ -397,7 +442,15 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
         _, clocks, _ = _fit_timed(prepared, {**candidates[0], **whole_params}, inputs,
                                   y_cal, g_cal, held, cohort_params, repeat=True)
         whole = (len(rows), clocks)
+    if cold is None:
+        contention = _contention((prepared, first_params, inputs, y_cal, g_cal, held,
+                                  cohort_params), n_workers)
+    else:  # one cold fit of the smaller size: reading patients is slow
+        contention = _contention((prepared, first_params, inputs[small], y_cal[small],
+                                  g_cal[small], held, cohort_params), n_workers, repeat=1,
+                                 cold=True)
     return {"times": times, "memory": memory, "whole_budget": whole, "n_cal": len(small),
+            "contention": contention,
             "n_big": len(rows),
             "score_per_voxel": score_per_voxel, "one_off": one_off,
             "one_off_bytes": one_off_bytes, "cold": cold,
@@ -450,7 +503,8 @@ def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_
     def curve(n, budget=1.0):
         return fixed + budget * (a + b * _work(law, n)[0])
 
-    ref = curve(n_cal)
+    # each candidate's cost relative to the first's, both timed at n_cal
+    ref = cut[n_cal]
     scale = [c[clock] / ref if ref > 0 else 1.0 for i, n, c in times if n == n_cal]
 
     def fit_seconds(n):
@@ -473,7 +527,9 @@ def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_
             warm = [c[clock] for i, n, c in times if i == 0 and n == cal["n_big"]][0]
             per_patient = max(cal["cold"][clock] - warm, 0.0) / cal["cal_patients"]
             seconds += per_patient * train_patients[k]
-        per_task.append(float(seconds))
+        # the row's tasks run side by side on n_jobs workers, which share caches and
+        # memory bandwidth: measured, not assumed (module notes)
+        per_task.append(float(seconds * cal.get("contention", (1.0, 1.0))[clock]))
     return per_task
 
 
@@ -489,14 +545,17 @@ class ComparisonPlan:
     rows : list of dict
         One per model: ``model``, ``law``, ``tasks``, ``candidates``,
         ``fits_per_task``, ``fits``, ``train_voxels``, ``calibration`` (sizes and
-        seconds), ``seconds_per_task``, ``seconds`` (all its tasks on one worker) and
-        ``peak_task_mb``. Times and memory are None without calibration.
+        seconds, the sizes tried, the whole-budget fit), ``seconds_per_task``,
+        ``seconds`` (all its tasks on one worker), ``peak_task_mb`` and its parts
+        ``peak_task_parts_mb``. Times and memory are None without calibration.
     settings : dict
         ``protocol``, ``n_outer``, ``n_inner``, ``n_samples`` (voxels actually sampled),
         ``n_patients``, ``n_jobs``, ``random_state``, ``device``.
     totals : dict
         ``tasks``, ``fits``, ``features_seconds``, ``task_seconds`` (sum over tasks),
-        ``projected_seconds`` (for ``n_jobs`` workers) and ``peak_worker_mb``.
+        ``projected_seconds`` (for ``n_jobs`` workers), ``peak_worker_mb`` and its parts
+        ``peak_worker_parts_mb`` (a fresh worker, every row's first-call memory, the
+        patient caches, the largest task's inputs and fit).
     machine : dict
         Where the calibration ran: platform, CPUs, load average, calibration seconds.
 
@@ -655,7 +714,8 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         are then None).
     calibration_samples : int or None, default=None
         ``n_cal``, the smaller calibration size (the larger is twice it). None: a quarter
-        of the smallest outer training part, between 100 and 400 voxels.
+        of the smallest outer training part, between 100 and 400 voxels. A row whose
+        fits are cheap doubles both sizes, up to three times (module notes).
     out_dir : path-like or None, default=None
         Write ``plan.json`` there.
 
@@ -720,7 +780,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
             whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
                                  for key in budget}}
         cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, samples, n_cal,
-                             int(n_train.max()), whole)
+                             int(n_train.max()), whole, min(n_workers, len(n_train)))
         feature_seconds += cal.pop("feature_seconds") * n_patients / cal_patients
         calibration = {"law": law, **cal, "time_factor": time_factor,
                        "size_factor": size_factor}
@@ -759,6 +819,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
                                 else [cal["whole_budget"][0],
                                       round(cal["whole_budget"][1][0], 4)]),
                             "score_seconds_per_voxel": float(cal["score_per_voxel"][0]),
+                            "contention": [round(v, 3) for v in cal["contention"]],
                             "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory],
                             "cache_mb_per_patient": cal["cache_per_patient"] / 2**20},
             "seconds_per_task": float(np.mean(per_task)),
