@@ -68,6 +68,7 @@ calibration and the run see different loads.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -197,6 +198,19 @@ def _rss_bytes():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None elsewhere (looked up once per process: finding
+    the C library runs ``ldconfig``)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+        return None
+
+
 def _release_free_memory():
     """Hand the C allocator's free pages back to the system (glibc only; else nothing).
 
@@ -204,14 +218,9 @@ def _release_free_memory():
     size, so a fit measured after other fits would seem to cost nothing; a fresh worker
     has no such pages to reuse.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _PeakRSS:
@@ -304,8 +313,13 @@ def _fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params, cold=
             runs = [fit_once()]
             if repeat and runs[0][1][0] < _REPEAT_BELOW_SECONDS:
                 runs += [fit_once(), fit_once()]
-    seconds = tuple(float(np.median([run[1][clock] for run in runs])) for clock in (0, 1))
-    return runs[-1][0], seconds, max(run[2] for run in runs)
+    return runs[-1][0], _median_clocks(run[1] for run in runs), max(run[2] for run in runs)
+
+
+def _median_clocks(timings):
+    """``(wall, CPU)`` medians of ``(wall, CPU)`` timings."""
+    timings = list(timings)
+    return tuple(float(np.median([t[clock] for t in timings])) for clock in (0, 1))
 
 
 def _score_seconds(model, inputs):
@@ -348,10 +362,9 @@ class _CalibrationSamples:
 def _probe_fits(pipeline, params, inputs, y, groups, cohort, cohort_params, repeat,
                 cold=False):
     """Median (wall, CPU) seconds of ``repeat`` fits in this process (a worker's)."""
-    runs = [_fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params,
-                       cold=cold)[1]
-            for _ in range(repeat)]
-    return tuple(float(np.median([run[clock] for run in runs])) for clock in (0, 1))
+    return _median_clocks(_fit_timed(pipeline, params, inputs, y, groups, cohort,
+                                     cohort_params, cold=cold)[1]
+                          for _ in range(repeat))
 
 
 def _contention(fit_args, n_workers, repeat=3, cold=False):
@@ -375,8 +388,9 @@ def _contention(fit_args, n_workers, repeat=3, cold=False):
         parallel(probe(*fit_args, 1) for _ in range(n_workers))
         alone = parallel(probe(*fit_args, repeat, cold) for _ in range(1))[0]
         together = parallel(probe(*fit_args, repeat, cold) for _ in range(n_workers))
-    return tuple(max(1.0, float(np.median([t[clock] for t in together])) / alone[clock])
-                 if alone[clock] > 0 else 1.0 for clock in (0, 1))
+    together = _median_clocks(together)
+    return tuple(max(1.0, together[clock] / alone[clock]) if alone[clock] > 0 else 1.0
+                 for clock in (0, 1))
 
 
 def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
@@ -450,8 +464,7 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                                   g_cal[small], held, cohort_params), n_workers, repeat=1,
                                  cold=True)
     return {"times": times, "memory": memory, "whole_budget": whole, "n_cal": len(small),
-            "contention": contention,
-            "n_big": len(rows),
+            "n_big": len(rows), "contention": contention,
             "score_per_voxel": score_per_voxel, "one_off": one_off,
             "one_off_bytes": one_off_bytes, "cold": cold,
             "cal_patients": np.unique(g_cal).size, "cache_per_patient": cache_per_patient,
