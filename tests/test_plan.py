@@ -75,9 +75,10 @@ def test_dry_run_calibrates_projects_and_writes_plan_json(cohort, tmp_path):
         assert row["seconds"] > 0 and row["seconds_per_task"] > 0
         assert row["seconds"] == pytest.approx(row["seconds_per_task"] * RUN["n_outer"])
         assert row["peak_task_mb"] > 0
-        # one small fit per candidate, and the first candidate at twice the size
+        # every candidate at the two calibration sizes
+        small, big = row["calibration"]["voxels"]
         sizes = [n for n, _ in row["calibration"]["fit_seconds"]]
-        assert len(sizes) == row["candidates"] + 1
+        assert sizes == [small, big] * row["candidates"]
     totals = plan.totals
     serial = totals["task_seconds"]
     assert serial == pytest.approx(sum(row["seconds"] for row in plan.rows))
@@ -280,3 +281,70 @@ def test_tasks_that_run_side_by_side_are_charged_their_measured_slow_down(cohort
     assert one["contention"] == [1.0, 1.0]
     # (the ROI row's tasks read images: its probe fits start from an empty patient cache)
     assert all(value >= 1.0 for row in two for value in row["calibration"]["contention"])
+
+
+def test_each_candidate_is_projected_on_its_own_growth_with_the_voxels():
+    # the first candidate costs 0.9 s + 1 ms per voxel; the second is cheaper on the
+    # calibration sizes but grows ten times faster with the voxels (LIBSVM at a large C)
+    cal = {"law": "linear", "n_cal": 100, "n_big": 200, "time_factor": 1.0,
+           "times": [(0, 100, (1.0, 1.0)), (0, 200, (1.1, 1.1)),
+                     (1, 100, (0.1, 0.1)), (1, 200, (0.2, 0.2))],
+           "whole_budget": None, "size_factor": 1.0, "score_per_voxel": (0.0, 0.0),
+           "one_off": (0.0, 0.0), "cold": None}
+    # one task of 1,000 training voxels, 5 inner folds of 800: both candidates on every
+    # inner split (1.7 s + 0.8 s), and the refit of an average candidate ((1.9 s + 1 s) / 2)
+    seconds = plan_module._project(0, cal, [{}, {}], np.array([1000]), np.array([0]), 5, 1,
+                                   [4])
+    assert seconds == [pytest.approx(5 * (1.7 + 0.8) + (1.9 + 1.0) / 2)]
+
+
+def test_the_side_by_side_probe_fits_for_at_least_two_seconds():
+    assert plan_module._probe_repeats(0.1) == math.ceil(plan_module._PROBE_SECONDS / 0.1)
+    assert plan_module._probe_repeats(0.1) * 0.1 >= plan_module._PROBE_SECONDS
+    # a long fit: still three, for a median
+    assert plan_module._probe_repeats(5.0) == 3
+    # a fit too short to time: bounded
+    assert plan_module._probe_repeats(0.0) == plan_module._MAX_PROBE_REPEATS
+    assert plan_module._probe_repeats(1e-6) == plan_module._MAX_PROBE_REPEATS
+
+
+class _Hog(ClassifierMixin, BaseEstimator):
+    """Keeps ``mb`` MiB (touched) as a fitted attribute."""
+
+    def __init__(self, mb=1):
+        self.mb = mb
+
+    def fit(self, X, y):
+        self.ballast_ = np.ones(self.mb * 2**20 // 8)
+        self.classes_ = np.unique(y)
+        return self
+
+    def decision_function(self, X):
+        return np.zeros(len(X))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+def test_a_task_is_charged_the_memory_of_its_largest_candidate(cohort):
+    # the first candidate keeps 1 MiB, the second 64 MiB: a task fits both
+    zoo = {"hog": (Pipeline([("model", _Hog())]), {"model__mb": [1, 64]})}
+    row = plan_comparison(cohort, zoo, **RUN).rows[0]
+    assert row["peak_task_parts_mb"]["fit"] >= 48
+
+
+def test_a_row_that_reads_images_is_charged_per_image_byte_of_its_training_patients():
+    # warm, a fit takes 1 s at 200 voxels; cold, 3 s: 2 s reading 100 bytes of images
+    cal = {"law": "linear", "n_cal": 100, "n_big": 200, "time_factor": 1.0,
+           "times": [(0, 100, (0.5, 0.5)), (0, 200, (1.0, 1.0))], "whole_budget": None,
+           "size_factor": 1.0, "score_per_voxel": (0.0, 0.0), "one_off": (0.0, 0.0),
+           "cold": (3.0, 3.0), "cal_bytes": 100}
+    # two tasks of 200 voxels whose training patients hold 100 and 300 bytes
+    seconds = plan_module._project(0, cal, [{}], np.array([200, 200]), np.array([0, 0]), 5,
+                                   1, [100, 300])
+    assert seconds == [pytest.approx(1.0 + 2.0), pytest.approx(1.0 + 6.0)]
+
+
+def test_image_bytes_are_read_from_the_headers(cohort):
+    patient = cohort[0]
+    expected = sum(np.asarray(getattr(patient, name).dataobj).nbytes
+                   for name in ("pwi", "dwi_b0", "dwi_b1000"))
+    assert plan_module._image_bytes(patient) == expected

@@ -7,9 +7,12 @@ a short calibration on this machine:
 
 * **Fits.** A (model, outer fold) task with ``c > 1`` grid candidates runs ``c x n_inner``
   inner fits and one refit; a single candidate is one fit. A model runs ``n_outer`` tasks.
-* **Calibration.** Every grid candidate is fitted on ``n_cal`` voxels of a few patients,
-  the first candidate also on ``2 n_cal`` (the split between fixed overhead and
-  size-dependent cost), and the fitted model scores ``2 n_cal`` voxels. Training budgets
+* **Calibration.** Every grid candidate is fitted on ``n_cal`` and ``2 n_cal`` voxels of
+  a few patients (the split between fixed overhead and size-dependent cost, per
+  candidate: LIBSVM's cost grows faster with the voxels at a larger ``C``, so one
+  candidate's growth scaled by the others' small fits under-projected the SVM), and each
+  fitted model scores ``2 n_cal`` voxels (a SVC scores in proportion to its support
+  vectors, which depend on ``C``). Training budgets
   that cost linearly are cut for the calibration and scaled back: the LSTM's
   ``max_epochs`` (to 2) and a forest's ``n_estimators`` (to 20). Only what a fit pays
   per epoch or tree scales with the budget: the first candidate is also fitted once with
@@ -21,7 +24,8 @@ a short calibration on this machine:
   :data:`_REPEAT_BELOW_SECONDS` is timed three times and its median kept: a fit of a few
   milliseconds is otherwise as much scheduler noise as work, and a noisy pair of sizes
   tilts the law's slope. While the larger calibration fit stays under
-  :data:`_MIN_FIT_SECONDS`, both sizes double (more patients of the same sample, at most
+  :data:`_MIN_FIT_SECONDS` (the first candidate's), both sizes double (more patients of
+  the same sample, at most
   :data:`_MAX_DOUBLINGS` times, never beyond the outer training size): extrapolating a
   few milliseconds at 800 voxels to 4,500 was what under-projected the forest and SVM on
   map patches, and a least-squares fit below as many voxels as features is in another
@@ -36,8 +40,9 @@ a short calibration on this machine:
   process, before the tasks (as ``compare_models`` does); reading a patient's images
   dominates, so their time is projected linearly in the number of patients. A pipeline
   that reads images in its tasks (e.g. ``roi-k2``) is also timed once with an empty
-  per-patient cache, and each task is charged that reading per training patient, as a
-  fresh worker pays it.
+  per-patient cache, and each task is charged that reading per decoded image byte of its
+  training patients, as a fresh worker pays it (per patient, two calibration patients
+  of 45 and 46 frames under-projected a cohort of 45 to 85 frames by a third).
 * **Fits are timed warm and single-threaded**, as tasks run them: one untimed fit first
   (first-call costs such as torch's kernels), BLAS limited to one thread.
 * **Memory.** The resident memory a calibration fit adds (polled, after handing the
@@ -54,10 +59,12 @@ a short calibration on this machine:
   first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
 * **Side by side.** A model's tasks are submitted one after another, so they mostly run
   beside each other. With ``n_jobs > 1`` the first candidate's larger calibration fit is
-  also timed in ``n_jobs`` loky workers, alone and all at once; the slow-down (at least
-  1) multiplies the model's tasks. Fits that stream memory (LIBSVM's kernel rows) slow
-  down far more than fits that stay in cache (an LSTM batch), so one machine-wide factor
-  would not do.
+  also timed in ``n_jobs`` loky workers, alone and all at once, in runs of at least
+  :data:`_PROBE_SECONDS` (with three fits of 0.1 s, started tens of milliseconds apart,
+  the slow-down of the SVM on map patches came out between 1.05 and 1.22 from one dry
+  run to the next; with 2 s, 1.0). The slow-down (at least 1) multiplies the model's
+  tasks. Fits that stream memory (LIBSVM's kernel rows) slow down far more than fits
+  that stay in cache (an LSTM batch), so one machine-wide factor would not do.
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
@@ -121,6 +128,12 @@ _REPEAT_BELOW_SECONDS = 0.5
 _MIN_FIT_SECONDS = 0.5
 #: ... at most this many times.
 _MAX_DOUBLINGS = 3
+#: Cold fits (empty patient cache) of a row that reads images, averaged.
+_COLD_READS = 2
+#: Seconds of fitting per side-by-side measurement (alone, and all workers at once)...
+_PROBE_SECONDS = 2.0
+#: ... in at most this many fits.
+_MAX_PROBE_REPEATS = 30
 
 
 def _final(pipeline):
@@ -395,12 +408,25 @@ def _contention(fit_args, n_workers, repeat=3, cold=False):
 
 def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                    whole_params=None, n_workers=1):
-    """Time one row's calibration fits (module notes): the candidates at ``n_cal``, the
-    first also at ``2 n_cal``, doubling both while the larger fit is cheap. ``cut``: the
-    cut training budgets and regime parameters; ``whole_params``: the regime parameters
-    with the whole budgets (None: no budget was cut). Returns what :func:`_project` and
-    the memory model read."""
+    """Time one row's calibration fits (module notes): the first candidate at ``n_cal``
+    and ``2 n_cal``, doubling both while the larger fit is cheap, then every other
+    candidate at the two final sizes. ``cut``: the cut training budgets and regime
+    parameters; ``whole_params``: the regime parameters with the whole budgets (None: no
+    budget was cut). Returns what :func:`_project` and the memory model read."""
     level, levels = n_cal, []
+
+    def fit_candidate(i, times, memory, scoring):
+        # a candidate at both sizes: how its cost grows with the voxels is its own
+        # (LIBSVM's iterations grow faster with a larger C); then its scoring, which
+        # depends on the fitted model (a SVC's support vectors)
+        for rows_ in (small, np.arange(len(rows))):
+            model, clocks, added = _fit_timed(prepared, {**candidates[i], **cut},
+                                              inputs[rows_], y_cal[rows_], g_cal[rows_],
+                                              held, cohort_params, repeat=cold is None)
+            times.append((i, len(rows_), clocks))
+            memory.append((len(rows_), added))
+        scoring.append(_score_seconds(model, inputs))
+
     while True:
         rows, prepared, inputs, held, cohort_params, seconds = samples.prepare(
             pipeline, grid, level)
@@ -409,15 +435,18 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
         first_params = {**candidates[0], **cut}
         if level == n_cal:
             feature_seconds = seconds
-            cold, cache_per_patient, warmup = None, 0, None
+            cold, cache_per_patient, warmup, cal_bytes = None, 0, None, None
             cal_patients = np.unique(g_cal).size
             if cohort_params:
                 # the tasks read images themselves: a fresh worker reads each training
                 # patient once (then its cache serves), so time that read on the
                 # calibration patients, and weigh what it leaves in the cache
-                _, cold, _ = _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
-                                        cohort_params, cold=True)
+                # (twice: one cold read of two patients varied by 15 % either way)
+                cold = _median_clocks(
+                    _fit_timed(prepared, first_params, inputs, y_cal, g_cal, held,
+                               cohort_params, cold=True)[1] for _ in range(_COLD_READS))
                 cache_per_patient = CACHE.nbytes / max(cal_patients, 1)
+                cal_bytes = sum(_image_bytes(samples.cohort[g]) for g in np.unique(g_cal))
             else:
                 # untimed warm-up: first-call costs (torch kernels, lazy imports) are paid
                 # once per worker, not per fit; they are charged to the first task on each
@@ -425,30 +454,25 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                 _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
                                                      y_cal[small], g_cal[small], held,
                                                      cohort_params)
-        times, memory = [], []
-        for i, candidate in enumerate(candidates):
-            params = {**candidate, **cut}
-            sizes = (small, np.arange(len(rows))) if i == 0 else (small,)
-            for rows_ in sizes:
-                model, clocks, added = _fit_timed(prepared, params, inputs[rows_],
-                                                  y_cal[rows_], g_cal[rows_], held,
-                                                  cohort_params, repeat=cold is None)
-                times.append((i, len(rows_), clocks))
-                memory.append((len(rows_), added))
-            if i == 0:
-                score_per_voxel = np.asarray(_score_seconds(model, inputs)) / len(rows)
+        times, memory, scoring = [], [], []
+        fit_candidate(0, times, memory, scoring)
         if level == n_cal:
             one_off = (np.zeros(2) if warmup is None
                        else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
             one_off_bytes = 0 if warmup is None else max(warmup_added - memory[0][1], 0)
-        levels.append([len(small), len(rows), round(times[1][2][0], 4)])
+        big_seconds = times[1][2][0]
+        levels.append([len(small), len(rows), round(big_seconds, 4)])
         # a cheap fit is timed again on twice the voxels (module notes); a row that reads
         # images is not (its fits are the reading)
-        if (cohort_params or times[1][2][0] >= _MIN_FIT_SECONDS
+        if (cohort_params or big_seconds >= _MIN_FIT_SECONDS
                 or len(levels) > _MAX_DOUBLINGS or 4 * level > n_max
                 or len(rows) < 2 * level):
             break
         level *= 2
+    for i in range(1, len(candidates)):
+        fit_candidate(i, times, memory, scoring)
+    # inner folds score every candidate alike; the refit scores an average one
+    score_per_voxel = np.mean(scoring, axis=0) / len(rows)
     whole = None
     if whole_params is not None:
         # the first candidate with its whole training budget at the larger size (module
@@ -458,7 +482,8 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
         whole = (len(rows), clocks)
     if cold is None:
         contention = _contention((prepared, first_params, inputs, y_cal, g_cal, held,
-                                  cohort_params), n_workers)
+                                  cohort_params), n_workers,
+                                 repeat=_probe_repeats(big_seconds))
     else:  # one cold fit of the smaller size: reading patients is slow
         contention = _contention((prepared, first_params, inputs[small], y_cal[small],
                                   g_cal[small], held, cohort_params), n_workers, repeat=1,
@@ -468,7 +493,28 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
             "score_per_voxel": score_per_voxel, "one_off": one_off,
             "one_off_bytes": one_off_bytes, "cold": cold,
             "cal_patients": np.unique(g_cal).size, "cache_per_patient": cache_per_patient,
+            "cal_bytes": cal_bytes,
             "inputs": inputs, "levels": levels, "feature_seconds": feature_seconds}
+
+
+def _probe_repeats(fit_seconds):
+    """Fits per side-by-side measurement: at least 3, and at least
+    :data:`_PROBE_SECONDS` of fitting, so that the workers' fits overlap for most of it
+    (loky starts them tens of milliseconds apart)."""
+    if fit_seconds <= 0:
+        return _MAX_PROBE_REPEATS
+    return int(np.clip(math.ceil(_PROBE_SECONDS / fit_seconds), 3, _MAX_PROBE_REPEATS))
+
+
+def _image_bytes(patient):
+    """Bytes of a patient's images once decoded, from their headers: what a task that
+    reads the patient decodes (mostly the 4D PWI)."""
+    total = 0
+    for name in ("pwi", "dwi_b0", "dwi_b1000"):
+        image = getattr(patient, name)
+        if image is not None:
+            total += math.prod(image.shape) * image.get_data_dtype().itemsize
+    return int(total)
 
 
 def _budget_params(estimator, prefix):
@@ -494,40 +540,37 @@ def _schedule(durations, n_workers):
     return float(max(free))
 
 
-def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_patients):
+def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_bytes):
     """Seconds of each task of one model on ``clock`` (0: wall, 1: CPU), from its
-    calibration ``cal``."""
-    law, times, n_cal = cal["law"], cal["times"], cal["n_cal"]
+    calibration ``cal``; ``train_bytes``: each task's training patients' image bytes."""
+    law, times = cal["law"], cal["times"]
     searched = len(candidates) > 1
-    cut = {n: c[clock] for i, n, c in times if i == 0}  # the first candidate, cut budget
+    # each candidate's cut-budget fits at the two calibration sizes
+    cut = [{n: c[clock] for i_, n, c in times if i_ == i} for i in range(len(candidates))]
     units = cal["time_factor"]  # whole budget / cut budget
     fixed = 0.0
     if cal.get("whole_budget") is not None:
         # t = F + B u: the cut and the whole budget at one size separate what a fit pays
         # once (F: building the network, the first epoch's allocations) from what it pays
-        # per epoch or tree (u), which alone scales with the budget
+        # per epoch or tree (u), which alone scales with the budget; F is the first
+        # candidate's, and is taken as every candidate's
         n_whole, clocks = cal["whole_budget"]
-        per_cut = max(clocks[clock] - cut[n_whole], 0.0) / (units - 1)
-        fixed = max(cut[n_whole] - per_cut, 0.0)
-    # the first candidate, at two sizes, gives the law's overhead / slope split (of the
-    # budget-dependent part); every candidate's own small fit scales that curve to its cost
-    a, b = _affine([(_work(law, n)[0], max(t - fixed, 0.0)) for n, t in cut.items()])
-
-    def curve(n, budget=1.0):
-        return fixed + budget * (a + b * _work(law, n)[0])
-
-    # each candidate's cost relative to the first's, both timed at n_cal
-    ref = cut[n_cal]
-    scale = [c[clock] / ref if ref > 0 else 1.0 for i, n, c in times if n == n_cal]
+        per_cut = max(clocks[clock] - cut[0][n_whole], 0.0) / (units - 1)
+        fixed = max(cut[0][n_whole] - per_cut, 0.0)
+    # each candidate's law (overhead / slope split of its budget-dependent part) from its
+    # own two sizes
+    curves = [_affine([(_work(law, n)[0], max(t - fixed, 0.0)) for n, t in c.items()])
+              for c in cut]
 
     def fit_seconds(n):
-        return sum(curve(n, units) * f for f in scale)
+        """Seconds of one fit of every candidate on ``n`` voxels, whole budgets."""
+        return sum(fixed + units * (a + b * _work(law, n)[0]) for a, b in curves)
 
     per_task = []
     for k, (n_tr, n_te) in enumerate(zip(n_train, n_test, strict=True)):
         inner = n_tr * (n_inner - 1) / n_inner
         # inner: every candidate on every inner split; refit: an average candidate
-        seconds = (n_inner * fit_seconds(inner) + fit_seconds(n_tr) / len(scale)
+        seconds = (n_inner * fit_seconds(inner) + fit_seconds(n_tr) / len(curves)
                    if searched else fit_seconds(n_tr))
         # inner folds score n_tr in total per candidate; the refit scores the test part
         n_scored = (n_tr * len(candidates) if searched else 0) + n_te
@@ -536,10 +579,11 @@ def _project(clock, cal, candidates, n_train, n_test, n_inner, n_workers, train_
         if k < n_workers:  # each worker's first task of this model
             seconds += cal["one_off"][clock]
         if cal["cold"] is not None:
-            # reading: (cold - warm) per calibration patient, for each training patient
+            # reading: (cold - warm) per image byte of the calibration patients, for the
+            # training patients' bytes (patients differ: series of 45 to 85 frames)
             warm = [c[clock] for i, n, c in times if i == 0 and n == cal["n_big"]][0]
-            per_patient = max(cal["cold"][clock] - warm, 0.0) / cal["cal_patients"]
-            seconds += per_patient * train_patients[k]
+            per_byte = max(cal["cold"][clock] - warm, 0.0) / max(cal["cal_bytes"], 1)
+            seconds += per_byte * train_bytes[k]
         # the row's tasks run side by side on n_jobs workers, which share caches and
         # memory bandwidth: measured, not assumed (module notes)
         per_task.append(float(seconds * cal.get("contention", (1.0, 1.0))[clock]))
@@ -765,6 +809,10 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     cal_patients = samples.rows(n_cal)[1]
     n_patients = int(np.unique(groups).size)
     train_patients = [np.unique(groups[fold != k]).size for k in range(len(n_train))]
+    # what a task that reads images decodes (the sample's groups index the cohort)
+    patient_bytes = {g: _image_bytes(cohort[g]) for g in np.unique(groups)}
+    train_bytes = [sum(patient_bytes[g] for g in np.unique(groups[fold != k]))
+                   for k in range(len(n_train))]
 
     rows, feature_seconds, durations, cpu_durations = [], 0.0, [], []
     worker = {"first_call": 0.0, "cache": 0.0, "task": 0.0}
@@ -799,12 +847,14 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
                        "size_factor": size_factor}
         per_task, per_task_cpu = (
             _project(clock, calibration, candidates, n_train, n_test, n_inner_, n_workers,
-                     train_patients)
+                     train_bytes)
             for clock in (0, 1))
         durations.extend(per_task)
         cpu_durations.extend(per_task_cpu)
         memory = cal["memory"]
-        (n1, m1), (n2, m2) = memory[0], memory[1]
+        # the most any candidate added at each size (a forest of unpruned trees is larger)
+        (n1, m1), (n2, m2) = ((n, max(m for n_, m in memory if n_ == n))
+                              for n in (cal["n_cal"], cal["n_big"]))
         ma, mb = _affine([(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))])
         n_big = int(n_train.max())
         model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
