@@ -299,13 +299,23 @@ def test_each_candidate_is_projected_on_its_own_growth_with_the_voxels():
 
 
 def test_the_side_by_side_probe_fits_for_at_least_two_seconds():
-    assert plan_module._probe_repeats(0.1) == math.ceil(plan_module._PROBE_SECONDS / 0.1)
-    assert plan_module._probe_repeats(0.1) * 0.1 >= plan_module._PROBE_SECONDS
-    # a long fit: still three, for a median
-    assert plan_module._probe_repeats(5.0) == 3
-    # a fit too short to time: bounded
-    assert plan_module._probe_repeats(0.0) == plan_module._MAX_PROBE_REPEATS
-    assert plan_module._probe_repeats(1e-6) == plan_module._MAX_PROBE_REPEATS
+    rounds = plan_module._probe_rounds
+    assert rounds(0.1) == math.ceil(plan_module._PROBE_SECONDS / 0.1)
+    assert rounds(0.1) * 0.1 >= plan_module._PROBE_SECONDS
+    # a long round: still two, for a median
+    assert rounds(5.0) == 2
+    # a round too short to time: bounded
+    assert rounds(0.0) == rounds(1e-6) == plan_module._MAX_PROBE_ROUNDS
+
+
+def test_the_side_by_side_probe_weighs_each_candidate_by_its_cost():
+    # a round is one fit of each candidate: 0.05 s + 0.15 s
+    X, y = np.zeros((10, 2)), np.arange(10) % 2
+    _Sleeper.calls.clear()
+    wall, _ = plan_module._probe_fits(_Sleeper(), [{"seconds": (0.05,)}, {"seconds": (0.15,)}],
+                                      X, y, None, None, [], 2)
+    assert len(_Sleeper.calls) == 4
+    assert 0.2 <= wall < 0.3
 
 
 class _Hog(ClassifierMixin, BaseEstimator):

@@ -58,13 +58,15 @@ a short calibration on this machine:
   the rows that read images. Its peak is bounded by a fresh worker, plus every row's
   first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
 * **Side by side.** A model's tasks are submitted one after another, so they mostly run
-  beside each other. With ``n_jobs > 1`` the first candidate's larger calibration fit is
-  also timed in ``n_jobs`` loky workers, alone and all at once, in runs of at least
-  :data:`_PROBE_SECONDS` (with three fits of 0.1 s, started tens of milliseconds apart,
-  the slow-down of the SVM on map patches came out between 1.05 and 1.22 from one dry
-  run to the next; with 2 s, 1.0). The slow-down (at least 1) multiplies the model's
-  tasks. Fits that stream memory (LIBSVM's kernel rows) slow down far more than fits
-  that stay in cache (an LSTM batch), so one machine-wide factor would not do.
+  beside each other. With ``n_jobs > 1`` every candidate's larger calibration fit is also
+  timed in ``n_jobs`` loky workers, in rounds of one fit per candidate, alone and all at
+  once, for at least :data:`_PROBE_SECONDS` (with three fits of 0.1 s, started tens of
+  milliseconds apart, the slow-down of the SVM on map patches came out between 1.05 and
+  1.22 from one dry run to the next; with 2 s, 1.0-1.1). The slow-down (at least 1)
+  multiplies the model's tasks. Fits that stream memory (LIBSVM's kernel rows) slow down
+  far more than fits that stay in cache (an LSTM batch), so one machine-wide factor would
+  not do. LIBSVM on PWI patches still varies from one dry run to the next (1.3 to 2.1
+  minutes apart, against 1.4 to 1.7 in three measured runs).
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
@@ -132,8 +134,8 @@ _MAX_DOUBLINGS = 3
 _COLD_READS = 2
 #: Seconds of fitting per side-by-side measurement (alone, and all workers at once)...
 _PROBE_SECONDS = 2.0
-#: ... in at most this many fits.
-_MAX_PROBE_REPEATS = 30
+#: ... in at most this many rounds (one fit per candidate).
+_MAX_PROBE_ROUNDS = 30
 
 
 def _final(pipeline):
@@ -372,35 +374,43 @@ class _CalibrationSamples:
         return rows, prepared, inputs, held, cohort_params, seconds
 
 
-def _probe_fits(pipeline, params, inputs, y, groups, cohort, cohort_params, repeat,
+def _probe_fits(pipeline, candidates, inputs, y, groups, cohort, cohort_params, rounds,
                 cold=False):
-    """Median (wall, CPU) seconds of ``repeat`` fits in this process (a worker's)."""
-    return _median_clocks(_fit_timed(pipeline, params, inputs, y, groups, cohort,
-                                     cohort_params, cold=cold)[1]
-                          for _ in range(repeat))
+    """Median over ``rounds`` of the (wall, CPU) seconds of one fit of every candidate
+    (a list of parameter dicts), in this process (a worker's)."""
+    def one_round():
+        clocks = [_fit_timed(pipeline, params, inputs, y, groups, cohort, cohort_params,
+                             cold=cold)[1] for params in candidates]
+        return tuple(sum(c[clock] for c in clocks) for clock in (0, 1))
+
+    return _median_clocks(one_round() for _ in range(rounds))
 
 
-def _contention(fit_args, n_workers, repeat=3, cold=False):
-    """``(wall, CPU)`` slow-down of a fit when ``n_workers`` copies of it run at once.
+def _contention(fit_args, n_workers, rounds=3, cold=False):
+    """``(wall, CPU)`` slow-down of a row's fits when ``n_workers`` copies run at once.
 
     A model's tasks are submitted one after another, so its tasks mostly run beside each
     other: on this machine's shared caches and memory bandwidth a fit can be much slower
     than alone (LIBSVM's kernel rows stream the training features; an LSTM batch fits in
-    cache). Timed in ``n_workers`` loky workers: one warm-up round (start-up, first-call
-    costs, a row's patient cache), then ``repeat`` fits in one worker alone, then
-    ``repeat`` fits in every worker at once. ``cold``: each timed fit starts from an
-    empty patient cache (a row whose tasks read images: the reading is their cost).
-    1 for one worker; never below 1.
+    cache). ``fit_args``: as :func:`_probe_fits`'s, the candidates a list of parameter
+    dicts. Timed in ``n_workers`` loky workers: one warm-up fit of the first candidate
+    (start-up, first-call costs, a row's patient cache), then ``rounds`` rounds of one fit
+    per candidate in one worker alone, then in every worker at once; the slow-down is
+    that of the rounds' summed time, so each candidate weighs as much as it costs, as in
+    a task's mix of fits.
+    ``cold``: each timed fit starts from an empty patient cache (a row whose tasks read
+    images: the reading is their cost). 1 for one worker; never below 1.
     """
     if n_workers <= 1:
         return (1.0, 1.0)
     from joblib import Parallel, delayed
 
     probe = delayed(_probe_fits)
+    pipeline, candidates, *data = fit_args
     with Parallel(n_jobs=n_workers, backend="loky") as parallel:
-        parallel(probe(*fit_args, 1) for _ in range(n_workers))
-        alone = parallel(probe(*fit_args, repeat, cold) for _ in range(1))[0]
-        together = parallel(probe(*fit_args, repeat, cold) for _ in range(n_workers))
+        parallel(probe(pipeline, candidates[:1], *data, 1) for _ in range(n_workers))
+        alone = parallel(probe(*fit_args, rounds, cold) for _ in range(1))[0]
+        together = parallel(probe(*fit_args, rounds, cold) for _ in range(n_workers))
     together = _median_clocks(together)
     return tuple(max(1.0, together[clock] / alone[clock]) if alone[clock] > 0 else 1.0
                  for clock in (0, 1))
@@ -469,6 +479,14 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                 or len(rows) < 2 * level):
             break
         level *= 2
+    if cold is None:
+        # the first candidate again, now warm at the final sizes: the first fit at a new
+        # size pays allocations the tasks pay once, and a fit just over the repeat
+        # threshold is timed once (the paper LSTM's first fit at 1,600 voxels took 0.51 s,
+        # the other learning rates, of the same cost, 0.32-0.34 s); its memory and
+        # scoring stay those of the first fits
+        times = []
+        fit_candidate(0, times, memory=[], scoring=[])
     for i in range(1, len(candidates)):
         fit_candidate(i, times, memory, scoring)
     # inner folds score every candidate alike; the refit scores an average one
@@ -481,12 +499,14 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                                   y_cal, g_cal, held, cohort_params, repeat=True)
         whole = (len(rows), clocks)
     if cold is None:
-        contention = _contention((prepared, first_params, inputs, y_cal, g_cal, held,
-                                  cohort_params), n_workers,
-                                 repeat=_probe_repeats(big_seconds))
+        # every candidate at the larger size, as the tasks mix them
+        round_seconds = sum(c[0] for i, n, c in times if n == len(rows))
+        contention = _contention((prepared, [{**c, **cut} for c in candidates], inputs,
+                                  y_cal, g_cal, held, cohort_params), n_workers,
+                                 rounds=_probe_rounds(round_seconds))
     else:  # one cold fit of the smaller size: reading patients is slow
-        contention = _contention((prepared, first_params, inputs[small], y_cal[small],
-                                  g_cal[small], held, cohort_params), n_workers, repeat=1,
+        contention = _contention((prepared, [first_params], inputs[small], y_cal[small],
+                                  g_cal[small], held, cohort_params), n_workers, rounds=1,
                                  cold=True)
     return {"times": times, "memory": memory, "whole_budget": whole, "n_cal": len(small),
             "n_big": len(rows), "contention": contention,
@@ -497,13 +517,13 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
             "inputs": inputs, "levels": levels, "feature_seconds": feature_seconds}
 
 
-def _probe_repeats(fit_seconds):
-    """Fits per side-by-side measurement: at least 3, and at least
-    :data:`_PROBE_SECONDS` of fitting, so that the workers' fits overlap for most of it
-    (loky starts them tens of milliseconds apart)."""
-    if fit_seconds <= 0:
-        return _MAX_PROBE_REPEATS
-    return int(np.clip(math.ceil(_PROBE_SECONDS / fit_seconds), 3, _MAX_PROBE_REPEATS))
+def _probe_rounds(round_seconds):
+    """Rounds (one fit per candidate) per side-by-side measurement: at least 2, and at
+    least :data:`_PROBE_SECONDS` of fitting, so that the workers' fits overlap for most
+    of it (loky starts them tens of milliseconds apart)."""
+    if round_seconds <= 0:
+        return _MAX_PROBE_ROUNDS
+    return int(np.clip(math.ceil(_PROBE_SECONDS / round_seconds), 2, _MAX_PROBE_ROUNDS))
 
 
 def _image_bytes(patient):
