@@ -425,17 +425,18 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
     budget was cut). Returns what :func:`_project` and the memory model read."""
     level, levels = n_cal, []
 
-    def fit_candidate(i, times, memory, scoring):
+    def fit_candidate(i, times, memory, scoring=None):
         # a candidate at both sizes: how its cost grows with the voxels is its own
-        # (LIBSVM's iterations grow faster with a larger C); then its scoring, which
-        # depends on the fitted model (a SVC's support vectors)
+        # (LIBSVM's iterations grow faster with a larger C); then, unless scoring is
+        # None, its scoring, which depends on the fitted model (a SVC's support vectors)
         for rows_ in (small, np.arange(len(rows))):
             model, clocks, added = _fit_timed(prepared, {**candidates[i], **cut},
                                               inputs[rows_], y_cal[rows_], g_cal[rows_],
                                               held, cohort_params, repeat=cold is None)
             times.append((i, len(rows_), clocks))
             memory.append((len(rows_), added))
-        scoring.append(_score_seconds(model, inputs))
+        if scoring is not None:
+            scoring.append(_score_seconds(model, inputs))
 
     while True:
         rows, prepared, inputs, held, cohort_params, seconds = samples.prepare(
@@ -464,8 +465,10 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
                 _, warmup, warmup_added = _fit_timed(prepared, first_params, inputs[small],
                                                      y_cal[small], g_cal[small], held,
                                                      cohort_params)
+        # scored here only where it is not fitted again below (a row that reads images
+        # has one size and no warm refit); the doubling levels' scoring would be dropped
         times, memory, scoring = [], [], []
-        fit_candidate(0, times, memory, scoring)
+        fit_candidate(0, times, memory, scoring if cold is not None else None)
         if level == n_cal:
             one_off = (np.zeros(2) if warmup is None
                        else np.maximum(np.asarray(warmup) - np.asarray(times[0][2]), 0.0))
@@ -483,10 +486,10 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
         # the first candidate again, now warm at the final sizes: the first fit at a new
         # size pays allocations the tasks pay once, and a fit just over the repeat
         # threshold is timed once (the paper LSTM's first fit at 1,600 voxels took 0.51 s,
-        # the other learning rates, of the same cost, 0.32-0.34 s); its memory and
-        # scoring stay those of the first fits
+        # the other learning rates, of the same cost, 0.32-0.34 s); its memory stays that
+        # of the first fits
         times = []
-        fit_candidate(0, times, memory=[], scoring=[])
+        fit_candidate(0, times, [], scoring)
     for i in range(1, len(candidates)):
         fit_candidate(i, times, memory, scoring)
     # inner folds score every candidate alike; the refit scores an average one
