@@ -58,15 +58,20 @@ a short calibration on this machine:
   the rows that read images. Its peak is bounded by a fresh worker, plus every row's
   first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
 * **Side by side.** A model's tasks are submitted one after another, so they mostly run
-  beside each other. With ``n_jobs > 1`` every candidate's larger calibration fit is also
-  timed in ``n_jobs`` loky workers, in rounds of one fit per candidate, alone and all at
-  once, for at least :data:`_PROBE_SECONDS` (with three fits of 0.1 s, started tens of
-  milliseconds apart, the slow-down of the SVM on map patches came out between 1.05 and
-  1.22 from one dry run to the next; with 2 s, 1.0-1.1). The slow-down (at least 1)
-  multiplies the model's tasks. Fits that stream memory (LIBSVM's kernel rows) slow down
-  far more than fits that stay in cache (an LSTM batch), so one machine-wide factor would
-  not do. LIBSVM on PWI patches still varies from one dry run to the next (1.3 to 2.1
-  minutes apart, against 1.4 to 1.7 in three measured runs).
+  beside each other. With ``n_jobs > 1`` the row's round of calibration fits (every
+  candidate at the larger size) is timed again in ``n_jobs`` loky workers all at once,
+  for at least :data:`_PROBE_SECONDS` and three rounds, and the model's tasks are
+  multiplied by the side-by-side time over the calibration's own round. Fits that stream
+  memory (LIBSVM's kernel rows) slow down far more than fits that stay in cache (an LSTM
+  batch), so one machine-wide factor would not do. The factor is taken against the
+  calibration's round, not against the round timed alone in a worker: on this kind of
+  shared machine the same memory-bound fit runs 25 % faster or slower from one minute
+  to the next (one LIBSVM fit, 1.8-3.0 s in a loop of 16, with CPU time equal to wall
+  time), so a ratio of two short timings swung between 1.3 and 2.3 from one dry run to
+  the next, and a calibration that ran in a slow minute was not corrected. Against the
+  calibration, a slow calibration lowers the factor by as much as it raised the fits
+  (the factor can be below 1). A row whose fits read images is probed with cold fits,
+  alone and side by side (its calibration round is not a round of cold fits).
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
@@ -132,8 +137,10 @@ _MIN_FIT_SECONDS = 0.5
 _MAX_DOUBLINGS = 3
 #: Cold fits (empty patient cache) of a row that reads images, averaged.
 _COLD_READS = 2
-#: Seconds of fitting per side-by-side measurement (alone, and all workers at once)...
-_PROBE_SECONDS = 2.0
+#: Seconds of fitting in each worker per side-by-side measurement (a memory-bound fit
+#: varies by 25 % from one minute to the next on a shared machine; a longer probe averages
+#: more of it)...
+_PROBE_SECONDS = 10.0
 #: ... in at most this many rounds (one fit per candidate).
 _MAX_PROBE_ROUNDS = 30
 
@@ -386,8 +393,8 @@ def _probe_fits(pipeline, candidates, inputs, y, groups, cohort, cohort_params, 
     return _median_clocks(one_round() for _ in range(rounds))
 
 
-def _contention(fit_args, n_workers, rounds=3, cold=False):
-    """``(wall, CPU)`` slow-down of a row's fits when ``n_workers`` copies run at once.
+def _contention(fit_args, n_workers, rounds=3, cold=False, reference=None):
+    """``(wall, CPU)`` factor of a row's fits when ``n_workers`` copies run at once.
 
     A model's tasks are submitted one after another, so its tasks mostly run beside each
     other: on this machine's shared caches and memory bandwidth a fit can be much slower
@@ -395,11 +402,18 @@ def _contention(fit_args, n_workers, rounds=3, cold=False):
     cache). ``fit_args``: as :func:`_probe_fits`'s, the candidates a list of parameter
     dicts. Timed in ``n_workers`` loky workers: one warm-up fit of the first candidate
     (start-up, first-call costs, a row's patient cache), then ``rounds`` rounds of one fit
-    per candidate in one worker alone, then in every worker at once; the slow-down is
-    that of the rounds' summed time, so each candidate weighs as much as it costs, as in
-    a task's mix of fits.
-    ``cold``: each timed fit starts from an empty patient cache (a row whose tasks read
-    images: the reading is their cost). 1 for one worker; never below 1.
+    per candidate in every worker at once, summed over the candidates so that each weighs
+    as much as it costs, as in a task's mix of fits.
+
+    ``reference``: the ``(wall, CPU)`` seconds of one such round in the calibration (the
+    times the projection is built on); the factor is the side-by-side time over it, and
+    may be below 1 when the calibration's round ran slow. Dividing by the same fits timed
+    alone in a worker instead multiplied two noisy clocks: LIBSVM on PWI patches took
+    2.6 s and 4.0 s alone a minute apart, 4.1-4.4 s side by side. None: the round is also
+    timed in one worker alone and the factor is the ratio, never below 1 (a row whose
+    fits read images: ``cold``, each timed fit starts from an empty patient cache, and
+    its reference is not a round of these fits).
+    1 for one worker.
     """
     if n_workers <= 1:
         return (1.0, 1.0)
@@ -409,11 +423,15 @@ def _contention(fit_args, n_workers, rounds=3, cold=False):
     pipeline, candidates, *data = fit_args
     with Parallel(n_jobs=n_workers, backend="loky") as parallel:
         parallel(probe(pipeline, candidates[:1], *data, 1) for _ in range(n_workers))
-        alone = parallel(probe(*fit_args, rounds, cold) for _ in range(1))[0]
+        # a round alone in a worker, when there is no calibration round to compare with;
+        # then a slow-down, which is at least 1
+        floor = 1.0 if reference is None else 0.0
+        if reference is None:
+            reference = parallel(probe(*fit_args, rounds, cold) for _ in range(1))[0]
         together = parallel(probe(*fit_args, rounds, cold) for _ in range(n_workers))
     together = _median_clocks(together)
-    return tuple(max(1.0, together[clock] / alone[clock]) if alone[clock] > 0 else 1.0
-                 for clock in (0, 1))
+    return tuple(max(floor, together[clock] / reference[clock]) if reference[clock] > 0
+                 else 1.0 for clock in (0, 1))
 
 
 def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
@@ -503,10 +521,12 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
         whole = (len(rows), clocks)
     if cold is None:
         # every candidate at the larger size, as the tasks mix them
-        round_seconds = sum(c[0] for i, n, c in times if n == len(rows))
+        round_clocks = [sum(c[clock] for i, n, c in times if n == len(rows))
+                        for clock in (0, 1)]
         contention = _contention((prepared, [{**c, **cut} for c in candidates], inputs,
                                   y_cal, g_cal, held, cohort_params), n_workers,
-                                 rounds=_probe_rounds(round_seconds))
+                                 rounds=_probe_rounds(round_clocks[0]),
+                                 reference=round_clocks)
     else:  # one cold fit of the smaller size: reading patients is slow
         contention = _contention((prepared, [first_params], inputs[small], y_cal[small],
                                   g_cal[small], held, cohort_params), n_workers, rounds=1,
@@ -521,12 +541,12 @@ def _calibrate_row(pipeline, grid, candidates, cut, samples, n_cal, n_max,
 
 
 def _probe_rounds(round_seconds):
-    """Rounds (one fit per candidate) per side-by-side measurement: at least 2, and at
-    least :data:`_PROBE_SECONDS` of fitting, so that the workers' fits overlap for most
-    of it (loky starts them tens of milliseconds apart)."""
+    """Rounds (one fit per candidate) per side-by-side measurement: at least 3 (a median),
+    and at least :data:`_PROBE_SECONDS` of fitting, so that the workers' fits overlap for
+    most of it (loky starts them tens of milliseconds apart)."""
     if round_seconds <= 0:
         return _MAX_PROBE_ROUNDS
-    return int(np.clip(math.ceil(_PROBE_SECONDS / round_seconds), 2, _MAX_PROBE_ROUNDS))
+    return int(np.clip(math.ceil(_PROBE_SECONDS / round_seconds), 3, _MAX_PROBE_ROUNDS))
 
 
 def _image_bytes(patient):
