@@ -66,12 +66,13 @@ a short calibration on this machine:
   batch), so one machine-wide factor would not do. The factor is taken against the
   calibration's round, not against the round timed alone in a worker: on this kind of
   shared machine the same memory-bound fit runs 25 % faster or slower from one minute
-  to the next (one LIBSVM fit, 1.8-3.0 s in a loop of 16, with CPU time equal to wall
-  time), so a ratio of two short timings swung between 1.3 and 2.3 from one dry run to
-  the next, and a calibration that ran in a slow minute was not corrected. Against the
-  calibration, a slow calibration lowers the factor by as much as it raised the fits
-  (the factor can be below 1). A row whose fits read images is probed with cold fits,
-  alone and side by side (its calibration round is not a round of cold fits).
+  to the next (one LIBSVM fit on 3,200 random vectors, 1.8-3.0 s in a loop of 16, with
+  CPU time equal to wall time), so a ratio of two short timings swung between 1.3 and
+  2.3 from one dry run to the next, and a calibration that ran in a slow minute was not
+  corrected. Against the calibration, a slow calibration lowers the factor by as much
+  as it raised the fits (the factor can be below 1). A row whose fits read images is
+  probed with cold fits, alone and side by side (its calibration round is not a round
+  of cold fits).
 * **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
   first free worker), as joblib does; the projection is the features' time plus the
   last worker's finishing time.
