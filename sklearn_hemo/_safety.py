@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,14 +29,23 @@ _CHECK_ON_FIRST_USE = False  # set while a command of the command line runs
 
 __all__ = [
     "MAX_IMAGE_VOXELS",
+    "ForeignFilesError",
     "OutputError",
+    "OwnedFolder",
     "check_declared_image",
     "check_distinct_patients",
+    "check_folder",
     "check_output_file",
+    "check_participant_id",
     "check_patient_voxels",
     "check_stale_files",
     "check_writable_dir",
+    "claim_folder",
     "claim_output_dir",
+    "foreign_files",
+    "is_owned",
+    "read_json_file",
+    "remove_if_owned",
     "validate_lazily",
 ]
 
@@ -165,69 +175,442 @@ def claim_output_dir(folder, command, settings, *, inputs=(), overwrite=False,
                      what="--out"):
     """Make ``folder`` the output folder of ``command`` (resumable), before any work.
 
-    The folder is accepted when it does not exist, is empty, or was made by an earlier run
-    of the same ``command`` with the same ``settings`` (its :data:`OWNER_FILE` says so):
-    that run is resumed. A folder holding anything else (files of the user, a run with
-    other settings) is refused unless ``overwrite``. The owner file is written at once,
-    which also proves the folder writable.
+    The folder is accepted when it does not exist, is empty, or holds only files that
+    this package wrote there (its :data:`OWNER_FILE` lists them with their SHA-256) by an
+    earlier run of the same ``command`` with the same ``settings``: that run is resumed.
+    A folder holding anything else (files of the user, a run with other settings) is
+    refused unless ``overwrite``. See :func:`claim_folder`, which this calls.
 
     Returns
     -------
     folder : pathlib.Path
     """
-    folder = Path(folder)
-    _refuse_inside_inputs(folder, inputs, what, "Choose a folder outside it.")
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{what} {folder} exists and is not a folder. Choose a folder path.")
-    owner = folder / OWNER_FILE
-    record = {"command": command, "settings": settings}
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+    return claim_folder(folder, command, settings=settings, inputs=inputs,
+                        overwrite=overwrite, what=what).path
+
+
+# ------------------------------------------------------------------------- ownership
+#: format of :data:`OWNER_FILE` (1: command and settings only, no file list)
+_OWNER_FORMAT = 2
+
+
+class ForeignFilesError(OutputError, FileExistsError):
+    """An output folder holds files this package did not write there.
+
+    Both a :class:`OutputError` (a ``ValueError``) and a ``FileExistsError``, so that
+    callers catching either keep working.
+    """
+
+
+def _sha256_file(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_identity(folder):
+    return os.path.realpath(folder)
+
+
+def _read_owner(folder):
+    """The valid owner record of ``folder``, or None.
+
+    Valid: written by this package (format 2) *for this folder*: a marker copied into
+    another folder names the folder it was written in, and is ignored there.
+    """
+    try:
+        record = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _OWNER_FORMAT \
+            or record.get("folder") != _folder_identity(folder) \
+            or not isinstance(record.get("files"), dict):
+        return None
+    return record
+
+
+def _entry_matches(path, entry):
+    """Whether file ``path`` is still the one ``entry`` recorded (pending: any content)."""
+    if isinstance(entry, str):  # a bare SHA-256 (a bundle's manifest)
         try:
-            previous = json.loads(owner.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if previous is None:
-            raise OutputError(
-                f"{what} {folder} already holds files that sklearn-hemo {command} did not "
-                "write. Choose a new or empty folder, or pass --overwrite to write over "
-                "same-named files there.")
-        if previous != record:
-            prev = previous.get("settings") if isinstance(previous, dict) else None
-            differ = sorted(k for k in set(prev or {}) | set(settings)
-                            if (prev or {}).get(k) != settings.get(k)) if isinstance(
-                prev, dict) else ["command"]
+            return path.is_file() and _sha256_file(path) == entry
+        except OSError:
+            return False
+    if not isinstance(entry, dict):
+        return False
+    if entry.get("pending") is True:
+        return True
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    if stat.st_size != entry.get("size"):
+        return False
+    if [stat.st_mtime_ns, stat.st_ino] == [entry.get("mtime_ns"), entry.get("ino")]:
+        return isinstance(entry.get("sha256"), str)  # unchanged since hashed
+    try:
+        return _sha256_file(path) == entry.get("sha256")
+    except OSError:
+        return False
+
+
+def _entry(path):
+    stat = path.stat()
+    return {"sha256": _sha256_file(path), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+
+
+def foreign_files(folder, record_files=None):
+    """Files under ``folder`` that this package did not write there.
+
+    The one test of ownership used by every writer (cohorts, comparisons, QC reports,
+    model bundles): a file is the package's when a record lists its relative path with
+    a SHA-256 that its content still has (or as pending: being written). ``record_files``
+    is that record (``{relative path: entry}``); None reads the folder's
+    :data:`OWNER_FILE` (a marker copied from another folder, or unreadable, counts as no
+    record). A sub-folder with a valid owner file of its own is judged by it. Symbolic
+    links and anything that is not a regular file are foreign.
+
+    Returns
+    -------
+    foreign : list of str
+        Relative paths (POSIX), sorted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if record_files is None:
+        record = _read_owner(folder)
+        record_files = {} if record is None else record["files"]
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        rel = entry.name
+        if rel == OWNER_FILE and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            inner = _read_owner(entry)
+            if inner is not None:
+                foreign += [f"{rel}/{name}" for name in foreign_files(entry)]
+                continue
+            nested = {k[len(rel) + 1:]: v for k, v in record_files.items()
+                      if k.startswith(rel + "/")}
+            sub = foreign_files(entry, nested)
+            foreign += [f"{rel}/{name}" for name in sub]
+            continue
+        if entry.is_symlink() or not entry.is_file() \
+                or not _entry_matches(entry, record_files.get(rel)):
+            foreign.append(rel)
+    return foreign
+
+
+def _shown(names, limit=5):
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+class OwnedFolder:
+    """An output folder claimed by :func:`claim_folder`, and the record of what was
+    written there.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    command : str
+    foreign : frozenset of str
+        Relative paths of files found there that the package did not write (only with
+        ``overwrite=True``); they may be replaced by same-named outputs, never deleted.
+    """
+
+    def __init__(self, path, command, foreign=()):
+        self.path, self.command = Path(path), command
+        # what each foreign file was when claimed: still so, it is never recorded as ours
+        self._foreign = {name: self._stat(name) for name in foreign}
+
+    @property
+    def foreign(self):
+        return frozenset(self._foreign)
+
+    @classmethod
+    def of(cls, folder, command):
+        """The folder as it is now: every file not recorded as the package's is foreign."""
+        return cls(folder, command, foreign_files(folder))
+
+    def _stat(self, name):
+        try:
+            stat = (self.path / name).stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _update(self, change):
+        from ._io import atomic_write_text
+
+        record = _read_owner(self.path) or {
+            "format": _OWNER_FORMAT, "folder": _folder_identity(self.path),
+            "command": self.command, "settings": None, "files": {}}
+        change(record["files"])
+        atomic_write_text(self.path / OWNER_FILE,
+                          json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+    def _rel(self, name):
+        name = Path(name)
+        if name.is_absolute():
+            name = Path(os.path.abspath(name)).relative_to(os.path.abspath(self.path))
+        return name.as_posix()
+
+    def expect(self, names):
+        """Record ``names`` (relative paths) as being written: whatever they hold counts
+        as the package's until :meth:`adopt` records their content (an interrupted run
+        may be rerun into the folder)."""
+        names = [self._rel(n) for n in names]
+
+        def change(files):
+            for name in names:
+                if name not in self.foreign:  # a file of the user's stays foreign
+                    files[name] = {"pending": True}
+        self._update(change)
+
+    def adopt(self, names):
+        """Record the current content (SHA-256) of ``names``; absent ones are dropped."""
+        names = [self._rel(n) for n in names]
+
+        def change(files):
+            for name in names:
+                path = self.path / name
+                if name in self._foreign:
+                    if self._stat(name) == self._foreign[name]:
+                        continue  # not written: still the user's file
+                    del self._foreign[name]
+                if path.is_file() and not path.is_symlink():
+                    files[name] = _entry(path)
+                else:
+                    files.pop(name, None)
+        self._update(change)
+
+    @contextlib.contextmanager
+    def writing(self, names=(), *, changed=False):
+        """Within the block, ``names`` are written: recorded as being written now, and
+        with their content when the block ends (even by an error). ``changed=True`` also
+        records every file that appears or changes under the folder meanwhile."""
+        names = list(names)
+        before = self._snapshot() if changed else None
+        if names:
+            self.expect(names)
+        try:
+            yield self
+        finally:
+            if changed:
+                after = self._snapshot()
+                names += [n for n, key in after.items() if before.get(n) != key]
+            self.adopt(names)
+
+    def _snapshot(self):
+        found = {}
+        for path in self.path.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.name != OWNER_FILE:
+                stat = path.stat()
+                found[path.relative_to(self.path).as_posix()] = (
+                    stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return found
+
+    def may_delete(self, name):
+        """Whether file ``name`` may be removed: it is not a file the package found
+        there and did not write."""
+        return self._rel(name) not in self._foreign
+
+    def remove(self, name):
+        """Delete file ``name`` if present; refuse (:class:`ForeignFilesError`) when the
+        package did not write it."""
+        path = self.path / self._rel(name)
+        if not (path.exists() or path.is_symlink()):
+            return
+        if not self.may_delete(name):
+            raise ForeignFilesError(
+                f"{path} was not written by sklearn-hemo and would have to be removed (it "
+                "would be read back as part of the new output); refusing to delete it. "
+                "Remove or move it yourself.")
+        path.unlink()
+        self.adopt([name])
+
+
+def claim_folder(folder, command, *, settings=None, overwrite=False, inputs=(),
+                 what="out_dir"):
+    """Claim ``folder`` as an output folder of ``command``, before any work.
+
+    The one ownership guard of the package (used by the command line and by
+    ``save_cohort``, ``import_cohort``, ``make_stroke_cohort``, ``compare_models`` and
+    ``write_qc_report``; model bundles apply the same :func:`foreign_files` test to
+    their manifest). The folder must not lie inside one of ``inputs``. When it holds
+    files the package did not write there (see :func:`foreign_files`), it is refused
+    unless ``overwrite``; even then those files are only ever replaced by same-named
+    outputs, never deleted (:meth:`OwnedFolder.remove` refuses). With ``settings``, a
+    folder written by another command or with other settings is refused too unless
+    ``overwrite``. The owner file is written at once (which also proves the folder
+    writable).
+
+    Returns
+    -------
+    owned : OwnedFolder
+
+    Raises
+    ------
+    OutputError
+        Inside an input, not a folder, or not writable.
+    ForeignFilesError
+        Foreign files and ``overwrite=False``.
+    """
+    folder = Path(folder)
+    foreign = check_folder(folder, command, overwrite=overwrite, inputs=inputs, what=what)
+    record = _read_owner(folder) if folder.is_dir() else None
+    if settings is not None and record is not None and not overwrite and record["files"]:
+        previous = record.get("settings") if record.get("command") == command else None
+        if previous != settings:
+            prev = previous if isinstance(previous, dict) else {}
+            differ = sorted(k for k in set(prev) | set(settings)
+                            if prev.get(k) != settings.get(k)) \
+                if isinstance(previous, dict) else ["command"]
             raise OutputError(
                 f"{what} {folder} holds the results of an earlier run with other settings "
                 f"({', '.join(differ) or 'command'} differ). Choose another folder, or pass "
                 "--overwrite to replace those results.")
-        return folder
     check_writable_dir(folder, what)
     from ._io import atomic_write_text
 
+    files = {} if record is None else record["files"]
+    kept = {name: entry for name, entry in files.items()
+            if name not in foreign and (folder / name).is_file()}
+    new = {"format": _OWNER_FORMAT, "folder": _folder_identity(folder), "command": command,
+           "settings": settings if settings is not None else (
+               record.get("settings") if record is not None else None),
+           "files": kept}
     try:
-        atomic_write_text(owner, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / OWNER_FILE, json.dumps(new, indent=1, sort_keys=True)
+                          + "\n")
     except OSError as exc:
         raise OutputError(f"{what} {folder}: cannot write there ({exc.strerror or exc}). "
                           "Choose a writable folder.") from None
-    return folder
+    return OwnedFolder(folder, command, foreign)
 
 
-def owns_folder(folder, command):
-    """Whether ``folder`` carries the owner file of an earlier ``command``."""
-    try:
-        record = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def check_folder(folder, command, *, overwrite=False, inputs=(), what="out_dir"):
+    """The checks of :func:`claim_folder` without writing anything (no settings)."""
+    folder = Path(folder)
+    _refuse_inside_inputs(folder, inputs, what, "Choose a folder outside it.")
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise OutputError(f"{what} {folder} exists and is not a folder. Choose a folder path.")
+    foreign = foreign_files(folder) if folder.is_dir() else []
+    if foreign and not overwrite:
+        raise ForeignFilesError(
+            f"{what} {folder} already holds files that sklearn-hemo {command} did not "
+            f"write ({_shown(foreign)}). Choose a new or empty folder, or pass "
+            "overwrite=True (--overwrite) to write over same-named files there (nothing "
+            "else is deleted).")
+    return foreign
+
+
+def is_owned(folder, path):
+    """Whether file ``path`` (under ``folder``) is recorded in ``folder``'s owner file
+    with its current content (or as being written)."""
+    record = _read_owner(folder)
+    if record is None:
         return False
-    return isinstance(record, dict) and record.get("command") == command
+    rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(folder)).as_posix()
+    return _entry_matches(Path(path), record["files"].get(rel))
+
+
+def remove_if_owned(folder, path):
+    """Delete file ``path`` under ``folder`` when the package wrote it; refuse
+    (:class:`ForeignFilesError`) when it did not. Nothing happens when it is absent."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not is_owned(folder, path):
+        raise ForeignFilesError(
+            f"{path} was not written by sklearn-hemo and would be read back as part of the "
+            "new output; refusing to delete it. Remove or move it yourself.")
+    path.unlink()
+
+
+# ------------------------------------------------------------------------ identifiers
+def check_participant_id(pid, where=""):
+    """Refuse a participant id that cannot safely name a folder, a table row or a link.
+
+    No control or format characters (newline, tab, NUL, bidirectional overrides), no
+    path separator, no leading dot, no leading or trailing white space, at most 200
+    bytes. Raises :class:`~sklearn_hemo.datasets.CohortError` naming the id.
+    """
+    import unicodedata
+
+    from .exceptions import CohortError
+
+    problem = None
+    if not isinstance(pid, str) or not pid:
+        problem = "is empty"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in pid):
+        problem = "holds a control character (newline, tab, ...)"
+    elif "/" in pid or "\\" in pid:
+        problem = "holds a path separator"
+    elif pid.startswith("."):
+        problem = "starts with a dot"
+    elif pid != pid.strip():
+        problem = "starts or ends with white space"
+    elif len(pid.encode("utf-8", "surrogatepass")) > 200:
+        problem = "is longer than 200 bytes"
+    if problem is not None:
+        raise CohortError(
+            f"participant id {pid!r}{' (' + str(where) + ')' if where else ''} cannot name "
+            f"a folder or a table row: it {problem}. Use ids like 'sub-001' (letters, "
+            "digits, '-' and '_').")
+    return pid
+
+
+# ------------------------------------------------------------------------------ JSON
+_MAX_INT_DIGITS = 30
+
+
+def _parse_int(text):
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        # no acquisition parameter is that large: infinite, so that the check of the key
+        # (finite, in range) names it, instead of an OverflowError in float() later
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def read_json_file(path, who=""):
+    """The JSON value in ``path``; a :class:`~sklearn_hemo.datasets.CohortError` naming
+    the file for anything that is not plain JSON of sane size: invalid text, nesting too
+    deep to parse. Integers of more than 30 digits read as infinite (they would overflow
+    ``float``), so the check of their key refuses them by name."""
+    from .exceptions import CohortError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise CohortError(f"{who}{path} is nested too deeply to be a sidecar (a damaged or "
+                          "forged file). Fix the file.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CohortError(f"{who}{path} is not valid JSON ({exc}). Fix the file.") from None
+
+
+def owns_folder(folder, command=None):
+    """Whether ``folder`` holds a valid owner file (of ``command``, when given) and
+    nothing the package did not write."""
+    record = _read_owner(folder)
+    if record is None or (command is not None and record.get("command") != command):
+        return False
+    return not foreign_files(folder)
 
 
 def mark_folder(folder, command, settings=None):
-    """Write the owner file of ``command`` into ``folder`` (created if needed)."""
-    from ._io import atomic_write_text
-
-    atomic_write_text(Path(folder) / OWNER_FILE,
-                      json.dumps({"command": command, "settings": settings or {}},
-                                 indent=2, sort_keys=True) + "\n")
+    """Claim ``folder`` for ``command`` (no overwrite): see :func:`claim_folder`."""
+    return claim_folder(folder, command, settings=settings)
 
 
 # ----------------------------------------------------------------------------- inputs

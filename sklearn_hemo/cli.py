@@ -78,31 +78,17 @@ def _add_simulate(sub):
 
 def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
     """Refuse, before any work, a cohort output folder this command may not write into:
-    not a folder, not writable, or non-empty with files an earlier run of ``command``
-    did not write (e.g. patient folders without participants.tsv). Marks it as ours."""
-    from pathlib import Path
+    not a folder, not writable, inside an input, or holding files sklearn-hemo did not
+    write (e.g. patient folders without participants.tsv) unless --overwrite. The one
+    guard of the library (:func:`sklearn_hemo._safety.claim_folder`); claims the folder,
+    so that an interrupted run may be rerun into it."""
+    from ._safety import OutputError, claim_folder
 
-    from ._safety import OutputError, check_writable_dir, is_inside, mark_folder, owns_folder
-
-    out = Path(folder)
     try:
-        for source in inputs:
-            if is_inside(out, source):
-                raise OutputError(f"{what} {out} is inside the input {source}; the command "
-                                  "never writes into its inputs. Choose a folder outside it.")
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"{out} exists and is not a folder. Choose a folder path.")
-        if (not overwrite and out.is_dir() and any(out.iterdir())
-                and not (out / "participants.tsv").exists() and not owns_folder(out, command)):
-            raise OutputError(
-                f"{out} is not empty and was not written by 'sklearn-hemo {command}' (it "
-                "holds e.g. patient folders without participants.tsv). Choose a new or "
-                "empty folder, or pass --overwrite to write over same-named files there.")
-        check_writable_dir(out, what)
+        claim_folder(folder, command, overwrite=overwrite, inputs=inputs, what=what)
     except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo {command}: {exc}") from None
-    if overwrite or not (out / "participants.tsv").exists():
-        mark_folder(out, command)  # so that an interrupted run may be rerun into it
+        raise SystemExit(f"sklearn-hemo {command}: {exc}".replace(
+            "overwrite=True (--overwrite)", "--overwrite")) from None
 
 
 def _run_simulate(args):
@@ -288,7 +274,8 @@ def _run_compare(args):
                 scheduler=args.scheduler, device=args.device, out_dir=args.out,
                 random_state=args.random_state, verbose=_verbose(args),
                 dry_run=args.dry_run, volumes=args.volumes and not args.dry_run,
-                reference=args.reference, repeats=args.repeats)
+                reference=args.reference, repeats=args.repeats,
+                overwrite=args.overwrite)
     except (CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo compare: {exc}") from None
     except KeyboardInterrupt:
@@ -395,6 +382,7 @@ def _check_train_out(args):
     from pathlib import Path
 
     from ._safety import OutputError, check_writable_dir, is_inside
+    from .persistence import check_bundle_target
 
     out = Path(args.out)
     try:
@@ -402,17 +390,14 @@ def _check_train_out(args):
             raise OutputError(f"--out {out} lies inside the cohort folder {args.data}; the "
                               "command never writes into its inputs. Choose a folder "
                               "outside it.")
-        if out.exists() or out.is_symlink():
-            if not args.overwrite:
-                raise OutputError(f"--out {out} already exists. Choose another folder, or "
-                                  "pass --overwrite to replace the model bundle there.")
-            if not (out / "manifest.json").is_file():
-                raise OutputError(f"--out {out} exists and is not a model bundle (no "
-                                  "manifest.json); refusing to replace it even with "
-                                  "--overwrite. Remove it or choose another folder.")
+        if (out.exists() or out.is_symlink()) and not args.overwrite:
+            raise OutputError(f"--out {out} already exists. Choose another folder, or "
+                              "pass --overwrite to replace the model bundle there.")
+        check_bundle_target(out, args.overwrite)  # save_model's own guard, before the fit
         check_writable_dir(out.parent, "--out")
-    except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    except (OutputError, FileExistsError) as exc:
+        raise SystemExit(f"sklearn-hemo train: --out {exc}".replace(
+            "pass overwrite=True", "pass --overwrite")) from None
 
 
 def _run_train(args):

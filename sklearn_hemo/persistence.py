@@ -229,6 +229,7 @@ def _detach(obj, path, found):
 
     if _is_cohort(obj):
         found["cohorts"].append(path)
+        found.setdefault("cohort_objects", []).append(obj)
         return None
     if _is_skorch_net(obj):
         found["nets"].append((path, obj))
@@ -465,14 +466,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; choose another folder or pass overwrite=True.")
-    if path.exists() and not (path / _MANIFEST).is_file():
-        raise FileExistsError(
-            f"{path} exists and is not a model bundle (no {_MANIFEST}); refusing to replace "
-            "it. Remove it or choose another folder.")
-    found = {"nets": [], "cohorts": [], "requests": []}
+    check_bundle_target(path, overwrite)
+    found = {"nets": [], "cohorts": [], "requests": [], "cohort_objects": []}
     detached = _detach(estimator, [], found)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -497,6 +492,8 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "versions": _versions(),
             "nets": net_records,
             "cohort_paths": found["cohorts"],
+            # which cohort the voxel references of the held cohort(s) point into
+            "cohort_fingerprints": [cohort_fingerprint(c) for c in found["cohort_objects"]],
             "metadata_requests": found["requests"],
             "metadata": metadata,
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
@@ -509,6 +506,50 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def check_bundle_target(path, overwrite):
+    """Refuse a bundle folder :func:`save_model` may not write: an existing ``path``
+    without ``overwrite``, and, even with it, anything but an intact bundle it wrote.
+
+    The folder is replaced (deleted) only when every file in it is listed in its
+    ``manifest.json`` with the SHA-256 it still has
+    (:func:`sklearn_hemo._safety.foreign_files`, the one ownership test of the
+    package): a folder that merely holds a file named ``manifest.json`` (a web app, a
+    copied manifest) or a bundle with files added or edited is never deleted.
+
+    Raises
+    ------
+    FileExistsError
+        Naming the folder, the files that are not the bundle's, and the fix.
+    """
+    from ._safety import ForeignFilesError, _shown, foreign_files
+
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; choose another folder or pass overwrite=True.")
+    if path.is_symlink() or not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a model bundle folder; refusing to "
+                              "replace it. Remove it or choose another folder.")
+    try:
+        listed = _read_manifest(path).get("files")
+    except BundleError:
+        listed = None
+    if not isinstance(listed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in listed.items()):
+        raise FileExistsError(
+            f"{path} exists and is not a model bundle (no valid {_MANIFEST}); refusing to "
+            "replace it. Remove it or choose another folder.")
+    foreign = foreign_files(path, {**listed, _MANIFEST: {"pending": True}})
+    if foreign:
+        raise ForeignFilesError(
+            f"{path} holds files that are not part of the model bundle saved there "
+            f"({_shown(foreign)}: not listed in its {_MANIFEST}, or changed since); "
+            "refusing to replace the folder even with overwrite, which only replaces a "
+            "bundle save_model wrote. Move those files, or choose another folder.")
 
 
 def _swap_into_place(tmp, path):
@@ -747,7 +788,36 @@ def _load(path, cohort, trusted):
             f"{path / _MANIFEST} lists {len(nets)} network(s) but the estimator holds "
             f"{len(missing) + len(nets)} ({', '.join(missing)} without its net_): the "
             "manifest was edited. Refusing to load a model that cannot predict; re-save it.")
-    if cohort is not None:
+    if cohort is not None and manifest.get("cohort_paths"):
+        _check_cohort(path, manifest, cohort)
         for cohort_path in manifest.get("cohort_paths", []):
             _set_at(estimator, _tuple_free(cohort_path), cohort)
     return estimator
+
+
+def cohort_fingerprint(cohort):
+    """What a voxel reference of ``cohort`` depends on: the ids in order and each PWI's
+    shape (headers only). Stored in a bundle so that :func:`load_model` can refuse to
+    attach another cohort."""
+    items = [[patient.id, [int(n) for n in patient.pwi.shape]] for patient in cohort]
+    digest = hashlib.sha256(json.dumps(items).encode()).hexdigest()
+    return {"n_patients": len(items), "first_ids": [i for i, _ in items[:3]],
+            "sha256": digest}
+
+
+def _check_cohort(path, manifest, cohort):
+    """BundleError when ``cohort`` is not the cohort the bundle's estimator held."""
+    saved = manifest.get("cohort_fingerprints")
+    if not isinstance(saved, list) or not saved:
+        return  # a bundle written before fingerprints were stored
+    given = cohort_fingerprint(cohort)
+    if all(isinstance(f, dict) and f.get("sha256") == given["sha256"] for f in saved):
+        return
+    first = saved[0] if isinstance(saved[0], dict) else {}
+    raise BundleError(
+        f"the cohort given to load_model is not the one the model in {path} was trained "
+        f"with (saved: {first.get('n_patients')} patients starting "
+        f"{first.get('first_ids')}; given: {given['n_patients']} patients starting "
+        f"{given['first_ids']}, or other image shapes): its voxel references would point at "
+        "other patients' voxels. Pass the training cohort, or load without a cohort and "
+        "map new patients with sklearn_hemo.risk.predict_risk_map.")

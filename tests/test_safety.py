@@ -224,27 +224,30 @@ def test_predict_replaces_an_existing_file_only_with_overwrite(trained, tmp_path
 
 
 def test_simulate_refuses_a_folder_of_patient_folders_without_table(cohort_dir, tmp_path):
-    # the state after the first steps of docs/data.rst: patient folders, no table yet
+    # the state after the first steps of docs/data.rst: patient folders, no table yet,
+    # made by the user (save_cohort records the files it writes in its owner file)
     (cohort_dir / "participants.tsv").unlink()
+    (cohort_dir / ".sklearn-hemo-owner.json").unlink()
     before = _files(cohort_dir)
-    with pytest.raises(SystemExit, match="not written by 'sklearn-hemo simulate'"):
+    with pytest.raises(SystemExit, match="sklearn-hemo simulate did not write"):
         main(["simulate", str(cohort_dir), "--n-patients", "2", "--shape", "8", "8", "1",
               "--quiet"])
     assert _files(cohort_dir) == before
     other = tmp_path / "notes"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(SystemExit, match="did not write .*notes.txt"):
         main(["simulate", str(other), "--n-patients", "2", "--shape", "8", "8", "1"])
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
 def test_import_refuses_a_folder_of_patient_folders_without_table(cohort_dir, tmp_path):
     (cohort_dir / "participants.tsv").unlink()
+    (cohort_dir / ".sklearn-hemo-owner.json").unlink()  # patient folders of the user's
     before = _files(cohort_dir)
     source = tmp_path / "bids"
     source.mkdir()
-    with pytest.raises(SystemExit, match="not written by 'sklearn-hemo import'"):
+    with pytest.raises(SystemExit, match="sklearn-hemo import did not write"):
         main(["import", str(source), "--out", str(cohort_dir), "--quiet"])
     assert _files(cohort_dir) == before
     with pytest.raises(SystemExit, match="inside the input"):

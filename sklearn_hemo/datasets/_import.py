@@ -55,9 +55,10 @@ from ._layout import (
     _read_nonsteady,
     check_before_writing,
     check_target,
+    claim_cohort_folder,
     load_cohort,
     parse_ht,
-    prepare_folder,
+    patient_files,
     write_participants,
     write_patient,
 )
@@ -768,7 +769,8 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
     if b_tolerance >= b_value / 2:
         raise ValueError(f"b_tolerance ({b_tolerance:g}) must be below half of b_value "
                          f"({b_value:g}), or b0 and b{b_value:g} volumes could mix.")
-    check_target(out, overwrite)  # refuse an existing cohort before reading anything
+    # refuse an existing cohort, or a folder of someone else's files, before reading
+    check_target(out, overwrite, "import", inputs=[source])
     plans = _plan(source, mapping, ht_pattern, session, float(b_value), float(b_tolerance),
                   float(timing_tolerance))
     check_before_writing([Patient(p.pid, p.pwi, p.pwi, p.pwi, echo_time=p.echo_time,
@@ -777,10 +779,13 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
                             desc="importing", unit="patient")
     patients = [_convert(plan, mask_interpolation, float(mask_threshold), float(min_overlap))
                 for plan in iterator]
-    out = prepare_folder(out, overwrite)
+    owned = claim_cohort_folder(out, overwrite, "import", inputs=[source])
+    out = owned.path
     for patient in patients:
-        write_patient(patient, out)
+        with owned.writing(patient_files(patient.id)):
+            write_patient(patient, out)
     log = {"source": str(src_abs), "participants": {p.pid: _record(p, source) for p in plans}}
-    atomic_write_text(out / _LOG, json.dumps(log, indent=2) + "\n")
-    write_participants(out, [(p.id, p.ht) for p in patients])
+    with owned.writing([_LOG, "participants.tsv"]):
+        atomic_write_text(out / _LOG, json.dumps(log, indent=2) + "\n")
+        write_participants(out, [(p.id, p.ht) for p in patients])
     return load_cohort(out)

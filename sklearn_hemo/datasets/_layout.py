@@ -34,7 +34,14 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text
-from .._safety import check_stale_files
+from .._safety import (
+    check_folder,
+    check_participant_id,
+    check_stale_files,
+    claim_folder,
+    read_json_file,
+    remove_if_owned,
+)
 from ..exceptions import CohortError
 from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
 from ..utils.fixes import Interval, validate_params
@@ -113,15 +120,18 @@ def _write(patients, path, overwrite, verbose):
     total = len(patients) if hasattr(patients, "__len__") else None
     patients = progress_bar(patients, verbose, line=lambda p: f"wrote {p.id}", total=total,
                             desc="writing", unit="patient")
-    path = prepare_folder(path, overwrite)
+    owned = claim_cohort_folder(path, overwrite, "save_cohort")
+    path = owned.path
     rows, seen = [], set()
     for patient in patients:
         # a one-shot iterator is checked as it goes: a repeated id never overwrites the
         # folder just written, and participants.tsv is not written
         check_before_writing([patient], seen)
-        write_patient(patient, path)
+        with owned.writing(patient_files(patient.id)):
+            write_patient(patient, path)
         rows.append((patient.id, patient.ht))
-    write_participants(path, rows)
+    with owned.writing([_PARTICIPANTS]):
+        write_participants(path, rows)
     return path
 
 
@@ -145,10 +155,17 @@ def check_before_writing(patients, seen=None):
 
 
 def _check_id(pid):
-    if not pid or Path(pid).name != pid or pid in (".", ".."):
+    check_participant_id(pid)
+    if Path(pid).name != pid or pid in (".", ".."):
         raise CohortError(
             f"participant id {pid!r} cannot name a folder; use ids like 'sub-001'."
         )
+
+
+def patient_files(pid):
+    """Relative paths of every file :func:`write_patient` may write or remove."""
+    names = [f"{name}{ext}" for name in _IMAGES for ext in (".nii.gz", ".nii")]
+    return [f"{pid}/{name}" for name in (*names, "pwi.json", "aif.tsv", "truth.npz")]
 
 
 def _truth_arrays(patient, truth):
@@ -176,12 +193,22 @@ def _with_time_step(img, repetition_time):
     return img
 
 
-def prepare_folder(path, overwrite):
-    """Check the target, create it and remove its table until the new one is complete."""
-    path = check_target(path, overwrite)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / _PARTICIPANTS).unlink(missing_ok=True)  # an interrupted run leaves no loadable mix
-    return path
+def claim_cohort_folder(path, overwrite, command="save_cohort", inputs=()):
+    """Check the target, claim it (:func:`sklearn_hemo._safety.claim_folder`) and remove
+    its table until the new one is complete; return the
+    :class:`~sklearn_hemo._safety.OwnedFolder`."""
+    path = check_target(path, overwrite, command, inputs)
+    owned = claim_folder(path, command, overwrite=overwrite, inputs=inputs, what="path")
+    table = path / _PARTICIPANTS
+    if owned.may_delete(_PARTICIPANTS):  # an interrupted run leaves no loadable mix
+        table.unlink(missing_ok=True)
+        owned.adopt([_PARTICIPANTS])
+    return owned
+
+
+def prepare_folder(path, overwrite, command="save_cohort"):
+    """:func:`claim_cohort_folder`, returning the folder's path."""
+    return claim_cohort_folder(path, overwrite, command).path
 
 
 def write_participants(path, rows):
@@ -195,8 +222,10 @@ def write_participants(path, rows):
     atomic_write_text(Path(path) / _PARTICIPANTS, "participant_id\tht\n" + lines)
 
 
-def check_target(path, overwrite):
-    """Refuse to write over an existing cohort unless ``overwrite``; return the Path."""
+def check_target(path, overwrite, command="save_cohort", inputs=()):
+    """Refuse to write over an existing cohort unless ``overwrite``, and into a folder
+    holding files the package did not write (even with ``overwrite`` those are never
+    deleted); writes nothing. Return the Path."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder. Choose a folder path.")
@@ -205,12 +234,14 @@ def check_target(path, overwrite):
             f"{path} already holds a cohort ({_PARTICIPANTS}). Choose an empty folder "
             "or pass overwrite=True (--overwrite on the command line)."
         )
+    check_folder(path, command, overwrite=overwrite, inputs=inputs, what="path")
     return path
 
 
 def write_patient(patient, root):
     """Write one patient's folder under ``root`` (all files atomically)."""
     _check_id(patient.id)
+    root = Path(root)
     folder = root / patient.id
     folder.mkdir(parents=True, exist_ok=True)
     for name in _IMAGES:
@@ -218,7 +249,7 @@ def write_patient(patient, root):
         if img is None:
             # never leave an older optional file behind to be read back with this patient
             for stale in (folder / f"{name}.nii.gz", folder / f"{name}.nii"):
-                stale.unlink(missing_ok=True)
+                remove_if_owned(root, stale)
             continue
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             img = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
@@ -239,7 +270,7 @@ def write_patient(patient, root):
                                                   patient.aif.values.tolist(), strict=True)]
         atomic_write_text(aif_file, "\n".join(lines) + "\n")
     else:
-        aif_file.unlink(missing_ok=True)
+        remove_if_owned(root, aif_file)
     truth_file = folder / "truth.npz"
     truth = patient.truth
     if truth is not None:
@@ -247,7 +278,7 @@ def write_patient(patient, root):
         with atomic_path(truth_file) as tmp:
             np.savez_compressed(tmp, **arrays)
     else:
-        truth_file.unlink(missing_ok=True)
+        remove_if_owned(root, truth_file)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -372,6 +403,7 @@ def _read_participants(path):
         if not pid or Path(pid).name != pid or pid in (".", ".."):
             raise CohortError(f"{table}, line {line}: participant_id {pid!r} is not a folder "
                               "name. Use ids like 'sub-001'.")
+        check_participant_id(pid, f"{table}, line {line}")
         if pid in lines:
             raise CohortError(
                 f"participant {pid}: listed twice in {table} (lines {lines[pid]} and {line}). "
@@ -407,6 +439,7 @@ def _find_image(folder, pid, name, required):
 
 
 def _read_patient(root, pid, ht, resample=False):
+    check_participant_id(pid, root / pid)
     folder = root / pid
     if not folder.is_dir():
         raise CohortError(
@@ -450,11 +483,7 @@ def _read_sidecar(path, pid):
             f"participant {pid}: {path} is missing. Write the PWI sidecar "
             '{"EchoTime": 0.030, "RepetitionTime": 1.8} (seconds).'
         )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise CohortError(f"participant {pid}: {path} is not valid JSON ({exc}). Fix the "
-                          "file.") from exc
+    meta = read_json_file(path, f"participant {pid}: ")
     values = []
     for key in ("EchoTime", "RepetitionTime"):
         value = meta.get(key) if isinstance(meta, dict) else None

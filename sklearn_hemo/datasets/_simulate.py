@@ -349,9 +349,13 @@ def make_stroke_cohort(
             "difficulty": difficulty}
     folder = None
     if out_dir is not None:
-        from ._layout import prepare_folder
+        from ._layout import claim_cohort_folder, patient_files
 
-        folder = prepare_folder(out_dir, overwrite)  # fail before simulating anything
+        owned = claim_cohort_folder(out_dir, overwrite)  # fail before simulating anything
+        folder = owned.path
+        written = [name for k in range(n_patients)
+                   for name in patient_files(f"sub-{k + 1:0{spec['width']}d}")]
+        owned.expect(written)  # recorded with their hashes once written
     # patients are independent: workers simulate (and write) them, results come in order
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_simulate_one)(k, spec, folder) for k in range(n_patients)
@@ -362,7 +366,10 @@ def make_stroke_cohort(
         return Cohort(list(results))
     from ._layout import load_cohort, write_participants
 
-    write_participants(folder, list(results))
+    try:
+        write_participants(folder, list(results))
+    finally:
+        owned.adopt([*written, "participants.tsv"])
     return load_cohort(folder)
 
 

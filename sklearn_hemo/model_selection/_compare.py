@@ -60,6 +60,7 @@ from ._resume import (
     _canonical,
     _json_default,
     cohort_signature,
+    claim_results_folder,
     fingerprint,
     model_key,
 )
@@ -305,6 +306,7 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
         "reference": [str, None],
         "repeats": [Interval(Integral, 1, None, closed="left")],
         "volumes": ["boolean"],
+        "overwrite": ["boolean"],
         "progress": DEPRECATED_FLAG,
         "estimate_time": DEPRECATED_FLAG,
     },
@@ -317,7 +319,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                    backend="loky", scheduler=None, device="cpu", out_dir=None,
                    random_state=0, verbose=0, plot=True, precompute_features=True,
                    reference=None, repeats=1, dry_run=False, volumes=False,
-                   progress=DEPRECATED, estimate_time=DEPRECATED):
+                   overwrite=False, progress=DEPRECATED, estimate_time=DEPRECATED):
     """Patient-grouped nested comparison of models, with bootstrap confidence intervals.
 
     Draws a balanced sample of voxels, gives every voxel an out-of-fold score from each
@@ -373,7 +375,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         Torch device of the LSTM rows (``"cuda"`` on a GPU machine).
     out_dir : path-like or None, default=None
         Folder for the outputs and the resume cache (``parts/``). None keeps everything
-        in memory (no resume).
+        in memory (no resume). It may not lie inside the cohort's folder, and a folder
+        holding files this package did not write there is refused unless ``overwrite``
+        (see :func:`sklearn_hemo._safety.claim_folder`).
     random_state : int, default=0
         Seed of the sampling, the folds, the models and the bootstrap. Results (and the
         resume cache) depend on it.
@@ -415,6 +419,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         model and fold, and is not resumed; with ``repeats > 1``, of the first replicate.
         A model that cannot be mapped (e.g. a first step that reads no voxel references)
         is skipped with a warning.
+    overwrite : bool, default=False
+        Write into an ``out_dir`` that holds files this package did not write there
+        (same-named files are replaced; nothing else is deleted).
     progress : bool
         Deprecated since 0.1, removed in 0.2: use ``verbose`` (``progress=True`` is
         ``verbose=1``).
@@ -483,13 +490,17 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     """
     verbose = resolve_verbose(verbose, "compare_models", progress=progress,
                               estimate_time=estimate_time)
+    owned = None if out_dir is None else claim_results_folder(out_dir, cohort, overwrite)
     if dry_run:
         from ._plan import plan_comparison
 
-        return plan_comparison(_cohort_for(cohort, random_state), models, protocol=protocol,
-                               n_outer=n_outer, n_inner=n_inner, n_samples=n_samples,
-                               n_jobs=n_jobs, device=device, random_state=random_state,
-                               precompute_features=precompute_features, out_dir=out_dir)
+        with owned.writing(["plan.json"]) if owned is not None else contextlib.nullcontext():
+            return plan_comparison(_cohort_for(cohort, random_state), models,
+                                   protocol=protocol, n_outer=n_outer, n_inner=n_inner,
+                                   n_samples=n_samples, n_jobs=n_jobs, device=device,
+                                   random_state=random_state,
+                                   precompute_features=precompute_features,
+                                   out_dir=out_dir)
     options = _RunOptions(
         models=models, protocol=protocol, n_outer=n_outer, n_inner=n_inner,
         n_samples=n_samples, scoring=scoring, n_resamples=n_resamples,
@@ -500,7 +511,8 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         result = _compare_once(_cohort_for(cohort, random_state), random_state, options,
                                volumes=volumes)
         if out_dir is not None:
-            write_outputs(result, out_dir, plot=plot)
+            with owned.writing(changed=True):
+                write_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
@@ -509,8 +521,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         result = _compare_once(_cohort_for(cohort, seed), seed, options,
                                volumes=volumes and r == 0)
         if out_dir is not None:
-            write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False,
-                          volumes=False)
+            with owned.writing(changed=True):
+                write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}",
+                              plot=False, volumes=False)
         results.append(result)
     main = results[0]
     main.stability = stability_table([res.table for res in results])
@@ -520,7 +533,8 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         "runs": [res.run["run"] for res in results],
     }
     if out_dir is not None:
-        write_outputs(main, out_dir, plot=plot)
+        with owned.writing(changed=True):
+            write_outputs(main, out_dir, plot=plot)
     return main
 
 
@@ -603,7 +617,7 @@ def _part_store(setup, options):
                    "cohort_path": None if cohort.path is None else str(cohort.path)}
     return PartStore(options.out_dir,
                      fingerprint(cohort_content=cohort_signature(cohort), **config),
-                     description)
+                     description, cohort_path=cohort.path)
 
 
 def _load_parts(setup, store, keys):

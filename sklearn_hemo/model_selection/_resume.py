@@ -5,9 +5,13 @@ Layout under the output folder::
     parts/<run key>/config.json           what the run key stands for (for humans)
     parts/<run key>/<model>__fold<k>.npz  out-of-fold scores of one model on one fold
 
-The *run key* is a hash of everything that decides which voxels are scored in which fold:
-the cohort (ids, labels), the sampled voxel references and labels, the outer folds, the
-inner cross-validation, the scoring and the seed. A changed configuration therefore gets
+The *run key* is a hash of everything the results depend on: the cohort (ids, labels,
+every image file by path, size and modification time or in-memory voxels and affine,
+the full content of every sidecar read: ``pwi.json`` whole, so that any key of it,
+known today or added later, counts, and ``aif.tsv``; the acquisition times, slice
+timing, non-steady frames and AIF as the patients hold them), the package version, the
+protocol, the sampled voxel references and labels, the outer folds, the inner
+cross-validation, the scoring and the seed. A changed configuration therefore gets
 a new folder and never reuses stale parts. Each part also stores a *model key* (a hash of
 the pipeline's parameters and its grid); a part whose model key no longer matches is
 recomputed and overwritten. Parts are written atomically, so an interrupted run leaves
@@ -27,7 +31,11 @@ from sklearn.base import BaseEstimator
 from .._io import atomic_path, atomic_write_text
 from ..datasets import Cohort
 
-__all__ = ["PartStore", "cohort_signature", "fingerprint", "model_key"]
+__all__ = ["PartStore", "claim_results_folder", "cohort_signature", "fingerprint",
+           "model_key"]
+
+#: files of a patient folder read besides the images, hashed whole into the run key
+_SIDECARS = ("pwi.json", "aif.tsv")
 
 _FORMAT = 1
 # parameters that change how fast a model trains, not what it learns
@@ -78,24 +86,44 @@ def cohort_signature(cohort):
 
     patients = []
     for patient in cohort:
-        images = {}
+        images, folder = {}, None
         for name in ("pwi", "dwi_b0", "dwi_b1000", "brain_mask", "ht_mask"):
             source = patient.source(name)
             if source is not None:
                 stat = Path(source).stat()
                 images[name] = [str(Path(source).resolve()), stat.st_size, stat.st_mtime_ns]
+                folder = Path(source).parent if name == "pwi" else folder
             else:
                 image = getattr(patient, name)
-                images[name] = None if image is None else _canonical(
-                    np.asarray(image.dataobj))
+                images[name] = None if image is None else [
+                    _canonical(np.asarray(image.dataobj)), _canonical(image.affine)]
+        sidecars = {}
+        for name in _SIDECARS if folder is not None else ():
+            path = folder / name
+            sidecars[name] = hashlib.sha256(path.read_bytes()).hexdigest() \
+                if path.is_file() else None
         aif = patient.aif
         patients.append({
-            "id": patient.id, "images": images, "echo_time": patient.echo_time,
-            "repetition_time": patient.repetition_time,
+            "id": patient.id, "images": images, "sidecars": sidecars,
+            "echo_time": patient.echo_time, "repetition_time": patient.repetition_time,
+            "slice_timing": _canonical(getattr(patient, "slice_timing", None)),
+            "n_nonsteady": getattr(patient, "n_nonsteady", None),
             "aif": None if aif is None else [aif.kind, _canonical(aif.time),
                                              _canonical(aif.values)],
         })
     return {"sklearn_hemo": __version__, "patients": patients}
+
+
+def claim_results_folder(out_dir, cohort, overwrite=False):
+    """Claim ``out_dir`` for :func:`compare_models` before any work: not inside the
+    cohort's folder, no files there that the package did not write unless ``overwrite``
+    (:func:`sklearn_hemo._safety.claim_folder`). Returns the
+    :class:`~sklearn_hemo._safety.OwnedFolder`."""
+    from .._safety import claim_folder
+
+    inputs = [cohort.path] if isinstance(cohort, Cohort) and cohort.path is not None else []
+    return claim_folder(out_dir, "compare", overwrite=overwrite, inputs=inputs,
+                        what="out_dir")
 
 
 def fingerprint(**config):
@@ -111,12 +139,22 @@ def model_key(pipeline, grid):
 class PartStore:
     """Finished (model, outer fold) results of one run configuration on disk."""
 
-    def __init__(self, out_dir, run_key, description):
+    def __init__(self, out_dir, run_key, description, cohort_path=None):
+        from .._safety import OutputError, OwnedFolder, is_inside
+
+        if cohort_path is not None and is_inside(out_dir, cohort_path):
+            raise OutputError(f"out_dir {out_dir} lies inside the cohort folder "
+                              f"{cohort_path}; a comparison never writes into its inputs. "
+                              "Choose a folder outside it.")
+        # every part is recorded (name and SHA-256) in out_dir's owner file
+        self.owned = OwnedFolder.of(out_dir, "compare")
         self.folder = Path(out_dir) / "parts" / run_key[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.json"
         if not config.exists():
-            atomic_write_text(config, json.dumps(description, indent=2, default=str) + "\n")
+            with self.owned.writing([config]):
+                atomic_write_text(config,
+                                  json.dumps(description, indent=2, default=str) + "\n")
 
     def _path(self, model, fold):
         return self.folder / f"{model}__fold{fold}.npz"
@@ -141,7 +179,8 @@ class PartStore:
         np.savez(buffer, scores=np.asarray(part["scores"], dtype=float),
                  test=np.asarray(part["test"], dtype=np.int64),
                  meta=np.array(json.dumps(meta, default=_json_default)))
-        with atomic_path(self._path(model, fold)) as tmp:
+        with self.owned.writing([self._path(model, fold)]), \
+                atomic_path(self._path(model, fold)) as tmp:
             tmp.write_bytes(buffer.getvalue())
 
 
