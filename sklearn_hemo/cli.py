@@ -214,8 +214,10 @@ def _compare_cohort(args, seed=None):
     cohort = make_stroke_cohort(**PAPER_COHORT, random_state=seed,
                                 out_dir=folder, overwrite=True, verbose=_verbose(args))
     from ._io import atomic_write_text
+    from ._safety import OwnedFolder
 
-    atomic_write_text(marker, json.dumps(spec) + "\n")
+    with OwnedFolder.of(args.out, "compare").writing([marker.name]):  # recorded as ours
+        atomic_write_text(marker, json.dumps(spec) + "\n")
     return cohort
 
 
@@ -503,6 +505,9 @@ def _run_predict(args):
     from .persistence import BundleError, load_model
     from .risk import predict_risk_map
 
+    if not 0.0 <= args.threshold <= 1.0:  # also NaN: checked before anything is written
+        raise SystemExit(f"sklearn-hemo predict: --threshold {args.threshold} must be a "
+                         "risk between 0 and 1 (e.g. 0.5).")
     if not args.out.endswith((".nii", ".nii.gz")):
         # checked first: nibabel picks the format from the suffix, after the whole map
         raise SystemExit(f"sklearn-hemo predict: --out {args.out} must end with .nii.gz or "

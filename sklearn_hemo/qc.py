@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -383,6 +384,7 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
     2
     """
     from ._io import atomic_path, atomic_write_text
+    from ._safety import check_participant_id, claim_folder
 
     verbose = resolve_verbose(verbose, "write_qc_report", progress=progress)
     out = Path(out_dir)
@@ -390,7 +392,10 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
     if index.exists() and not overwrite:
         raise FileExistsError(f"{index} already exists; choose another folder or pass "
                               "overwrite=True (--overwrite) to replace the report.")
-    out.mkdir(parents=True, exist_ok=True)
+    for patient in cohort:  # ids name files and links: checked before anything is written
+        check_participant_id(patient.id)
+    owned = claim_folder(out, "qc", overwrite=overwrite,
+                         inputs=[cohort.path] if cohort.path is not None else [])
     patients = progress_bar(cohort, verbose, desc="qc", unit="patient",
                             line=lambda p: f"qc of {p.id} written")
     results, rows = [], []
@@ -398,20 +403,20 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
         qc = patient_qc(patient, maps=maps)
         fig = _plot_patient(qc, patient)
         name = f"{patient.id}_qc.png"
-        with atomic_path(out / name) as tmp:
+        with owned.writing([name]), atomic_path(out / name) as tmp:
             fig.savefig(tmp, dpi=dpi)
         results.append(qc)
         items = "".join(f"<li>{html.escape(w)}</li>" for w in qc.warnings) or "<li>none</li>"
         status = "warn" if qc.warnings else "ok"
         rows.append(
-            f'<tr class="{status}"><td><a href="#{html.escape(patient.id)}">'
+            f'<tr class="{status}"><td><a href="{_anchor_link(patient.id)}">'
             f"{html.escape(patient.id)}</a></td><td>{qc.n_nonsteady}</td>"
             f"<td>{'aif.tsv' if qc.measured_aif else len(qc.aif_voxels)}</td>"
             f"<td>{int(qc.brain_mask.sum())}</td><td>{len(qc.warnings)}</td>"
             f"<td><ul>{items}</ul></td></tr>")
     figures = "\n".join(
-        f'<section id="{html.escape(qc.id)}"><h2>{html.escape(qc.id)}</h2>'
-        f'<a href="{html.escape(qc.id)}_qc.png"><img src="{html.escape(qc.id)}_qc.png" '
+        f'<section id="{_anchor(qc.id)}"><h2>{html.escape(qc.id)}</h2>'
+        f'<a href="{_file_link(qc.id + "_qc.png")}"><img src="{_file_link(qc.id + "_qc.png")}" '
         f'alt="QC of {html.escape(qc.id)}"></a></section>' for qc in results)
     n_warn = sum(bool(qc.warnings) for qc in results)
     page = f"""<!DOCTYPE html>
@@ -433,5 +438,22 @@ use them. Images in radiological convention (the patient's right on the left).</
 {figures}
 </body></html>
 """
-    atomic_write_text(index, page)
+    with owned.writing([index.name]):
+        atomic_write_text(index, page)
     return results
+
+
+def _file_link(name):
+    """A link to file ``name`` beside the page: ``./`` + the percent-quoted name, so that
+    no id can become a URL scheme (``javascript:``), a query (``?``), a fragment (``#``)
+    or an escape (``%``)."""
+    return html.escape("./" + urllib.parse.quote(name, safe=""), quote=True)
+
+
+def _anchor(pid):
+    """The ``id`` attribute of a patient's section (percent-quoted, as its link)."""
+    return html.escape(urllib.parse.quote(pid, safe=""), quote=True)
+
+
+def _anchor_link(pid):
+    return "#" + _anchor(pid)

@@ -164,7 +164,7 @@ def test_qc_command_writes_a_png_per_patient_and_an_index(tmp_path, capsys):
     assert pngs == ["sub-001_qc.png", "sub-ph_qc.png"]
     page = (out / "index.html").read_text()
     for name in pngs:
-        assert f'src="{name}"' in page
+        assert f'src="./{name}"' in page
     assert "sub-ph: the PWI series ends" in page and "sub-ph: the first 2 PWI" in page
     assert "QC warning: participant sub-ph" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="already exists"):

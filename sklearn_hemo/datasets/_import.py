@@ -38,6 +38,7 @@ import nibabel as nib
 import numpy as np
 
 from .._io import atomic_write_text
+from .._safety import check_declared_image, check_participant_id, read_json_file
 from ..exceptions import CohortError
 from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
 from ..utils._warnings import find_stack_level
@@ -227,11 +228,7 @@ def _sidecar(pid, image):
             "Convert with dcm2niix -b y, or write it with EchoTime and RepetitionTime in "
             "seconds."
         )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CohortError(f"participant {pid}: {path} is not valid JSON ({exc}). Fix the "
-                          "file.") from exc
+    meta = read_json_file(path, f"participant {pid}: ")  # deep nesting, huge numbers
     if not isinstance(meta, dict):
         raise CohortError(f"participant {pid}: {path} does not hold a JSON object. Fix the "
                           "file.")
@@ -304,10 +301,12 @@ def _timing(pid, path, meta, n_frames, n_slices, tolerance):
 # -- planning (headers and sidecars only) --------------------------------------------------
 def _load(pid, path):
     try:
-        return nib.load(path)
+        img = nib.load(path)
     except Exception as exc:  # nibabel raises many types on damaged headers
         raise CohortError(f"participant {pid}: {path} cannot be read as NIfTI ({exc}). "
                           "Re-export the file.") from exc
+    check_declared_image(pid, path, img)  # from the header, before any grid is allocated
+    return img
 
 
 def _choose_pwi(plan, candidates, tolerance):
@@ -327,6 +326,7 @@ def _choose_pwi(plan, candidates, tolerance):
         timing = _timing(pid, sidecar, meta, img.shape[3], img.shape[2], tolerance)
         series.append((path, img, timing))
     if len(series) > 1:
+        _check_same_timing(pid, series)
         echoes = [timing[0] for _, _, timing in series]
         sessions = {_session_of_any(path) for path, _, _ in series}
         if len(set(echoes)) != len(echoes) or len(sessions) > 1 or len(
@@ -351,6 +351,24 @@ def _choose_pwi(plan, candidates, tolerance):
     return img
 
 
+def _check_same_timing(pid, series):
+    """Echoes of one DSC acquisition share its frame times: refuse "echoes" whose
+    repetition times (or non-steady frames) differ, instead of silently using one."""
+    for index, label in ((1, "RepetitionTime"), (3, "NonSteadyStateFrames")):
+        values = [timing[index] for _, _, timing in series]
+        first = values[0]
+        differ = any((v is None) != (first is None) or (
+            v is not None and not math.isclose(v, first, rel_tol=1e-3, abs_tol=1e-6))
+            for v in values)
+        if differ:
+            shown = ", ".join(f"{path.name}: {v}" for (path, _, _), v in zip(series, values,
+                                                                            strict=True))
+            raise CohortError(
+                f"participant {pid}: several DSC series with different {label} ({shown}) "
+                "cannot be the echoes of one acquisition. Keep one: pass session= "
+                "(--session) or list it in a map (--map).")
+
+
 def _session_of_any(path):
     """The nearest ``ses-*`` folder above ``path``, or None."""
     for part in reversed(Path(path).parts[:-1]):
@@ -372,6 +390,11 @@ def _read_bvals(pid, dwi, n_volumes):
     except ValueError as exc:
         raise CohortError(f"participant {pid}: {path} does not hold numbers ({exc}). Fix "
                           "the file.") from exc
+    bad = bvals[~np.isfinite(bvals) | (bvals < 0)]
+    if bad.size:
+        raise CohortError(f"participant {pid}: {path} holds the b-value(s) "
+                          f"{sorted(set(bad.tolist()))}; b-values are finite and >= 0 "
+                          "(s/mm2). Fix the file (a negative value is not b0).")
     if bvals.size != n_volumes:
         raise CohortError(f"participant {pid}: {path} has {bvals.size} b-values but "
                           f"{dwi.name} has {n_volumes} volume(s). Use the .bval written "
@@ -471,6 +494,8 @@ def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance)
         raise CohortError(f"{source}: no DSC series found (looked for "
                           f"{' and '.join(_PWI_PATTERNS)}). For a tree that is not BIDS, "
                           "give a map (--map) of participant, role, path.")
+    for pid in pids:  # ids name folders and table rows: all checked before any is read
+        check_participant_id(pid, source)
     plans = []
     for pid in pids:
         roles = found[pid]
@@ -558,6 +583,12 @@ def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
             continue
         img = nib.load(path)
         data = _as_3d(img)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            # NaN > 0 is False: it would silently read as "no bleed" in that voxel
+            raise CohortError(
+                f"participant {pid}: {path} ({name}) holds "
+                f"{int((~np.isfinite(data)).sum())} NaN or infinite value(s); a mask is 0 "
+                "or 1 in every voxel. Fix the file (e.g. set those voxels to 0 or 1).")
         _coverage_warning(plan, path, data.shape, img.affine, pwi, brain, min_overlap)
         if data.shape == grid and np.allclose(img.affine, affine, atol=1e-3):
             mask = (np.asarray(data) > 0).astype(np.uint8)
