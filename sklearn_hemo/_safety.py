@@ -32,6 +32,7 @@ __all__ = [
     "ForeignFilesError",
     "OutputError",
     "OwnedFolder",
+    "check_bundle_folder",
     "check_declared_image",
     "check_distinct_patients",
     "check_folder",
@@ -307,7 +308,7 @@ def foreign_files(folder, record_files=None):
     return foreign
 
 
-def _shown(names, limit=5):
+def shown_names(names, limit=5):
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
@@ -507,7 +508,7 @@ def check_folder(folder, command, *, overwrite=False, inputs=(), what="out_dir")
     if foreign and not overwrite:
         raise ForeignFilesError(
             f"{what} {folder} already holds files that sklearn-hemo {command} did not "
-            f"write ({_shown(foreign)}). Choose a new or empty folder, or pass "
+            f"write ({shown_names(foreign)}). Choose a new or empty folder, or pass "
             "overwrite=True (--overwrite) to write over same-named files there (nothing "
             "else is deleted).")
     return foreign
@@ -597,6 +598,48 @@ def read_json_file(path, who=""):
                           "forged file). Fix the file.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CohortError(f"{who}{path} is not valid JSON ({exc}). Fix the file.") from None
+
+
+def check_bundle_folder(path, overwrite, read_manifest):
+    """Refuse a model bundle folder ``save_model`` may not write: an existing ``path``
+    without ``overwrite`` and, even with it, anything but an intact bundle it wrote.
+
+    The folder is replaced (deleted) only when every file in it is listed in its
+    ``manifest.json`` (read by ``read_manifest(path)``, which raises on anything that is
+    not a bundle manifest) with the SHA-256 it still has (:func:`foreign_files`, the one
+    ownership test): a folder that merely holds a file named ``manifest.json`` (a web
+    app, a copied manifest) or a bundle with files added or edited is never deleted.
+
+    Raises
+    ------
+    FileExistsError
+        Naming the folder, the files that are not the bundle's, and the fix.
+    """
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; choose another folder or pass overwrite=True.")
+    if path.is_symlink() or not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a model bundle folder; refusing to "
+                              "replace it. Remove it or choose another folder.")
+    try:
+        listed = read_manifest(path).get("files")
+    except Exception:  # noqa: BLE001 - whatever the reader refuses is no bundle manifest
+        listed = None
+    if not isinstance(listed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in listed.items()):
+        raise FileExistsError(
+            f"{path} exists and is not a model bundle (no valid manifest.json); refusing to "
+            "replace it. Remove it or choose another folder.")
+    foreign = foreign_files(path, {**listed, "manifest.json": {"pending": True}})
+    if foreign:
+        raise ForeignFilesError(
+            f"{path} holds files that are not part of the model bundle saved there "
+            f"({shown_names(foreign)}: not listed in its manifest.json, or changed since); "
+            "refusing to replace the folder even with overwrite, which only replaces a "
+            "bundle save_model wrote. Move those files, or choose another folder.")
 
 
 def owns_folder(folder, command=None):

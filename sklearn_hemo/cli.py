@@ -383,8 +383,8 @@ def _check_train_out(args):
     """Refuse a --out that training could not write, before the (long) fit."""
     from pathlib import Path
 
-    from ._safety import OutputError, check_writable_dir, is_inside
-    from .persistence import check_bundle_target
+    from ._safety import OutputError, check_bundle_folder, check_writable_dir, is_inside
+    from .persistence import read_manifest
 
     out = Path(args.out)
     try:
@@ -395,11 +395,13 @@ def _check_train_out(args):
         if (out.exists() or out.is_symlink()) and not args.overwrite:
             raise OutputError(f"--out {out} already exists. Choose another folder, or "
                               "pass --overwrite to replace the model bundle there.")
-        check_bundle_target(out, args.overwrite)  # save_model's own guard, before the fit
+        check_bundle_folder(out, args.overwrite, read_manifest)  # save_model's guard
         check_writable_dir(out.parent, "--out")
-    except (OutputError, FileExistsError) as exc:
+    except OutputError as exc:
+        raise SystemExit(f"sklearn-hemo train: {exc}") from None
+    except FileExistsError as exc:
         raise SystemExit(f"sklearn-hemo train: --out {exc}".replace(
-            "pass overwrite=True", "pass --overwrite")) from None
+            "even with overwrite", "even with --overwrite")) from None
 
 
 def _run_train(args):

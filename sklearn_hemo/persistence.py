@@ -52,6 +52,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._io import UMASK
+from ._safety import check_bundle_folder
 from .datasets import Cohort
 from .exceptions import BundleError, BundleVersionWarning
 from .utils._warnings import find_stack_level
@@ -435,7 +436,9 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
         renamed into place, so an interrupted save leaves no half-written bundle.
     overwrite : bool, default=False
         Replace an existing bundle at ``path``; otherwise an existing ``path`` is an
-        error.
+        error. Only an intact bundle is replaced: a folder holding any file its
+        ``manifest.json`` does not list with that SHA-256 (files of yours, a copied
+        manifest) is refused even with ``overwrite=True``.
     metadata : dict or None, default=None
         JSON-serialisable provenance (training data, parameters, ...) stored in the
         manifest under ``"metadata"``; read it back with :func:`read_manifest`.
@@ -466,7 +469,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
     path = Path(path)
-    check_bundle_target(path, overwrite)
+    check_bundle_folder(path, overwrite, _read_manifest)  # never a folder of other files
     found = {"nets": [], "cohorts": [], "requests": [], "cohort_objects": []}
     detached = _detach(estimator, [], found)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +496,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "nets": net_records,
             "cohort_paths": found["cohorts"],
             # which cohort the voxel references of the held cohort(s) point into
-            "cohort_fingerprints": [cohort_fingerprint(c) for c in found["cohort_objects"]],
+            "cohort_fingerprints": [_cohort_fingerprint(c) for c in found["cohort_objects"]],
             "metadata_requests": found["requests"],
             "metadata": metadata,
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
@@ -506,50 +509,6 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def check_bundle_target(path, overwrite):
-    """Refuse a bundle folder :func:`save_model` may not write: an existing ``path``
-    without ``overwrite``, and, even with it, anything but an intact bundle it wrote.
-
-    The folder is replaced (deleted) only when every file in it is listed in its
-    ``manifest.json`` with the SHA-256 it still has
-    (:func:`sklearn_hemo._safety.foreign_files`, the one ownership test of the
-    package): a folder that merely holds a file named ``manifest.json`` (a web app, a
-    copied manifest) or a bundle with files added or edited is never deleted.
-
-    Raises
-    ------
-    FileExistsError
-        Naming the folder, the files that are not the bundle's, and the fix.
-    """
-    from ._safety import ForeignFilesError, _shown, foreign_files
-
-    path = Path(path)
-    if not (path.exists() or path.is_symlink()):
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; choose another folder or pass overwrite=True.")
-    if path.is_symlink() or not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a model bundle folder; refusing to "
-                              "replace it. Remove it or choose another folder.")
-    try:
-        listed = _read_manifest(path).get("files")
-    except BundleError:
-        listed = None
-    if not isinstance(listed, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in listed.items()):
-        raise FileExistsError(
-            f"{path} exists and is not a model bundle (no valid {_MANIFEST}); refusing to "
-            "replace it. Remove it or choose another folder.")
-    foreign = foreign_files(path, {**listed, _MANIFEST: {"pending": True}})
-    if foreign:
-        raise ForeignFilesError(
-            f"{path} holds files that are not part of the model bundle saved there "
-            f"({_shown(foreign)}: not listed in its {_MANIFEST}, or changed since); "
-            "refusing to replace the folder even with overwrite, which only replaces a "
-            "bundle save_model wrote. Move those files, or choose another folder.")
 
 
 def _swap_into_place(tmp, path):
@@ -698,7 +657,9 @@ def load_model(path, cohort=None, *, trusted=None):
     ------
     BundleError
         The folder is not a bundle, a file is missing, unlisted or changed since saving,
-        or the bundle names types that are not trusted.
+        the bundle names types that are not trusted, or ``cohort`` is not the cohort
+        the estimator held when saved (its ids in order and image shapes, stored as a
+        fingerprint in the manifest): voxel references would point at other voxels.
 
     Warns
     -----
@@ -795,7 +756,7 @@ def _load(path, cohort, trusted):
     return estimator
 
 
-def cohort_fingerprint(cohort):
+def _cohort_fingerprint(cohort):
     """What a voxel reference of ``cohort`` depends on: the ids in order and each PWI's
     shape (headers only). Stored in a bundle so that :func:`load_model` can refuse to
     attach another cohort."""
@@ -810,7 +771,7 @@ def _check_cohort(path, manifest, cohort):
     saved = manifest.get("cohort_fingerprints")
     if not isinstance(saved, list) or not saved:
         return  # a bundle written before fingerprints were stored
-    given = cohort_fingerprint(cohort)
+    given = _cohort_fingerprint(cohort)
     if all(isinstance(f, dict) and f.get("sha256") == given["sha256"] for f in saved):
         return
     first = saved[0] if isinstance(saved[0], dict) else {}

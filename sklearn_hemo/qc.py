@@ -358,7 +358,10 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
     out_dir : path-like
         Output folder (created).
     overwrite : bool, default=False
-        Allow replacing a report (``index.html``) already in ``out_dir``.
+        Allow replacing a report (``index.html``) already in ``out_dir``, and writing
+        into a folder holding files this package did not write there (only same-named
+        files are replaced; nothing else is deleted). ``out_dir`` may not lie inside the
+        cohort's folder.
     maps : bool, default=True
         Compute and draw the perfusion maps and their plausibility measures.
     dpi : int, default=80

@@ -728,7 +728,9 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
         Warn when an image covers less than this fraction of the head in the PWI field
         of view (images that do not overlap it at all are refused).
     overwrite : bool, default=False
-        Allow writing over a cohort already in ``out_dir``.
+        Allow writing over a cohort already in ``out_dir``, or into a folder holding
+        files this package did not write there (only same-named files are replaced;
+        nothing else is deleted).
     verbose : int, default=0
         0 silent; 1 a progress bar; 2 also one line per participant converted. Bars and lines go to
         standard error; warnings are raised whatever ``verbose`` is.

@@ -83,7 +83,10 @@ def save_cohort(cohort, path, *, overwrite=False, verbose=0, progress=DEPRECATED
     path : path-like
         Output folder, created if needed.
     overwrite : bool, default=False
-        Allow writing over a folder that already holds ``participants.tsv``.
+        Allow writing over a folder that already holds ``participants.tsv``, or files
+        this package did not write there (recorded with their SHA-256 in
+        ``.sklearn-hemo-owner.json``). Even then only same-named files are replaced:
+        nothing else is deleted.
     verbose : int, default=0
         0 silent; 1 a progress bar; 2 also one line per patient written. Bars and lines go to
         standard error; warnings are raised whatever ``verbose`` is.

@@ -59,8 +59,8 @@ from ._resume import (
     PartStore,
     _canonical,
     _json_default,
-    cohort_signature,
     claim_results_folder,
+    cohort_signature,
     fingerprint,
     model_key,
 )
