@@ -279,6 +279,26 @@ def test_save_cohort_reruns_into_its_own_folder_and_records_what_it_wrote(tiny, 
     assert _safety.foreign_files(folder) == ["sub-002/pwi.json"]
 
 
+def test_an_interrupted_save_cohort_can_be_rerun_into_its_folder(tiny, tmp_path,
+                                                                 monkeypatch):
+    from sklearn_hemo.datasets import _layout
+
+    write = _layout.atomic_write_text
+
+    def interrupted(path, text, *args, **kwargs):
+        if Path(path).parent.name == "sub-002" and Path(path).name == "pwi.json":
+            raise KeyboardInterrupt  # sub-002's images are written, its sidecar is not
+        return write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(_layout, "atomic_write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_cohort(tiny, tmp_path / "cohort")
+    monkeypatch.setattr(_layout, "atomic_write_text", write)
+    assert _safety.foreign_files(tmp_path / "cohort") == []  # all of it recorded as ours
+    save_cohort(tiny, tmp_path / "cohort")  # no overwrite needed: nothing there is yours
+    assert load_cohort(tmp_path / "cohort").ids == tiny.ids
+
+
 # ------------------------------- 5. compare_models replaced a user's table / cohort folder
 def test_compare_models_refuses_a_users_files_and_the_cohort_folder(cohort_dir, tmp_path):
     cohort = load_cohort(cohort_dir)
@@ -298,6 +318,34 @@ def test_compare_models_refuses_a_users_files_and_the_cohort_folder(cohort_dir, 
     assert (out / "notes.txt").read_text() == "mine"  # only same-named files replaced
     assert (out / "table.csv").read_text() != "the user's table\n"
     assert _safety.foreign_files(out) == ["notes.txt"]  # what it wrote is recorded as its own
+
+
+# ------------------------------ the same guard in write_qc_report and import_cohort
+def test_write_qc_report_refuses_a_users_files_and_keeps_them_with_overwrite(tiny,
+                                                                             tmp_path):
+    from sklearn_hemo.qc import write_qc_report
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="did not write.*notes.txt"):
+        write_qc_report(Cohort(list(tiny)[:1]), out, maps=False)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    write_qc_report(Cohort(list(tiny)[:1]), out, maps=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert _safety.foreign_files(out) == ["notes.txt"]
+
+
+def test_import_cohort_refuses_a_folder_of_the_users_files_before_reading(tiny, tmp_path):
+    src = tmp_path / "src"
+    _bids(src, tiny[0])
+    out = tmp_path / "mine"
+    (out / "sub-01").mkdir(parents=True)
+    (out / "sub-01" / "pwi.json").write_text('{"mine": true}')
+    with pytest.raises(FileExistsError, match="did not write.*sub-01/pwi.json"):
+        import_cohort(src, out)
+    assert (out / "sub-01" / "pwi.json").read_text() == '{"mine": true}'
+    assert sorted(p.name for p in out.rglob("*")) == ["pwi.json", "sub-01"]
 
 
 # --------------------------------- 6. a copied (or edited) owner file lifts no guard
