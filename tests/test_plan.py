@@ -65,8 +65,9 @@ def test_fits_per_model_follow_the_grid_sizes_and_folds(cohort, n_outer, n_inner
 def test_dry_run_calibrates_projects_and_writes_plan_json(cohort, tmp_path):
     plan = compare_models(cohort, _zoo(cohort), dry_run=True, n_jobs=2, out_dir=tmp_path,
                           **RUN)
-    # nothing ran: only the plan is written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+    # nothing ran: only the plan is written (and the owner file that records it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sklearn-hemo-owner.json",
+                                                          "plan.json"]
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(plan.rows))
     logistic = next(row for row in plan.rows if row["model"] == "logistic")
