@@ -642,20 +642,6 @@ def check_bundle_folder(path, overwrite, read_manifest):
             "bundle save_model wrote. Move those files, or choose another folder.")
 
 
-def owns_folder(folder, command=None):
-    """Whether ``folder`` holds a valid owner file (of ``command``, when given) and
-    nothing the package did not write."""
-    record = _read_owner(folder)
-    if record is None or (command is not None and record.get("command") != command):
-        return False
-    return not foreign_files(folder)
-
-
-def mark_folder(folder, command, settings=None):
-    """Claim ``folder`` for ``command`` (no overwrite): see :func:`claim_folder`."""
-    return claim_folder(folder, command, settings=settings)
-
-
 # ----------------------------------------------------------------------------- inputs
 def _fail(pid, where, problem, fix):
     from .exceptions import CohortError

@@ -463,8 +463,9 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
       to ``out_dir/parts/<run key>/``, the run key being a hash of the cohort ids and
       labels, its images (path, size, modification time) and the whole content of every
       sidecar read (``pwi.json``, ``aif.tsv``), the package version, the sampled voxels,
-      the folds, ``n_inner``, ``scoring``, ``protocol`` and ``random_state``. A rerun with the same settings skips finished parts and gives the
-      identical table; a changed setting gets a new key, so stale parts are never reused
+      the folds, ``n_inner``, ``scoring``, ``protocol`` and ``random_state``. A rerun
+      with the same settings skips finished parts and gives the identical table; a
+      changed setting or input gets a new key, so stale parts are never reused
       (they stay on disk until removed). A part whose model definition (pipeline
       parameters or grid) changed is recomputed. An interrupted run loses only the
       tasks in flight.
