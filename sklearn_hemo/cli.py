@@ -87,8 +87,12 @@ def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
     try:
         claim_folder(folder, command, overwrite=overwrite, inputs=inputs, what=what)
     except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo {command}: {exc}".replace(
-            "overwrite=True (--overwrite)", "--overwrite")) from None
+        raise SystemExit(f"sklearn-hemo {command}: {_cli_words(exc)}") from None
+
+
+def _cli_words(exc):
+    """The message of a library guard, in the words of the command line."""
+    return str(exc).replace("overwrite=True (--overwrite)", "--overwrite")
 
 
 def _run_simulate(args):
@@ -237,7 +241,7 @@ def _claim_compare_out(args):
         claim_output_dir(args.out, "compare", settings,
                          inputs=[args.data] if args.data else [], overwrite=args.overwrite)
     except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo compare: {exc}") from None
+        raise SystemExit(f"sklearn-hemo compare: {_cli_words(exc)}") from None
 
 
 def _run_compare(args):
@@ -657,7 +661,7 @@ def _run_qc(args):
         claim_output_dir(args.out, "qc", {"data": os.path.abspath(args.data)},
                          inputs=[args.data], overwrite=args.overwrite)
     except OutputError as exc:
-        raise SystemExit(f"sklearn-hemo qc: {exc}") from None
+        raise SystemExit(f"sklearn-hemo qc: {_cli_words(exc)}") from None
     try:
         cohort = load_cohort(args.data)
         with warnings.catch_warnings():  # the report lists them; print them once below
