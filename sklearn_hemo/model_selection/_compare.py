@@ -510,7 +510,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                volumes=volumes and r == 0)
         if out_dir is not None:
             write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False,
-                          volumes=False)
+                          volumes=False, report=False)
         results.append(result)
     main = results[0]
     main.stability = stability_table([res.table for res in results])

@@ -131,6 +131,21 @@ class ComparisonResult:
     volumes_summary : list of dict or None
         With ``volumes=True``: per model the patient-level occurrence AUC, mean Dice and
         mean absolute volume error (``volumes_summary.csv``); None otherwise.
+    calibration, calibration_summary : list of dict or None
+        With ``volumes=True``: the reliability of the whole-brain voxel probabilities of
+        the held-out patients per model and bin, and per model its Brier score, expected
+        calibration error and observed prevalence, before and after the prior-shift
+        correction (``calibration.csv``, ``calibration_summary.csv``); None otherwise.
+    patients, patients_summary : list of dict or None
+        With ``volumes=True``: per model and held-out patient the probability of any HT
+        and the expected HT volume, and per model the patient AUC with its
+        patient-bootstrap interval (``patients.csv``, ``patients_summary.csv``).
+    gallery : dict or None
+        With ``volumes=True``: model -> patient id -> one axial slice of the map, the
+        DWI b0 and the HT annotation, drawn in ``report.html``.
+    calibration_before : list of dict or None
+        With ``volumes=True``: the rows of ``calibration`` for the same maps before the
+        prior-shift correction (drawn in the reliability diagram; not written as a CSV).
 
     Examples
     --------
@@ -160,6 +175,12 @@ class ComparisonResult:
     run: dict = field(default_factory=dict)
     volumes: list | None = None
     volumes_summary: list | None = None
+    calibration: list | None = None
+    calibration_summary: list | None = None
+    patients: list | None = None
+    patients_summary: list | None = None
+    gallery: dict | None = field(default=None, repr=False)
+    calibration_before: list | None = field(default=None, repr=False)
 
     def to_markdown(self):
         """The table in the layout of the paper's Table 1, the paper's numbers alongside,
@@ -622,10 +643,11 @@ def read_predictions(path):
 
 
 @writes_one_set  # all the files, or (on a failure part-way) none of them
-def write_outputs(result, out_dir, plot=True, volumes=True):
+def write_outputs(result, out_dir, plot=True, volumes=True, report=True):
     """Write every output file of a comparison into ``out_dir``, each atomically; the
     CSVs through :func:`_csv_text` (missing values ``NA``). ``volumes=False`` leaves out
-    ``volumes.csv`` and ``volumes_summary.csv``."""
+    ``volumes.csv``, ``volumes_summary.csv`` and the whole-brain files; ``report=False``
+    leaves out ``report.html`` (and the figures only it shows)."""
     out = Path(out_dir)
     atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
     atomic_write_text(out / "table.md", result.to_markdown())
@@ -648,6 +670,11 @@ def write_outputs(result, out_dir, plot=True, volumes=True):
     if volumes and result.volumes_summary is not None:
         atomic_write_text(out / "volumes_summary.csv",
                           _csv_text(VOLUME_SUMMARY_COLUMNS, result.volumes_summary))
+    if volumes:
+        from ._volumes import whole_brain_files
+
+        for name, text in whole_brain_files(result).items():
+            atomic_write_text(out / name, text)
     if plot:
         from ..plotting import plot_roc_pr
 
@@ -660,3 +687,7 @@ def write_outputs(result, out_dir, plot=True, volumes=True):
             warnings.warn("roc_pr.png not written: matplotlib is not installed; install the "
                           "plot extra with: pip install 'sklearn-hemo[plot]'.", UserWarning,
                           stacklevel=find_stack_level())
+    if report:
+        from ._html_report import write_report  # last: it embeds the files written above
+
+        write_report(result, out, plot=plot, volumes=volumes)
