@@ -478,6 +478,10 @@ def _run_train(args):
                 pipeline.fit(X, y)
         if talks:
             final.set_params(verbose=0)
+            # the whole-brain wrapper fitted a clone of the network: quiet that one too
+            fitted = getattr(pipeline.steps[-1][1], "estimator_", None)
+            if fitted is not None:
+                fitted.set_params(verbose=0)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,

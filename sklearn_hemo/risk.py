@@ -92,8 +92,26 @@ def _split_pipeline(estimator):
     of one step, or an estimator, that reads voxel references and has ``predict_proba``,
     e.g. the ``roi-leakage-proxy`` row).
     """
+    reader, rest, _ = _split_calibrated(estimator)
+    return reader, rest
+
+
+def _split_calibrated(estimator):
+    """``_split_pipeline`` and the prior shift of a model that reads voxel references
+    itself and is wrapped whole in a :class:`~sklearn_hemo.calibration.PriorShiftClassifier`
+    (e.g. the ``roi-leakage-proxy`` row trained whole-brain calibrated): the fitted inner
+    model is the reader, and ``(training_prevalence_, prevalence_)`` comes third (None
+    for every other model, whose wrapper sits after the reader and applies itself)."""
+    from .calibration import PriorShiftClassifier
+
     steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
     reader = steps[0][1]
+    if (len(steps) == 1 and isinstance(reader, PriorShiftClassifier)
+            and hasattr(reader, "estimator_") and _reads_cohort(reader.estimator_)):
+        prior = (reader.training_prevalence_, reader.prevalence_)
+        inner = reader.estimator_
+        reader, rest = _split_pipeline(inner)
+        return reader, rest, prior
     if not _reads_cohort(reader):
         raise TypeError(
             f"risk maps need a fitted Pipeline whose first step reads voxel references of "
@@ -108,7 +126,7 @@ def _split_pipeline(estimator):
             f"{type(steps[-1][1]).__name__} has no predict_proba, and a risk map is a "
             "probability. Wrap the pipeline with sklearn_hemo.risk.with_probabilities "
             "(Platt scaling on patient-grouped folds) or sklearn's CalibratedClassifierCV.")
-    return reader, rest
+    return reader, rest, None
 
 
 def _cohort_patients(estimator, cohort, patients):
@@ -373,14 +391,18 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     """
     if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    reader, rest = _split_pipeline(estimator)
+    reader, rest, prior = _split_calibrated(estimator)
     column = _positive_column((reader if rest is None else rest).classes_, positive_class)
     reader, index, patient = _resolve_patient(reader, patient, cohort)
     shift = None
+    if prior is not None and prevalence is None:
+        prevalence = prior[1]  # the wrapper's own whole-brain prevalence
     if prevalence is not None:
         from .calibration import shift_prior
 
         source = training_prevalence
+        if source is None and prior is not None:
+            source = prior[0]  # the unwrapped reader gives the sample's probabilities
         if source is None:
             final = (reader if rest is None else rest)
             final = final.steps[-1][1] if isinstance(final, Pipeline) else final

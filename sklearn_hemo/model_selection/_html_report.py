@@ -213,6 +213,8 @@ def _calibration_figure(result):
     from matplotlib.figure import Figure
 
     summary = {r["model"]: r for r in result.calibration_summary}
+    if not summary:
+        return None
     fig = Figure(figsize=(12, 5), layout="constrained")
     ax, ax_zoom = fig.subplots(1, 2)
     colors = iter(matplotlib.colormaps["tab10" if len(summary) <= 10 else "tab20"].colors)
@@ -550,7 +552,8 @@ def write_report(result, out_dir, *, plot=True, volumes=True):
     if plot and volumes and result.calibration_summary is not None:
         try:
             fig = _calibration_figure(result)
-            atomic_write_bytes(out / "calibration.png", _png(fig))
+            if fig is not None:
+                atomic_write_bytes(out / "calibration.png", _png(fig))
         except ModuleNotFoundError as exc:
             if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
                 raise
