@@ -414,6 +414,7 @@ class PriorShiftClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         labels : ndarray of shape (n_samples,)
             ``classes_[argmax(predict_proba(X))]``.
         """
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def get_metadata_routing(self):
@@ -429,10 +430,8 @@ class PriorShiftClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             method_mapping=MethodMapping().add(caller="fit", callee="fit"))
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        if self.estimator is not None:
-            from sklearn.utils import get_tags
+        from sklearn.utils import get_tags
 
-            inner = get_tags(self.estimator)
-            tags.input_tags = inner.input_tags
+        tags = super().__sklearn_tags__()
+        tags.input_tags = get_tags(self._get_estimator()).input_tags  # what it reads
         return tags

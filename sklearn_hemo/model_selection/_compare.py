@@ -46,6 +46,7 @@ from ..utils._verbosity import (
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._distributed import run_unordered
+from ._outputs import write_all_outputs
 from ._report import (
     TRUTH_ROWS,
     ComparisonResult,
@@ -500,7 +501,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         result = _compare_once(_cohort_for(cohort, random_state), random_state, options,
                                volumes=volumes)
         if out_dir is not None:
-            write_outputs(result, out_dir, plot=plot)
+            write_all_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
@@ -510,7 +511,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                volumes=volumes and r == 0)
         if out_dir is not None:
             write_outputs(result, Path(out_dir) / "replicates" / f"seed-{seed}", plot=False,
-                          volumes=False, report=False)
+                          volumes=False)
         results.append(result)
     main = results[0]
     main.stability = stability_table([res.table for res in results])
@@ -520,7 +521,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         "runs": [res.run["run"] for res in results],
     }
     if out_dir is not None:
-        write_outputs(main, out_dir, plot=plot)
+        write_all_outputs(main, out_dir, plot=plot)
     return main
 
 

@@ -261,7 +261,8 @@ def _gallery_figure(result, vmax=None):
     from matplotlib.figure import Figure
 
     models = [m for m in result.gallery if result.gallery[m]]
-    ids = list(dict.fromkeys(pid for m in models for pid in result.gallery[m]))
+    shown = {pid: s["ht"] for m in models for pid, s in result.gallery[m].items()}
+    ids = sorted(shown, key=lambda pid: (shown[pid] != 1, pid))  # bleeding patients first
     if not models or not ids:
         return None
     risks = [s["risk"][s["brain"]] for m in models for s in result.gallery[m].values()]
@@ -290,7 +291,7 @@ def _gallery_figure(result, vmax=None):
             # opacity grows with the risk: low risk leaves the anatomy visible
             level = np.clip(s["risk"].T / vmax, 0.0, 1.0)
             rgba = cmap(level)
-            rgba[..., 3] = np.where(s["brain"].T, 0.9 * np.sqrt(level), 0.0)
+            rgba[..., 3] = np.where(s["brain"].T, 0.9 * level, 0.0)
             ax.imshow(rgba, origin="lower", interpolation="nearest")
             if s["truth"].any():
                 ax.contour(s["truth"].T.astype(float), levels=[0.5], colors="cyan",
@@ -454,7 +455,9 @@ def _sections(result, out, plot, volumes):
                  "outcomes within a patient are not independent.</p>")
         if result.volumes_summary is not None:
             body += ("<p class='note'>Thresholded maps (volumes_summary.csv; risk &gt;= 0.5 "
-                     "is predicted HT, risk score = 99th percentile):</p>")
+                     "is predicted HT, risk score = 99th percentile). On whole-brain "
+                     "calibrated maps few voxels reach 0.5, so the thresholded volumes and "
+                     "Dice are small: read the expected volume above instead.</p>")
             body += _table("volumes_summary.csv", VOLUME_SUMMARY_COLUMNS,
                            result.volumes_summary,
                            {"occurrence_auc": "prob", "dice_mean": "prob",

@@ -643,11 +643,10 @@ def read_predictions(path):
 
 
 @writes_one_set  # all the files, or (on a failure part-way) none of them
-def write_outputs(result, out_dir, plot=True, volumes=True, report=True):
+def write_outputs(result, out_dir, plot=True, volumes=True):
     """Write every output file of a comparison into ``out_dir``, each atomically; the
     CSVs through :func:`_csv_text` (missing values ``NA``). ``volumes=False`` leaves out
-    ``volumes.csv``, ``volumes_summary.csv`` and the whole-brain files; ``report=False``
-    leaves out ``report.html`` (and the figures only it shows)."""
+    ``volumes.csv`` and ``volumes_summary.csv``."""
     out = Path(out_dir)
     atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
     atomic_write_text(out / "table.md", result.to_markdown())
@@ -670,11 +669,6 @@ def write_outputs(result, out_dir, plot=True, volumes=True, report=True):
     if volumes and result.volumes_summary is not None:
         atomic_write_text(out / "volumes_summary.csv",
                           _csv_text(VOLUME_SUMMARY_COLUMNS, result.volumes_summary))
-    if volumes:
-        from ._volumes import whole_brain_files
-
-        for name, text in whole_brain_files(result).items():
-            atomic_write_text(out / name, text)
     if plot:
         from ..plotting import plot_roc_pr
 
@@ -687,7 +681,3 @@ def write_outputs(result, out_dir, plot=True, volumes=True, report=True):
             warnings.warn("roc_pr.png not written: matplotlib is not installed; install the "
                           "plot extra with: pip install 'sklearn-hemo[plot]'.", UserWarning,
                           stacklevel=find_stack_level())
-    if report:
-        from ._html_report import write_report  # last: it embeds the files written above
-
-        write_report(result, out, plot=plot, volumes=volumes)
