@@ -70,7 +70,7 @@ _OPEN_UNIT = Interval(Real, 0, 1, closed="neither")
 
 
 @validate_params(
-    {"proba": ["array-like"], "training_prevalence": [_OPEN_UNIT],
+    {"proba": ["array-like", Real], "training_prevalence": [_OPEN_UNIT],
      "prevalence": [_OPEN_UNIT]},
     prefer_skip_nested_validation=True,
 )
@@ -82,7 +82,7 @@ def shift_prior(proba, training_prevalence, prevalence):
 
     Parameters
     ----------
-    proba : array-like
+    proba : array-like or float
         Probabilities of the positive class at ``training_prevalence``, in [0, 1].
     training_prevalence : float in (0, 1)
         Share of positives in the data the probabilities were fitted on (0.5 for a
