@@ -1,8 +1,8 @@
 """``report.html``: one self-contained page of a comparison's results, to look at.
 
-Written by :func:`~._report.write_outputs` last, next to the files it shows. Every figure
-is embedded as a ``data:`` URI (or, failing that, linked by its relative name in the same
-folder): the page opens offline, from any copy of the folder, and names no network
+Written by :func:`~._outputs.write_all_outputs` last, next to the files it shows. Every
+figure is embedded as a ``data:`` URI (or, failing that, linked by its relative name in the
+same folder): the page opens offline, from any copy of the folder, and names no network
 address. Every text that comes from the data (participant ids, model names, settings) is
 HTML-escaped, and the numbers of every table are those of its CSV file: each cell carries
 the CSV's own text in ``data-value`` (see ``tests/test_report_html.py``).
