@@ -415,7 +415,11 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         ``volumes.csv`` and ``volumes_summary.csv``). Costs about one more outer fit per
         model and fold, and is not resumed; with ``repeats > 1``, of the first replicate.
         A model that cannot be mapped (e.g. a first step that reads no voxel references)
-        is skipped with a warning.
+        is skipped with a warning. The maps are whole-brain calibrated (prior shift to the
+        whole-brain prevalence of each fold's training patients, see
+        :mod:`sklearn_hemo.calibration`); also measured: their reliability
+        (``calibration.csv``, ``calibration_summary.csv``, ``calibration.png``) and the
+        patient-level answer (``patients.csv``, ``patients_summary.csv``).
     progress : bool
         Deprecated since 0.1, removed in 0.2: use ``verbose`` (``progress=True`` is
         ``verbose=1``).
