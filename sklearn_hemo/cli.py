@@ -309,11 +309,12 @@ def _run_compare(args):
     if sample and sample["voxels_drawn"] < sample["voxels_asked"]:
         print(f"warning: {sample['voxels_asked']} voxels were asked for but only "
               f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the cohort).")
+    print(f"\nThe results on one page: {args.out}/report.html")
     print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
           f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "
           "table.md. Wrote "
           f"table.csv, table.md, differences.csv, run.json, predictions.csv, folds.csv, "
-          f"fold_scores.csv, best_params.json, roc_pr.png and report.html"
+          f"fold_scores.csv, best_params.json and roc_pr.png"
           + (", stability.csv" if getattr(result, "stability", None) else "")
           + f" to {args.out} in {time.perf_counter() - start:.0f} s.")
     return 0

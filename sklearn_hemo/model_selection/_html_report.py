@@ -406,7 +406,8 @@ def _sections(result, out, plot, volumes):
     section("roc", "ROC and precision-recall curves", body)
 
     # 4. LSTM learning curves (drawn by the comparison when the LSTM rows record them)
-    curves = _file_image(["lstm_curves.png"], "LSTM learning curves", folders, out)
+    # only a file of this output set: an older run's curves in the folder are not this run's
+    curves = _file_image(["lstm_curves.png"], "LSTM learning curves", [out], out)
     section("curves", "LSTM learning curves", curves or (
         '<p class="missing">Not available: this run wrote no lstm_curves.png (no LSTM '
         "row, or a version that records no learning curves).</p>"))
