@@ -126,6 +126,9 @@ def test_calibration_files_are_of_held_out_whole_brains(run):
         assert n.sum() == int(s["n_voxels"])
         assert float(s["ece"]) == pytest.approx(np.sum(n * np.abs(pred - obs)) / n.sum())
         assert float(s["observed_prevalence"]) == pytest.approx(np.sum(n * obs) / n.sum())
+        prevalence = float(s["observed_prevalence"])
+        assert float(s["brier_skill"]) == pytest.approx(
+            1 - float(s["brier"]) / (prevalence * (1 - prevalence)))
         # balanced training: miscalibrated before the prior shift, calibrated after
         assert float(s["ece_before_correction"]) > 0.1
         assert float(s["ece"]) < 0.05

@@ -425,6 +425,7 @@ def _sections(result, out, plot, volumes):
                            "n_patients": "patients", "n_voxels": "brain voxels",
                            "observed_prevalence": "observed HT rate",
                            "mean_predicted": "mean predicted", "brier": "Brier",
+                           "brier_skill": "Brier skill",
                            "ece": "ECE",
                            "mean_predicted_before_correction": "mean predicted (before)",
                            "brier_before_correction": "Brier (before)",
@@ -436,7 +437,10 @@ def _sections(result, out, plot, volumes):
                  "patients (prior shift, Elkan 2001; Saerens et al. 2002). "
                  "'before correction': the same maps at the training sample's prevalence. "
                  "ECE: voxel-weighted mean |predicted - observed| over ten equal-width "
-                 "bins (calibration.csv).</p>")
+                 "bins (calibration.csv); almost every voxel is in the first bin, so the "
+                 "ECE mostly measures the mean risk. Brier skill: 1 - Brier / (p (1 - p)), "
+                 "the gain over predicting the observed rate p in every voxel (0: none; "
+                 "it is the number that says whether the map tells voxels apart).</p>")
         section("calibration", "Whole-brain calibration (held-out patients)", body)
 
         kinds = {"patient_auc": "prob", "patient_auc_low": "prob",

@@ -26,7 +26,7 @@ from ._report import TRUTH_ROWS
 N_BINS = 10
 CALIBRATION_COLUMNS = ("model", "bin", "mean_predicted", "observed_rate", "n_voxels")
 CALIBRATION_SUMMARY_COLUMNS = ("model", "n_patients", "n_voxels", "observed_prevalence",
-                               "mean_predicted", "brier", "ece",
+                               "mean_predicted", "brier", "brier_skill", "ece",
                                "mean_predicted_before_correction",
                                "brier_before_correction", "ece_before_correction")
 PATIENT_COLUMNS = ("model", "fold", "patient_id", "ht", "probability_any_ht",
@@ -176,8 +176,12 @@ def risk_map_volumes(setup, result, verbose=0):
         before_rows += _bin_rows(name, recorder.before)
         after, before = (calibration_summary(recorder.counts),
                          calibration_summary(recorder.before))
+        prevalence = after["observed_prevalence"]
+        # against the forecast "the prevalence everywhere", whose Brier is pi (1 - pi)
+        skill = (1 - after["brier"] / (prevalence * (1 - prevalence))
+                 if 0 < prevalence < 1 else None)
         calibration.append({
-            "model": name, "n_patients": len(table), **after,
+            "model": name, "n_patients": len(table), **after, "brier_skill": skill,
             "mean_predicted_before_correction": before["mean_predicted"],
             "brier_before_correction": before["brier"],
             "ece_before_correction": before["ece"]})
