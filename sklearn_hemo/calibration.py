@@ -425,7 +425,8 @@ class PriorShiftClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         routing : MetadataRouter
             The routing information.
         """
-        return MetadataRouter(owner=self).add(
+        # the class name, as scikit-learn 1.6 (the floor) expects; later releases take either
+        return MetadataRouter(owner=self.__class__.__name__).add(
             estimator=self._get_estimator(),
             method_mapping=MethodMapping().add(caller="fit", callee="fit"))
 
