@@ -302,6 +302,7 @@ def _run_compare(args):
     if sample and sample["voxels_drawn"] < sample["voxels_asked"]:
         print(f"warning: {sample['voxels_asked']} voxels were asked for but only "
               f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the cohort).")
+    print(f"\nThe results on one page: {args.out}/report.html")
     print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
           f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "
           "table.md. Wrote "
@@ -339,6 +340,11 @@ def _add_train(sub):
                         help="best_params.json of 'sklearn-hemo compare': the parameters "
                         "chosen in most outer folds for this row")
     p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
+    p.add_argument("--calibration", choices=("whole-brain", "sample"), default="whole-brain",
+                   help="whole-brain (default): the model's probabilities are moved from the "
+                   "balanced sample to the whole-brain HT prevalence of the cohort (prior "
+                   "shift; see sklearn_hemo.calibration), so a map reads as a probability on "
+                   "a whole brain; sample: probabilities of the balanced (half HT) sample")
     p.add_argument("--overwrite", action="store_true", help="replace a bundle in MODEL_DIR")
     _add_verbosity(p, quiet_help="no progress line",
                    verbose_help="more progress output: by default one line before the fit "
@@ -447,7 +453,12 @@ def _run_train(args):
         with _each_warning_once(shown):
             X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
                                          random_state=args.random_state)
-            pipeline = with_probabilities(pipeline, y, groups)
+            from .calibration import bleeding_fraction, whole_brain_prevalence
+
+            # the balanced sample's prior, moved to the whole brains of the training cohort
+            prevalence = (whole_brain_prevalence(cohort) if args.calibration == "whole-brain"
+                          else None)
+            pipeline = with_probabilities(pipeline, y, groups, prevalence=prevalence)
             if verbose >= 1:
                 print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
                       f"{len(set(groups.tolist()))} patients; parameters ({source}): "
@@ -461,12 +472,18 @@ def _run_train(args):
                 pipeline.fit(X, y)
         if talks:
             final.set_params(verbose=0)
+            # the whole-brain wrapper fitted a clone of the network: quiet that one too
+            fitted = getattr(pipeline.steps[-1][1], "estimator_", None)
+            if fitted is not None:
+                fitted.set_params(verbose=0)
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
                 "params_source": source, "n_samples": int(len(y)),
                 "random_state": args.random_state, "patients": list(cohort.ids),
-                "data": str(args.data)}
+                "data": str(args.data), "calibration": args.calibration,
+                "whole_brain_prevalence": prevalence,
+                "bleeding_fraction": bleeding_fraction(cohort)}
     try:
         out = save_model(pipeline, args.out, overwrite=args.overwrite, metadata=metadata)
     except (FileExistsError, OSError) as exc:
@@ -495,6 +512,10 @@ def _add_predict(sub):
                    help="risk counted as predicted HT in the printed volume (default 0.5)")
     p.add_argument("--chunk-size", type=int, default=16_384, metavar="N",
                    help="voxels scored at once; bounds memory (default 16384)")
+    p.add_argument("--prevalence", type=float, default=None, metavar="P",
+                   help="move the model's probabilities to this whole-brain HT prevalence "
+                   "when drawing the map (for a bundle trained with --calibration sample); "
+                   "default: the bundle's own calibration")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing --out / --png files (never inputs)")
     p.set_defaults(func=_run_predict)
@@ -536,7 +557,9 @@ def _run_predict(args):
         raise SystemExit(f"sklearn-hemo predict: {exc}") from None
     try:
         model = load_model(args.model)
-        risk = predict_risk_map(model, patient, chunk_size=args.chunk_size)
+        metadata = read_manifest(args.model).get("metadata") or {}
+        risk = predict_risk_map(model, patient, chunk_size=args.chunk_size,
+                                prevalence=args.prevalence)
     except (BundleError, CohortError, ValueError, TypeError) as exc:
         raise SystemExit(f"sklearn-hemo predict: {exc}") from None
     import contextlib
@@ -555,10 +578,30 @@ def _run_predict(args):
     if patient.ht_mask is not None:
         summary += f", Dice {dice_score(risk, patient.ht_mask, args.threshold):.3f}"
     print(summary)
+    print(_patient_answer_line(patient, risk, metadata, args.prevalence))
     print(f"wrote {args.out}")
     if args.png:
         print(f"wrote {args.png}")
     return 0
+
+
+def _patient_answer_line(patient, risk, metadata, prevalence):
+    """predict's patient-level answer: probability of any HT and expected volume."""
+    from .calibration import patient_answer
+
+    whole_brain = prevalence is not None or metadata.get("calibration") == "whole-brain"
+    if not whole_brain:
+        return (f"participant {patient.id}: no patient-level answer: the model's "
+                "probabilities are of its balanced training sample (trained with "
+                "--calibration sample); pass --prevalence P to move them to whole brains.")
+    answer = patient_answer(risk, patient.get_brain_mask(),
+                            bleeding_fraction=metadata.get("bleeding_fraction"))
+    any_ht = ("not available (the bundle records no bleeding fraction)"
+              if answer["probability_any_ht"] is None
+              else f"{answer['probability_any_ht']:.3f}")
+    return (f"participant {patient.id}: probability of any HT {any_ht}; expected HT volume "
+            f"{answer['expected_volume_ml']:.2f} mL (whole-brain calibrated probabilities "
+            "summed; no interval: voxel outcomes within a patient are not independent)")
 
 
 # -- compare --volumes (whole-brain, patient-level results of a comparison) -----------
@@ -575,6 +618,17 @@ def _print_volumes(result, out):
               f"{fmt(s['dice_mean'], '.3f'):>14}  {fmt(s['volume_abs_error_mean_ml'], '.2f'):>22}")
     print(f"Wrote volumes.csv and volumes_summary.csv to {out} (risk >= 0.5 is predicted HT; "
           "risk score = 99th percentile of in-brain voxel risk).")
+    answers = {r["model"]: r for r in result.patients_summary or []}
+    print("\nmodel                ECE whole brain (before)  patient AUC [95% CI]")
+    for s in result.calibration_summary or []:
+        a = answers.get(s["model"], {})
+        auc = ("NA" if a.get("patient_auc") is None else
+               f"{a['patient_auc']:.3f} [{a['patient_auc_low']:.3f}, "
+               f"{a['patient_auc_high']:.3f}]")
+        before = fmt(s["ece_before_correction"], ".4f")
+        print(f"{s['model']:20} {fmt(s['ece'], '.4f'):>7} ({before})          {auc}")
+    print(f"Wrote calibration.csv, calibration_summary.csv, calibration.png, patients.csv and "
+          f"patients_summary.csv to {out} (held-out patients, whole-brain calibrated maps).")
 
 
 # -- import --------------------------------------------------------------------------

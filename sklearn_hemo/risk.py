@@ -39,6 +39,20 @@ A map is a probability in [0, 1]: the pipeline's last step must have
 SVM rows of the model zoo) are wrapped by :func:`with_probabilities` (Platt scaling on
 patient-grouped out-of-fold scores, as ``sklearn-hemo train`` does), rather than
 pushed through an arbitrary squashing function that would only look like a probability.
+
+Probabilities of whole brains
+-----------------------------
+Models are trained on a balanced sample (half HT), so their probabilities read against a
+prevalence of one half; on a whole brain about 1 % of a bleeding patient's voxels bleed.
+Maps are therefore drawn *whole-brain calibrated* by default where the package trains the
+model: ``sklearn-hemo train`` (``--calibration whole-brain``), :func:`with_probabilities`
+with ``prevalence=...`` and :func:`cross_val_risk_map_table` (``calibration="whole-brain"``,
+used by ``compare --volumes``) wrap the model in
+:class:`~sklearn_hemo.calibration.PriorShiftClassifier`, which moves its probabilities from
+the training prevalence to the whole-brain prevalence of the training patients (Elkan
+2001; Saerens et al. 2002; see :mod:`sklearn_hemo.calibration`). For a model trained
+elsewhere, :func:`predict_risk_map`'s ``prevalence`` applies the same correction when the
+map is drawn.
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .datasets import Cohort, Patient
-from .utils.fixes import HasMethods, Interval, validate_params
+from .utils.fixes import HasMethods, Interval, StrOptions, validate_params
 
 __all__ = ["predict_risk_map", "predict_risk_maps", "risk_map_table", "brain_voxel_refs",
            "cross_val_risk_map_table", "with_probabilities"]
@@ -78,8 +92,26 @@ def _split_pipeline(estimator):
     of one step, or an estimator, that reads voxel references and has ``predict_proba``,
     e.g. the ``roi-leakage-proxy`` row).
     """
+    reader, rest, _ = _split_calibrated(estimator)
+    return reader, rest
+
+
+def _split_calibrated(estimator):
+    """``_split_pipeline`` and the prior shift of a model that reads voxel references
+    itself and is wrapped whole in a :class:`~sklearn_hemo.calibration.PriorShiftClassifier`
+    (e.g. the ``roi-leakage-proxy`` row trained whole-brain calibrated): the fitted inner
+    model is the reader, and ``(training_prevalence_, prevalence_)`` comes third (None
+    for every other model, whose wrapper sits after the reader and applies itself)."""
+    from .calibration import PriorShiftClassifier
+
     steps = estimator.steps if isinstance(estimator, Pipeline) else [("model", estimator)]
     reader = steps[0][1]
+    if (len(steps) == 1 and isinstance(reader, PriorShiftClassifier)
+            and hasattr(reader, "estimator_") and _reads_cohort(reader.estimator_)):
+        prior = (reader.training_prevalence_, reader.prevalence_)
+        inner = reader.estimator_
+        reader, rest = _split_pipeline(inner)
+        return reader, rest, prior
     if not _reads_cohort(reader):
         raise TypeError(
             f"risk maps need a fitted Pipeline whose first step reads voxel references of "
@@ -94,7 +126,7 @@ def _split_pipeline(estimator):
             f"{type(steps[-1][1]).__name__} has no predict_proba, and a risk map is a "
             "probability. Wrap the pipeline with sklearn_hemo.risk.with_probabilities "
             "(Platt scaling on patient-grouped folds) or sklearn's CalibratedClassifierCV.")
-    return reader, rest
+    return reader, rest, None
 
 
 def _cohort_patients(estimator, cohort, patients):
@@ -284,11 +316,14 @@ def _map_image(values, patient):
         "chunk_size": [Integral],
         "positive_class": "no_validation",  # any label of the model's classes
         "mask": ["array-like", None],
+        "prevalence": [Interval(Real, 0, 1, closed="neither"), None],
+        "training_prevalence": [Interval(Real, 0, 1, closed="neither"), None],
     },
     prefer_skip_nested_validation=True,
 )
 def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                     positive_class=1, mask=None):
+                     positive_class=1, mask=None, prevalence=None,
+                     training_prevalence=None):
     """Voxel-wise probability of HT over a patient's brain, as a NIfTI image.
 
     Parameters
@@ -313,6 +348,19 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
         The class that means HT; its probability is mapped.
     mask : ndarray of bool or None, default=None
         Voxels to score; the patient's brain mask when None. The map is 0 elsewhere.
+    prevalence : float in (0, 1) or None, default=None
+        Whole-brain calibration when the map is drawn: move the model's probabilities
+        from the prevalence they read against to this one
+        (:func:`~sklearn_hemo.calibration.shift_prior`; e.g.
+        :func:`~sklearn_hemo.calibration.whole_brain_prevalence` of the training
+        patients). None maps the model's probabilities as they are: whole-brain
+        calibrated when the model was trained so (``sklearn-hemo train``'s default, a
+        last step :class:`~sklearn_hemo.calibration.PriorShiftClassifier`).
+    training_prevalence : float in (0, 1) or None, default=None
+        With ``prevalence``: the prevalence the model's probabilities read against; None
+        takes the ``prevalence_`` of a last step
+        :class:`~sklearn_hemo.calibration.PriorShiftClassifier`, else 0.5 (the balanced
+        sample every model of the package is trained on).
 
     Returns
     -------
@@ -343,9 +391,25 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
     """
     if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    reader, rest = _split_pipeline(estimator)
+    reader, rest, prior = _split_calibrated(estimator)
     column = _positive_column((reader if rest is None else rest).classes_, positive_class)
     reader, index, patient = _resolve_patient(reader, patient, cohort)
+    shift = None
+    if prior is not None and prevalence is None:
+        prevalence = prior[1]  # the wrapper's own whole-brain prevalence
+    if prevalence is not None:
+        from .calibration import shift_prior
+
+        source = training_prevalence
+        if source is None and prior is not None:
+            source = prior[0]  # the unwrapped reader gives the sample's probabilities
+        if source is None:
+            final = (reader if rest is None else rest)
+            final = final.steps[-1][1] if isinstance(final, Pipeline) else final
+            source = getattr(final, "prevalence_", None) or 0.5
+
+        def shift(p, source=source):
+            return shift_prior(p, training_prevalence=source, prevalence=prevalence)
     values = np.zeros(patient.shape, dtype=np.float32)
     with _uncompressed_pwi(patient) as readable:
         if readable is not patient:
@@ -357,6 +421,8 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
                     f"participant {patient.id}: the model returned non-finite probabilities "
                     f"for {int(np.sum(~np.isfinite(proba)))} voxels; check the patient's "
                     "images (e.g. zero baseline signal) and the model.")
+            if shift is not None:
+                proba = shift(np.clip(proba, 0.0, 1.0))
             values[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = proba
     # float rounding can leave a softmax a hair outside [0, 1]
     np.clip(values, 0.0, 1.0, out=values)
@@ -467,6 +533,8 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
         "percentile": [Interval(Real, 0, 100, closed="both")],
         "calibration_splits": [Interval(Integral, 2, None, closed="left")],
         "chunk_size": [Integral],
+        "calibration": [StrOptions({"whole-brain", "sample"})],
+        "callback": [callable, None],
     },
     # fits clones of a pipeline that nothing has validated yet: let its steps check
     # their parameters (as scikit-learn's cross_validate)
@@ -474,7 +542,8 @@ def risk_map_table(estimator, cohort=None, patients=None, *, threshold=0.5, perc
 )
 def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
                              threshold=0.5, percentile=99.0, calibration_splits=3,
-                             chunk_size=DEFAULT_CHUNK_SIZE):
+                             chunk_size=DEFAULT_CHUNK_SIZE, calibration="whole-brain",
+                             callback=None):
     """Out-of-fold risk maps of whole patients, measured: volumes, Dice, risk scores.
 
     For each outer fold ``k``: a clone of ``pipeline`` (with ``params[k]``, and
@@ -506,12 +575,26 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
         ``predict_proba``.
     chunk_size : int, default=16384
         As in :func:`predict_risk_map`.
+    calibration : {"whole-brain", "sample"}, default="whole-brain"
+        ``"whole-brain"``: each fold's model is wrapped in
+        :class:`~sklearn_hemo.calibration.PriorShiftClassifier`, moving its
+        probabilities from the balanced training sample to the whole-brain prevalence
+        of that fold's *training* patients (no held-out patient is looked at); the maps
+        then read as probabilities of HT on a whole brain. ``"sample"``: probabilities
+        of the training sample (half HT when sampled balanced) (what maps were before this option).
+    callback : callable or None, default=None
+        Called as ``callback(fold, patient, risk_map)`` with every held-out
+        :class:`~sklearn_hemo.datasets.Patient` and its map, before the map is dropped
+        (e.g. to accumulate calibration counts or draw a picture).
 
     Returns
     -------
     rows : list of dict
-        One row per patient with a sampled voxel: ``fold`` and the columns of
-        :func:`~sklearn_hemo.metrics.patient_table`.
+        One row per patient with a sampled voxel: ``fold``, the columns of
+        :func:`~sklearn_hemo.metrics.patient_table`, and the patient-level answer of
+        :func:`~sklearn_hemo.calibration.patient_answer` (``expected_volume_ml``,
+        ``probability_any_ht``, the latter with the bleeding fraction of the fold's
+        training patients).
 
     Raises
     ------
@@ -538,6 +621,8 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
         raise ValueError(
             f"patient index {int(X[split[0], 0])} has rows in more than one fold; a patient "
             "must be on one side of every split.")
+    from .calibration import bleeding_fraction, patient_answer, whole_brain_prevalence
+
     rows = []
     for k in np.unique(fold).tolist():
         model = clone(pipeline)
@@ -546,15 +631,26 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
         if params is not None:
             model.set_params(**params.get(k, params.get(str(k), {})))
         train = fold != k
-        model = with_probabilities(model, y[train], X[train, 0],
-                                   n_splits=calibration_splits)
-        model.fit(X[train], y[train])
         source = model.steps[0][1].get_params(deep=False)["cohort"]
+        trained_on = sorted(set(X[train, 0].tolist()))
+        fraction = bleeding_fraction(source, trained_on)
+        prevalence = (whole_brain_prevalence(source, trained_on)
+                      if calibration == "whole-brain" else None)
+        model = with_probabilities(model, y[train], X[train, 0],
+                                   n_splits=calibration_splits, prevalence=prevalence)
+        model.fit(X[train], y[train])
         for index in sorted(set(X[~train, 0].tolist())):
+            patient = source[index]
             risk = predict_risk_map(model, index, chunk_size=chunk_size)
-            row = patient_table([risk], [source[index]], threshold=threshold,
+            row = patient_table([risk], [patient], threshold=threshold,
                                 percentile=percentile)[0]
-            rows.append({"fold": k, **row})
+            answer = patient_answer(risk, patient.get_brain_mask(),
+                                    bleeding_fraction=fraction)
+            rows.append({"fold": k, **row,
+                         "expected_volume_ml": answer["expected_volume_ml"],
+                         "probability_any_ht": answer["probability_any_ht"]})
+            if callback is not None:
+                callback(k, patient, risk)
     return rows
 
 
@@ -566,10 +662,11 @@ def cross_val_risk_map_table(pipeline, X, y, fold, *, params=None, cohort=None,
         "groups": ["array-like"],
         "n_splits": [Interval(Integral, 2, None, closed="left")],
         "step": [str, None],
+        "prevalence": [Interval(Real, 0, 1, closed="neither"), None],
     },
     prefer_skip_nested_validation=True,
 )
-def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
+def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None, prevalence=None):
     """Give a pipeline whose model has only ``decision_function`` a ``predict_proba``.
 
     The named step is replaced (in a copy of the pipeline's step list; the steps are
@@ -593,12 +690,18 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
         class (each fold must train on both).
     step : str or None, default=None
         Name of the step to calibrate; None is the last step.
+    prevalence : float in (0, 1) or None, default=None
+        Whole-brain calibration: the (calibrated) step is wrapped in
+        :class:`~sklearn_hemo.calibration.PriorShiftClassifier`, which moves its
+        probabilities from the training sample's prevalence (read from ``y`` at fit) to
+        this one, e.g. :func:`~sklearn_hemo.calibration.whole_brain_prevalence` of the
+        training patients. None keeps the probabilities of the training sample.
 
     Returns
     -------
     pipeline : Pipeline
         The pipeline with a calibrated last step, or the same pipeline when the step has
-        ``predict_proba`` already.
+        ``predict_proba`` already and ``prevalence`` is None.
 
     Examples
     --------
@@ -620,7 +723,7 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
     step = pipeline.steps[-1][0] if step is None else step
     model = pipeline.named_steps[step]
     if hasattr(model, "predict_proba"):
-        return pipeline
+        return _with_prior_shift(pipeline, step, model, prevalence)
     y, groups = np.asarray(y), np.asarray(groups)
     # every calibration fold must train on both classes: at most as many folds as there
     # are patients holding the rarer class
@@ -648,5 +751,16 @@ def with_probabilities(pipeline, y, groups, *, n_splits=3, step=None):
                 f"cannot calibrate {type(model).__name__}: a patient-grouped fold would "
                 "train on one class only. Train on more patients.")
     calibrated = CalibratedClassifierCV(model, method="sigmoid", cv=cv, ensemble=False)
-    steps = [(name, calibrated if name == step else est) for name, est in pipeline.steps]
+    return _with_prior_shift(pipeline, step, calibrated, prevalence)
+
+
+def _with_prior_shift(pipeline, step, model, prevalence):
+    """The pipeline with ``model`` as ``step``, wrapped in a prior shift when asked."""
+    if prevalence is not None:
+        from .calibration import PriorShiftClassifier
+
+        model = PriorShiftClassifier(model, prevalence=prevalence)
+    if model is pipeline.named_steps[step]:
+        return pipeline
+    steps = [(name, model if name == step else est) for name, est in pipeline.steps]
     return Pipeline(steps, memory=pipeline.memory, verbose=pipeline.verbose)

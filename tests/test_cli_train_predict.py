@@ -38,7 +38,8 @@ def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
     assert "saved" in printed and "training" in printed
     assert ("train_loss" in printed) == lstm
     if lstm:
-        assert load_model(model_dir).steps[-1][1].verbose == 0
+        wrapper = load_model(model_dir).steps[-1][1]  # whole-brain calibration
+        assert wrapper.estimator.verbose == 0 and wrapper.estimator_.verbose == 0
 
     patient_dir = cohort_dir / "sub-003"
     risk_file, png = tmp_path / "out" / "risk.nii.gz", tmp_path / "out" / "overlay.png"
@@ -46,6 +47,17 @@ def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
                  "--out", str(risk_file), "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert "predicted HT volume" in out and "Dice" in out  # sub-003 has an ht_mask
+    # whole-brain calibrated by default: the patient-level answer, from the bundle's
+    # bleeding fraction and the map's probabilities
+    from sklearn_hemo.calibration import patient_answer
+
+    metadata = read_manifest(model_dir)["metadata"]
+    assert metadata["calibration"] == "whole-brain"
+    assert 0 < metadata["whole_brain_prevalence"] < metadata["bleeding_fraction"] < 1
+    answer = patient_answer(nib.load(risk_file), load_patient(patient_dir).get_brain_mask(),
+                            bleeding_fraction=metadata["bleeding_fraction"])
+    assert (f"probability of any HT {answer['probability_any_ht']:.3f}; expected HT volume "
+            f"{answer['expected_volume_ml']:.2f} mL") in out
 
     patient = load_patient(patient_dir)
     risk = nib.load(risk_file)
@@ -61,6 +73,40 @@ def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
                                                                     "risk.nii.gz"]
 
 
+def test_train_calibration_sample_keeps_the_balanced_probabilities(cohort_dir, tmp_path,
+                                                                   capsys):
+    from sklearn_hemo.calibration import shift_prior, whole_brain_prevalence
+
+    models = {}
+    for calibration in ("sample", "whole-brain"):
+        models[calibration] = tmp_path / calibration
+        assert main(["train", "--data", str(cohort_dir), "--model", "linear", "--out",
+                     str(models[calibration]), "--n-samples", "72",
+                     "--calibration", calibration]) == 0
+    patient = load_patient(cohort_dir / "sub-003")
+    brain = patient.get_brain_mask()
+    sample = np.asarray(predict_risk_map(load_model(models["sample"]), patient).dataobj)
+    whole = np.asarray(predict_risk_map(load_model(models["whole-brain"]), patient).dataobj)
+    prevalence = whole_brain_prevalence(load_cohort(cohort_dir))
+    np.testing.assert_allclose(whole[brain], shift_prior(sample[brain].astype(float), 0.5,
+                                                         prevalence), rtol=1e-5, atol=1e-7)
+    capsys.readouterr()
+    risk = tmp_path / "risk.nii.gz"
+    assert main(["predict", "--model", str(models["sample"]), "--patient",
+                 str(cohort_dir / "sub-003"), "--out", str(risk)]) == 0
+    assert "no patient-level answer" in capsys.readouterr().out
+    # --prevalence moves a sample-calibrated bundle's map at drawing time
+    assert main(["predict", "--model", str(models["sample"]), "--patient",
+                 str(cohort_dir / "sub-003"), "--out", str(risk), "--overwrite",
+                 "--prevalence", str(prevalence)]) == 0
+    import re
+
+    assert re.search(r"probability of any HT [01]\.\d{3}; expected HT volume",
+                     capsys.readouterr().out)
+    np.testing.assert_allclose(np.asarray(nib.load(risk).dataobj)[brain], whole[brain],
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_train_uses_the_most_frequent_best_params(cohort_dir, tmp_path):
     best = tmp_path / "best_params.json"
     best.write_text(json.dumps({"sr-kda": {"0": {"model__alpha": 1.0},
@@ -71,7 +117,8 @@ def test_train_uses_the_most_frequent_best_params(cohort_dir, tmp_path):
                  str(model_dir), "--n-samples", "72", "--params-from", str(best)]) == 0
     metadata = read_manifest(model_dir)["metadata"]
     assert metadata["params"] == {"model__alpha": 1.0}
-    assert load_model(model_dir).named_steps["model"].estimator.alpha == 1.0
+    # whole-brain calibration (default) > Platt scaling > the SR-KDA model
+    assert load_model(model_dir).named_steps["model"].estimator.estimator.alpha == 1.0
 
 
 def test_train_defaults_to_the_first_grid_point(cohort_dir, tmp_path):
@@ -137,10 +184,19 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     for key, value in expected.items():
         assert float(written[key]) == pytest.approx(value), key
     # the summary line
-    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-1]
+    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-2]
     assert line.split()[1:] == [f"{expected['occurrence_auc']:.3f}",
                                 f"{expected['dice_mean']:.3f}",
                                 f"{expected['volume_abs_error_mean_ml']:.2f}"]
+    # then the whole-brain calibration and the patient AUC, as in the files
+    calibration = next(csv.DictReader((out / "calibration_summary.csv").open()))
+    answer = next(csv.DictReader((out / "patients_summary.csv").open()))
+    line = [x for x in printed.splitlines() if x.startswith("roi-leakage-proxy ")][-1]
+    assert line.split()[1:3] == [f"{float(calibration['ece']):.4f}",
+                                 f"({float(calibration['ece_before_correction']):.4f})"]
+    assert line.split()[3] == f"{float(answer['patient_auc']):.3f}"
+    assert (out / "report.html").is_file() and (out / "calibration.png").is_file()
+    assert f"The results on one page: {out}/report.html" in printed
 
 
 def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):

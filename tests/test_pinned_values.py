@@ -507,24 +507,32 @@ def test_predict_risk_maps_values_order_and_options(map_cohort, map_training):
         assert np.all(data[~brain] == 0)
 
 
-def test_cross_val_risk_map_table_values(map_cohort, map_training):
+@pytest.mark.parametrize("calibration", ["sample", "whole-brain"])
+def test_cross_val_risk_map_table_values(map_cohort, map_training, calibration):
+    from sklearn_hemo.calibration import whole_brain_prevalence
+
     X, y, groups = map_training
     fold = groups // 2  # one HT patient (0, 2, 5) per fold
     pipe = Pipeline([("features", PatchExtractor(map_cohort, inputs="pwi", n_timepoints=N_T)),
                      ("model", LinearRegressionClassifier())])
     params = {"0": {"model__fit_intercept": False}}  # keys as in compare's best_params
-    threshold, percentile = 0.3, 95.0
+    threshold, percentile = (0.3 if calibration == "sample" else 0.02), 95.0
     rows = cross_val_risk_map_table(pipe, X, y, fold, params=params, threshold=threshold,
-                                    percentile=percentile)
+                                    percentile=percentile, calibration=calibration)
     assert sorted((r["fold"], r["patient_id"]) for r in rows) == sorted(
         (int(fold[groups == p][0]), map_cohort.ids[p]) for p in range(6))
     by_id = {r["patient_id"]: r for r in rows}
     for k in range(3):
         train = fold != k
+        # whole-brain: moved to the HT share of the fold's training patients' brains
+        prevalence = (whole_brain_prevalence(map_cohort, np.unique(groups[train]).tolist())
+                      if calibration == "whole-brain" else None)
         model = clone(pipe).set_params(**params.get(str(k), {}))
-        model = with_probabilities(model, y[train], groups[train]).fit(X[train], y[train])
+        model = with_probabilities(model, y[train], groups[train],
+                                   prevalence=prevalence).fit(X[train], y[train])
         if k == 0:  # the fold's own parameters matter: the default gives other maps
-            default = with_probabilities(clone(pipe), y[train], groups[train])
+            default = with_probabilities(clone(pipe), y[train], groups[train],
+                                         prevalence=prevalence)
             default.fit(X[train], y[train])
             assert not np.allclose(_brain_risk(model, map_cohort, 0),
                                    _brain_risk(default, map_cohort, 0), atol=1e-3)
@@ -549,8 +557,10 @@ def test_cli_predict_prints_the_volume_risk_score_and_dice_of_its_map(tmp_path, 
     make_stroke_cohort(n_patients=6, shape=(20, 20, 2), ht_prevalence=0.5, random_state=0,
                        out_dir=data, difficulty="easy")
     model_dir, risk_file = tmp_path / "model", tmp_path / "risk.nii.gz"
+    # the balanced sample's probabilities: on whole-brain calibrated maps (the default)
+    # this small model puts no voxel at 0.3 or above, and thresholds could not be told apart
     assert main(["train", "--data", str(data), "--model", "linear", "--out", str(model_dir),
-                 "--n-samples", "72", "--random-state", "0"]) == 0
+                 "--n-samples", "72", "--random-state", "0", "--calibration", "sample"]) == 0
     threshold = 0.3  # not the default: the printed numbers must use the one given
     assert main(["predict", "--model", str(model_dir), "--patient", str(data / "sub-003"),
                  "--out", str(risk_file), "--threshold", str(threshold)]) == 0

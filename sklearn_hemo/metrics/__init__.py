@@ -2,6 +2,11 @@
 patient-level measures of risk maps (one private module per topic)."""
 
 from ._bootstrap import bootstrap_auc, bootstrap_weights, weighted_auc
+from ._calibration import (
+    calibration_counts,
+    calibration_summary,
+    expected_calibration_error,
+)
 from ._volumes import (
     dice_score,
     mask_volume,
@@ -27,4 +32,7 @@ __all__ = [
     "occurrence_auc",
     "patient_table",
     "summarize_patient_table",
+    "calibration_counts",
+    "calibration_summary",
+    "expected_calibration_error",
 ]

@@ -46,6 +46,7 @@ from ..utils._verbosity import (
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._distributed import run_unordered
+from ._outputs import write_all_outputs
 from ._report import (
     TRUTH_ROWS,
     ComparisonResult,
@@ -418,7 +419,11 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
         ``volumes.csv`` and ``volumes_summary.csv``). Costs about one more outer fit per
         model and fold, and is not resumed; with ``repeats > 1``, of the first replicate.
         A model that cannot be mapped (e.g. a first step that reads no voxel references)
-        is skipped with a warning.
+        is skipped with a warning. The maps are whole-brain calibrated (prior shift to the
+        whole-brain prevalence of each fold's training patients, see
+        :mod:`sklearn_hemo.calibration`); also measured: their reliability
+        (``calibration.csv``, ``calibration_summary.csv``, ``calibration.png``) and the
+        patient-level answer (``patients.csv``, ``patients_summary.csv``).
     overwrite : bool, default=False
         Write into an ``out_dir`` that holds files this package did not write there
         (same-named files are replaced; nothing else is deleted).
@@ -514,7 +519,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                volumes=volumes)
         if out_dir is not None:
             with owned.writing(changed=True):
-                write_outputs(result, out_dir, plot=plot)
+                write_all_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
@@ -536,7 +541,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     }
     if out_dir is not None:
         with owned.writing(changed=True):
-            write_outputs(main, out_dir, plot=plot)
+            write_all_outputs(main, out_dir, plot=plot)
     return main
 
 

@@ -131,6 +131,21 @@ class ComparisonResult:
     volumes_summary : list of dict or None
         With ``volumes=True``: per model the patient-level occurrence AUC, mean Dice and
         mean absolute volume error (``volumes_summary.csv``); None otherwise.
+    calibration, calibration_summary : list of dict or None
+        With ``volumes=True``: the reliability of the whole-brain voxel probabilities of
+        the held-out patients per model and bin, and per model its Brier score, expected
+        calibration error and observed prevalence, before and after the prior-shift
+        correction (``calibration.csv``, ``calibration_summary.csv``); None otherwise.
+    patients, patients_summary : list of dict or None
+        With ``volumes=True``: per model and held-out patient the probability of any HT
+        and the expected HT volume, and per model the patient AUC with its
+        patient-bootstrap interval (``patients.csv``, ``patients_summary.csv``).
+    gallery : dict or None
+        With ``volumes=True``: model -> patient id -> one axial slice of the map, the
+        DWI b0 and the HT annotation, drawn in ``report.html``.
+    calibration_before : list of dict or None
+        With ``volumes=True``: the rows of ``calibration`` for the same maps before the
+        prior-shift correction (drawn in the reliability diagram; not written as a CSV).
 
     Examples
     --------
@@ -160,6 +175,12 @@ class ComparisonResult:
     run: dict = field(default_factory=dict)
     volumes: list | None = None
     volumes_summary: list | None = None
+    calibration: list | None = None
+    calibration_summary: list | None = None
+    patients: list | None = None
+    patients_summary: list | None = None
+    gallery: dict | None = field(default=None, repr=False)
+    calibration_before: list | None = field(default=None, repr=False)
 
     def to_markdown(self):
         """The table in the layout of the paper's Table 1, the paper's numbers alongside,
