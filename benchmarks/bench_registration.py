@@ -47,8 +47,11 @@ def sitk_reg(fixed, moving):
 
 
 def dipy_reg(fixed, moving):
-    from dipy.align.imaffine import AffineRegistration, MutualInformationMetric, \
-        transform_centers_of_mass
+    from dipy.align.imaffine import (
+        AffineRegistration,
+        MutualInformationMetric,
+        transform_centers_of_mass,
+    )
     from dipy.align.transforms import RigidTransform3D
 
     f, m = fixed.get_fdata(), moving.get_fdata()

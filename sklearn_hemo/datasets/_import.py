@@ -667,9 +667,11 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
 
     DWI and masks are resampled onto the PWI grid through their affines (after the
     registration of ``register``: a follow-up annotation is registered through the image
-    it was drawn on; without it, it must already be registered to the PWI), with :func:`nibabel.processing.resample_from_to`: linear for
-    images; for masks the fraction of each PWI voxel they cover, kept where it reaches
-    ``mask_threshold`` (or nearest neighbour). The PWI is copied on its own grid. Every
+    it was drawn on; without it, it must already be registered to the PWI), with
+    :func:`nibabel.processing.resample_from_to`: linear for images; for masks the
+    fraction of each PWI voxel they cover, kept where it reaches ``mask_threshold`` (or
+    nearest neighbour). The PWI is copied on its own grid (motion-corrected unless
+    ``register="none"``). Every
     participant is planned and checked from headers and sidecars, then converted and
     validated, before anything is written; nothing is ever written into ``source``.
     ``out_dir/import.json`` records which file gave what and every decision taken.
