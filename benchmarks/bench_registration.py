@@ -35,11 +35,11 @@ def errors(est, true):
 
 
 def prebolus(pwi):
-    from sklearn_hemo.registration import _prebolus_frames, _reference
+    from sklearn_hemo.registration import prebolus_frames, prebolus_median
 
     data = np.asarray(pwi.dataobj, np.float32)
-    start, stop = _prebolus_frames(data)
-    return nib.Nifti1Image(_reference(data, start, stop), pwi.affine)
+    start, stop = prebolus_frames(data)
+    return nib.Nifti1Image(prebolus_median(data, start, stop), pwi.affine)
 
 
 def sitk_reg(fixed, moving):

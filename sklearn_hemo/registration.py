@@ -29,7 +29,7 @@ from .utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = ["RigidTransform", "aligned_affine", "correct_motion", "register_rigid"]
 
-_EXTRA_MESSAGE = (
+EXTRA_MESSAGE = (
     "image registration needs SimpleITK, an optional dependency: install it with "
     "pip install \"sklearn-hemo[registration]\" (or pip install SimpleITK), or import "
     "with register='none' (--register none) to resample through the affines only."
@@ -45,7 +45,7 @@ def _sitk():
     try:
         import SimpleITK as sitk
     except ImportError as exc:  # pragma: no cover - exercised where the extra is absent
-        raise ImportError(_EXTRA_MESSAGE) from exc
+        raise ImportError(EXTRA_MESSAGE) from exc
     return sitk
 
 
@@ -143,6 +143,8 @@ def mean_displacement(matrix, points):
     return float(np.linalg.norm(moved - points, axis=1).mean())
 
 
+@validate_params({"affine": ["array-like"], "matrix": ["array-like"]},
+                 prefer_skip_nested_validation=True)
 def aligned_affine(affine, matrix):
     """The affine that puts a moving image on the fixed image's world frame.
 
@@ -158,6 +160,15 @@ def aligned_affine(affine, matrix):
     affine : ndarray of shape (4, 4)
         ``inv(matrix) @ affine``: resampling the moving data with this affine onto the
         fixed grid aligns it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.registration import aligned_affine
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 5.0  # the moving image is 5 mm further along x
+    >>> aligned_affine(np.eye(4), shift)[0, 3]
+    np.float64(-5.0)
     """
     return np.linalg.inv(np.asarray(matrix, float)) @ np.asarray(affine, float)
 
@@ -368,25 +379,28 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
 
 
 # -- motion correction -----------------------------------------------------------------------
-def _prebolus_frames(series):
+def prebolus_frames(series):
     """Steady pre-bolus frames (start, stop) of a 4D series, from its total signal.
 
     The sum over the whole field of view does not change when the head moves inside it,
-    while the bolus lowers it: its curve finds the bolus whatever the motion.
+    while the bolus lowers it: its curve finds the bolus whatever the motion. Leading
+    frames brighter than the baseline by 2 % (not yet at steady state) are skipped; the
+    bolus starts where the curve first falls by a tenth of its depth.
     """
-    from .signal import bolus_arrival, steady_state_frames
-
     curve = series.reshape(-1, series.shape[-1]).astype(np.float64).sum(axis=0)
-    try:
-        start = int(steady_state_frames(curve))
-    except Exception:  # noqa: BLE001 - a curve it cannot read: keep every frame
-        start = 0
-    start = min(start, curve.size - 2) if curve.size > 2 else 0
-    stop = start + int(bolus_arrival(curve[start:]))
+    n = curve.size
+    start = 0
+    settled = float(np.percentile(curve, 75))  # the baseline and the recovered tail
+    while start < n - 2 and curve[start] > 1.02 * settled:
+        start += 1
+    low = start + int(np.argmin(curve[start:]))
+    base = float(np.median(curve[start: max(start + 1, (start + low) // 2)]))
+    below = np.flatnonzero(curve[start: low + 1] < base - 0.1 * (base - curve[low]))
+    stop = start + int(below[0]) if below.size and base > curve[low] else n
     return start, max(stop, start + 1)
 
 
-def _reference(series, start, stop):
+def prebolus_median(series, start, stop):
     """Median of the pre-bolus frames: a frame that jumped does not blur it."""
     return np.median(series[..., start:stop], axis=-1).astype(np.float32)
 
@@ -484,9 +498,9 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
     data = np.asarray(pwi.dataobj)
     series = data.astype(np.float32)
     affine = pwi.affine
-    start, stop = _prebolus_frames(series)
+    start, stop = prebolus_frames(series)
     if reference is None:
-        ref = _reference(series, start, stop)
+        ref = prebolus_median(series, start, stop)
     else:
         ref = np.asarray(reference, dtype=np.float32)
         if ref.shape != series.shape[:3]:

@@ -34,12 +34,12 @@ def default_raw(tmp_path_factory):
 
 @needs_sitk
 def test_known_transforms_are_recovered_within_1_mm_and_1_degree(default_raw):
-    from sklearn_hemo.registration import _prebolus_frames, _reference, register_rigid
+    from sklearn_hemo.registration import prebolus_frames, prebolus_median, register_rigid
 
     raw, patient = default_raw, default_raw.aligned[0]
     truth = raw.transforms["sub-001"]
     data = np.asarray(patient.pwi.dataobj, np.float32)
-    prebolus = nib.Nifti1Image(_reference(data, *_prebolus_frames(data)), patient.affine)
+    prebolus = nib.Nifti1Image(prebolus_median(data, *prebolus_frames(data)), patient.affine)
     points = _head_points(patient)
     gre = nib.load(next(raw.path.glob("sub-001/ses-followup/anat/*_T2starw.nii.gz")))
     found = register_rigid(prebolus, gre)

@@ -51,7 +51,7 @@ def _available():
 
 def plan_registration(plan, register):
     """Decide, from paths only, what ``plan`` registers; raise early when impossible."""
-    from ..registration import _EXTRA_MESSAGE
+    from ..registration import EXTRA_MESSAGE
 
     plan.registration = {"mode": register}
     if register == "none":
@@ -75,13 +75,13 @@ def plan_registration(plan, register):
     needs = "followup_image" in plan.registration or register == "all"
     if not _available():
         if needs:
-            raise ImportError(f"participant {plan.pid}: {_EXTRA_MESSAGE}")
+            raise ImportError(f"participant {plan.pid}: {EXTRA_MESSAGE}")
         plan.registration["motion_skipped"] = "SimpleITK not installed"
 
 
 def prepare_pwi(plan, pwi):
     """The (motion-corrected) PWI and the reference volume registrations aim at."""
-    from ..registration import _prebolus_frames, _reference, correct_motion
+    from ..registration import correct_motion, prebolus_frames, prebolus_median
 
     info = plan.registration
     data = np.asarray(pwi.dataobj, dtype=np.float32)
@@ -95,8 +95,8 @@ def prepare_pwi(plan, pwi):
     if int(np.prod(pwi.shape[:3])) < _MIN_VOXELS:
         info["motion_skipped"] = (f"grid {tuple(pwi.shape[:3])} too small for motion "
                                   f"correction (< {_MIN_VOXELS} voxels)")
-        start, stop = _prebolus_frames(data)
-        return pwi, nib.Nifti1Image(_reference(data, start, stop), pwi.affine)
+        start, stop = prebolus_frames(data)
+        return pwi, nib.Nifti1Image(prebolus_median(data, start, stop), pwi.affine)
     corrected, motion = correct_motion(pwi, pid=plan.pid)
     motion.pop("matrices")
     info["motion"] = motion
@@ -106,7 +106,7 @@ def prepare_pwi(plan, pwi):
                           f"{max(motion['displacement_mm']):.2f} mm)")
     start, stop = motion["reference_frames"]
     data = np.asarray(corrected.dataobj, dtype=np.float32)
-    return corrected, nib.Nifti1Image(_reference(data, start, stop), pwi.affine)
+    return corrected, nib.Nifti1Image(prebolus_median(data, start, stop), pwi.affine)
 
 
 def _register(plan, what, moving, reference, **kwargs):

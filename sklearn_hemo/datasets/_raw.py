@@ -30,6 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 from sklearn.utils import Bunch
 
 from .._io import atomic_write_text
@@ -57,9 +58,11 @@ def _still_patients():
 
 
 def _euler(rotation_deg, translation_mm):
-    from ..registration import euler_matrix
-
-    return euler_matrix(rotation_deg, translation_mm)
+    """World matrix of ITK's Euler3DTransform about the origin (R = Rz Ry Rx)."""
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix()
+    out[:3, 3] = translation_mm
+    return out
 
 
 def _signs(rng, n):
@@ -73,12 +76,10 @@ def _followup_pose(rng, angle_range, shift_range):
     direction = weights / np.linalg.norm(weights) * _signs(rng, 3)
     angle = rng.uniform(*angle_range)
     shift = rng.uniform(*shift_range, size=3) * _signs(rng, 3)
-    from ..registration import rotation_angle
-
     rot = direction * angle
-    matrix = _euler(rot, shift)
     # rescale the Euler angles so that the total angle is the one drawn
-    scale = angle / max(rotation_angle(matrix[:3, :3]), 1e-9)
+    total = np.degrees(Rotation.from_euler("xyz", rot, degrees=True).magnitude())
+    scale = angle / max(float(total), 1e-9)
     rot = rot * scale
     return rot, shift, _euler(rot, shift)
 
