@@ -91,6 +91,15 @@ def test_raw_round_trip_matches_the_aligned_cohort(tmp_path):
     kept = [t for t in still if motion["displacement_mm"][t] == 0]
     assert len(kept) >= 0.7 * len(still)
     still = kept
+    # the QC page shows the displacement found at import
+    pytest.importorskip("matplotlib", reason="the QC report draws with matplotlib")
+    from sklearn_hemo.qc import write_qc_report
+
+    write_qc_report(cohort, tmp_path / "qc", maps=False)
+    page = (tmp_path / "qc" / "index.html").read_text()
+    largest = max(motion["displacement_mm"])
+    assert f"max {largest:.2f} mm, {len(motion['corrected_frames'])} frame(s)" in page
+    assert "<polyline" in page
     np.testing.assert_array_equal(np.asarray(imported.pwi.dataobj)[..., still[:5]],
                                   np.asarray(nib.load(next(raw.path.glob(
                                       "sub-001/ses-acute/perf/*_dsc.nii.gz"))).dataobj)[

@@ -138,7 +138,7 @@ def dwi_affines(plan, b0, b0_affine, b1000_affine, reference):
 
     # a series of the same session: a small misalignment, from the scanner's frame
     matrix = _register(plan, "dwi", nib.Nifti1Image(b0, b0_affine), reference,
-                       init="geometry", levels=1, smooth_mm=4.0)
+                       init="geometry", levels=2, smooth_mm=4.0)
     return aligned_affine(b0_affine, matrix), aligned_affine(b1000_affine, matrix)
 
 
