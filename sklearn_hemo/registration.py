@@ -79,6 +79,8 @@ class RigidTransform:
         or an error).
     stop : str
         The optimiser's stopping condition, in words.
+    extra : dict
+        ``starts``: the mutual information each start of :func:`register_rigid` reached.
     """
 
     matrix: np.ndarray
