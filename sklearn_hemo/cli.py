@@ -113,6 +113,9 @@ def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
 def _run_simulate_raw(args):
     from .datasets import simulate_raw_tree
 
+    if args.paper or args.difficulty != "realistic":
+        raise SystemExit("sklearn-hemo simulate: --raw writes realistic patients of the "
+                         "default or --shape geometry; drop --paper and --difficulty.")
     kwargs = {"n_patients": args.n_patients or 2, "random_state": args.random_state,
               "overwrite": args.overwrite}
     if args.shape is not None:
