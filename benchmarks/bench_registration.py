@@ -5,12 +5,12 @@ Run: ``nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/bench_registration.py 
 
 1. Libraries (those installed of SimpleITK, dipy, ANTsPy), rigid, mutual information:
    the follow-up GRE of :func:`~sklearn_hemo.datasets.simulate_raw_tree` (own grid,
-   8-17 degrees, a few mm) registered to the acute PWI pre-bolus mean; rotation error
+   8-17 degrees, a few mm) registered to the acute PWI pre-bolus median; rotation error
    (degrees, angle of the residual rotation), translation error (mm, residual displacement
    of the head centre) and seconds per registration. Threads limited to 1 (a shared
    2-core machine: times are indicative). "SimpleITK x3" is ``register_rigid``'s default
    (best of three starts), "SimpleITK" a single start.
-2. Target of the follow-up (SimpleITK): the aligned DWI b0 or the PWI pre-bolus mean.
+2. Target of the follow-up (SimpleITK): the aligned DWI b0 or the PWI pre-bolus median.
 3. Import with registration, seconds per patient (follow-up + DSC motion correction).
 """
 
@@ -118,7 +118,7 @@ def main(n=4):
         print(f"{name:12s}{np.mean(rot):6.2f} / {np.max(rot):5.2f}            "
               f"{np.mean(tr):6.2f} / {np.max(tr):5.2f}               {np.mean(sec):6.2f}")
     print("\ntarget of the follow-up (SimpleITK): rot. error deg / transl. error mm (mean)")
-    for label, idx in (("DWI b0", 3), ("PWI pre-bolus mean", 2)):
+    for label, idx in (("DWI b0", 3), ("PWI pre-bolus median", 2)):
         res = [errors(register_rigid(c[idx], c[1]).matrix, c[4]) for c in cases]
         print(f"{label:20s} {np.mean([r for r, _ in res]):.2f} / "
               f"{np.mean([t for _, t in res]):.2f}")

@@ -316,7 +316,7 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
     """Rigidly register ``moving`` to ``fixed`` by Mattes mutual information (SimpleITK).
 
     The images may have different grids, resolutions and contrasts (a follow-up GRE to
-    the acute DWI b0, a DSC frame to the pre-bolus mean). The optimiser is SimpleITK's
+    the acute DWI b0, a DSC frame to the pre-bolus median). The optimiser is SimpleITK's
     regular-step gradient descent on the six Euler parameters, started from the images'
     centres of mass (``init="moments"``) or from their world alignment, over ``levels``
     resolutions. Needs the optional extra
@@ -459,7 +459,7 @@ def _euler_angles(rot):
 )
 def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
                    random_state=0):
-    """Correct the head motion of a DSC series: every frame registered to a pre-bolus mean.
+    """Correct the head motion of a DSC series: every frame registered to a pre-bolus median.
 
     The reference is the mean of the steady pre-bolus frames (found on the mean head
     curve with :func:`~sklearn_hemo.signal.bolus_arrival` and
@@ -477,7 +477,7 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
     pwi : nibabel image, 4D
         The DSC series.
     reference : array-like of shape pwi.shape[:3] or None, default=None
-        A reference volume on the PWI grid; None: the pre-bolus mean.
+        A reference volume on the PWI grid; None: the pre-bolus median.
     n_bins : int >= 4, default=32
         Histogram bins of the mutual information.
     warn_mm : float >= 0, default=1.0

@@ -617,7 +617,7 @@ def _record(plan, source):
         "slice_timing": None if plan.slice_timing is None else plan.slice_timing.tolist(),
         "dwi": rel(plan.dwi), "dwi_b0": rel(plan.dwi_b0), "dwi_b1000": rel(plan.dwi_b1000),
         "ht_mask": rel(plan.ht_mask), "brain_mask": rel(plan.brain_mask), "ht": plan.ht,
-        "registration": _coregister.record(plan),
+        "registration": _coregister.record(plan, rel),
         "notes": plan.notes,
     }
 
@@ -712,12 +712,12 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
     register : {"auto", "all", "none"}, default="auto"
         Rigid registration (SimpleITK, Mattes mutual information; the optional extra
         ``[registration]``). ``"auto"``: the DSC series is motion-corrected (every frame
-        registered to the pre-bolus mean, :func:`sklearn_hemo.registration.correct_motion`;
+        registered to the pre-bolus median, :func:`sklearn_hemo.registration.correct_motion`;
         the cohort gets the corrected series, the source keeps the raw one; grids under
         4096 voxels are left as they are), and an HT annotation from another session than
         the PWI's is carried over by registering the T2*-weighted image it was drawn on
-        (``*_T2starw.nii*`` in the same folder) to the PWI pre-bolus mean. ``"all"``:
-        also the DWI series (its b0) to the PWI pre-bolus mean. ``"none"``: through the
+        (``*_T2starw.nii*`` in the same folder) to the PWI pre-bolus median. ``"all"``:
+        also the DWI series (its b0) to the PWI pre-bolus median. ``"none"``: through the
         affines only. ``import.json`` records, per participant, each transform (rotation
         in degrees, translation in mm, mutual information before and after) and the
         displacement of every DSC frame (mm); a registration that fails or raises the
