@@ -328,18 +328,6 @@ def _plot_patient(qc, patient):
     return fig
 
 
-@validate_params(
-    {
-        "cohort": [Cohort],
-        "out_dir": [str, os.PathLike],
-        "overwrite": ["boolean"],
-        "maps": ["boolean"],
-        "dpi": [Interval(Real, 0, None, closed="neither")],
-        "verbose": [Integral],  # resolve_verbose's message names the function
-        "progress": DEPRECATED_FLAG,
-    },
-    prefer_skip_nested_validation=True,
-)
 def _import_motion(cohort):
     """``{participant: registration record}`` of the cohort's ``import.json``, if any."""
     import json
@@ -380,6 +368,18 @@ def _motion_cell(record, width=160, height=36, limit=1.0):
             f"frame(s) realigned<br>{svg}")
 
 
+@validate_params(
+    {
+        "cohort": [Cohort],
+        "out_dir": [str, os.PathLike],
+        "overwrite": ["boolean"],
+        "maps": ["boolean"],
+        "dpi": [Interval(Real, 0, None, closed="neither")],
+        "verbose": [Integral],  # resolve_verbose's message names the function
+        "progress": DEPRECATED_FLAG,
+    },
+    prefer_skip_nested_validation=True,
+)
 def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verbose=0,
                     progress=DEPRECATED):
     """Write one QC PNG per patient and an ``index.html`` that links them.

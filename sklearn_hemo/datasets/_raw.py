@@ -195,7 +195,7 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
     >>> from sklearn_hemo.datasets import simulate_raw_tree
     >>> raw = simulate_raw_tree(tempfile.mkdtemp(), 1, (24, 24, 6), random_state=0)
     >>> sorted(raw.transforms["sub-001"])
-    ['dsc', 'dwi', 'followup']
+    ['aligned_id', 'dsc', 'dwi', 'followup']
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
