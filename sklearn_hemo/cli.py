@@ -72,6 +72,11 @@ def _add_simulate(sub):
                    help="write over a cohort already in OUT_DIR")
     p.add_argument("--n-jobs", type=int, default=1, metavar="N",
                    help="patients simulated in parallel (-1: all cores; same result)")
+    p.add_argument("--raw", action="store_true",
+                   help="write a BIDS-style tree as a scanner gives it instead (DSC with "
+                   "head motion, DWI, follow-up T2*w with the HT mask in its own pose; "
+                   "transforms in derivatives/simulation); import it with "
+                   "'sklearn-hemo import'. Default 2 patients")
     _add_verbosity(p)
     p.set_defaults(func=_run_simulate)
 
@@ -95,9 +100,30 @@ def _cli_words(exc):
     return str(exc).replace("overwrite=True (--overwrite)", "--overwrite")
 
 
+def _run_simulate_raw(args):
+    from .datasets import simulate_raw_tree
+
+    if args.paper or args.difficulty != "realistic":
+        raise SystemExit("sklearn-hemo simulate: --raw writes realistic patients of the "
+                         "default or --shape geometry; drop --paper and --difficulty.")
+    kwargs = {"n_patients": args.n_patients or 2, "random_state": args.random_state,
+              "overwrite": args.overwrite}
+    if args.shape is not None:
+        kwargs["shape"] = tuple(args.shape)
+    try:
+        raw = simulate_raw_tree(args.out_dir, **kwargs)
+    except (FileExistsError, ValueError) as exc:
+        raise SystemExit(f"sklearn-hemo simulate: {exc}") from None
+    print(f"wrote a raw tree of {len(raw.transforms)} participant(s) to {raw.path}; "
+          f"transforms in {raw.path / 'derivatives' / 'simulation' / 'transforms.json'}")
+    return 0
+
+
 def _run_simulate(args):
     from .datasets import PAPER_COHORT, CohortError, make_stroke_cohort
 
+    if args.raw:
+        return _run_simulate_raw(args)
     _claim_cohort_folder(args.out_dir, args.overwrite, "simulate", "OUT_DIR")
     size = dict(PAPER_COHORT) if args.paper else {}  # else make_stroke_cohort's defaults
     if args.n_patients is not None:
@@ -658,6 +684,10 @@ def _add_import(sub):
                    "covered fraction >= 0.5)")
     p.add_argument("--overwrite", action="store_true",
                    help="write over a cohort already in DIR")
+    p.add_argument("--register", choices=("auto", "all", "none"), default="auto",
+                   help="rigid registration (needs sklearn-hemo[registration]): auto "
+                   "(default) corrects DSC motion and registers a follow-up annotation "
+                   "through its T2*w image; all also registers the DWI; none: affines only")
     _add_verbosity(p)
     p.set_defaults(func=_run_import)
 
@@ -672,9 +702,9 @@ def _run_import(args):
             args.source, args.out, mapping=args.map,
             ht_pattern=args.ht_pattern or DEFAULT_HT_PATTERN, session=args.session,
             b_tolerance=args.b_tolerance, mask_interpolation=args.mask_interpolation,
-            overwrite=args.overwrite, verbose=_verbose(args),
+            overwrite=args.overwrite, register=args.register, verbose=_verbose(args),
         )
-    except (FileExistsError, CohortError, ValueError) as exc:
+    except (FileExistsError, CohortError, ValueError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo import: {exc}") from None
     n_ht = int((cohort.ht == 1).sum())
     print(f"imported {len(cohort)} participant(s) ({n_ht} with HT) to {cohort.path}; "

@@ -329,6 +329,46 @@ def _plot_patient(qc, patient):
     return fig
 
 
+def _import_motion(cohort):
+    """``{participant: registration record}`` of the cohort's ``import.json``, if any."""
+    import json
+
+    path = getattr(cohort, "path", None)
+    log = Path(path) / "import.json" if path is not None else None
+    if log is None or not log.is_file():
+        return {}
+    try:
+        participants = json.loads(log.read_text(encoding="utf-8")).get("participants", {})
+    except (ValueError, AttributeError):
+        return {}
+    return {pid: (rec or {}).get("registration", {}) for pid, rec in participants.items()
+            if isinstance(rec, dict)}
+
+
+def _motion_cell(record, width=160, height=36, limit=1.0):
+    """The head-motion cell: largest displacement, realigned frames, an inline plot."""
+    if not record:
+        return "n/a"
+    motion = record.get("motion")
+    if not motion:
+        return html.escape(str(record.get("motion_skipped", "not corrected")))
+    shift = np.asarray(motion.get("displacement_mm", []), dtype=float)
+    if not shift.size:
+        return "n/a"
+    top = max(float(shift.max()), 2 * limit)
+    xs = np.linspace(2, width - 2, shift.size)
+    ys = height - 2 - (height - 4) * shift / top
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+    line = height - 2 - (height - 4) * limit / top
+    colour = "#c0392b" if shift.max() > limit else "#2c7a2c"
+    svg = (f'<svg width="{width}" height="{height}" role="img" aria-label="displacement '
+           f'per frame"><line x1="0" x2="{width}" y1="{line:.1f}" y2="{line:.1f}" '
+           f'stroke="#999" stroke-dasharray="3,3"/><polyline fill="none" stroke="{colour}" '
+           f'points="{points}"/></svg>')
+    return (f"max {shift.max():.2f} mm, {len(motion.get('corrected_frames', []))} "
+            f"frame(s) realigned<br>{svg}")
+
+
 @validate_params(
     {
         "cohort": [Cohort],
@@ -349,7 +389,9 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
     right on the left, from the affine) with the brain-mask outline and the AIF voxels,
     the AIF and mean tissue curves with the dropped leading frames, and the CBF, CBV and
     Tmax maps. ``index.html`` lists every patient with its dropped frames, AIF voxel
-    count, mask size and warnings, and links each PNG.
+    count, mask size, head motion (the displacement of each DSC frame found by
+    :func:`~sklearn_hemo.datasets.import_cohort`, from the cohort's ``import.json``, when
+    there is one) and warnings, and links each PNG.
 
     Parameters
     ----------
@@ -401,6 +443,7 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
                          inputs=[cohort.path] if cohort.path is not None else [])
     patients = progress_bar(cohort, verbose, desc="qc", unit="patient",
                             line=lambda p: f"qc of {p.id} written")
+    motion = _import_motion(cohort)
     results, rows = [], []
     for patient in patients:
         qc = patient_qc(patient, maps=maps)
@@ -415,7 +458,8 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
             f'<tr class="{status}"><td><a href="{_anchor_link(patient.id)}">'
             f"{html.escape(patient.id)}</a></td><td>{qc.n_nonsteady}</td>"
             f"<td>{'aif.tsv' if qc.measured_aif else len(qc.aif_voxels)}</td>"
-            f"<td>{int(qc.brain_mask.sum())}</td><td>{len(qc.warnings)}</td>"
+            f"<td>{int(qc.brain_mask.sum())}</td>"
+            f"<td>{_motion_cell(motion.get(patient.id))}</td><td>{len(qc.warnings)}</td>"
             f"<td><ul>{items}</ul></td></tr>")
     figures = "\n".join(
         f'<section id="{_anchor(qc.id)}"><h2>{html.escape(qc.id)}</h2>'
@@ -433,9 +477,13 @@ img {{ max-width: 100%; border: 1px solid #ccc; }} ul {{ margin: 0; padding-left
 </style></head><body>
 <h1>Quality control: {len(results)} patient(s), {n_warn} with warnings</h1>
 <p>Brain mask, dropped non-steady frames, AIF voxels and perfusion maps as the features
-use them. Images in radiological convention (the patient's right on the left).</p>
+use them. Images in radiological convention (the patient's right on the left). Head
+motion: the displacement of each DSC frame from the pre-bolus reference found by
+<code>sklearn-hemo import</code> (mm; frames beyond 1 mm in red, all of them realigned in
+the cohort), read from the cohort's <code>import.json</code>.</p>
 <table><thead><tr><th>participant</th><th>dropped frames</th><th>AIF voxels</th>
-<th>mask voxels</th><th>warnings</th><th>details</th></tr></thead><tbody>
+<th>mask voxels</th><th>head motion (import)</th><th>warnings</th><th>details</th></tr>
+</thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
 {figures}

@@ -3,6 +3,7 @@
 from ._cohort import ArterialInputFunction, Cohort, CohortError, Patient
 from ._import import import_cohort
 from ._layout import load_cohort, load_patient, save_cohort
+from ._raw import simulate_raw_tree
 from ._simulate import PAPER_COHORT, make_stroke_cohort, simulated_concentration
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "load_patient",
     "make_stroke_cohort",
     "save_cohort",
+    "simulate_raw_tree",
     "simulated_concentration",
 ]

@@ -43,6 +43,7 @@ from ..exceptions import CohortError
 from ..utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
 from ..utils._warnings import find_stack_level
 from ..utils.fixes import StrOptions, validate_params
+from . import _coregister
 from ._cohort import Patient
 from ._grids import (
     _as_3d,
@@ -94,6 +95,7 @@ class _Plan:
     brain_mask: Path = None
     ht: int = None  # from participants.tsv
     notes: list = field(default_factory=list)
+    registration: dict = field(default_factory=dict)  # see _coregister
 
 
 # -- finding files ---------------------------------------------------------------------------
@@ -475,7 +477,8 @@ def _plan_dwi(plan, roles, b_value, b_tolerance, pwi_session):
                       "series, or map it (--map).")
 
 
-def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance):
+def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance,
+          register="none"):
     labels = _read_participants(source)
     found = _read_map(source, mapping) if mapping is not None else _discover_bids(
         source, ht_pattern, session)
@@ -519,6 +522,7 @@ def _plan(source, mapping, ht_pattern, session, b_value, b_tolerance, tolerance)
                                       "a mask must be a 3D volume.")
                 _check_overlap(pid, files[0], img, pwi)
                 setattr(plan, role, files[0])
+        _coregister.plan_registration(plan, register)
         plans.append(plan)
     return plans
 
@@ -556,12 +560,14 @@ def _coverage_warning(plan, where, src_shape, src_affine, pwi, brain, min_overla
 
 def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
     pid = plan.pid
-    pwi = nib.load(plan.pwi)
+    pwi, reference = _coregister.prepare_pwi(plan, nib.load(plan.pwi))
     grid, affine = tuple(pwi.shape[:3]), pwi.affine
     baseline = np.asarray(pwi.dataobj[..., : min(5, pwi.shape[3])], dtype=np.float32).mean(-1)
     brain = baseline > 0.1 * np.percentile(baseline, 99) if np.isfinite(baseline).all() \
         else np.ones(grid, dtype=bool)
     b0, b1000, b0_affine, b1000_affine = _dwi_pair(plan)
+    b0_affine, b1000_affine = _coregister.dwi_affines(plan, b0, b0_affine, b1000_affine,
+                                                      reference)
     dwi_where = plan.dwi or plan.dwi_b0
     _coverage_warning(plan, dwi_where, b0.shape, b0_affine, pwi, brain, min_overlap)
     images = {}
@@ -589,11 +595,12 @@ def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
                 f"participant {pid}: {path} ({name}) holds "
                 f"{int((~np.isfinite(data)).sum())} NaN or infinite value(s); a mask is 0 "
                 "or 1 in every voxel. Fix the file (e.g. set those voxels to 0 or 1).")
-        _coverage_warning(plan, path, data.shape, img.affine, pwi, brain, min_overlap)
-        if data.shape == grid and np.allclose(img.affine, affine, atol=1e-3):
+        src_affine = _coregister.mask_affine(plan, name, img.affine, reference)
+        _coverage_warning(plan, path, data.shape, src_affine, pwi, brain, min_overlap)
+        if data.shape == grid and np.allclose(src_affine, affine, atol=1e-3):
             mask = (np.asarray(data) > 0).astype(np.uint8)
         else:
-            mask = resample_to_grid(data, img.affine, grid, affine, kind="mask",
+            mask = resample_to_grid(data, src_affine, grid, affine, kind="mask",
                                     mask_interpolation=mask_interpolation,
                                     mask_threshold=mask_threshold)
             plan.notes.append(f"{name} resampled from {data.shape} onto the PWI grid "
@@ -617,7 +624,8 @@ def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
             raise CohortError(f"participant {pid}: participants.tsv says ht = 0 but {path} "
                               f"marks {n_grid} PWI voxel(s). Make the label and the annotation "
                               "agree.")
-    patient = Patient(pid, plan.pwi, images["dwi_b0"], images["dwi_b1000"],
+    patient = Patient(pid, plan.pwi if "motion" not in plan.registration else pwi,
+                      images["dwi_b0"], images["dwi_b1000"],
                       echo_time=plan.echo_time, repetition_time=plan.repetition_time, ht=ht,
                       brain_mask=images["brain_mask"], ht_mask=images["ht_mask"],
                       slice_timing=plan.slice_timing, n_nonsteady=plan.n_nonsteady)
@@ -641,6 +649,7 @@ def _record(plan, source):
         "slice_timing": None if plan.slice_timing is None else plan.slice_timing.tolist(),
         "dwi": rel(plan.dwi), "dwi_b0": rel(plan.dwi_b0), "dwi_b1000": rel(plan.dwi_b1000),
         "ht_mask": rel(plan.ht_mask), "brain_mask": rel(plan.brain_mask), "ht": plan.ht,
+        "registration": _coregister.record(plan, rel),
         "notes": plan.notes,
     }
 
@@ -660,6 +669,7 @@ def _record(plan, source):
         "mask_threshold": [Real],
         "min_overlap": [Real],
         "overwrite": ["boolean"],
+        "register": [StrOptions({"auto", "all", "none"})],
         "verbose": [Integral],  # resolve_verbose's message names the function
         "progress": DEPRECATED_FLAG,
     },
@@ -668,7 +678,7 @@ def _record(plan, source):
 def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTERN,
                   session=None, b_value=1000.0, b_tolerance=100.0, timing_tolerance=0.01,
                   mask_interpolation="fraction", mask_threshold=0.5, min_overlap=0.9,
-                  overwrite=False, verbose=0, progress=DEPRECATED):
+                  overwrite=False, register="auto", verbose=0, progress=DEPRECATED):
     """Import a BIDS-style tree (or any tree through a map) into the cohort layout.
 
     Reads, per participant ``sub-*`` (optionally in ``ses-*`` folders):
@@ -687,11 +697,13 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
       participants it does not label, ``ht`` is 1 when the annotation marks a PWI voxel,
       0 when it marks none and n/a without annotation.
 
-    DWI and masks are resampled onto the PWI grid through their affines (scanner space:
-    images of one session need no registration; a follow-up annotation must already be
-    registered to it), with :func:`nibabel.processing.resample_from_to`: linear for
-    images; for masks the fraction of each PWI voxel they cover, kept where it reaches
-    ``mask_threshold`` (or nearest neighbour). The PWI is copied on its own grid. Every
+    DWI and masks are resampled onto the PWI grid through their affines (after the
+    registration of ``register``: a follow-up annotation is registered through the image
+    it was drawn on; without it, it must already be registered to the PWI), with
+    :func:`nibabel.processing.resample_from_to`: linear for images; for masks the
+    fraction of each PWI voxel they cover, kept where it reaches ``mask_threshold`` (or
+    nearest neighbour). The PWI is copied on its own grid (motion-corrected unless
+    ``register="none"``). Every
     participant is planned and checked from headers and sidecars, then converted and
     validated, before anything is written; nothing is ever written into ``source``.
     ``out_dir/import.json`` records which file gave what and every decision taken.
@@ -731,6 +743,21 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
         Allow writing over a cohort already in ``out_dir``, or into a folder holding
         files this package did not write there (only same-named files are replaced;
         nothing else is deleted).
+    register : {"auto", "all", "none"}, default="auto"
+        Rigid registration (SimpleITK, Mattes mutual information; the optional extra
+        ``[registration]``). ``"auto"``: the DSC series is motion-corrected (every frame
+        registered to the pre-bolus median, :func:`sklearn_hemo.registration.correct_motion`;
+        the cohort gets the corrected series, the source keeps the raw one; grids under
+        4096 voxels are left as they are), and an HT annotation from another session than
+        the PWI's is carried over by registering the T2*-weighted image it was drawn on
+        (``*_T2starw.nii*`` in the same folder) to the PWI pre-bolus median. ``"all"``:
+        also the DWI series (its b0) to the PWI pre-bolus median. ``"none"``: through the
+        affines only. ``import.json`` records, per participant, each transform (rotation
+        in degrees, translation in mm, mutual information before and after) and the
+        displacement of every DSC frame (mm); a registration that fails or raises the
+        mutual information by less than 5 % warns, and so does a frame displaced by more
+        than 1 mm. Without SimpleITK, ``"auto"`` skips motion correction with a warning
+        and raises :class:`ImportError` for a follow-up to register.
     verbose : int, default=0
         0 silent; 1 a progress bar; 2 also one line per participant converted. Bars and lines go to
         standard error; warnings are raised whatever ``verbose`` is.
@@ -802,10 +829,12 @@ def import_cohort(source, out_dir, *, mapping=None, ht_pattern=DEFAULT_HT_PATTER
     if b_tolerance >= b_value / 2:
         raise ValueError(f"b_tolerance ({b_tolerance:g}) must be below half of b_value "
                          f"({b_value:g}), or b0 and b{b_value:g} volumes could mix.")
+    if register not in ("auto", "all", "none"):
+        raise ValueError(f"register must be 'auto', 'all' or 'none', got {register!r}.")
     # refuse an existing cohort, or a folder of someone else's files, before reading
     check_target(out, overwrite, "import", inputs=[source])
     plans = _plan(source, mapping, ht_pattern, session, float(b_value), float(b_tolerance),
-                  float(timing_tolerance))
+                  float(timing_tolerance), register)
     check_before_writing([Patient(p.pid, p.pwi, p.pwi, p.pwi, echo_time=p.echo_time,
                                   repetition_time=p.repetition_time) for p in plans])
     iterator = progress_bar(plans, verbose, line=lambda plan: f"converted {plan.pid}",
