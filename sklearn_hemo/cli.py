@@ -674,7 +674,9 @@ def _run_qc(args):
                                       maps=not args.no_maps, verbose=_verbose(args))
     except (CohortError, ValueError, FileExistsError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo qc: {exc}") from None
-    _print_qc_warnings([w for qc in results for w in qc.warnings])
+    from .qc import qc_summary
+
+    print(qc_summary(results, report=os.path.join(args.out, "index.html")), file=sys.stderr)
     print(f"wrote {len(results)} QC figures and index.html to {args.out}")
     return 0
 
@@ -695,27 +697,31 @@ def _each_warning_once(shown=()):
         yield
 
 
-def _print_qc_warnings(messages):
-    for message in messages:
-        print(f"QC warning: {message}", file=sys.stderr)
-
-
 def _cohort_qc_warnings(cohort):
-    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient (printed by
-    compare and train before they start)."""
+    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient: compare and
+    train print their summary (:func:`sklearn_hemo.qc.qc_summary`) before they start and
+    silence the same texts when the library raises them again."""
     import warnings
 
-    from .qc import patient_qc
+    from .qc import patient_qc, qc_summary
 
-    messages = []
+    messages, results, failed = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for patient in cohort:
             try:
-                messages += patient_qc(patient).warnings
+                qc = patient_qc(patient)
             except ValueError as exc:  # e.g. an empty mask: the run itself will refuse
                 messages.append(str(exc))
-    _print_qc_warnings(messages)
+                failed.append(str(exc))
+                continue
+            results.append(qc)
+            messages += qc.warnings
+    report = "`sklearn-hemo qc --data DIR --out REPORT` writes the per-patient report"
+    lines = [qc_summary(results, report=report)] if results else []
+    lines += [f"QC failed: {message}" for message in failed]
+    if lines and (failed or any(qc.warnings for qc in results)):  # a clean cohort: quiet
+        print("\n".join(lines), file=sys.stderr)
     return messages
 
 

@@ -1,0 +1,248 @@
+"""Vessel curves of one patient: screening of AIF candidates, the venous output function
+and the partial-volume correction of the AIF.
+
+Package-internal kernels behind :func:`sklearn_hemo.signal.detect_aif` (its ``exclude``),
+:func:`sklearn_hemo.signal.detect_vof` and the patient AIF of
+:func:`sklearn_hemo.signal.patient_aif`. Nothing here reads a patient: arrays in, arrays
+out.
+
+Screening (:func:`screen_curves`)
+---------------------------------
+A voxel's curve is refused as an AIF (or VOF) candidate when it is
+
+* **clipped**: its signal falls to the noise floor during the bolus (below
+  ``floor_sigma`` times the noise standard deviation; magnitude images are Rician and
+  carry no information on the true signal there, Gudbjartsson & Patz 1995), so the peak
+  of its ``Delta R2*`` is cut off: the saturated, flat-topped curves of Mouridsen et al.
+  (2006) and of the FAIR-Unipd toolbox's peak criterion (Peruzzo et al. 2011);
+* **noisy**: the peak ``Delta R2*`` is less than ``min_cnr`` times the standard deviation
+  of its pre-bolus frames (a contrast-to-noise ratio; the irregularity criterion of
+  Mouridsen 2006 and Peruzzo 2011 removes the same curves);
+* **drifting**: its pre-bolus frames trend (the linear trend over the baseline exceeds
+  ``max_drift`` of the peak) or its tail sinks below zero (the mean of the last 15 % of
+  the frames is below ``-max_drift`` of the peak): motion, a spike or leakage, not blood
+  (an arterial curve returns to a positive steady state after the first pass, Bleeker
+  et al. 2011).
+
+Partial-volume correction (:func:`partial_volume_aif`)
+------------------------------------------------------
+At the default 5 mm voxels an artery fills at most half a voxel. The magnitudes of blood
+and tissue add (Chen et al. 2005; van Osch et al. 2005), so the normalised signal of the
+averaged arterial voxels is
+
+    r(t) = (1 - w) m(t) + w exp(-TE R_a(t))
+
+with ``w`` the blood share of the baseline signal, ``m(t)`` the normalised signal of the
+tissue around the artery (the mean brain signal stands in for it) and ``R_a`` the
+``Delta R2*`` of arterial blood. Averaging voxels in the signal domain keeps this form
+(``w`` becomes the mean share), which is why the AIF voxels are averaged as signal, not
+as ``Delta R2*``. Its ``-ln(r) / TE`` is not ``R_a``: it saturates at ``-ln(1 - w) / TE``
+and flattens the peak. Given ``w``, the model is inverted,
+``R_a = -ln((r - (1 - w) m) / w) / TE`` (the argument held above its noise). ``w`` is
+the one that gives the AIF the area of the venous output function (VOF): the superior
+sagittal sinus is wide enough to fill a voxel, and the same bolus passes through artery
+and vein, so the time integrals of the arterial and venous concentrations are equal (van
+Osch et al. 2001; Knutsson et al. 2010). The areas are taken over the whole acquisition
+(first pass and recirculation: the simulated curves, like most clinical ones, do not
+reach a steady state within it). After the inversion the curve is scaled to the venous
+area exactly (a small residue when ``w`` is bounded), as van Osch 2001 scale theirs.
+
+References
+----------
+Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. MRM 1995; 34:910-914.
+Mouridsen K, Christensen S, Gyldensted L, Ostergaard L. Automatic selection of arterial
+input function using cluster analysis. MRM 2006; 55:524-531.
+Peruzzo D, Bertoldo A, Zanderigo F, Cobelli C. Automatic selection of arterial input
+function on dynamic contrast-enhanced MR images. Comput Methods Programs Biomed 2011;
+104:e148-e157.
+Bleeker EJW, van Buchem MA, Webb AG, van Osch MJP. Phase-based arterial input function
+measurements for dynamic susceptibility contrast MRI. MRM 2010; 64:358-368, and Bleeker
+EJW, van Buchem MA, van Osch MJP. Optimal location for arterial input function
+measurements near the middle cerebral artery in first-pass perfusion MRI. JCBFM 2009;
+29:840-852.
+van Osch MJP, Vonken EPA, Bakker CJG, Viergever MA. Correcting partial volume artifacts
+of the arterial input function in quantitative cerebral perfusion MRI. MRM 2001;
+45:477-485.
+van Osch MJP, van der Grond J, Bakker CJG. Partial volume effects on arterial input
+functions: shape and amplitude distortions and their correction. JMRI 2005; 22:704-709.
+Chen JJ, Smith MR, Frayne R. The impact of partial-volume effects in dynamic
+susceptibility contrast magnetic resonance perfusion imaging. JMRI 2005; 22:390-399.
+Knutsson L, Stahlberg F, Wirestam R. Absolute quantification of perfusion using dynamic
+susceptibility contrast MRI: pitfalls and possibilities. MAGMA 2010; 23:1-21.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import trapezoid
+from sklearn.utils import Bunch
+
+#: Screening thresholds (module docstring).
+FLOOR_SIGMA = 3.0
+MIN_CNR = 5.0
+MAX_DRIFT = 0.1
+#: A curve is flat-topped when at least this many frames lie within FLAT_FRACTION of its
+#: peak (a gamma-variate first pass sampled every 1.2-2 s has one or two there).
+FLAT_FRAMES = 3
+FLAT_FRACTION = 0.05
+
+
+def noise_sigma(signal, baseline):
+    """Noise standard deviation of the signal: per curve, and its median over curves.
+
+    From the frame-to-frame differences of the pre-bolus frames (robust: the median
+    absolute deviation, divided by sqrt(2) for a difference of two frames).
+    """
+    base = signal[:, baseline].astype(np.float64)
+    if base.shape[1] < 3:
+        spread = np.zeros(base.shape[0])
+    else:
+        diffs = np.diff(base, axis=1)
+        centre = np.median(diffs, axis=1, keepdims=True)
+        spread = 1.4826 * np.median(np.abs(diffs - centre), axis=1) / np.sqrt(2.0)
+    return spread, float(np.median(spread)) if spread.size else 0.0
+
+
+def screen_curves(signal, curves, times, baseline, *, floor_sigma=FLOOR_SIGMA,
+                  min_cnr=MIN_CNR, max_drift=MAX_DRIFT):
+    """Clipped, noisy and drifting curves (module docstring); a Bunch of bool arrays.
+
+    ``signal`` (n, t) source signal, ``curves`` (n, t) its ``Delta R2*``, ``baseline`` the
+    slice of pre-bolus frames. ``ok`` is the complement of the three.
+    """
+    n, n_t = curves.shape
+    _, sigma = noise_sigma(signal, baseline)
+    clipped = signal.min(axis=1) < floor_sigma * sigma if sigma > 0 else np.zeros(n, bool)
+    peak = curves.max(axis=1)
+    # the shared baseline ends at the foot of the mean brain curve, and an artery may rise
+    # up to two frames before it: those frames are left out of the baseline statistics
+    start, stop, _ = baseline.indices(n_t)
+    quiet = slice(start, max(stop - 2, start + min(2, stop - start)))
+    base = curves[:, quiet]
+    base_sd, _ = noise_sigma(curves, quiet)  # robust: frame-to-frame differences
+    noisy = peak < min_cnr * np.maximum(base_sd, 1e-12)
+    drift = np.zeros(n, dtype=bool)
+    # a drift must be large against the peak and significant against the noise (three
+    # standard errors), so that a short, noisy baseline does not count as one
+    if base.shape[1] >= 4:
+        t = times[quiet] - times[quiet].mean()
+        sxx = max(float((t**2).sum()), 1e-12)
+        slope = (base * t).sum(axis=1) / sxx
+        change = np.abs(slope) * float(np.ptp(times[quiet]))
+        error = 3.0 * base_sd / np.sqrt(sxx) * float(np.ptp(times[quiet]))
+        drift |= (change > max_drift * np.abs(peak)) & (change > error)
+    tail = max(2, int(round(0.15 * n_t)))
+    if n_t > tail + 2:
+        level = curves[:, -tail:].mean(axis=1)
+        drift |= (level < -max_drift * np.abs(peak)) & (level < -3.0 * base_sd / np.sqrt(tail))
+    return Bunch(clipped=clipped, noisy=noisy, drifting=drift,
+                 ok=~(clipped | noisy | drift), sigma=sigma)
+
+
+def flat_top(curve, fraction=FLAT_FRACTION, n_frames=FLAT_FRAMES):
+    """Whether ``curve`` has at least ``n_frames`` consecutive frames within ``fraction``
+    of its peak around the peak (a saturated, clipped first pass)."""
+    curve = np.asarray(curve, dtype=float)
+    peak = int(np.argmax(curve))
+    top = curve[peak]
+    if not top > 0:
+        return False
+    near = curve >= (1.0 - fraction) * top
+    lo = peak
+    while lo > 0 and near[lo - 1]:
+        lo -= 1
+    hi = peak
+    while hi < curve.size - 1 and near[hi + 1]:
+        hi += 1
+    return hi - lo + 1 >= n_frames
+
+
+def rise_time(curves, times, fraction=0.5):
+    """Time at which each curve first reaches ``fraction`` of its peak (rising edge)."""
+    curves = np.atleast_2d(curves)
+    n = curves.shape[1]
+    peak = np.argmax(curves, axis=1)
+    level = fraction * curves[np.arange(curves.shape[0]), peak]
+    frames = np.arange(n)
+    below = (curves < level[:, None]) & (frames[None, :] < peak[:, None])
+    last_below = np.where(below, frames[None, :], -1).max(axis=1)
+    return times[np.clip(last_below + 1, 0, n - 1)]
+
+
+def select_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None):
+    """Indices of the venous curves (see :func:`sklearn_hemo.signal.detect_vof`); empty
+    when no curve qualifies."""
+    n = curves.shape[0]
+    area = trapezoid(curves, times, axis=1)
+    reference = np.median(curves, axis=0)
+    tissue_rise = rise_time(reference[None], times)[0]
+    late = rise_time(curves, times) >= tissue_rise
+    keep = late & (area > 0)
+    if exclude is not None:
+        keep &= ~np.asarray(exclude, dtype=bool)
+    pool = np.flatnonzero(keep)
+    if pool.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    # a vein holds far more contrast than any tissue (whole blood against a few percent
+    # of blood): it must stand out of the late curves, not be their upper tail
+    typical = float(np.median(area[area > 0])) if (area > 0).any() else 0.0
+    order = pool[np.argsort(-area[pool], kind="stable")]
+    best = area[order[0]]
+    if not best > 5.0 * typical:
+        return np.zeros(0, dtype=np.intp)
+    order = order[area[order] >= voxel_fraction * best]
+    return np.sort(order[:n_voxels]).astype(np.intp)[: max(1, min(n_voxels, n))]
+
+
+def invert_partial_volume(ratio, tissue_ratio, echo_time, share, floor):
+    """``R_a`` of the model ``r = (1 - w) m + w exp(-TE R_a)`` for blood share ``w``;
+    also whether each frame was held at the floor."""
+    argument = (ratio - (1.0 - share) * tissue_ratio) / share
+    held = argument < floor
+    return -np.log(np.maximum(argument, floor)) / echo_time, held
+
+
+def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_units,
+                       *, noise=0.0, min_share=0.02):
+    """The AIF corrected for partial volume, given the area of the venous curve.
+
+    ``ratio``: mean normalised signal of the AIF voxels; ``tissue_ratio``: normalised
+    signal of the surrounding tissue; ``to_units``: ``Delta R2*`` of blood to the AIF's
+    units (identity, or :func:`sklearn_hemo.relaxivity.blood_concentration`);
+    ``target_area``: the VOF's area in those units; ``noise``: standard deviation of
+    ``ratio`` over the baseline. Returns a Bunch: ``curve``, ``share`` (the blood share
+    ``w``), ``held`` (frames held at the noise floor) and ``scale`` (the final scaling
+    to the venous area).
+    """
+    ratio = np.asarray(ratio, dtype=float)
+    tissue_ratio = np.asarray(tissue_ratio, dtype=float)
+
+    def curve_for(share):
+        # the blood signal w exp(-TE R_a) is known to within the noise of the ratio: the
+        # argument is held above twice that noise (at most 0.5: R_a stays positive)
+        floor = min(max(2.0 * noise / share, 1e-3), 0.5)
+        r_a, held = invert_partial_volume(ratio, tissue_ratio, echo_time, share, floor)
+        return to_units(r_a), held
+
+    # the area grows as the share falls, until the noise floor caps the peak: the largest
+    # share that reaches the venous area (the least correction), else the largest area
+    shares = np.geomspace(1.0, min_share, 64)
+    areas = np.array([trapezoid(curve_for(w)[0], times) for w in shares])
+    reached = np.flatnonzero(areas >= target_area)
+    if reached.size == 0:
+        share = float(shares[int(np.argmax(areas))])
+    elif reached[0] == 0:
+        share = 1.0
+    else:
+        hi, lo = float(shares[reached[0] - 1]), float(shares[reached[0]])
+        for _ in range(30):  # area(hi) < target <= area(lo)
+            mid = np.sqrt(lo * hi)
+            if trapezoid(curve_for(mid)[0], times) >= target_area:
+                lo = mid
+            else:
+                hi = mid
+        share = lo
+    curve, held = curve_for(share)
+    got = trapezoid(curve, times)
+    scale = target_area / got if got > 0 else 1.0
+    return Bunch(curve=curve * scale, share=float(share), held=held, scale=float(scale))
