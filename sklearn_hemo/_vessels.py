@@ -19,9 +19,10 @@ A voxel's curve is refused as an AIF (or VOF) candidate when it is
   of its pre-bolus frames (a contrast-to-noise ratio; the irregularity criterion of
   Mouridsen 2006 and Peruzzo 2011 removes the same curves);
 * **drifting**: its pre-bolus frames trend (the linear trend over the baseline exceeds
-  ``max_drift`` of the peak) or its tail sinks below zero (the mean of the last 15 % of
-  the frames is below ``-max_drift`` of the peak): motion, a spike or leakage, not blood
-  (an arterial curve returns to a positive steady state after the first pass, Bleeker
+  ``max_drift`` of the peak, and three of its standard errors), its tail sinks below zero
+  (the mean of the last 15 % of the frames is below ``-max_drift`` of the peak) or never
+  comes down (that mean is above half of the peak): motion, a spike or leakage, not
+  blood (after the first pass a vessel's curve returns to a low, positive level, Bleeker
   et al. 2011).
 
 Partial-volume correction (:func:`partial_volume_aif`)
@@ -38,17 +39,26 @@ tissue around the artery (the mean brain signal stands in for it) and ``R_a`` th
 (``w`` becomes the mean share), which is why the AIF voxels are averaged as signal, not
 as ``Delta R2*``. Its ``-ln(r) / TE`` is not ``R_a``: it saturates at ``-ln(1 - w) / TE``
 and flattens the peak. Given ``w``, the model is inverted,
-``R_a = -ln((r - (1 - w) m) / w) / TE`` (the argument held above its noise). ``w`` is
-the one that gives the AIF the area of the venous output function (VOF): the superior
+``R_a = -ln((r - (1 - w) m) / w) / TE`` (the argument held above its noise). The signal
+never falls below its tissue part, so ``w >= max_t (m - r - 2 noise) / m``: a lower
+bound close to ``w`` when the arterial peak is dark. Within it ``w`` is the largest that
+gives the AIF the area of the venous output function (VOF): the superior
 sagittal sinus is wide enough to fill a voxel, and the same bolus passes through artery
 and vein, so the time integrals of the arterial and venous concentrations are equal (van
 Osch et al. 2001; Knutsson et al. 2010). The areas are taken over the whole acquisition
 (first pass and recirculation: the simulated curves, like most clinical ones, do not
-reach a steady state within it). After the inversion the curve is scaled to the venous
-area exactly (a small residue when ``w`` is bounded), as van Osch 2001 scale theirs.
+reach a steady state within it). Frames where the blood signal is below the noise (the
+argument held at twice the noise of the ratio: a peak too dark to measure) are filled by
+a gamma variate fitted to the first pass around them (:func:`fill_held_peak`). After
+the inversion the curve is scaled to the venous area exactly (a small residue when ``w``
+is bounded), as van Osch 2001 scale theirs.
 
 References
 ----------
+Thompson HK, Starmer CF, Whalen RE, McIntosh HD. Indicator transit time considered as a
+gamma variate. Circ Res 1964; 14:502-515. Benner T, Heiland S, Erb G, Forsting M, Sartor
+K. Accuracy of gamma-variate fits to concentration-time curves from dynamic
+susceptibility-contrast enhanced MRI. Magn Reson Imaging 1997; 15:307-317.
 Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. MRM 1995; 34:910-914.
 Mouridsen K, Christensen S, Gyldensted L, Ostergaard L. Automatic selection of arterial
 input function using cluster analysis. MRM 2006; 55:524-531.
@@ -74,6 +84,7 @@ susceptibility contrast MRI: pitfalls and possibilities. MAGMA 2010; 23:1-21.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy.integrate import trapezoid
 from sklearn.utils import Bunch
 
@@ -135,6 +146,11 @@ def screen_curves(signal, curves, times, baseline, *, floor_sigma=FLOOR_SIGMA,
     if n_t > tail + 2:
         level = curves[:, -tail:].mean(axis=1)
         drift |= (level < -max_drift * np.abs(peak)) & (level < -3.0 * base_sd / np.sqrt(tail))
+        # a bolus passes: a curve that never comes down (its tail above half of its peak,
+        # a peak taken on the 3-frame running median so that a motion spike does not
+        # count) is a drift, e.g. a voxel at the brain's edge that moves out of the brain
+        smooth_peak = ndimage.median_filter(curves, size=(1, 3), mode="nearest").max(axis=1)
+        drift |= level > 0.5 * smooth_peak
     return Bunch(clipped=clipped, noisy=noisy, drifting=drift,
                  ok=~(clipped | noisy | drift), sigma=sigma)
 
@@ -169,15 +185,22 @@ def rise_time(curves, times, fraction=0.5):
     return times[np.clip(last_below + 1, 0, n - 1)]
 
 
-def select_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None):
+def select_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None,
+               min_area=0.0):
     """Indices of the venous curves (see :func:`sklearn_hemo.signal.detect_vof`); empty
-    when no curve qualifies."""
+    when no curve qualifies (``min_area``: the largest must hold at least this area, e.g.
+    that of the partial-volume AIF, which a vein, less diluted, exceeds)."""
     n = curves.shape[0]
     area = trapezoid(curves, times, axis=1)
     reference = np.median(curves, axis=0)
     tissue_rise = rise_time(reference[None], times)[0]
     late = rise_time(curves, times) >= tissue_rise
-    keep = late & (area > 0)
+    # a bolus, not a plateau: the peak (on the 3-frame running median, so that a spike
+    # does not count) at least three times the mean of the last third of the frames
+    smooth = ndimage.median_filter(curves, size=(1, 3), mode="nearest")
+    third = max(1, curves.shape[1] // 3)
+    peaked = smooth.max(axis=1) >= 3.0 * np.maximum(curves[:, -third:].mean(axis=1), 0.0)
+    keep = late & peaked & (area > 0)
     if exclude is not None:
         keep &= ~np.asarray(exclude, dtype=bool)
     pool = np.flatnonzero(keep)
@@ -188,7 +211,7 @@ def select_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None):
     typical = float(np.median(area[area > 0])) if (area > 0).any() else 0.0
     order = pool[np.argsort(-area[pool], kind="stable")]
     best = area[order[0]]
-    if not best > 5.0 * typical:
+    if not best > max(3.0 * typical, min_area):
         return np.zeros(0, dtype=np.intp)
     order = order[area[order] >= voxel_fraction * best]
     return np.sort(order[:n_voxels]).astype(np.intp)[: max(1, min(n_voxels, n))]
@@ -200,6 +223,71 @@ def invert_partial_volume(ratio, tissue_ratio, echo_time, share, floor):
     argument = (ratio - (1.0 - share) * tissue_ratio) / share
     held = argument < floor
     return -np.log(np.maximum(argument, floor)) / echo_time, held
+
+
+def _gamma_variate(t, t0, amplitude, alpha, beta):
+    """Gamma variate of peak ``amplitude`` at ``t0 + alpha beta`` (0 before ``t0``)."""
+    x = np.clip(t - t0, 0.0, None) / (alpha * beta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = amplitude * np.exp(alpha * (np.log(np.maximum(x, 1e-12)) + 1.0 - x))
+    return np.where(x > 0, out, 0.0)
+
+
+def fill_held_peak(curve, held, times):
+    """``curve`` with the frames ``held`` at the noise floor (a saturated first-pass peak)
+    replaced by a gamma variate fitted to the first pass around them (Thompson et al.
+    1964; Benner et al. 1997; the FAIR-Unipd toolbox fits one to its AIF too): its rising
+    edge from the foot and its falling edge down to 40 % of the largest kept value.
+    Returns the curve unchanged when nothing is held or the fit fails."""
+    from scipy.optimize import least_squares
+
+    if not held.any():
+        return curve
+    kept = ~held
+    top = float(curve[kept].max()) if kept.any() else 0.0
+    frames = np.flatnonzero(held)
+    # the first run of held frames is the first-pass peak; later ones are noise dips of
+    # the ratio: those are interpolated from their kept neighbours
+    first = last = int(frames[0])
+    while last + 1 < curve.size and held[last + 1]:
+        last += 1
+    curve = curve.copy()
+    later = held.copy()
+    later[: last + 1] = False
+    if later.any() and (kept | ~later).sum() >= 2:
+        known = ~later
+        curve[later] = np.interp(times[later], times[known], curve[known])
+    held = held.copy()
+    held[last + 1:] = False
+    rising = np.flatnonzero(kept[:first] & (curve[:first] < 0.1 * top))
+    start = int(rising[-1]) if rising.size else 0
+    after = np.flatnonzero(kept & (np.arange(curve.size) > last) & (curve < 0.4 * top))
+    stop = int(after[0]) if after.size else curve.size - 1
+    window = np.zeros(curve.size, dtype=bool)
+    window[start: stop + 1] = True
+    fit = window & kept
+    if fit.sum() < 4 or top <= 0:
+        return curve
+    t_peak = float(times[(first + last) // 2])
+    t0 = float(times[start])
+    alpha0 = 3.0
+    beta0 = max((t_peak - t0) / alpha0, 0.2)
+
+    def residual(p):
+        return _gamma_variate(times[fit], *p) - curve[fit]
+
+    try:
+        result = least_squares(
+            residual, [t0, 1.5 * top, alpha0, beta0],
+            bounds=([times[0] - 5.0, top, 1.0, 0.1],
+                    [t_peak, 20.0 * top, 10.0, 10.0]))
+    except ValueError:
+        return curve
+    if not result.success:
+        return curve
+    filled = curve.copy()
+    filled[held] = np.maximum(_gamma_variate(times[held], *result.x), curve[held])
+    return filled
 
 
 def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_units,
@@ -222,11 +310,18 @@ def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_un
         # argument is held above twice that noise (at most 0.5: R_a stays positive)
         floor = min(max(2.0 * noise / share, 1e-3), 0.5)
         r_a, held = invert_partial_volume(ratio, tissue_ratio, echo_time, share, floor)
-        return to_units(r_a), held
+        curve = to_units(r_a)
+        return fill_held_peak(curve, held, times), held
 
+    # the voxel's signal never falls below its tissue part (beyond the noise): the
+    # deepest drop bounds the share from below, w >= (m - r - 2 noise) / m, which is
+    # close to w itself when the arterial peak is dark
+    lowest = float(np.max((tissue_ratio - ratio - 2.0 * noise)
+                          / np.maximum(tissue_ratio, 1e-12)))
+    min_share = min(max(min_share, lowest), 1.0)
     # the area grows as the share falls, until the noise floor caps the peak: the largest
     # share that reaches the venous area (the least correction), else the largest area
-    shares = np.geomspace(1.0, min_share, 64)
+    shares = np.geomspace(1.0, min_share, 40) if min_share < 1.0 else np.ones(1)
     areas = np.array([trapezoid(curve_for(w)[0], times) for w in shares])
     reached = np.flatnonzero(areas >= target_area)
     if reached.size == 0:

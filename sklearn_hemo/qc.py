@@ -411,7 +411,8 @@ def qc_summary(results, *, report=None, n_worst=3):
             counts[label] = counts.get(label, 0) + 1
     if counts:
         lines.append("  notes (as designed): " + "; ".join(
-            f"{label} in {n} patient(s)" for label, n in counts.items()))
+            f"{label} in {counts[label]} patient(s)" for _, label in _NOTE_KINDS
+            if label in counts))
     return "\n".join(lines)
 
 

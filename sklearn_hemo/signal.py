@@ -877,10 +877,12 @@ def detect_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None,
     are wide enough to fill a voxel with blood, so their curve is the whole-blood
     concentration with little partial volume (van Osch et al. 2001). Among the curves
     whose bolus rises (half of the peak, on the rising edge) no earlier than that of the
-    median curve (the typical tissue; arteries rise before it) and that ``exclude`` does
-    not refuse, the one with the largest area is taken, with at most ``n_voxels - 1``
+    median curve (the typical tissue; arteries rise before it), whose bolus passes (the
+    peak, on the 3-frame running median, at least three times the mean of the last third
+    of the frames: a plateau is motion or drift) and that ``exclude`` does not refuse,
+    the one with the largest area is taken, with at most ``n_voxels - 1``
     others whose area is at least ``voxel_fraction`` of it; the VOF is their mean. A vein
-    must stand out: its area at least 5 times the median area of all the curves (whole
+    must stand out: its area at least 3 times the median area of all the curves (whole
     blood against the few percent of blood in tissue), else none is found.
 
     Parameters
@@ -1164,7 +1166,10 @@ def _detect_patient_aif(patient, timing, data=None, partial_volume=True):
     if partial_volume:
         taken = np.zeros(curves.shape[0], dtype=bool)
         taken[indices] = True
-        found = select_vof(curves, times, exclude=~screen.ok | taken)
+        # a vein holds at least the contrast of the partial-volume arteries
+        found = select_vof(curves, times, exclude=~screen.ok | taken,
+                           min_area=float(trapezoid(-np.log(np.clip(ratio, 1e-3, None)) / te,
+                                                    times)))
         area = 0.0
         if found.size:
             venous = (signal[found] / s0[found, None]).mean(axis=0, dtype=np.float64)
