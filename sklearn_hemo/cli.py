@@ -26,7 +26,35 @@ def _build_parser():
     for command in sub.choices.values():  # also accepted after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error")
+    for name in ("qc", "compare", "train", "predict"):  # the commands that read an AIF
+        sub.choices[name].add_argument(
+            "--no-aif-correction", action="store_true",
+            help="do not correct detected AIFs for partial volume by the venous output "
+            "function (sets SKLEARN_HEMO_AIF_VOF=off for the run; see "
+            "sklearn_hemo.signal.patient_aif)")
     return parser
+
+
+@contextlib.contextmanager
+def _aif_correction(args):
+    """``--no-aif-correction``: the environment variable every step (and worker) reads,
+    for the duration of the command only."""
+    import os
+
+    from .signal import VOF_ENV
+
+    if not getattr(args, "no_aif_correction", False):
+        yield
+        return
+    before = os.environ.get(VOF_ENV)
+    os.environ[VOF_ENV] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VOF_ENV, None)
+        else:
+            os.environ[VOF_ENV] = before
 
 
 def _add_verbosity(p, quiet_help="no progress bar",
@@ -716,7 +744,8 @@ def _cohort_qc_warnings(cohort):
                 failed.append(str(exc))
                 continue
             results.append(qc)
-            messages += qc.warnings
+            # the notes too: the summary counted them, the run need not repeat them
+            messages += qc.warnings + qc.notes
     report = "`sklearn-hemo qc --data DIR --out REPORT` writes the per-patient report"
     lines = [qc_summary(results, report=report)] if results else []
     lines += [f"QC failed: {message}" for message in failed]
@@ -748,7 +777,7 @@ def main(argv=None):
     try:
         # every patient a command reads gets the voxel checks of Cohort.validate(),
         # lazily: the first time the command uses it
-        with checking_on_first_use():
+        with checking_on_first_use(), _aif_correction(args):
             return args.func(args) or 0
     except SystemExit as stop:
         # a command turned an error into a one-line message; --debug shows the original
