@@ -17,7 +17,8 @@ A voxel's curve is refused as an AIF (or VOF) candidate when it is
   (2006) and of the FAIR-Unipd toolbox's peak criterion (Peruzzo et al. 2011);
 * **noisy**: the peak ``Delta R2*`` is less than ``min_cnr`` times the standard deviation
   of its pre-bolus frames (a contrast-to-noise ratio; the irregularity criterion of
-  Mouridsen 2006 and Peruzzo 2011 removes the same curves);
+  Mouridsen 2006 and Peruzzo 2011 removes the same curves), or a spike: the peak more
+  than 2.5 times that of its 3-frame running median;
 * **drifting**: its pre-bolus frames trend (the linear trend over the baseline exceeds
   ``max_drift`` of the peak, and three of its standard errors), its tail sinks below zero
   (the mean of the last 15 % of the frames is below ``-max_drift`` of the peak) or never
@@ -48,10 +49,12 @@ and vein, so the time integrals of the arterial and venous concentrations are eq
 Osch et al. 2001; Knutsson et al. 2010). The areas are taken over the whole acquisition
 (first pass and recirculation: the simulated curves, like most clinical ones, do not
 reach a steady state within it). Frames where the blood signal is below the noise (the
-argument held at twice the noise of the ratio: a peak too dark to measure) are filled by
-a gamma variate fitted to the first pass around them (:func:`fill_held_peak`). After
-the inversion the curve is scaled to the venous area exactly (a small residue when ``w``
-is bounded), as van Osch 2001 scale theirs.
+argument held at twice the noise of the ratio) carry no measure: a single one is a
+spike, interpolated; a run of them is a first-pass peak too dark to measure, filled by a
+gamma variate fitted to the first pass around it (:func:`fill_held_peak`). ``w`` is not
+taken below 0.1 (the inversion would amplify the noise more than tenfold). The curve is
+then scaled to the venous area exactly (a residue when no ``w`` reaches it), as van Osch
+2001 scale theirs.
 
 References
 ----------
@@ -132,6 +135,9 @@ def screen_curves(signal, curves, times, baseline, *, floor_sigma=FLOOR_SIGMA,
     base = curves[:, quiet]
     base_sd, _ = noise_sigma(curves, quiet)  # robust: frame-to-frame differences
     noisy = peak < min_cnr * np.maximum(base_sd, 1e-12)
+    # a spike (motion, a bad frame): the peak far above that of the 3-frame running median
+    smooth_peak = ndimage.median_filter(curves, size=(1, 3), mode="nearest").max(axis=1)
+    noisy |= peak > 2.5 * np.maximum(smooth_peak, 1e-12)
     drift = np.zeros(n, dtype=bool)
     # a drift must be large against the peak and significant against the noise (three
     # standard errors), so that a short, noisy baseline does not count as one
@@ -149,7 +155,6 @@ def screen_curves(signal, curves, times, baseline, *, floor_sigma=FLOOR_SIGMA,
         # a bolus passes: a curve that never comes down (its tail above half of its peak,
         # a peak taken on the 3-frame running median so that a motion spike does not
         # count) is a drift, e.g. a voxel at the brain's edge that moves out of the brain
-        smooth_peak = ndimage.median_filter(curves, size=(1, 3), mode="nearest").max(axis=1)
         drift |= level > 0.5 * smooth_peak
     return Bunch(clipped=clipped, noisy=noisy, drifting=drift,
                  ok=~(clipped | noisy | drift), sigma=sigma)
@@ -233,12 +238,39 @@ def _gamma_variate(t, t0, amplitude, alpha, beta):
     return np.where(x > 0, out, 0.0)
 
 
-def fill_held_peak(curve, held, times):
-    """``curve`` with the frames ``held`` at the noise floor (a saturated first-pass peak)
-    replaced by a gamma variate fitted to the first pass around them (Thompson et al.
-    1964; Benner et al. 1997; the FAIR-Unipd toolbox fits one to its AIF too): its rising
-    edge from the foot and its falling edge down to 40 % of the largest kept value.
-    Returns the curve unchanged when nothing is held or the fit fails."""
+def _runs(mask):
+    """(first, last) index of each run of True in ``mask``."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+
+
+def split_held(curve, held):
+    """The first-pass run of ``held`` frames (a bool mask) and the curve with every other
+    held frame (noise dips, spikes) interpolated from its kept neighbours.
+
+    The first-pass run is the run of at least two frames nearest the peak of the 3-frame
+    running median of ``curve`` (a single held frame is a spike, not a dark peak)."""
+    curve = np.asarray(curve, dtype=float).copy()
+    first_pass = np.zeros(curve.size, dtype=bool)
+    runs = [(a, b) for a, b in _runs(held) if b > a]
+    if runs:
+        peak = int(np.argmax(ndimage.median_filter(curve, size=3, mode="nearest")))
+        a, b = min(runs, key=lambda run: 0 if run[0] <= peak <= run[1]
+                   else min(abs(run[0] - peak), abs(run[1] - peak)))
+        first_pass[a: b + 1] = True
+    other = held & ~first_pass
+    known = ~held
+    if other.any() and known.sum() >= 2:
+        frames = np.arange(curve.size)
+        curve[other] = np.interp(frames[other], frames[known], curve[known])
+    return curve, first_pass
+
+
+def fill_held_peak(curve, held, times, *, max_gain=4.0):
+    """The ``held`` frames (the first-pass peak too dark to invert) replaced by a gamma
+    variate fitted to the first pass around them (Thompson et al. 1964; Benner et al.
+    1997; the FAIR-Unipd toolbox fits one to its AIF), never below their held value and
+    at most ``max_gain`` times the largest kept value; unchanged when the fit fails."""
     from scipy.optimize import least_squares
 
     if not held.any():
@@ -246,52 +278,37 @@ def fill_held_peak(curve, held, times):
     kept = ~held
     top = float(curve[kept].max()) if kept.any() else 0.0
     frames = np.flatnonzero(held)
-    # the first run of held frames is the first-pass peak; later ones are noise dips of
-    # the ratio: those are interpolated from their kept neighbours
-    first = last = int(frames[0])
-    while last + 1 < curve.size and held[last + 1]:
-        last += 1
-    curve = curve.copy()
-    later = held.copy()
-    later[: last + 1] = False
-    if later.any() and (kept | ~later).sum() >= 2:
-        known = ~later
-        curve[later] = np.interp(times[later], times[known], curve[known])
-    held = held.copy()
-    held[last + 1:] = False
+    first, last = int(frames[0]), int(frames[-1])
+    shape = None
     rising = np.flatnonzero(kept[:first] & (curve[:first] < 0.1 * top))
     start = int(rising[-1]) if rising.size else 0
     after = np.flatnonzero(kept & (np.arange(curve.size) > last) & (curve < 0.4 * top))
     stop = int(after[0]) if after.size else curve.size - 1
-    window = np.zeros(curve.size, dtype=bool)
-    window[start: stop + 1] = True
-    fit = window & kept
-    if fit.sum() < 4 or top <= 0:
-        return curve
-    t_peak = float(times[(first + last) // 2])
-    t0 = float(times[start])
-    alpha0 = 3.0
-    beta0 = max((t_peak - t0) / alpha0, 0.2)
+    fit = np.zeros(curve.size, dtype=bool)
+    fit[start: stop + 1] = True
+    fit &= kept
+    if fit.sum() >= 4 and top > 0:
+        t_peak = float(times[(first + last) // 2])
+        t0 = float(times[start])
 
-    def residual(p):
-        return _gamma_variate(times[fit], *p) - curve[fit]
+        def residual(p):
+            return _gamma_variate(times[fit], *p) - curve[fit]
 
-    try:
-        result = least_squares(
-            residual, [t0, 1.5 * top, alpha0, beta0],
-            bounds=([times[0] - 5.0, top, 1.0, 0.1],
-                    [t_peak, 20.0 * top, 10.0, 10.0]))
-    except ValueError:
+        try:
+            result = least_squares(
+                residual, [t0, 1.5 * top, 3.0, max((t_peak - t0) / 3.0, 0.2)],
+                bounds=([times[0] - 5.0, top, 1.0, 0.1], [t_peak, max_gain * top, 8.0, 8.0]))
+            if result.success:
+                shape = np.clip(_gamma_variate(times, *result.x) - curve, 0.0, None) * held
+        except ValueError:
+            shape = None
+    if shape is None:
         return curve
-    if not result.success:
-        return curve
-    filled = curve.copy()
-    filled[held] = np.maximum(_gamma_variate(times[held], *result.x), curve[held])
-    return filled
+    return curve + shape
 
 
 def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_units,
-                       *, noise=0.0, min_share=0.02):
+                       *, noise=0.0, min_share=0.1):
     """The AIF corrected for partial volume, given the area of the venous curve.
 
     ``ratio``: mean normalised signal of the AIF voxels; ``tissue_ratio``: normalised
@@ -310,17 +327,19 @@ def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_un
         # argument is held above twice that noise (at most 0.5: R_a stays positive)
         floor = min(max(2.0 * noise / share, 1e-3), 0.5)
         r_a, held = invert_partial_volume(ratio, tissue_ratio, echo_time, share, floor)
-        curve = to_units(r_a)
-        return fill_held_peak(curve, held, times), held
+        curve, first_pass = split_held(to_units(r_a), held)
+        return fill_held_peak(curve, first_pass, times), first_pass
 
     # the voxel's signal never falls below its tissue part (beyond the noise): the
     # deepest drop bounds the share from below, w >= (m - r - 2 noise) / m, which is
     # close to w itself when the arterial peak is dark
-    lowest = float(np.max((tissue_ratio - ratio - 2.0 * noise)
+    # (on the 3-frame running median: a spike is no drop)
+    smooth = ndimage.median_filter(ratio, size=3, mode="nearest")
+    lowest = float(np.max((tissue_ratio - smooth - 2.0 * noise)
                           / np.maximum(tissue_ratio, 1e-12)))
     min_share = min(max(min_share, lowest), 1.0)
-    # the area grows as the share falls, until the noise floor caps the peak: the largest
-    # share that reaches the venous area (the least correction), else the largest area
+    # the area grows as the share falls: the largest share that reaches the venous area
+    # (the least correction); when none does, the share of the largest area
     shares = np.geomspace(1.0, min_share, 40) if min_share < 1.0 else np.ones(1)
     areas = np.array([trapezoid(curve_for(w)[0], times) for w in shares])
     reached = np.flatnonzero(areas >= target_area)
@@ -339,5 +358,9 @@ def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_un
         share = lo
     curve, held = curve_for(share)
     got = trapezoid(curve, times)
+    if not got > 0:  # nothing left to invert: the measured curve, scaled (van Osch 2001)
+        curve = to_units(-np.log(np.clip(ratio, 1e-3, None)) / echo_time)
+        share, held = 1.0, np.zeros(ratio.size, dtype=bool)
+        got = trapezoid(curve, times)
     scale = target_area / got if got > 0 else 1.0
     return Bunch(curve=curve * scale, share=float(share), held=held, scale=float(scale))

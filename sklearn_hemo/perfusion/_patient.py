@@ -183,5 +183,7 @@ def _cached_arrival_k2(patient):
 def cached_patient_maps(patient, method="osvd"):
     """:func:`patient_perfusion_maps` of ``patient``, computed once per process (cached)."""
     # read-only: shared by every caller
-    return cached(patient, ("maps", method),
+    from ..signal import vof_correction_default
+
+    return cached(patient, ("maps", method, vof_correction_default()),
                   lambda: patient_perfusion_maps(patient, method=method))
