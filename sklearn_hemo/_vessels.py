@@ -190,7 +190,7 @@ def rise_time(curves, times, fraction=0.5):
     return times[np.clip(last_below + 1, 0, n - 1)]
 
 
-def select_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None,
+def select_vof(curves, times, *, n_voxels=1, voxel_fraction=0.8, exclude=None,
                min_area=0.0):
     """Indices of the venous curves (see :func:`sklearn_hemo.signal.detect_vof`); empty
     when no curve qualifies (``min_area``: the largest must hold at least this area, e.g.

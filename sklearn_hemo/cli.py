@@ -746,7 +746,7 @@ def _cohort_qc_warnings(cohort):
             results.append(qc)
             # the notes too: the summary counted them, the run need not repeat them
             messages += qc.warnings + qc.notes
-    report = "`sklearn-hemo qc --data DIR --out REPORT` writes the per-patient report"
+    report = "the report of `sklearn-hemo qc --data DIR --out REPORT`"
     lines = [qc_summary(results, report=report)] if results else []
     lines += [f"QC failed: {message}" for message in failed]
     if lines and (failed or any(qc.warnings for qc in results)):  # a clean cohort: quiet

@@ -869,7 +869,7 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     },
     prefer_skip_nested_validation=True,
 )
-def detect_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None,
+def detect_vof(curves, times, *, n_voxels=1, voxel_fraction=0.8, exclude=None,
                return_indices=False):
     """Venous output function (VOF) found automatically among brain concentration curves.
 
@@ -891,8 +891,10 @@ def detect_vof(curves, times, *, n_voxels=3, voxel_fraction=0.8, exclude=None,
         Concentration curves of brain voxels.
     times : array-like of shape (n_frames,)
         Frame times in seconds.
-    n_voxels : int, default=3
-        Most curves averaged into the VOF.
+    n_voxels : int, default=1
+        Most curves averaged into the VOF. The default takes the single largest: a vein
+        is rarely wider than a voxel or two, and averaging its neighbours, diluted by
+        partial volume, lowers the area the AIF is matched to.
     voxel_fraction : float in (0, 1], default=0.8
         A curve joins the largest one when its area is at least this fraction of it.
     exclude : array-like of bool of shape (n_curves,) or None, default=None
