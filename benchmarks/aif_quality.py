@@ -117,7 +117,10 @@ def summarise(rows):
             "area_median": float(np.nanmedian(ratios)),
             "cbf_median": float(np.nanmedian(cbf_ratios)),
             "cbf_true_aif": float(np.nanmedian([r["cbf_true_aif"] for r in rows])),
-            "vof": float(np.mean([r["vof"] for r in rows]))}
+            "vof": float(np.mean([r["vof"] for r in rows])),
+            "kinds": {kind: sum(kind in r["implausible"] for r in rows)
+                      for kind in _MAP_MEASURES
+                      if any(kind in r["implausible"] for r in rows)}}
 
 
 def _ok(name, value):
@@ -133,7 +136,9 @@ def format_summary(label, s):
             f"  cbf {100 * s['cbf']:5.1f}% ({_ok('cbf', s['cbf'])}, median ratio "
             f"{s['cbf_median']:.2f}; true AIF {s['cbf_true_aif']:.2f})"
             f"  implausible {100 * s['implausible']:5.1f}% "
-            f"({_ok('implausible', s['implausible'])})  vof found {100 * s['vof']:.0f}%")
+            f"({_ok('implausible', s['implausible'])}: "
+            + (", ".join(f"{k} {n}" for k, n in s["kinds"].items()) or "none")
+            + f")  vof found {100 * s['vof']:.0f}%")
 
 
 def main(argv=None):
