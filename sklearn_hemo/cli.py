@@ -26,7 +26,35 @@ def _build_parser():
     for command in sub.choices.values():  # also accepted after the command's name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error")
+    for name in ("qc", "compare", "train", "predict"):  # the commands that read an AIF
+        sub.choices[name].add_argument(
+            "--no-aif-correction", action="store_true",
+            help="do not correct detected AIFs for partial volume by the venous output "
+            "function (sets SKLEARN_HEMO_AIF_VOF=off for the run; see "
+            "sklearn_hemo.signal.patient_aif)")
     return parser
+
+
+@contextlib.contextmanager
+def _aif_correction(args):
+    """``--no-aif-correction``: the environment variable every step (and worker) reads,
+    for the duration of the command only."""
+    import os
+
+    from .signal import VOF_ENV
+
+    if not getattr(args, "no_aif_correction", False):
+        yield
+        return
+    before = os.environ.get(VOF_ENV)
+    os.environ[VOF_ENV] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VOF_ENV, None)
+        else:
+            os.environ[VOF_ENV] = before
 
 
 def _add_verbosity(p, quiet_help="no progress bar",
@@ -754,7 +782,9 @@ def _run_qc(args):
                                       maps=not args.no_maps, verbose=_verbose(args))
     except (CohortError, ValueError, FileExistsError, ImportError) as exc:
         raise SystemExit(f"sklearn-hemo qc: {exc}") from None
-    _print_qc_warnings([w for qc in results for w in qc.warnings])
+    from .qc import qc_summary
+
+    print(qc_summary(results, report=os.path.join(args.out, "index.html")), file=sys.stderr)
     print(f"wrote {len(results)} QC figures and index.html to {args.out}")
     return 0
 
@@ -775,27 +805,32 @@ def _each_warning_once(shown=()):
         yield
 
 
-def _print_qc_warnings(messages):
-    for message in messages:
-        print(f"QC warning: {message}", file=sys.stderr)
-
-
 def _cohort_qc_warnings(cohort):
-    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient (printed by
-    compare and train before they start)."""
+    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient: compare and
+    train print their summary (:func:`sklearn_hemo.qc.qc_summary`) before they start and
+    silence the same texts when the library raises them again."""
     import warnings
 
-    from .qc import patient_qc
+    from .qc import patient_qc, qc_summary
 
-    messages = []
+    messages, results, failed = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for patient in cohort:
             try:
-                messages += patient_qc(patient).warnings
+                qc = patient_qc(patient)
             except ValueError as exc:  # e.g. an empty mask: the run itself will refuse
                 messages.append(str(exc))
-    _print_qc_warnings(messages)
+                failed.append(str(exc))
+                continue
+            results.append(qc)
+            # the notes too: the summary counted them, the run need not repeat them
+            messages += qc.warnings + qc.notes
+    report = "the report of `sklearn-hemo qc --data DIR --out REPORT`"
+    lines = [qc_summary(results, report=report)] if results else []
+    lines += [f"QC failed: {message}" for message in failed]
+    if lines and (failed or any(qc.warnings for qc in results)):  # a clean cohort: quiet
+        print("\n".join(lines), file=sys.stderr)
     return messages
 
 
@@ -822,7 +857,7 @@ def main(argv=None):
     try:
         # every patient a command reads gets the voxel checks of Cohort.validate(),
         # lazily: the first time the command uses it
-        with checking_on_first_use():
+        with checking_on_first_use(), _aif_correction(args):
             return args.func(args) or 0
     except SystemExit as stop:
         # a command turned an error into a one-line message; --debug shows the original

@@ -26,7 +26,7 @@ from .datasets import Cohort, Patient
 from .utils._verbosity import DEPRECATED, DEPRECATED_FLAG, progress_bar, resolve_verbose
 from .utils.fixes import Interval, validate_params
 
-__all__ = ["PatientQC", "patient_qc", "write_qc_report", "PLAUSIBILITY_LIMITS"]
+__all__ = ["PatientQC", "patient_qc", "qc_summary", "write_qc_report", "PLAUSIBILITY_LIMITS"]
 
 #: Share of brain voxels above which a plausibility measure warns (see :func:`patient_qc`);
 #: ``prebolus_concentration`` is relative to the peak of the mean brain concentration.
@@ -89,6 +89,16 @@ class PatientQC:
         Mean brain signal of all frames, dropped ones included.
     measured_aif : bool
         Whether the AIF comes from ``aif.tsv`` rather than detection.
+    aif_raw : ndarray of shape (n_kept,)
+        The detected AIF before its partial-volume correction (the mean curve of its
+        voxels; equal to ``aif`` for a measured AIF).
+    vof : ndarray of shape (n_kept,) or None
+        The venous output function the AIF's area was matched to (None without one).
+    vof_voxels : ndarray of int of shape (m, 3)
+        Voxels averaged into the VOF (empty without one).
+    units : str
+        Units of ``aif``, ``aif_raw`` and ``vof``: ``"mM"`` (whole-blood concentration,
+        the patient's field strength known) or ``"1/s"`` (``Delta R2*``).
     measures : dict
         Plausibility measures: shares of brain voxels with negative CBV or CBF, with Tmax
         at the end of the acquisition, at 0 or negative, the relative pre-bolus
@@ -98,6 +108,16 @@ class PatientQC:
         The perfusion maps (:func:`~sklearn_hemo.perfusion.patient_perfusion_maps`).
     warnings : list of str
         Every warning, each naming the participant.
+    notes : list of str
+        What the automatic steps did as designed (dropped non-steady frames, the
+        partial-volume correction, refused AIF candidates): shown in the report, not
+        warnings.
+    findings : list of tuple
+        One ``(kind, value)`` per warning, in the same order: its kind (a name of
+        :data:`PLAUSIBILITY_LIMITS`, or ``"aif_late"``, ``"aif_flat_top"``,
+        ``"no_vof"``, ``"aif_candidates"``, ``"no_bolus"``, ``"padding"``,
+        ``"other"``) and its size when it has one (the share or the seconds), else None.
+        :func:`qc_summary` groups them.
 
     Examples
     --------
@@ -122,6 +142,30 @@ class PatientQC:
     measures: dict = field(default_factory=dict)
     maps: object = None
     warnings: list = field(default_factory=list)
+    aif_raw: np.ndarray = None
+    vof: np.ndarray = None
+    vof_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    units: str = "1/s"
+    notes: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+
+
+#: Kinds of the warnings that are not plausibility measures: a text they contain -> kind.
+_KINDS = (
+    ("rises at", "aif_late"),
+    ("flat-topped", "aif_flat_top"),
+    ("no venous output function", "no_vof"),
+    ("arterial candidate curve", "aif_candidates"),
+    ("no bolus found", "no_bolus"),
+    ("before the end of the common time grid", "padding"),
+)
+
+
+def _kind(message):
+    for text, kind in _KINDS:
+        if text in message:
+            return kind
+    return "other"
 
 
 @validate_params(
@@ -142,14 +186,18 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     :func:`~sklearn_hemo.signal.patient_aif` and the maps of
     :class:`~sklearn_hemo.preprocessing.PerfusionMapExtractor`.
 
-    Warnings (returned, not emitted) name the patient and the measure: non-steady
-    leading frames dropped, an AIF that does not peak before the tissue, a scan shorter
-    than the common time grid (padding, with its length), and each plausibility measure
-    above its limit in :data:`PLAUSIBILITY_LIMITS`: the share of brain voxels with a
+    Warnings (returned, not emitted) name the patient and the measure: an AIF that does
+    not rise before the tissue, a flat-topped (saturated) AIF, a patient without a
+    venous output function (no partial-volume correction), every arterial candidate
+    clipped, noisy or drifting, and each plausibility measure above its limit
+    in :data:`PLAUSIBILITY_LIMITS`: the share of brain voxels with a
     negative CBV or CBF, with a CBF above 150 mL/100 mL/min or a CBV above 15 mL/100 mL
     (the signature of a partial-volume AIF), with Tmax at the end of the acquisition,
     negative (the tissue before the AIF) or, for more than half of the brain, at 0, and a
-    mean pre-bolus brain concentration far from 0.
+    mean pre-bolus brain concentration far from 0. Steps that worked as designed are
+    ``notes``, not warnings: the dropped non-steady leading frames, a scan shorter than
+    the common time grid (padded, with its length), the partial-volume correction and
+    the refused AIF candidates.
 
     Parameters
     ----------
@@ -172,7 +220,7 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     >>> qc = patient_qc(patient, maps=False)
     >>> qc.n_nonsteady == int(patient.truth["n_nonsteady"]), bool(qc.brain_mask.any())
     (True, True)
-    >>> print(qc.warnings[0])  # doctest: +ELLIPSIS
+    >>> print(qc.notes[0])  # doctest: +ELLIPSIS
     participant sub-001: the first 1 PWI frame(s) are not at steady state ...
     """
     from ._cache import cached, patient_brain, patient_volume
@@ -181,6 +229,7 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
         padding_note,
         patient_aif_detection,
         patient_aif_on_grid,
+        patient_field_strength,
         patient_time_plan,
         patient_timing,
         steady_frame_times,
@@ -193,21 +242,30 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     start = timing.n_nonsteady
     times = steady_frame_times(patient, start)
     warnings = list(timing.notes)
+    findings = [(_kind(w), None) for w in warnings]
+    notes = list(getattr(timing, "info", ()))
     baseline = slice(0, max(timing.arrival - start, 1))
     tissue = concentration(timing.mean_signal[start:], patient.echo_time, baseline=baseline)
+    vof, vof_voxels = None, np.zeros((0, 3), dtype=np.int64)
+    units = "mM" if patient_field_strength(patient) is not None else "1/s"
     if patient.aif is not None:
         aif = patient_aif_on_grid(patient, times.size, patient.repetition_time, 0.0, timing, data)
         voxels = np.zeros((0, 3), dtype=np.int64)
+        raw = aif
     else:
         found = patient_aif_detection(patient, timing, data)
         aif, voxels = np.asarray(found.curve), np.asarray(found.voxels)
+        raw, vof = np.asarray(found.raw), found.vof
+        vof_voxels = np.asarray(found.vof_voxels)
         tissue = np.asarray(found.tissue)
         warnings += list(found.notes)
+        findings += [(_kind(w), None) for w in found.notes]
+        notes += list(found.info)
     grid = time_grid(n_timepoints, float(time_step), 0.0)
     _, padding = patient_time_plan(patient, timing, grid)
     note = padding_note(patient, padding, grid)
-    if note is not None:
-        warnings.append(note)
+    if note is not None:  # the designed handling of a short scan: a note, not a warning
+        notes.append(note)
     measures = {"padding_s": padding}
     peak = float(np.max(tissue)) if tissue.size else 0.0
     pre = tissue[baseline]
@@ -236,12 +294,132 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
             warnings.append(
                 f"participant {patient.id}: {name} = {100 * value:.1f}% "
                 f"{_DESCRIPTIONS[name]}; the limit is {100 * limit:.0f}%.")
+            findings.append((name, float(value)))
     return PatientQC(
         id=patient.id, brain_mask=brain.copy(), aif_voxels=voxels.astype(np.int64),
         aif=np.asarray(aif, dtype=np.float64), tissue=np.asarray(tissue, dtype=np.float64),
         times=times, n_nonsteady=int(start), arrival=int(timing.arrival),
         mean_signal=np.asarray(timing.mean_signal), measured_aif=patient.aif is not None,
-        measures=measures, maps=perfusion, warnings=warnings)
+        measures=measures, maps=perfusion, warnings=warnings,
+        aif_raw=np.asarray(raw, dtype=np.float64),
+        vof=None if vof is None else np.asarray(vof, dtype=np.float64),
+        vof_voxels=vof_voxels.astype(np.int64), units=units, notes=notes,
+        findings=findings)
+
+
+# -- the summary a person reads -------------------------------------------------------------
+_LABELS = {
+    "negative_cbv": "negative CBV in too many brain voxels",
+    "negative_cbf": "negative CBF in too many brain voxels",
+    "tmax_at_end": "Tmax at the end of the acquisition in too many voxels",
+    "tmax_at_zero": "Tmax of 0 in most of the brain",
+    "negative_tmax": "negative Tmax in too many voxels (a late AIF?)",
+    "prebolus_concentration": "mean brain concentration far from 0 before the bolus",
+    "high_cbf": f"CBF above {_HIGH_CBF:g} mL/100 mL/min in too many voxels",
+    "high_cbv": f"CBV above {_HIGH_CBV:g} mL/100 mL in too many voxels",
+    "aif_late": "the AIF does not rise before the tissue (a vein?)",
+    "aif_flat_top": "flat-topped (saturated) AIF",
+    "no_vof": "no venous output function: AIF not corrected for partial volume",
+    "aif_candidates": "every AIF candidate clipped, noisy or drifting",
+    "no_bolus": "no bolus in the mean brain signal",
+    "padding": "scan shorter than the common time grid (padded)",
+    "other": "other",
+}
+#: Notes (steps that worked as designed): a text they contain -> what they say.
+_NOTE_KINDS = (
+    ("not at steady state", "non-steady leading frames dropped"),
+    ("corrected for partial volume", "AIF corrected for partial volume by the VOF"),
+    ("candidates refused", "clipped, noisy or drifting AIF candidates refused"),
+    ("before the end of the common time grid", "scan shorter than the time grid (padded)"),
+)
+
+
+def _format_value(kind, value):
+    if value is None:
+        return ""
+    if kind == "padding":
+        return f" ({value:.0f} s)"
+    return f" ({100 * value:.1f}%)"
+
+
+@validate_params(
+    {
+        "results": [list],
+        "report": [str, os.PathLike, None],
+        "n_worst": [Interval(Integral, 0, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def qc_summary(results, *, report=None, n_worst=3):
+    """A summary of the QC of a cohort that a person reads: one line per kind of finding.
+
+    Each kind of warning (see :attr:`PatientQC.findings`) gets one line with its count of
+    patients and the ``n_worst`` worst (largest share or padding; in cohort order when
+    the kind has no size), then one line counts the notes: steps that worked as
+    designed (dropped non-steady frames, the partial-volume correction), which are not
+    warnings.
+
+    Parameters
+    ----------
+    results : list of PatientQC
+        From :func:`patient_qc` or :func:`write_qc_report`.
+    report : path-like or None, default=None
+        Where the per-patient report is (named in the first line), e.g. its
+        ``index.html``.
+    n_worst : int, default=3
+        Patients named per kind.
+
+    Returns
+    -------
+    summary : str
+        Several lines, no trailing newline.
+
+    Examples
+    --------
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.qc import patient_qc, qc_summary
+    >>> cohort = make_stroke_cohort(n_patients=2, shape=(12, 12, 2), difficulty="easy",
+    ...                             random_state=0)
+    >>> print(qc_summary([patient_qc(p, maps=False) for p in cohort]))
+    QC of 2 patient(s): none with warnings.
+      notes (as designed): scan shorter than the time grid (padded) in 2 patient(s)
+    """
+    for qc in results:
+        if not isinstance(qc, PatientQC):
+            raise TypeError(f"results must hold PatientQC objects, got {type(qc).__name__}.")
+    by_kind = {}
+    for qc in results:
+        seen = {}
+        for kind, value in qc.findings:
+            if kind not in seen or (value is not None and (seen[kind] is None
+                                                            or value > seen[kind])):
+                seen[kind] = value
+        for kind, value in seen.items():
+            by_kind.setdefault(kind, []).append((qc.id, value))
+    n_warn = sum(bool(qc.warnings) for qc in results)
+    where = f"; per-patient details in {report}" if report is not None else ""
+    head = (f"QC of {len(results)} patient(s): "
+            + (f"{n_warn} with warnings" if n_warn else "none with warnings") + where + ".")
+    lines = [head]
+    for kind in sorted(by_kind, key=lambda k: (-len(by_kind[k]), k)):
+        items = by_kind[kind]
+        sized = [item for item in items if item[1] is not None]
+        worst = sorted(sized, key=lambda item: -item[1])[:n_worst] if sized \
+            else items[:n_worst]
+        names = ", ".join(f"{pid}{_format_value(kind, value)}" for pid, value in worst)
+        more = ", ..." if len(items) > len(worst) else ""
+        lines.append(f"  {kind}: {len(items)} patient(s), {_LABELS.get(kind, kind)}"
+                     + (f"; worst: {names}{more}" if sized else f": {names}{more}"))
+    counts = {}
+    for qc in results:
+        for label in {label for note in qc.notes for text, label in _NOTE_KINDS
+                      if text in note}:
+            counts[label] = counts.get(label, 0) + 1
+    if counts:
+        lines.append("  notes (as designed): " + "; ".join(
+            f"{label} in {counts[label]} patient(s)" for _, label in _NOTE_KINDS
+            if label in counts))
+    return "\n".join(lines)
 
 
 # -- the visual report ---------------------------------------------------------------------
@@ -260,12 +438,20 @@ def _plot_patient(qc, patient):
     if qc.aif_voxels.size:
         marks[tuple(qc.aif_voxels.T)] = True
     marks = to_ras(marks, affine)
+    veins = np.zeros(qc.brain_mask.shape, dtype=bool)
+    if qc.vof_voxels.size:
+        veins[tuple(qc.vof_voxels.T)] = True
+    veins = to_ras(veins, affine)
     n_z = baseline.shape[2]
-    # the slices with the most AIF voxels, then the middle of the brain
+    # the slice with the most AIF voxels, then the one with the most VOF voxels (else
+    # the largest brain section)
     order = np.argsort(-marks.sum(axis=(0, 1)), kind="stable") if marks.any() \
         else np.array([n_z // 2])
+    by_veins = np.argsort(-veins.sum(axis=(0, 1)), kind="stable") if veins.any() \
+        else np.array([], dtype=int)
     by_size = np.argsort(-mask.sum(axis=(0, 1)), kind="stable")
-    second = next((int(k) for k in by_size if int(k) != int(order[0])), None)
+    second = next((int(k) for k in list(by_veins) + list(by_size)
+                   if int(k) != int(order[0])), None)
     slices = sorted({int(order[0])} | ({second} if second is not None else set()))
     maps = qc.maps
     n_map = 3 if maps is not None else 0
@@ -283,7 +469,11 @@ def _plot_patient(qc, patient):
         rows, cols = np.nonzero(radiological_view(marks, k))
         if rows.size:
             ax.scatter(cols, rows, s=28, facecolors="none", edgecolors="red", linewidths=1.2)
-        ax.set_title(f"slice {k}: mask (yellow), AIF voxels (red)", fontsize=8)
+        rows, cols = np.nonzero(radiological_view(veins, k))
+        if rows.size:
+            ax.scatter(cols, rows, s=28, marker="s", facecolors="none",
+                       edgecolors="deepskyblue", linewidths=1.2)
+        ax.set_title(f"slice {k}: mask (yellow), AIF (red), VOF (blue)", fontsize=8)
         ax.text(0.01, 0.5, "R", transform=ax.transAxes, color="white", fontsize=10,
                 va="center")
         ax.text(0.97, 0.5, "L", transform=ax.transAxes, color="white", fontsize=10,
@@ -293,10 +483,17 @@ def _plot_patient(qc, patient):
     all_times = patient.frame_times - patient.frame_times[qc.n_nonsteady]
     ax.plot(qc.times, qc.aif, color="red", label="AIF" + (" (aif.tsv)" if qc.measured_aif
                                                            else f" ({len(qc.aif_voxels)} vx)"))
+    if qc.aif_raw is not None and not qc.measured_aif and qc.vof is not None:
+        ax.plot(qc.times, qc.aif_raw, color="red", lw=0.8, ls="--",
+                label="AIF before partial-volume correction")
+    if qc.vof is not None:
+        ax.plot(qc.times, qc.vof, color="deepskyblue",
+                label=f"VOF ({len(qc.vof_voxels)} vx)")
     ax.plot(qc.times, qc.tissue * (qc.aif.max() / max(qc.tissue.max(), 1e-12)),
             color="black", label="mean brain (scaled)")
     ax.set_xlabel("time from the first steady-state frame (s)")
-    ax.set_ylabel("concentration (1/s)")
+    ax.set_ylabel("blood concentration (mM)" if qc.units == "mM"
+                  else "concentration (Delta R2*, 1/s)")
     ax2 = ax.twinx()
     ax2.plot(all_times, qc.mean_signal, color="grey", lw=0.8, ls="--",
              label="mean brain signal")
@@ -308,7 +505,7 @@ def _plot_patient(qc, patient):
     lines = ax.get_legend_handles_labels()
     more = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
-    ax.set_title("AIF and tissue curves", fontsize=9)
+    ax.set_title("AIF, VOF and tissue curves", fontsize=9)
     if maps is not None:
         k = slices[-1]
         for col, (name, unit) in enumerate((("cbf", "mL/100 mL/min"), ("cbv", "mL/100 mL"),
@@ -453,19 +650,23 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
             fig.savefig(tmp, dpi=dpi)
         results.append(qc)
         items = "".join(f"<li>{html.escape(w)}</li>" for w in qc.warnings) or "<li>none</li>"
+        noted = "".join(f"<li>{html.escape(n)}</li>" for n in qc.notes)
         status = "warn" if qc.warnings else "ok"
         rows.append(
             f'<tr class="{status}"><td><a href="{_anchor_link(patient.id)}">'
             f"{html.escape(patient.id)}</a></td><td>{qc.n_nonsteady}</td>"
             f"<td>{'aif.tsv' if qc.measured_aif else len(qc.aif_voxels)}</td>"
+            f"<td>{len(qc.vof_voxels)}</td>"
             f"<td>{int(qc.brain_mask.sum())}</td>"
             f"<td>{_motion_cell(motion.get(patient.id))}</td><td>{len(qc.warnings)}</td>"
-            f"<td><ul>{items}</ul></td></tr>")
+            f"<td><ul>{items}</ul>"
+            + (f'<ul class="note">{noted}</ul>' if noted else "") + "</td></tr>")
     figures = "\n".join(
         f'<section id="{_anchor(qc.id)}"><h2>{html.escape(qc.id)}</h2>'
         f'<a href="{_file_link(qc.id + "_qc.png")}"><img src="{_file_link(qc.id + "_qc.png")}" '
         f'alt="QC of {html.escape(qc.id)}"></a></section>' for qc in results)
     n_warn = sum(bool(qc.warnings) for qc in results)
+    summary = html.escape(qc_summary(results))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sklearn-hemo QC report</title>
 <style>
@@ -474,16 +675,19 @@ table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #bbb; padding: 0.3em 0.6em; vertical-align: top; }}
 tr.warn td:first-child {{ background: #fde2b8; }} tr.ok td:first-child {{ background: #d8f0d2; }}
 img {{ max-width: 100%; border: 1px solid #ccc; }} ul {{ margin: 0; padding-left: 1.2em; }}
+ul.note {{ color: #555; font-size: 90%; }}
 </style></head><body>
 <h1>Quality control: {len(results)} patient(s), {n_warn} with warnings</h1>
-<p>Brain mask, dropped non-steady frames, AIF voxels and perfusion maps as the features
-use them. Images in radiological convention (the patient's right on the left). Head
-motion: the displacement of each DSC frame from the pre-bolus reference found by
-<code>sklearn-hemo import</code> (mm; frames beyond 1 mm in red, all of them realigned in
-the cohort), read from the cohort's <code>import.json</code>.</p>
+<pre>{summary}</pre>
+<p>Brain mask, dropped non-steady frames, AIF and VOF voxels and perfusion maps as the
+features use them; grey notes are steps that worked as designed. Images in radiological
+convention (the patient's right on the left). Head motion: the displacement of each DSC
+frame from the pre-bolus reference found by <code>sklearn-hemo import</code> (mm; frames
+beyond 1 mm in red, all of them realigned in the cohort), read from the cohort's
+<code>import.json</code>.</p>
 <table><thead><tr><th>participant</th><th>dropped frames</th><th>AIF voxels</th>
-<th>mask voxels</th><th>head motion (import)</th><th>warnings</th><th>details</th></tr>
-</thead><tbody>
+<th>VOF voxels</th><th>mask voxels</th><th>head motion (import)</th><th>warnings</th>
+<th>details</th></tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
 {figures}

@@ -267,7 +267,8 @@ def _uncompressed_pwi(patient):
                       echo_time=patient.echo_time, repetition_time=patient.repetition_time,
                       ht=patient.ht, brain_mask=image("brain_mask"),
                       ht_mask=image("ht_mask"), aif=patient.aif,
-                      slice_timing=patient.slice_timing, n_nonsteady=patient.n_nonsteady)
+                      slice_timing=patient.slice_timing, n_nonsteady=patient.n_nonsteady,
+                      field_strength=patient.field_strength)
 
 
 def _proba_chunks(reader, rest, patient, index, mask, chunk_size):

@@ -48,6 +48,7 @@ __all__ = [
     "bolus_arrival",
     "concentration",
     "detect_aif",
+    "detect_vof",
     "patient_aif",
     "resample_time",
     "steady_state_frames",
@@ -653,13 +654,15 @@ def _arterial_window(values, times, area):
         "n_rounds": [Integral],
         "peak_fraction": [Real],
         "random_state": ["random_state"],
+        "exclude": ["array-like", None],
         "return_indices": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
 def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0.8,
                reject_late=True, auc_quantile=0.9, roughness_quantile=0.75, n_clusters=8,
-               n_rounds=1, peak_fraction=0.3, random_state=0, return_indices=False):
+               n_rounds=1, peak_fraction=0.3, random_state=0, exclude=None,
+               return_indices=False):
     """Arterial input function found automatically among brain concentration curves.
 
     Arteries bring the bolus before the tissue fills, and partial volume dilutes them
@@ -729,6 +732,10 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
         the AIF (at least one curve).
     random_state : int, RandomState instance or None, default=0
         ``"cluster"``: seed of k-means; the default makes the AIF reproducible.
+    exclude : array-like of bool of shape (n_curves,) or None, default=None
+        Curves never chosen, whatever their rank: e.g. those clipped at the noise floor,
+        noisy or drifting (the screening of :func:`patient_aif`, see
+        :mod:`sklearn_hemo._vessels`). ``ValueError`` when it excludes every curve.
     return_indices : bool, default=False
         Also return the indices of the curves averaged into the AIF.
 
@@ -790,11 +797,22 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     if not (area > 0).any():
         raise ValueError("no curve has a positive area under the curve: these do not look "
                          "like concentration curves (pass concentration, not signal).")
+    allowed = np.ones(values.shape[0], dtype=bool)
+    if exclude is not None:
+        allowed = ~np.asarray(exclude, dtype=bool).reshape(-1)
+        if allowed.size != values.shape[0]:
+            raise ValueError(f"exclude must hold one bool per curve ({values.shape[0]}), "
+                             f"got {allowed.size}.")
+        if not (allowed & (area > 0)).any():
+            raise ValueError("every curve with a positive area is excluded; no AIF "
+                             "candidate is left.")
     # the cluster analysis takes the AUC quantile over every curve, as in the original
-    pool = np.flatnonzero(area > 0) if method == "arterial" else np.arange(values.shape[0])
+    pool = np.flatnonzero((area > 0) & allowed) if method == "arterial" \
+        else np.flatnonzero(allowed)
     window = None
     if values.shape[1] >= 3:
         early, window = _arterial_window(values, times, area)
+        early &= allowed
         if reject_late and early.any():
             pool = np.flatnonzero(early)
     if method == "arterial":
@@ -840,6 +858,97 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     return aif
 
 
+@validate_params(
+    {
+        "curves": ["array-like"],
+        "times": ["array-like"],
+        "n_voxels": [Integral],
+        "voxel_fraction": [Real],
+        "exclude": ["array-like", None],
+        "return_indices": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def detect_vof(curves, times, *, n_voxels=1, voxel_fraction=0.8, exclude=None,
+               return_indices=False):
+    """Venous output function (VOF) found automatically among brain concentration curves.
+
+    Large veins, the superior sagittal sinus first, drain the bolus after the tissue and
+    are wide enough to fill a voxel with blood, so their curve is the whole-blood
+    concentration with little partial volume (van Osch et al. 2001). Among the curves
+    whose bolus rises (half of the peak, on the rising edge) no earlier than that of the
+    median curve (the typical tissue; arteries rise before it), whose bolus passes (the
+    peak, on the 3-frame running median, at least three times the mean of the last third
+    of the frames: a plateau is motion or drift) and that ``exclude`` does not refuse,
+    the one with the largest area is taken, with at most ``n_voxels - 1``
+    others whose area is at least ``voxel_fraction`` of it; the VOF is their mean. A vein
+    must stand out: its area at least 3 times the median area of all the curves (whole
+    blood against the few percent of blood in tissue), else none is found.
+
+    Parameters
+    ----------
+    curves : array-like of shape (n_curves, n_frames)
+        Concentration curves of brain voxels.
+    times : array-like of shape (n_frames,)
+        Frame times in seconds.
+    n_voxels : int, default=1
+        Most curves averaged into the VOF. The default takes the single largest: a vein
+        is rarely wider than a voxel or two, and averaging its neighbours, diluted by
+        partial volume, lowers the area the AIF is matched to.
+    voxel_fraction : float in (0, 1], default=0.8
+        A curve joins the largest one when its area is at least this fraction of it.
+    exclude : array-like of bool of shape (n_curves,) or None, default=None
+        Curves never chosen (e.g. clipped at the noise floor).
+    return_indices : bool, default=False
+        Also return the indices of the curves averaged.
+
+    Returns
+    -------
+    vof : ndarray of shape (n_frames,) or None
+        The mean venous curve, None when no curve qualifies.
+    indices : ndarray of int
+        Only with ``return_indices=True`` (empty when none is found).
+
+    References
+    ----------
+    M. J. P. van Osch, E. P. A. Vonken, C. J. G. Bakker, M. A. Viergever, "Correcting
+    partial volume artifacts of the arterial input function in quantitative cerebral
+    perfusion MRI", Magn Reson Med 45(3):477-485, 2001, doi:10.1002/1522-2594(200103)45:3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hemo.signal import detect_vof
+    >>> t = np.arange(40) * 1.5
+    >>> def bolus(t0, width, height):
+    ...     x = np.clip(t - t0, 0, None) / width
+    ...     return height * x**3 * np.exp(3 * (1 - x))
+    >>> curves = np.array([bolus(12, 4, 5)] * 50 + [bolus(9, 2, 30), bolus(17, 4, 40)])
+    >>> vof, idx = detect_vof(curves, t, return_indices=True)
+    >>> idx.tolist()
+    [51]
+    """
+    from ._vessels import select_vof
+
+    values = _as_float(curves, "curves").astype(np.float64)
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise ValueError(f"curves must be 2D (n_curves, n_frames) with at least one curve, "
+                         f"got shape {values.shape}.")
+    times = _check_times(times, values.shape[1])
+    n_voxels = check_integer(n_voxels, "n_voxels", 1)
+    if isinstance(voxel_fraction, bool) or not 0 < voxel_fraction <= 1:
+        raise ValueError(f"voxel_fraction must be a number in (0, 1], got {voxel_fraction!r}.")
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool).reshape(-1)
+        if exclude.size != values.shape[0]:
+            raise ValueError(f"exclude must hold one bool per curve ({values.shape[0]}), "
+                             f"got {exclude.size}.")
+    indices = select_vof(values, times, n_voxels=n_voxels, voxel_fraction=voxel_fraction,
+                         exclude=exclude)
+    vof = values[indices].mean(axis=0) if indices.size else None
+    return (vof, indices) if return_indices else vof
+
+
 # -- per patient ---------------------------------------------------------------------------
 def _brain_mean_signal(data, brain):
     """Mean PWI signal over the brain, one slice at a time (bounded memory); None if empty."""
@@ -860,8 +969,9 @@ def patient_timing(patient, data=None, brain=None):
     Returns a Bunch: ``n_nonsteady`` (leading frames dropped: ``patient.n_nonsteady``
     when the sidecar sets it, else :func:`steady_state_frames`), ``arrival`` (index of
     the first bolus frame, counted from the first frame of the file, at least
-    ``n_nonsteady + 1``), ``mean_signal`` (the mean brain curve) and ``notes`` (warning
-    messages naming the patient, for the caller to emit).
+    ``n_nonsteady + 1``), ``mean_signal`` (the mean brain curve), ``notes`` (warning
+    messages naming the patient, for the caller to emit) and ``info`` (what was done as
+    designed, e.g. the dropped non-steady frames: notes for the QC report, not warnings).
     """
     if brain is None:
         brain = patient.get_brain_mask()
@@ -870,7 +980,7 @@ def patient_timing(patient, data=None, brain=None):
         raise ValueError(f"participant {patient.id}: the brain mask is empty. Provide a "
                          "brain_mask image that covers the brain.")
     n_frames = mean.size
-    notes = []
+    notes, info = [], []
     declared = getattr(patient, "n_nonsteady", None)
     if declared is not None:
         n_nonsteady = int(declared)
@@ -882,7 +992,7 @@ def patient_timing(patient, data=None, brain=None):
         n_nonsteady, level = _leading_excess(mean)
         if n_nonsteady:
             excess = 100.0 * (mean[0] / level - 1.0) if level > 0 else float("nan")
-            notes.append(
+            info.append(
                 f"participant {patient.id}: the first {n_nonsteady} PWI frame(s) are not at "
                 f"steady state (frame 0 is {excess:.0f}% above the baseline); they are "
                 f"dropped from the baseline and the curves, and times count from frame "
@@ -893,7 +1003,7 @@ def patient_timing(patient, data=None, brain=None):
                      "every frame is treated as baseline (concentration near 0). Check the "
                      "PWI series.")
     return Bunch(n_nonsteady=n_nonsteady, arrival=int(arrival), mean_signal=mean,
-                 notes=tuple(notes))
+                 notes=tuple(notes), info=tuple(info))
 
 
 def _patient_arrival(patient, data=None, brain=None):
@@ -947,14 +1057,65 @@ def padding_note(patient, padding, grid):
             "frame); those grid points repeat the last frame's value (padding).")
 
 
-def _detect_patient_aif(patient, timing, data=None):
+#: Environment variable that turns off the partial-volume correction of detected AIFs by
+#: the venous output function (values "0", "off", "false" or "no"); joblib workers
+#: inherit it. :func:`patient_aif` also takes ``partial_volume=False``.
+VOF_ENV = "SKLEARN_HEMO_AIF_VOF"
+#: Arterial voxels averaged (as signal) into a detected AIF.
+_N_AIF_VOXELS = 4
+
+
+def vof_correction_default():
+    """Whether detected AIFs are corrected by the venous output function (``VOF_ENV``)."""
+    return os.environ.get(VOF_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+
+
+def patient_field_strength(patient):
+    """The field strength (T) that converts ``patient``'s curves to concentration, or None.
+
+    None when the patient has no ``field_strength`` (``MagneticFieldStrength`` in
+    ``pwi.json``), and when its ``aif.tsv`` gives a concentration (whose units are the
+    user's): ``Delta R2*`` then stands for concentration (kappa 1) and the maps are
+    relative, as before.
+    """
+    field = getattr(patient, "field_strength", None)
+    if field is None:
+        return None
+    if patient.aif is not None and patient.aif.kind != "signal":
+        return None
+    return float(field)
+
+
+def _blood_units(field):
+    """``Delta R2*`` of whole blood -> the AIF's units (mM with a field, else itself)."""
+    if field is None:
+        return lambda r: np.asarray(r, dtype=np.float64)
+    from .relaxivity import blood_concentration
+
+    return lambda r: np.asarray(blood_concentration(np.asarray(r, dtype=np.float64), field))
+
+
+def _detect_patient_aif(patient, timing, data=None, partial_volume=True):
     """The detected AIF of ``patient`` on its kept frames (a Bunch, see below).
 
-    ``curve`` (AIF concentration on ``times``), ``times`` (kept frame times, 0 at the
-    first steady-state frame), ``voxels`` (int (n, 3): the voxels averaged), ``tissue``
-    (mean brain concentration) and ``notes`` (warnings, e.g. an AIF that does not precede
-    the tissue).
+    The candidates are screened (clipped at the noise floor, noisy, drifting: see
+    :mod:`sklearn_hemo._vessels`), the arterial voxels chosen by :func:`detect_aif`
+    among the rest and averaged as normalised signal; with ``partial_volume`` the venous
+    output function (:func:`detect_vof`) gives the area the partial-volume model is
+    inverted to (:func:`sklearn_hemo._vessels.partial_volume_aif`). With a field strength
+    (:func:`patient_field_strength`) the curves are whole-blood concentrations in mM
+    (:func:`sklearn_hemo.relaxivity.blood_concentration`), else ``Delta R2*`` (1/s).
+
+    Returns a Bunch: ``curve`` (the AIF on ``times``), ``raw`` (the uncorrected mean
+    curve of the AIF voxels), ``times`` (kept frame times, 0 at the first steady-state
+    frame), ``voxels`` (int (n, 3)), ``vof`` (the venous curve or None), ``vof_voxels``,
+    ``tissue`` (mean brain ``Delta R2*``), ``units`` ("mM" or "1/s"), ``blood_share``
+    and ``scale`` of the correction (None without one), ``n_rejected`` (candidates
+    refused by the screening, by reason), ``notes`` (warnings naming the patient) and
+    ``info`` (what was done as designed, for the QC report).
     """
+    from ._vessels import flat_top, partial_volume_aif, screen_curves, select_vof
+
     brain = patient.get_brain_mask()
     data = np.asarray(patient.pwi.dataobj) if data is None else data
     start = timing.n_nonsteady
@@ -964,34 +1125,110 @@ def _detect_patient_aif(patient, timing, data=None):
         per_slice = brain.reshape(-1, brain.shape[2]).sum(axis=0)
         times = times + float(np.average(patient.slice_timing, weights=per_slice))
     signal = data[brain][:, start:].astype(np.float32)
-    curves = concentration(signal, patient.echo_time,
-                           baseline=slice(0, max(timing.arrival - start, 1)))
-    try:
-        aif, indices = detect_aif(curves, times, return_indices=True)
-    except ValueError as exc:
-        raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
-                         "Provide a measured AIF in aif.tsv.") from None
-    voxels = np.argwhere(brain)[indices].astype(np.int64)
+    base = slice(0, max(timing.arrival - start, 1))
+    curves = concentration(signal, patient.echo_time, baseline=base)
+    te = float(patient.echo_time)
+    notes, info = [], []
+    screen = screen_curves(signal, curves, times, base)
+    rejected = {name: int(np.count_nonzero(screen[name]))
+                for name in ("clipped", "noisy", "drifting")}
     tissue = curves.mean(axis=0, dtype=np.float64)
-    notes = []
+    # the screened choice must still be arterial: even a partial-volume artery carries
+    # far more contrast than tissue (a few percent of blood); when only the refused
+    # curves are (every artery clipped), a refused artery beats a tissue "AIF"
+    indices = None
+    try:
+        _, indices = detect_aif(curves, times, n_voxels=_N_AIF_VOXELS, exclude=~screen.ok,
+                                return_indices=True)
+    except ValueError:
+        pass
+    if indices is None or curves[indices].mean(axis=0).max() < 2.0 * tissue.max():
+        try:
+            _, indices = detect_aif(curves, times, n_voxels=_N_AIF_VOXELS,
+                                    return_indices=True)
+        except ValueError as exc:
+            raise ValueError(f"participant {patient.id}: no AIF could be detected ({exc}). "
+                             "Provide a measured AIF in aif.tsv.") from None
+        if not screen.ok[indices].all():
+            notes.append(
+                f"participant {patient.id}: every arterial candidate curve is clipped at "
+                "the noise floor, noisy or drifting; the AIF is taken among them anyway. "
+                "Check the QC report (sklearn-hemo qc) or provide aif.tsv.")
+    voxels = np.argwhere(brain)[indices].astype(np.int64)
+    field = patient_field_strength(patient)
+    to_units = _blood_units(field)
+    # average as signal (the partial-volume model stays linear), each voxel normalised
+    # by its own baseline
+    s0 = signal[:, base].mean(axis=1, dtype=np.float64)
+    s0 = np.where(s0 > 0, s0, 1.0)
+    ratio = (signal[indices] / s0[indices, None]).mean(axis=0, dtype=np.float64)
+    noise = float(ratio[base].std()) if ratio[base].size > 1 else 0.0
+    raw = to_units(-np.log(np.clip(ratio, 1e-3, None)) / te)
+    curve, vof, vof_voxels, share, scale = raw, None, np.zeros((0, 3), np.int64), None, None
+    if partial_volume:
+        taken = np.zeros(curves.shape[0], dtype=bool)
+        taken[indices] = True
+        # a vein holds at least the contrast of the partial-volume arteries
+        found = select_vof(curves, times, exclude=~screen.ok | taken,
+                           min_area=float(trapezoid(-np.log(np.clip(ratio, 1e-3, None)) / te,
+                                                    times)))
+        area = 0.0
+        if found.size:
+            venous = (signal[found] / s0[found, None]).mean(axis=0, dtype=np.float64)
+            vof = to_units(-np.log(np.clip(venous, 1e-3, None)) / te)
+            area = float(trapezoid(vof, times))
+        if area > 0:
+            mean = signal.mean(axis=0, dtype=np.float64)
+            tissue_ratio = mean / max(float(mean[base].mean()), 1e-12)
+            pv = partial_volume_aif(ratio, tissue_ratio, times, te, area, to_units,
+                                    noise=noise)
+            curve, share, scale = pv.curve, pv.share, pv.scale
+            vof_voxels = np.argwhere(brain)[found].astype(np.int64)
+            info.append(f"participant {patient.id}: AIF corrected for partial volume by "
+                        f"the venous output function ({found.size} voxel(s)): blood share "
+                        f"{share:.2f} of the arterial voxels' signal, area matched to the "
+                        f"vein's (x{scale:.2f} after the inversion).")
+        else:
+            vof = None
+            notes.append(
+                f"participant {patient.id}: no venous output function (a large vein such "
+                "as the superior sagittal sinus, unclipped) was found, so the AIF is not "
+                "corrected for partial volume: absolute CBF and CBV are unreliable "
+                "(relative maps hold). Check the QC report or provide aif.tsv.")
+    if any(rejected.values()):
+        info.append(f"participant {patient.id}: AIF candidates refused: "
+                    + ", ".join(f"{n} {name}" for name, n in rejected.items() if n) + ".")
+    if flat_top(curve):
+        notes.append(
+            f"participant {patient.id}: the AIF is flat-topped (3 or more frames within 5% "
+            "of its peak): its peak is saturated or clipped, which underestimates the "
+            "arterial concentration and overestimates CBF. Check the QC report or provide "
+            "aif.tsv.")
     # the rising edges (half of the peak), as in detect_aif: a saturated arterial curve
     # is flat-topped, so its maximum may come late in the plateau
-    aif_rise, tissue_rise = _rise_time(np.stack([aif, tissue]), times)
+    aif_rise, tissue_rise = _rise_time(np.stack([curve, tissue]), times)
     if aif_rise >= tissue_rise:
         notes.append(
             f"participant {patient.id}: the detected AIF rises at {aif_rise:.1f} s (half "
             f"of its peak), not before the mean brain tissue ({tissue_rise:.1f} s); it may "
             "be a vein or tissue. Check the QC report (sklearn-hemo qc) or provide aif.tsv.")
-    return Bunch(curve=aif.astype(np.float64), times=times, voxels=voxels, tissue=tissue,
-                 notes=tuple(notes))
+    return Bunch(curve=np.asarray(curve, dtype=np.float64), raw=np.asarray(raw, np.float64),
+                 times=times, voxels=voxels, vof=vof, vof_voxels=vof_voxels, tissue=tissue,
+                 units="mM" if field is not None else "1/s", field_strength=field,
+                 blood_share=share, scale=scale, n_rejected=rejected, notes=tuple(notes),
+                 info=tuple(info))
 
 
-def patient_aif_detection(patient, timing, data=None):
-    """:func:`_detect_patient_aif` through the per-process cache (one AIF per patient)."""
+def patient_aif_detection(patient, timing, data=None, partial_volume=None):
+    """:func:`_detect_patient_aif` through the per-process cache (one AIF per patient);
+    ``partial_volume=None`` reads :func:`vof_correction_default`."""
     from ._cache import cached
 
-    return cached(patient, ("aif_detection", timing.n_nonsteady, timing.arrival),
-                  lambda: _detect_patient_aif(patient, timing, data))
+    if partial_volume is None:
+        partial_volume = vof_correction_default()
+    key = ("aif_detection", timing.n_nonsteady, timing.arrival, bool(partial_volume))
+    return cached(patient, key, lambda: _detect_patient_aif(patient, timing, data,
+                                                            bool(partial_volume)))
 
 
 @validate_params(
@@ -1001,10 +1238,12 @@ def patient_aif_detection(patient, timing, data=None):
         "time_step": [Real],
         "align": [None, StrOptions({"arrival"}), Real],
         "arrival": [Integral, None],
+        "partial_volume": ["boolean", None],
     },
     prefer_skip_nested_validation=True,
 )
-def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=None):
+def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=None,
+                partial_volume=None):
     """The AIF of a patient as a concentration curve on the common time grid.
 
     The measured AIF (``patient.aif``, from ``aif.tsv``) when present, converted with
@@ -1029,11 +1268,27 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     arrival : int or None, default=None
         Index of the first bolus frame if already known (skips its detection; the
         series is then taken to start at steady state).
+    partial_volume : bool or None, default=None
+        Correct a detected AIF for partial volume with the venous output function
+        (:func:`detect_vof`; module :mod:`sklearn_hemo._vessels` for the model and its
+        references). None reads the environment variable ``SKLEARN_HEMO_AIF_VOF``
+        ("off" turns it off for every step of the pipeline, joblib workers included);
+        the default is on. A measured AIF is never changed.
 
     Returns
     -------
     curve : ndarray of shape (n_timepoints,)
-        float64, 1/s.
+        float64: whole-blood concentration in mM when the patient's field strength is
+        known (:func:`patient_field_strength`, converted with
+        :func:`sklearn_hemo.relaxivity.blood_concentration`), else ``Delta R2*`` in 1/s.
+
+    Notes
+    -----
+    A detected AIF is chosen among screened curves (those clipped at the noise floor,
+    noisy or drifting are refused; Mouridsen et al. 2006, Peruzzo et al. 2011), averaged
+    as signal, and, with ``partial_volume``, the partial-volume model of its voxels is
+    inverted so that its area equals that of the venous output function (van Osch et al.
+    2001). A patient without a usable vein warns and keeps the uncorrected curve.
 
     Examples
     --------
@@ -1052,17 +1307,22 @@ def patient_aif(patient, n_timepoints=60, time_step=1.8, *, align=None, arrival=
     if arrival is None:
         timing = patient_timing(patient)
     else:
-        timing = Bunch(n_nonsteady=0, arrival=check_integer(arrival, "arrival", 1), notes=())
+        timing = Bunch(n_nonsteady=0, arrival=check_integer(arrival, "arrival", 1), notes=(),
+                       info=())
     offset = patient_grid_offset(patient, align, timing)
-    return patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing)
+    return patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing,
+                               partial_volume=partial_volume)
 
 
-def patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing, data=None):
+def patient_aif_on_grid(patient, n_timepoints, time_step, offset, timing, data=None,
+                        partial_volume=None):
     """:func:`patient_aif` with the grid offset in seconds (from the first steady-state
     frame); ``data`` is the PWI array when already loaded."""
     if patient.aif is not None:
         shift = float(patient.frame_times[timing.n_nonsteady])
-        return aif_curve(patient.aif, echo_time=patient.echo_time, n_timepoints=n_timepoints,
-                         time_step=time_step, align=offset + shift).astype(np.float64)
-    found = patient_aif_detection(patient, timing, data)
+        curve = aif_curve(patient.aif, echo_time=patient.echo_time,
+                          n_timepoints=n_timepoints, time_step=time_step,
+                          align=offset + shift).astype(np.float64)
+        return _blood_units(patient_field_strength(patient))(curve)
+    found = patient_aif_detection(patient, timing, data, partial_volume)
     return resample_time(found.curve, found.times, n_timepoints, time_step, align=offset)

@@ -52,17 +52,17 @@ def test_a_warning_raised_in_a_transform_names_the_users_line():
 
 
 def test_a_warning_raised_inside_a_search_names_the_users_line():
-    # realistic patients start with non-steady frames: a note per patient, from deep
-    # inside GridSearchCV -> Pipeline -> transform
+    # realistic patients are shorter than the common time grid: a note per patient, from
+    # deep inside GridSearchCV -> Pipeline -> transform
     cohort = make_stroke_cohort(n_patients=2, shape=(12, 12, 2), random_state=0)
     X = np.array([[p, 5 + d, 6, 0] for p in range(2) for d in range(4)])
     y = np.tile([0, 1], 4)
     pipe = make_pipeline(PatchExtractor(cohort, inputs="pwi"), LinearRegressionClassifier())
     search = GridSearchCV(pipe, {"linearregressionclassifier__fit_intercept": [True]},
                           cv=2)
-    with pytest.warns(UserWarning, match="not at steady state") as record:
+    with pytest.warns(UserWarning, match="common time grid") as record:
         search.fit(X, y)
-    notes = [w for w in record if "steady state" in str(w.message)]
+    notes = [w for w in record if "common time grid" in str(w.message)]
     assert notes and all(w.filename == __file__ for w in notes), [w.filename for w in notes]
 
 

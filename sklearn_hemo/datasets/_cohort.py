@@ -9,6 +9,8 @@ constructor parameters such as ``PatchExtractor(cohort)``) and to send to joblib
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,6 +112,10 @@ class Patient:
         slice ``k`` of frame ``f`` was acquired at ``frame_times[f] + slice_timing[k]``
         (:meth:`slice_frame_times`) and the resampling onto the common time grid uses
         those times. None: every slice at the frame time.
+    field_strength : float or None, default=None
+        Main magnetic field in tesla (BIDS ``MagneticFieldStrength`` in ``pwi.json``), or
+        None when unknown. With a known field the pipeline may convert ``Delta R2*`` to
+        gadolinium concentration (:mod:`sklearn_hemo.relaxivity`).
 
     Examples
     --------
@@ -138,8 +144,17 @@ class Patient:
         truth=None,
         slice_timing=None,
         n_nonsteady=None,
+        field_strength=None,
     ):
         self.id = str(id)
+        if field_strength is not None:
+            if isinstance(field_strength, bool) or not isinstance(
+                    field_strength, numbers.Real) or not (
+                    math.isfinite(field_strength) and field_strength > 0):
+                raise ValueError(f"participant {self.id}: field_strength must be None or a "
+                                 f"positive number of tesla, got {field_strength!r}.")
+            field_strength = float(field_strength)
+        self.field_strength = field_strength
         self.slice_timing = None if slice_timing is None else np.array(
             slice_timing, dtype=float).reshape(-1)
         self.echo_time = float(echo_time)
@@ -169,6 +184,8 @@ class Patient:
     #: A check run once, on the first access to any image (see
     #: ``sklearn_hemo._safety.validate_lazily``); None when nothing is pending.
     _on_first_use = None
+    #: Class default for patients pickled before the attribute existed.
+    field_strength = None
 
     # -- images, loaded lazily -------------------------------------------------
     def _image(self, name):

@@ -6,7 +6,8 @@
       participants.tsv        participant_id, ht (0, 1 or n/a)
       sub-XXX/
         pwi.nii.gz            4D source DSC signal (x, y, z, t)
-        pwi.json              {"EchoTime": 0.030, "RepetitionTime": 1.8}
+        pwi.json              {"EchoTime": 0.030, "RepetitionTime": 1.8}, optional
+                              "MagneticFieldStrength" (tesla, BIDS)
         dwi_b0.nii.gz         3D, same grid as pwi
         dwi_b1000.nii.gz      3D, same grid as pwi
         brain_mask.nii.gz     3D, optional
@@ -265,6 +266,8 @@ def write_patient(patient, root):
         sidecar["SliceTiming"] = [float(t) for t in patient.slice_timing]
     if getattr(patient, "n_nonsteady", None) is not None:
         sidecar["NonSteadyStateFrames"] = patient.n_nonsteady
+    if getattr(patient, "field_strength", None) is not None:
+        sidecar["MagneticFieldStrength"] = patient.field_strength
     atomic_write_text(folder / "pwi.json", json.dumps(sidecar, indent=2) + "\n")
     aif_file = folder / "aif.tsv"
     if patient.aif is not None:
@@ -471,6 +474,7 @@ def _read_patient(root, pid, ht, resample=False):
         truth=truth_file if truth_file.is_file() else None,
         slice_timing=slice_timing,
         n_nonsteady=n_nonsteady,
+        field_strength=_read_field_strength(folder / "pwi.json", pid),
     )
     # reuse the headers just read (still lazy: the proxies are dropped when pickled)
     patient._images.update({name: img for name, (_, img) in found.items() if img is not None})
@@ -509,6 +513,20 @@ def _read_sidecar(path, pid):
                               f"numbers in seconds (got {slice_timing!r}). Fix or remove it.")
         slice_timing = np.asarray(slice_timing, dtype=float)
     return (*values, slice_timing, _read_nonsteady(meta, path, pid))
+
+
+def _read_field_strength(path, pid):
+    """BIDS ``MagneticFieldStrength`` (tesla) of the PWI sidecar, or None when absent."""
+    meta = json.loads(path.read_text(encoding="utf-8"))  # valid: _read_sidecar read it
+    value = meta.get("MagneticFieldStrength") if isinstance(meta, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise CohortError(
+            f"participant {pid}: {path} has MagneticFieldStrength {value!r}; it must be the "
+            "main field in tesla (e.g. \"MagneticFieldStrength\": 1.5) or be left out.")
+    return float(value)
 
 
 def _read_nonsteady(meta, path, pid):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, special
 
+from ..relaxivity import TISSUE_RELAXIVITY, blood_delta_r2star
 from ._simulate import (
     _FINE_DT,
     _FOV_MM,
@@ -21,7 +22,6 @@ from ._simulate import (
     _LABEL_NOISE,
     _aif,
     _draw,
-    _draw_aif,
     _draw_anatomy,
     _make_patient,
     _rician,
@@ -66,6 +66,16 @@ _P_MISS = 0.5  # a bleed of at most _SMALL_BLEED_ML is missed
 _P_EXTRA = 0.5  # the reader marks 1-3 small non-HT spots (microbleeds, vessels)
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
 _P_MOTION = 0.3
+# -- blood and relaxivity (module docstring, "Blood physics") -------------------------
+_FIELD_STRENGTH = 1.5  # tesla, written to pwi.json as MagneticFieldStrength
+_DOSE = 0.1  # mmol/kg, the standard single dose of a gadolinium chelate
+_DOSE_SPREAD = (0.9, 1.1)  # weight estimated in the emergency room, rounding of the volume
+_CARDIAC_OUTPUT = 80.0  # mL/min per kg of body mass (5.6 L/min at 70 kg)
+_SD_LOG_CARDIAC_OUTPUT = 0.2  # patient-to-patient spread (log scale)
+_BOLUS_ALPHA = (2.5, 3.5)  # gamma-variate shape of the arterial first pass
+_BOLUS_BETA = (1.6, 2.4)  # s: first-pass full width at half maximum 6-10 s
+_VENOUS_DELAY = (4.0, 7.0)  # s after the arterial curve
+_VENOUS_DISPERSION = (2.0, 3.5)  # s, exponential kernel of the capillary bed
 _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
 
@@ -81,7 +91,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     te = round(_draw(rng, echo_time), 4)
     n_nonsteady = int(rng.integers(1, 4))
     times = np.arange(nt) * tr
-    aif_params = _draw_aif(rng, tr)
+    aif_params, bolus = _draw_blood_aif(rng, tr)
     aif_params[0] += n_nonsteady * tr  # the bolus still comes after >= 5 steady frames
     if snr is None:
         snr_patient = None
@@ -159,6 +169,8 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     sigma = 0.0 if snr_patient is None else scale / snr_patient
 
     vessels = _draw_vessels(rng, shape, zooms, brain)
+    # tissue: concentration (mM of tissue) of the indicator-dilution model, then the
+    # linear tissue relaxivity; arteries and veins: whole blood, the quadratic relation
     conc = np.zeros(shape + (nt,), dtype=np.float32)
     params = {**maps, "aif_params": aif_params}
     conc[brain] = _tissue_curves(aif_params, times, *(
@@ -170,9 +182,12 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         conc[extra] = _tissue_curves(aif_params, times, np.full(n_extra, 12.0),
                                      np.full(n_extra, 1.5), np.full(n_extra, 0.3),
                                      np.full(n_extra, 0.8), np.zeros(n_extra))
+    conc *= np.float32(TISSUE_RELAXIVITY[_FIELD_STRENGTH])  # now Delta R2* in 1/s
     signal = np.exp(np.float32(-te) * conc, out=conc)
     signal *= s0[..., None].astype(np.float32)
-    _mix_vessels(signal, vessels, aif_params, times, te, scale * coil, rng)
+    arterial = _aif(aif_params, times)
+    venous = _venous_curve(aif_params, times, rng)
+    _mix_vessels(signal, vessels, {"artery": arterial, "vein": venous}, te, scale * coil)
     _nonsteady(rng, signal, n_nonsteady)
     motion = _move(rng, signal) if rng.uniform() < _P_MOTION else np.zeros((nt, 3))
     pwi = _to_int16(_rician(rng, signal, sigma))
@@ -195,8 +210,13 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         latent_risk=(susceptibility * p_latent).astype(np.float32),
         observable_risk=observable.astype(np.float32),
         ht_clean=bleed.astype(np.uint8),
-        aif_concentration=_aif(aif_params, times).astype(np.float32),
+        aif_concentration=arterial.astype(np.float32),
+        aif_delta_r2star=blood_delta_r2star(arterial, _FIELD_STRENGTH).astype(np.float32),
+        vof_concentration=venous.astype(np.float32),
+        vof_delta_r2star=blood_delta_r2star(venous, _FIELD_STRENGTH).astype(np.float32),
         aif_params=aif_params,
+        dose=np.float64(bolus["dose"]),
+        cardiac_output=np.float64(bolus["cardiac_output"]),
         artery_fraction=vessels["artery"].astype(np.float32),
         vein_fraction=vessels["vein"].astype(np.float32),
         aif_voxels=_vessel_voxels(vessels["artery"]),
@@ -217,7 +237,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
 
     # neither an AIF nor a brain mask is handed over: the pipeline must find them
     return _make_patient(pid, pwi, b0, b1000, annotation, echo_time=te, repetition_time=tr,
-                         ht=ht, truth=truth)
+                         ht=ht, truth=truth, field_strength=_FIELD_STRENGTH)
 
 
 # -- outcome ---------------------------------------------------------------------------
@@ -457,23 +477,51 @@ def _vessel_voxels(fraction):
     return np.argwhere(fraction >= level).astype(np.int64)
 
 
+def _draw_blood_aif(rng, tr):
+    """Arterial whole-blood concentration (mM): gamma variate with a recirculation.
+
+    The first pass carries the dose over the cardiac output (Stewart-Hamilton: its area
+    is ``dose / cardiac output``); see the module docstring of ``_simulate``, section
+    "Blood physics". Returns the parameters of ``_aif`` (amplitude in mM) and the dose
+    (mmol/kg) and cardiac output (mL/min/kg) of the patient.
+    """
+    alpha = rng.uniform(*_BOLUS_ALPHA)
+    beta = rng.uniform(*_BOLUS_BETA)
+    t0 = tr * rng.uniform(6.0, 10.0)  # 6-10 baseline frames before the bolus
+    dose = _DOSE * rng.uniform(*_DOSE_SPREAD)
+    output = _CARDIAC_OUTPUT * rng.lognormal(0.0, _SD_LOG_CARDIAC_OUTPUT)
+    area = 1000.0 * dose / (output / 60.0)  # mM s: mmol/kg over mL/s/kg, in mmol/L
+    # area of the gamma variate of peak 1: beta e^alpha alpha^-alpha Gamma(alpha + 1)
+    unit = beta * np.exp(alpha - alpha * np.log(alpha) + special.gammaln(alpha + 1.0))
+    ratio = rng.uniform(0.10, 0.25)
+    t_rec = alpha * beta + rng.uniform(6.0, 10.0)
+    beta_r = beta * rng.uniform(1.5, 2.5)
+    params = np.array([t0, area / unit, alpha, beta, ratio, t_rec, alpha, beta_r])
+    return params, {"dose": dose, "cardiac_output": output}
+
+
 def _venous_curve(aif_params, times, rng):
-    """Delayed, dispersed arterial curve: the bolus leaving through the veins."""
+    """Delayed, dispersed arterial curve (mM): the bolus leaving through the veins.
+
+    The area equals the arterial one (the indicator is conserved).
+    """
     n = int(np.ceil(times.max(initial=0.0) / _FINE_DT)) + 2
     fine = np.arange(n) * _FINE_DT
-    delay = rng.uniform(4.0, 7.0)
-    beta = rng.uniform(2.0, 3.5)
-    gain = rng.uniform(1.0, 1.3)  # veins collect more than one artery's share: larger area
+    delay = rng.uniform(*_VENOUS_DELAY)
+    beta = rng.uniform(*_VENOUS_DISPERSION)
     kernel = np.exp(-fine / beta) / beta * _FINE_DT
-    curve = gain * np.convolve(_aif(aif_params, fine), kernel)[:n]
+    curve = np.convolve(_aif(aif_params, fine), kernel)[:n]
     return np.interp(times - delay, fine, curve, left=0.0)
 
 
-def _mix_vessels(signal, vessels, aif_params, times, te, blood_s0, rng):
-    """Signal of voxels part vessel: magnitudes add per compartment (partial volume)."""
-    arterial = np.exp(-te * _aif(aif_params, times))
-    venous = np.exp(-te * _venous_curve(aif_params, times, rng))
-    for name, curve in (("artery", arterial), ("vein", venous)):
+def _mix_vessels(signal, vessels, curves, te, blood_s0):
+    """Signal of voxels part vessel: magnitudes add per compartment (partial volume).
+
+    ``curves`` maps "artery" and "vein" to whole-blood concentrations (mM) on the frame
+    times; their signal follows the quadratic blood relaxivity.
+    """
+    for name in ("artery", "vein"):
+        curve = np.exp(-te * blood_delta_r2star(curves[name], _FIELD_STRENGTH))
         frac = vessels[name]
         where = frac > 0
         f = frac[where][:, None].astype(np.float32)

@@ -8,12 +8,14 @@ tuned so that any model wins. Every assumption is listed here with its source.
 Conventions and units
 ---------------------
 * Times are in seconds; the first PWI frame is acquired at t = 0.
-* **Concentration is expressed as the change of transverse relaxation rate**
+* **Easy cohort: concentration is expressed as the change of transverse relaxation rate**
   ``Delta R2*`` in 1/s, i.e. the proportionality constant kappa of
   ``Delta R2*(t) = kappa C(t)`` is 1 (arterial and tissue kappa equal, no hematocrit
   correction). The signal is ``S(t) = S0 exp(-TE C(t))`` [Rosen 1990], so
   ``C(t) = -ln(S(t) / S0) / TE`` (the formula of Yu et al. 2019) recovers it exactly in the
-  absence of noise.
+  absence of noise. **The realistic cohort** (the default) uses gadolinium concentrations
+  in mM and the relaxivities of :mod:`sklearn_hemo.relaxivity` instead (section "Blood
+  physics" below); the tissue model is the same.
 * Perfusion units follow the clinical convention: CBF in mL/100 mL/min, CBV in mL/100 mL,
   MTT in s. The indicator-dilution model [Ostergaard 1996] used is::
 
@@ -144,6 +146,54 @@ published figures and the oracle targets of the difficulty report
 * **Size.** 60 patients on 48 x 48 x 8 (0.31 mL voxels) by default: about 15 bleed,
   and the quick protocol's 4,000 balanced voxels can be drawn.
 
+Blood physics (realistic cohort)
+--------------------------------
+Every realistic patient is scanned at 1.5 T (``patient.field_strength``, written to
+``pwi.json`` as ``MagneticFieldStrength``). Concentrations are in mM.
+
+* **Arterial whole-blood concentration** ``C_a(t)``: the gamma variate and recirculation
+  of the easy cohort (shape ``alpha ~ U(2.5, 3.5)``; recirculation 10-25% of the peak,
+  6-10 s after it, 1.5-2.5 times wider; arrival after 6-10 baseline frames) with a wider
+  first pass, ``beta ~ U(1.6, 2.4)`` s (full width at half maximum
+  ``~ 2.355 sqrt(alpha) beta`` = 6-10 s, the width of a 4-5 mL/s bolus after the
+  cardiopulmonary passage; Benner 1997, Calamante 2013), and an area set by the
+  Stewart-Hamilton principle: the first pass carries the dose over the cardiac output,
+  ``integral C_a = dose / CO``. Dose ``0.1 mmol/kg x U(0.9, 1.1)`` (the standard single
+  dose; the spread is the error of weights estimated in the emergency room, Breuer
+  2010); cardiac output ``80 mL/min/kg x lognormal(0, 0.2)`` (5.6 L/min at 70 kg, a
+  normal cardiac index of 2.5-4 L/min/m2 and its spread). This gives a first-pass area of
+  about 75 mM s and arterial peaks of about 5-13 mM (median 8.5), the range of peak
+  arterial concentrations for 0.1 mmol/kg (van Osch 2003 calibrated up to 10 mM for
+  that reason; a phantom study of the dose, Kim 2011, 2.8-12.6 mM). Truth:
+  ``"aif_concentration"`` (mM), ``"aif_delta_r2star"`` (1/s), ``"dose"`` (mmol/kg),
+  ``"cardiac_output"`` (mL/min/kg), ``"aif_params"`` (amplitude in mM).
+* **Venous concentration** ``C_v(t)``: the arterial curve dispersed by an exponential
+  kernel (2-3.5 s) and delayed by 4-7 s, with the arterial area (the indicator is
+  conserved). Truth ``"vof_concentration"`` (mM) and ``"vof_delta_r2star"`` (1/s).
+* **Blood signal**: ``S = S0_blood exp(-TE dR2*_blood(C))`` with the quadratic whole-blood
+  relation of Kjolby et al. (MRM 2006) at 1.5 T, ``dR2* = 7.6 C + 0.574 C^2``
+  (:func:`sklearn_hemo.relaxivity.blood_delta_r2star`): at TE 30 ms a 8.5 mM peak keeps
+  about 4% of the blood signal (5 mM: 21%, 13 mM: 0.5%), severe but not the
+  ``exp(-15)`` of a linear model with the tissue relaxivity. Vessels enter voxels by
+  partial volume, magnitudes adding (section "Acquisition").
+* **Tissue**: the indicator-dilution model of "Conventions" with ``C_a`` in mM gives the
+  tissue-averaged concentration ``C_t`` in mM (mmol per litre of tissue), leakage
+  included (``K2`` in 1/s against the integral of the arriving arterial concentration,
+  in tissue concentration units); its signal follows the linear tissue relaxivity,
+  ``dR2*_t = 44 C_t`` (1/s) at 1.5 T (Kjolby 2006;
+  :func:`sklearn_hemo.relaxivity.tissue_delta_r2star`). Grey matter then loses about
+  15-40% of its signal at the bolus peak (median 25% over TE 25-35 ms), the drop of 1.5 T
+  DSC. Scalp and skull follow the same tissue relation.
+* **No haematocrit correction**: large- and small-vessel haematocrit are taken equal and
+  the tissue density 1 g/mL, so ``CBV = 100 integral C_t / integral C_a`` and
+  ``CBF = 6000 max(C_t deconvolved by C_a)`` hold exactly with ``C_a``
+  = :func:`~sklearn_hemo.relaxivity.blood_concentration` of the arterial ``dR2*`` and
+  ``C_t`` = :func:`~sklearn_hemo.relaxivity.tissue_concentration` of the tissue ``dR2*``
+  (tested on noise-free curves). A pipeline applying the usual factor 0.73 would bias
+  CBF and CBV by that factor on this cohort.
+* :func:`simulated_concentration` returns ``C_t`` in mM for realistic patients (multiply by
+  44 for ``dR2*``) and ``dR2*`` (kappa 1) for easy ones.
+
 Ground truth (``patient.truth``)
 --------------------------------
 Arrays on the PWI grid unless stated: ``"tissue"`` (uint8: 0 outside the brain, 1 grey,
@@ -169,12 +219,18 @@ no voxel reaches 20%, those with at least half of the largest share),
 ``"artery_fraction"`` and ``"vein_fraction"`` (the partial-volume maps), ``"head"`` (uint8: 1
 brain, 2 non-brain head tissue), ``"p_ht"``, ``"image_score"``, ``"low_cbv_ml"``,
 ``"leakage_ml"``, ``"treatment"``, ``"age"``, ``"snr"`` (0-d) and ``"motion"`` (per
-frame: x and y shift in voxels, in-plane angle in degrees). ``"risk"`` keeps its
+frame: x and y shift in voxels, in-plane angle in degrees). Their ``"aif_concentration"``
+is the arterial whole-blood concentration in mM (the easy cohort's is ``Delta R2*``), and
+they add ``"aif_delta_r2star"`` (1/s, pure arterial blood), ``"vof_concentration"`` (mM)
+and ``"vof_delta_r2star"`` (1/s) of the venous curve, ``"dose"`` (mmol/kg) and
+``"cardiac_output"`` (mL/min/kg) (section "Blood physics"). ``"risk"`` keeps its
 meaning (``susceptibility`` times the outcome: it knows the outcome, a ceiling only).
 
 References
 ----------
-Benner et al., MRM 1997; Campbell et al., Ann Neurol 2013; Chen et al., JMRI 2005;
+Benner et al., MRM 1997; Breuer et al., Stroke 2010; Calamante, Prog NMR Spectrosc 2013;
+Kim et al., ISMRM 2011 abstract 3461; Kjolby et al., MRM 2006; van Osch et al., MRM 2003;
+Campbell et al., Ann Neurol 2013; Chen et al., JMRI 2005;
 Guenego et al., Eur J Neurol 2019; Souza et al., Cerebrovasc Dis 2012;
 Boxerman et al., AJNR 2006; Calamante et al., MRM 2000;
 Campbell et al., Stroke 2010; Gudbjartsson & Patz, MRM 1995; Kassner et al., AJNR 2009;
@@ -262,7 +318,9 @@ def make_stroke_cohort(
     AIF with recirculation, indicator-dilution tissue curves with delay and dispersion,
     grey/white matter, an ischaemic core and penumbra, blood-brain-barrier leakage,
     ``S = S0 exp(-TE C)`` with Rician noise, DWI b0/b1000, and HT drawn from a documented
-    latent voxel risk.
+    latent voxel risk. The realistic cohort uses gadolinium concentrations in mM with the
+    blood and tissue relaxivities of :mod:`sklearn_hemo.relaxivity` at 1.5 T (its patients
+    carry ``field_strength``).
 
     Parameters
     ----------
@@ -517,7 +575,7 @@ def simulate_patient(pid, shape, rng, *, severity, ht, snr, repetition_time, n_f
 
 
 def _make_patient(pid, pwi, b0, b1000, ht_mask, *, echo_time, repetition_time, ht, truth,
-                  brain_mask=None, aif=None):
+                  brain_mask=None, aif=None, field_strength=None):
     """A :class:`Patient` of in-memory images on the simulator's grid (TR in the header)."""
     affine = _affine(pwi.shape[:3])
     pwi_img = nib.Nifti1Image(pwi, affine)
@@ -528,7 +586,8 @@ def _make_patient(pid, pwi, b0, b1000, ht_mask, *, echo_time, repetition_time, h
         echo_time=echo_time, repetition_time=repetition_time, ht=int(bool(ht)),
         brain_mask=None if brain_mask is None else nib.Nifti1Image(
             brain_mask.astype(np.uint8), affine),
-        ht_mask=nib.Nifti1Image(ht_mask.astype(np.uint8), affine), aif=aif, truth=truth)
+        ht_mask=nib.Nifti1Image(ht_mask.astype(np.uint8), affine), aif=aif, truth=truth,
+        field_strength=field_strength)
 
 
 # -- physics ---------------------------------------------------------------------------

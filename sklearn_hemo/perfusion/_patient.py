@@ -50,6 +50,18 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     would smooth the bolus, and a short acquisition padded to the paper's 108 s would
     distort the areas).
 
+    Absolute or relative: when the patient's field strength is known
+    (``MagneticFieldStrength`` in ``pwi.json``; see
+    :func:`sklearn_hemo.signal.patient_field_strength`) the AIF is whole-blood
+    concentration in mM (:func:`sklearn_hemo.relaxivity.blood_concentration`) and the
+    tissue curves tissue concentration in mM
+    (:func:`sklearn_hemo.relaxivity.tissue_concentration`), so CBF and CBV are absolute
+    (no haematocrit correction unless ``hematocrit`` is passed). Without it both stay
+    ``Delta R2*`` (kappa 1, arterial and tissue relaxivity taken equal) and the maps are
+    relative, as in Yu et al. The AIF is the one of the features: detected, screened
+    and corrected for partial volume by the venous output function
+    (:func:`sklearn_hemo.signal.patient_aif`).
+
     CBF, CBV, MTT and Tmax are *not* leakage-corrected: the Boxerman-Schmainda-Weisskoff
     model assumes that a voxel's curve has the shape of the whole-brain reference, which
     delayed, dispersed, long-MTT ischaemic tissue violates (Bjornerud et al., JCBFM
@@ -102,8 +114,8 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
         warnings.warn(note, UserWarning, stacklevel=find_stack_level())
     start = timing.n_nonsteady  # leading non-steady frames are dropped
     signal = data[brain][:, start:].astype(np.float64)
-    conc = concentration(signal, patient.echo_time,
-                         baseline=slice(0, max(timing.arrival - start, 1)))
+    conc = _tissue_units(patient, concentration(
+        signal, patient.echo_time, baseline=slice(0, max(timing.arrival - start, 1))))
     aif = patient_aif_on_grid(patient, signal.shape[1], dt, 0.0, timing, data)
     try:
         maps = perfusion_maps(conc, aif, dt, method=method, **kwargs)
@@ -125,6 +137,20 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     return out
 
 
+def _tissue_units(patient, curves):
+    """Tissue ``Delta R2*`` curves as tissue concentration (mM) when the patient's field
+    strength is known (:func:`sklearn_hemo.signal.patient_field_strength`), else as
+    they are (kappa 1)."""
+    from ..signal import patient_field_strength
+
+    field = patient_field_strength(patient)
+    if field is None:
+        return curves
+    from ..relaxivity import tissue_concentration
+
+    return np.asarray(tissue_concentration(curves, field))
+
+
 #: The per-process cache shared with the other transformers (see sklearn_hemo._cache).
 _CACHE = CACHE
 
@@ -138,8 +164,8 @@ def _arrival_k2(patient):
 
     brain = patient.get_brain_mask()
     dt = patient.repetition_time
-    conc = concentration(np.asarray(patient.pwi.dataobj)[brain].astype(np.float64),
-                         patient.echo_time)
+    conc = _tissue_units(patient, concentration(
+        np.asarray(patient.pwi.dataobj)[brain].astype(np.float64), patient.echo_time))
     try:
         k2 = estimate_leakage_arrival(conc, nonenhancing_reference(conc, dt), dt).k2
     except ValueError as exc:
@@ -157,5 +183,7 @@ def _cached_arrival_k2(patient):
 def cached_patient_maps(patient, method="osvd"):
     """:func:`patient_perfusion_maps` of ``patient``, computed once per process (cached)."""
     # read-only: shared by every caller
-    return cached(patient, ("maps", method),
+    from ..signal import vof_correction_default
+
+    return cached(patient, ("maps", method, vof_correction_default()),
                   lambda: patient_perfusion_maps(patient, method=method))
