@@ -414,7 +414,7 @@ def make_stroke_cohort(
     >>> len(cohort), cohort[0].pwi.ndim, cohort[0].aif is None
     (4, 4, True)
     >>> sorted(cohort[0].truth)[:4]
-    ['adc', 'age', 'aif_concentration', 'aif_params']
+    ['adc', 'age', 'aif_concentration', 'aif_delta_r2star']
     >>> easy = make_stroke_cohort(4, (12, 12, 2), difficulty="easy", random_state=0)
     >>> easy[0].aif is not None, easy[0].brain_mask is not None
     (True, True)
