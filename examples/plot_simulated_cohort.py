@@ -92,7 +92,7 @@ for color, (name, mask) in zip(["C0", "C1", "C3", "C2"], groups.items(), strict=
     ax_conc.plot(times, conc.mean(axis=0), color=color, lw=2, label=name)
     ax_conc.plot(times, conc[0], color=color, lw=0.6, alpha=0.6)
 ax_conc.plot(
-    times, truth["aif_concentration"] / 10, "k--", lw=1, label="arterial input / 10"
+    times, truth["aif_delta_r2star"] / 10, "k--", lw=1, label="arterial blood / 10"
 )
 ax_signal.set(xlabel="time (s)", ylabel="signal / baseline", title="source PWI signal")
 ax_conc.set(xlabel="time (s)", ylabel=r"$\Delta R_2^*$ (1/s)", title="concentration")

@@ -119,9 +119,13 @@ def test_a_threshold_mask_takes_in_the_scalp(cohort):
     assert (naive & (p.truth["head"] == 2)).sum() > 0.05 * naive.sum()
 
 
-def test_veins_arrive_later_and_hold_more_contrast_than_arteries():
-    # on the default in-plane grid (5 mm voxels) arteries fill a fair share of a voxel
-    for p in make_stroke_cohort(4, (48, 48, 2), n_frames=(50, 60), random_state=1):
+def test_veins_arrive_later_than_arteries_and_conserve_the_indicator():
+    # on the default in-plane grid (5 mm voxels) arteries fill a fair share of a voxel;
+    # patients without motion (a spike moves a vessel voxel onto skull or scalp)
+    still = [p for p in make_stroke_cohort(6, (48, 48, 2), n_frames=(50, 60), random_state=1)
+             if not np.any(p.truth["motion"])]
+    assert len(still) >= 3
+    for p in still:
         pwi = _data(p.pwi)
         n = int(p.truth["n_nonsteady"])
         baseline = pwi[..., n: n + 4].mean(axis=-1, keepdims=True)
@@ -130,7 +134,15 @@ def test_veins_arrive_later_and_hold_more_contrast_than_arteries():
         vein = conc[tuple(p.truth["vein_voxels"].T)].mean(axis=0)
         arrival = [np.argmax(c > 0.5 * c.max()) for c in (artery, vein)]
         assert arrival[1] > arrival[0], arrival
-        assert vein.sum() > artery.sum()
+        # issue 27: the true venous concentration carries the arterial area (the
+        # indicator is conserved; it was 1.0-1.3 times larger in Delta R2* before the
+        # blood physics), while the partial-volume vein voxels hold a share of it
+        # comparable to the artery voxels' (larger vessels, less saturated signal)
+        t = p.frame_times
+        true_vein = np.trapezoid(p.truth["vof_concentration"], t)
+        assert true_vein == pytest.approx(np.trapezoid(p.truth["aif_concentration"], t),
+                                          rel=0.1)
+        assert vein.sum() > 0.5 * artery.sum()
 
 
 def test_snr_varies_between_patients_and_can_be_fixed(cohort):
@@ -309,3 +321,24 @@ def test_converting_with_the_relaxivities_recovers_cbf_and_cbv():
     # kappa 1 on both (the relative pipeline) is not the same scale at all
     naive = perfusion_maps(tissue_r2, aif_r2, dt, method="csvd", threshold=1e-5)
     assert np.median(naive.cbv / truth["cbv"][brain]) > 2.0
+
+
+def test_lesion_size_reperfusion_and_outcome_are_stratified_per_seed():
+    # issue 27: what drove the seed-to-seed spread of the difficulty (the share of small
+    # lesions, of reperfused and of bleeding patients) stays close to its expectation
+    # on every seed, while patient k still depends on (seed, k) alone
+    n = 40
+    for seed in range(10):
+        cohort = make_stroke_cohort(n, (12, 12, 1), n_frames=(45, 45), snr=None,
+                                    random_state=seed)
+        size = np.array([float(p.truth["severity"]) for p in cohort])
+        reperfused = np.array([float(p.truth["reperfusion"]) for p in cohort])
+        # a low-discrepancy sequence: every fifth of [0, 1) holds n/5 +- 2 patients
+        counts = np.histogram(size, bins=5, range=(0.0, 1.0))[0]
+        assert np.all(np.abs(counts - n / 5) <= 2), (seed, counts)
+        assert abs(reperfused.sum() - 0.6 * n) <= 2, (seed, reperfused.sum())
+        # independent uniform draws would give n/5 +- 2.5 (SD) per fifth, 24 +- 3.1
+        # reperfused; the bleeding count follows the expectation of its probabilities
+        p_ht = np.array([float(p.truth["p_ht"]) for p in cohort])
+        assert abs((cohort.ht == 1).sum() - p_ht.sum()) <= 3.5, (seed, cohort.ht.sum(),
+                                                                 p_ht.sum())

@@ -37,19 +37,22 @@ _P_TREATMENT = 0.5  # e.g. thrombolysis given or not
 #: population mean and SD of log(1 + marker in mL) at the default geometry, used to
 #: standardise the imaging markers of the outcome model (measured once on 2,000
 #: simulated anatomies, seed 0; a fixed constant, not refitted per cohort)
-_MARKERS = {"low_cbv": (1.20, 0.73), "leakage": (2.73, 1.31)}
-_W_IMAGE = (0.55, 0.45)  # weights of the two standardised markers in the image score
+#: very_low_adc: volume of ADC < 0.55e-3 mm2/s (Selim 2002), measured on 80 simulated
+#: patients of seed 2024 (issue 27)
+_MARKERS = {"low_cbv": (1.20, 0.73), "leakage": (2.73, 1.31), "very_low_adc": (2.66, 0.93)}
+_W_IMAGE = (0.4, 0.3, 0.3)  # weights of the standardised markers in the image score
+_VERY_LOW_ADC_MM2S = 0.55e-3  # Selim 2002: the volume below it predicts HT
 _W_IMAGE_REPERFUSED = 1.6  # log-odds per SD of the image score when reperfused
 _W_IMAGE_OCCLUDED = 0.6  # ... and when not (Campbell 2013: depends on reperfusion)
 _W_REPERFUSION = 1.3
 _W_TREATMENT = 0.5
 _W_AGE = 0.5
 # -- voxel risk (module docstring, "Voxel risk") --------------------------------------
-_TAU = 2.4  # mean threshold of the latent voxel logit
+_TAU = 2.2  # mean threshold of the latent voxel logit
 _SD_TAU = 0.4  # patient-to-patient spread of the threshold (unobserved)
 _SD_REPERFUSION_FIELD = 0.6  # reperfusion territory, in reperfused patients (unobserved)
-_SD_MICROVASCULAR = 0.4  # microvascular state (unobserved)
-_MAX_BLEED_SHARE = 0.33  # of the lesion volume
+_SD_MICROVASCULAR = 0.6  # microvascular state (unobserved)
+_MAX_BLEED_SHARE = 0.5  # of the lesion volume (ECASS PH2: over 30% of the infarct)
 _P_EXTENSION = 0.5  # bleeding patients whose haematoma extends beyond the bleed
 # -- annotation (module docstring, "Annotation") --------------------------------------
 _P_SHIFT = 0.8  # registration error of the follow-up to the PWI, up to one voxel
@@ -64,6 +67,14 @@ _SMALL_BLEED_ML = 1.6  # bleeds this small may be missed
 _EXTENSION_MM = (5.0, 10.0)  # extension of a parenchymal haematoma
 _P_MISS = 0.5  # a bleed of at most _SMALL_BLEED_ML is missed
 _P_EXTRA = 0.5  # the reader marks 1-3 small non-HT spots (microbleeds, vessels)
+# -- diffusion (module docstring, "Diffusion") -----------------------------------------
+_ADC_CORE = 0.8  # ADC / normal at the core border of a short ischaemia
+_ADC_FALL = (0.15, 0.30)  # further fall: at least, plus this much for the longest ...
+_ADC_DEPTH = 0.3  # ... at the border (share of the fall), 1 at the centre
+_ADC_WOBBLE = 0.05  # smooth voxel variation, independent of perfusion
+_ADC_LIMITS = (0.4, 0.85)
+_VERY_LOW_ADC = (0.75, 0.45)  # ADC / normal: the risk term rises from 0 to 1 between
+_W_VERY_LOW_ADC = 1.2  # log-odds of the very-low-ADC term (Selim 2002; Tong 2000)
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
 _P_MOTION = 0.3
 # -- blood and relaxivity (module docstring, "Blood physics") -------------------------
@@ -79,12 +90,15 @@ _VENOUS_DISPERSION = (2.0, 3.5)  # s, exponential kernel of the capillary bed
 _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
 
-def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, snr,
+def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
+                               reperfusion_draw, ht_prevalence, snr,
                                repetition_time, n_frames, echo_time):
     """Simulate one realistic patient from its own generator.
 
     ``outcome_draw`` is the uniform number in [0, 1) that decides the outcome (the patient
-    bleeds when it is below its probability); the cohort stratifies these draws.
+    bleeds when it is below its probability); ``size_draw`` (lesion size) and
+    ``reperfusion_draw`` (reperfused when below 0.6) are uniform numbers in [0, 1) too.
+    The cohort stratifies all three (low-discrepancy sequences over the patients).
     """
     tr = round(_draw(rng, repetition_time), 3)
     nt = int(_draw(rng, n_frames, integer=True))
@@ -102,7 +116,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
 
     zooms = _FOV_MM / np.asarray(shape, dtype=float)
     voxel_ml = float(np.prod(zooms)) / 1000.0
-    size_factor = rng.uniform()
+    size_factor = size_draw  # stratified over the cohort, as the outcome draws
     leak_factor = np.clip(0.35 * size_factor + 0.65 * rng.uniform(), 0.0, 1.0)
     lesion = {
         "r_core": (0.08 + 0.16 * size_factor) * rng.uniform(0.85, 1.15),
@@ -114,7 +128,10 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     maps = _draw_anatomy(rng, shape, leak_factor, axes=(0.7, 0.8), lesion_spec=lesion)
     brain = maps["tissue"] > 0
     head = _draw_head(rng, maps.pop("_radius"), brain)
-    _benign_oligaemia(rng, maps, maps.pop("_dist"), maps.pop("_ratio"), brain)
+    dist = maps.pop("_dist")
+    _benign_oligaemia(rng, maps, dist, maps.pop("_ratio"), brain)
+    duration = rng.uniform()  # of the ischaemia, relative: onset to scan, collaterals
+    _diffusion_restriction(rng, maps, dist, duration)
     _t2star_dominant(rng, maps, maps.pop("_leak_field"))
 
     # -- outcome and voxel risk ---------------------------------------------------------
@@ -123,9 +140,10 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     markers = {
         "low_cbv": float((brain & (maps["cbv"] < 0.5 * cbv_normal)).sum()) * voxel_ml,
         "leakage": float(np.abs(maps["k2"]).sum() / _K2_REF) * voxel_ml,
+        "very_low_adc": float((brain & (maps["adc"] < _VERY_LOW_ADC_MM2S)).sum()) * voxel_ml,
     }
     image_score = _image_score(markers)
-    reperfusion = int(rng.uniform() < _P_REPERFUSION)
+    reperfusion = int(reperfusion_draw < _P_REPERFUSION)  # stratified as well
     treatment = int(rng.uniform() < _P_TREATMENT)
     age = rng.standard_normal()
     p_latent = special.expit(_outcome_logit(image_score, reperfusion, treatment, age,
@@ -138,9 +156,10 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
     tau = _TAU + _SD_TAU * rng.standard_normal()
     latent = observed + unobserved
     lesion_size = int((maps["tissue"] >= 3).sum())
-    if lesion_size and (latent > tau).sum() > _MAX_BLEED_SHARE * lesion_size:
-        # a haemorrhage stays a part of the infarct: the largest cover a third of it
-        tau = np.sort(latent[brain])[::-1][int(_MAX_BLEED_SHARE * lesion_size)]
+    # a haemorrhage stays a part of the infarct: the largest cover half of it, the
+    # label noise included (an expected count: a threshold on the latent logit alone let
+    # the noise spread small-lesion bleeds over the normal brain)
+    tau = _capped_threshold(latent[brain], tau, _MAX_BLEED_SHARE * lesion_size)
     susceptibility = np.where(brain, special.ndtr((latent - tau) / _LABEL_NOISE), 0.0)
     noise = ndimage.gaussian_filter(rng.standard_normal(shape),
                                     3.5 / zooms, mode="reflect")  # 3.5 mm correlation
@@ -229,6 +248,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, ht_prevalence, 
         image_score=np.float64(image_score),
         low_cbv_ml=np.float64(markers["low_cbv"]),
         leakage_ml=np.float64(markers["leakage"]),
+        very_low_adc_ml=np.float64(markers["very_low_adc"]),
         severity=np.float64(size_factor),
         snr=np.float64(np.nan if snr_patient is None else snr_patient),
         noise_sigma=np.float64(sigma),
@@ -309,9 +329,29 @@ def _observed_logit(maps, cbv_normal, adc_normal, brain):
     """The part of the voxel logit an ideal reader measures on the baseline images."""
     low_cbv = np.clip(1.0 - maps["cbv"] / cbv_normal, 0.0, 1.0)
     tmax_excess = np.clip((maps["tmax"] - 6.0) / 6.0, 0.0, 1.0)
-    dwi = np.clip(2.0 * (1.0 - maps["adc"] / adc_normal), 0.0, 1.0)
-    logit = 1.0 * np.abs(maps["k2"]) / _K2_REF + 1.2 * low_cbv + 0.9 * tmax_excess + 1.0 * dwi
+    high, low = _VERY_LOW_ADC
+    very_low_adc = np.clip((high - maps["adc"] / adc_normal) / (high - low), 0.0, 1.0)
+    logit = (1.0 * np.abs(maps["k2"]) / _K2_REF + 1.2 * low_cbv + 0.9 * tmax_excess
+             + _W_VERY_LOW_ADC * very_low_adc)
     return np.where(brain, logit, 0.0)
+
+
+def _capped_threshold(latent, tau, cap):
+    """The threshold, raised if needed so that at most ``cap`` voxels bleed on average.
+
+    The expected bleed is the sum over ``latent`` (brain voxels) of
+    ``P(latent + noise > tau)``; it falls with ``tau``, solved by bisection.
+    """
+    def expected(t):
+        return float(special.ndtr((latent - t) / _LABEL_NOISE).sum())
+
+    if cap <= 0 or expected(tau) <= cap:
+        return tau
+    low, high = tau, float(latent.max()) + 6.0 * _LABEL_NOISE
+    for _ in range(40):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if expected(mid) > cap else (low, mid)
+    return high
 
 
 def _observable_risk(observed, image_score, ht_prevalence):
@@ -380,6 +420,23 @@ def _draw_head(rng, radius, brain):
     outer = 1.0 + rng.uniform(0.14, 0.2)
     head = np.where(brain, 1, np.where(radius < outer, 2, 0)).astype(np.uint8)
     return head
+
+
+def _diffusion_restriction(rng, maps, dist, duration):
+    """ADC of the core: deeper and longer ischaemia restrict diffusion more.
+
+    ``duration`` in [0, 1] is the patient's relative duration of ischaemia (time from
+    onset, collateral failure); a smooth field adds voxel variation that the perfusion
+    maps do not show. Only the core (``tissue == 4``) changes.
+    """
+    core = maps["tissue"] == 4
+    wobble = _smooth_field(rng, core.shape, 0.15)
+    if not core.any():
+        return
+    depth = np.clip(1.0 - dist, 0.0, 1.0)
+    fall = (_ADC_FALL[0] + _ADC_FALL[1] * duration) * (_ADC_DEPTH + (1 - _ADC_DEPTH) * depth)
+    ratio = np.clip(_ADC_CORE - fall + _ADC_WOBBLE * wobble, *_ADC_LIMITS)
+    maps["adc"][core] = (maps["_adc_normal"] * ratio)[core]
 
 
 def _benign_oligaemia(rng, maps, dist, ratio, brain):

@@ -99,10 +99,12 @@ published figures and the oracle targets of the difficulty report
 
       logit P(HT) = b0 + s(rep) * image + 1.3 (rep - 0.6) + 0.5 (treat - 0.5) + 0.5 age
 
-  ``image`` is a standardised score of two markers an ideal reader measures on the
-  baseline maps (0.55 x log volume of very low CBV, CBV < 50% of normal, and 0.45 x log
-  leakage burden, sum of ``|K2| / 2e-4 /s`` times voxel volume, each standardised by
-  fixed population constants); ``rep`` reperfusion (60% of patients, Campbell 2013),
+  ``image`` is a standardised score of three markers an ideal reader measures on the
+  baseline maps (0.4 x log volume of very low CBV, CBV < 50% of normal, 0.3 x log
+  leakage burden, sum of ``|K2| / 2e-4 /s`` times voxel volume, and 0.3 x log volume of
+  very low ADC, < 0.55e-3 mm2/s, the predictor of Selim 2002; each standardised by
+  fixed population constants; truth ``"very_low_adc_ml"``); ``rep`` reperfusion (60% of
+  patients, Campbell 2013),
   ``treat`` treatment (50%) and ``age`` (standard normal) are seen by no image. The image
   slope is 1.6 with reperfusion and 0.6 without (very low CBV predicts haemorrhage
   mainly after reperfusion, Campbell 2013); ``b0`` gives ``ht_prevalence``. Lesion size,
@@ -111,11 +113,35 @@ published figures and the oracle targets of the difficulty report
   (Souza 2012: 0.73 for low-rCBF volume), lesion volume 0.65-0.75 (target 0.6-0.85),
   the latent probability itself about 0.8. The draws are stratified (a golden-ratio
   sequence, as above) so the count of bleeding patients stays near its expectation.
+  **Stratification over seeds** (issue 27): the lesion-size factor (``U(0, 1)``, truth
+  ``"severity"``) and the reperfusion draw are stratified as well, by sequences of steps
+  ``sqrt(3) - 1`` and ``sqrt(6) - 2`` with random offsets, so that the share of small
+  lesions and of reperfused patients, which set the image scores, the count of bleeding
+  patients and the size of their bleeds, no longer swing from one seed to the next
+  (they drove the seed-to-seed spread of the difficulty, with bleeds spread by the label
+  noise over the normal brain of small-lesion patients: the cap of the bleed now holds
+  in expectation, label noise included).
+* **Diffusion** [Selim 2002; Tong 2000]. The ADC of the core falls with the depth of
+  the ischaemia and with its duration (time from onset, failing collaterals), which
+  the perfusion maps do not show: ``ADC / normal = 0.8 - (0.15 + 0.30 d)
+  (0.3 + 0.7 depth) + 0.05 field``, clipped to 0.4-0.85, with ``d ~ U(0, 1)`` the
+  patient's relative duration, ``depth`` 0 at the core border and 1 at its centre and
+  ``field`` a smooth random field (0.34-0.72e-3 mm2/s in grey matter; Schlaug 1997,
+  Purushotham 2015: 45-75% of normal in the core, Selim 2002: very low ADC
+  < 0.55e-3 mm2/s). Very low ADC marks the depth and duration of ischaemia, which damage
+  the blood-brain barrier: it raises the voxel risk (below), partly independently of
+  the present flow.
 * **Voxel risk.** The latent logit adds to the observed terms
-  ``|K2|/K2_ref + 1.2 lowCBV + 0.9 Tmax_excess + 1.0 DWI_lesion`` unobserved smooth
-  fields of comparable variance: a microvascular state (SD 0.4) and, in reperfused
+  ``|K2|/K2_ref + 1.2 lowCBV + 0.9 Tmax_excess + 1.2 veryLowADC`` (``veryLowADC`` rises
+  from 0 at ``ADC / normal = 0.75`` to 1 at 0.45) unobserved smooth
+  fields of comparable variance: a microvascular state (SD 0.6) and, in reperfused
   patients, a reperfusion territory (SD 0.6); the threshold ``tau`` varies between
-  patients (2.4 +- 0.4) and a bleed covers at most a third of the lesion. With leakage
+  patients (2.2 +- 0.4) and a bleed covers at most half of the lesion on average, label
+  noise included (ECASS: a parenchymal haematoma of type 2 covers over 30% of the
+  infarct); the threshold is raised until the expected bleed
+  ``sum P(L + eps > tau)`` meets that cap. (Issue 27: before, the cap counted only
+  ``L > tau``, and in small-lesion patients the label noise then spread bleeds over the
+  normal brain, the largest single source of the seed-to-seed spread.) With leakage
   one term among five, leakage alone separates HT from non-HT lesion voxels only
   modestly (Leigh 2014: permeability 17.0 +- 8.8% without HT, 19.4-24.6% with HT; the
   report measures ``|K2|`` alone at AUC about 0.7). Part of the leakage is T2*-dominant
@@ -218,19 +244,21 @@ knew reperfusion, treatment, age and the unobserved fields, still not the outcom
 no voxel reaches 20%, those with at least half of the largest share),
 ``"artery_fraction"`` and ``"vein_fraction"`` (the partial-volume maps), ``"head"`` (uint8: 1
 brain, 2 non-brain head tissue), ``"p_ht"``, ``"image_score"``, ``"low_cbv_ml"``,
-``"leakage_ml"``, ``"treatment"``, ``"age"``, ``"snr"`` (0-d) and ``"motion"`` (per
-frame: x and y shift in voxels, in-plane angle in degrees). Their ``"aif_concentration"``
-is the arterial whole-blood concentration in mM (the easy cohort's is ``Delta R2*``), and
-they add ``"aif_delta_r2star"`` (1/s, pure arterial blood), ``"vof_concentration"`` (mM)
-and ``"vof_delta_r2star"`` (1/s) of the venous curve, ``"dose"`` (mmol/kg) and
-``"cardiac_output"`` (mL/min/kg) (section "Blood physics"). ``"risk"`` keeps its
-meaning (``susceptibility`` times the outcome: it knows the outcome, a ceiling only).
+``"leakage_ml"``, ``"very_low_adc_ml"``, ``"treatment"``, ``"age"``, ``"snr"`` (0-d) and
+``"motion"`` (per frame: x and y shift in voxels, in-plane angle in degrees). Their
+``"aif_concentration"`` is the arterial whole-blood concentration in mM (the easy
+cohort's is ``Delta R2*``), and they add ``"aif_delta_r2star"`` (1/s, pure arterial
+blood), ``"vof_concentration"`` (mM) and ``"vof_delta_r2star"`` (1/s) of the venous
+curve, ``"dose"`` (mmol/kg) and ``"cardiac_output"`` (mL/min/kg) (section "Blood
+physics"). ``"risk"`` keeps its meaning (``susceptibility`` times the outcome: it knows
+the outcome, a ceiling only).
 
 References
 ----------
 Benner et al., MRM 1997; Breuer et al., Stroke 2010; Calamante, Prog NMR Spectrosc 2013;
 Kim et al., ISMRM 2011 abstract 3461; Kjolby et al., MRM 2006; van Osch et al., MRM 2003;
-Campbell et al., Ann Neurol 2013; Chen et al., JMRI 2005;
+Campbell et al., Ann Neurol 2013; Chen et al., JMRI 2005; Selim et al., Stroke 2002;
+Tong et al., Stroke 2000;
 Guenego et al., Eur J Neurol 2019; Souza et al., Cerebrovasc Dis 2012;
 Boxerman et al., AJNR 2006; Calamante et al., MRM 2000;
 Campbell et al., Stroke 2010; Gudbjartsson & Patz, MRM 1995; Kassner et al., AJNR 2009;
@@ -265,6 +293,12 @@ PAPER_COHORT = types.MappingProxyType({"n_patients": 155, "shape": (128, 128, 20
 
 _FOV_MM = np.array([240.0, 240.0, 100.0])  # in-plane FOV 24 cm, 20 slices of 5 mm
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+# steps of the realistic cohort's lesion-size and reperfusion sequences (the outcome's is
+# the golden ratio): irrationals with small partial quotients (even 1D fill) and no
+# near-integer sum or difference with each other or the golden ratio for cohorts of
+# 40-60 (sqrt(2) - 1 would correlate with the golden ratio: sum 1.03; the R3 sequence
+# fills 3D evenly but its step 0.671 ~ 2/3 leaves fifths of [0, 1) uneven)
+_STRATA_STEPS = np.array([np.sqrt(3.0) - 1.0, np.sqrt(6.0) - 2.0])
 _FINE_DT = 0.25  # s, grid of the exact piecewise-linear convolution recursion
 _CHUNK = 16384  # voxels per chunk: bounds memory of the time recursion
 _K2_REF = 2e-4  # 1/s, reference leakage of the risk logit
@@ -380,7 +414,7 @@ def make_stroke_cohort(
     >>> len(cohort), cohort[0].pwi.ndim, cohort[0].aif is None
     (4, 4, True)
     >>> sorted(cohort[0].truth)[:4]
-    ['adc', 'age', 'aif_concentration', 'aif_params']
+    ['adc', 'age', 'aif_concentration', 'aif_delta_r2star']
     >>> easy = make_stroke_cohort(4, (12, 12, 2), difficulty="easy", random_state=0)
     >>> easy[0].aif is not None, easy[0].brain_mask is not None
     (True, True)
@@ -401,8 +435,12 @@ def make_stroke_cohort(
     }
     verbose = resolve_verbose(verbose, "make_stroke_cohort", progress=progress)
     entropy = _root_entropy(random_state)
-    offset = np.random.default_rng(np.random.SeedSequence(entropy)).random()
+    root = np.random.default_rng(np.random.SeedSequence(entropy))
+    offset = root.random()  # the easy cohort's only draw here (draw for draw)
+    # realistic cohorts stratify lesion size and reperfusion the same way (issue 27)
+    strata = root.random(2) if difficulty == "realistic" else None
     spec = {"entropy": entropy, "offset": offset, "width": max(3, len(str(n_patients))),
+            "strata": strata,
             "shape": shape, "ht_prevalence": ht_prevalence, "snr": snr, "acq": acq,
             "difficulty": difficulty}
     folder = None
@@ -447,8 +485,10 @@ def _simulate_one(k, spec, folder):
     if spec["difficulty"] == "realistic":
         from ._realistic import simulate_realistic_patient
 
+        size_draw, reperfusion_draw = (spec["strata"] + k * _STRATA_STEPS) % 1.0
         patient = simulate_realistic_patient(
-            pid, spec["shape"], rng, outcome_draw=1.0 - stratified,
+            pid, spec["shape"], rng, outcome_draw=1.0 - stratified, size_draw=size_draw,
+            reperfusion_draw=reperfusion_draw,
             ht_prevalence=spec["ht_prevalence"], snr=spec["snr"], **spec["acq"])
     else:
         patient = simulate_patient(
