@@ -214,9 +214,22 @@ def realistic():
         return cohort, [patient_qc(p, maps=False) for p in cohort]
 
 
-@pytest.mark.xfail(reason="issue 28: the AIF detector is tuned to the old arterial curve "
-                   "(exp(-15) of baseline); on issue 27's whole-blood relaxivity it hits an "
-                   "artery in 26 of 30 patients (0.87 < 0.9)", strict=False)
+def _still(patient):
+    return not np.abs(patient.truth["motion"]).any()
+
+
+def test_realistic_aif_voxels_of_still_patients_are_arteries_in_nine_of_ten(realistic):
+    # patients who did not move during the DSC series (70 % of the cohort)
+    cohort, results = realistic
+    hits = [_arteries_hit(qc, p.truth) for p, qc in zip(cohort, results, strict=True)
+            if _still(p)]
+    assert len(hits) >= 15 and np.mean(hits) >= 0.9, hits
+
+
+@pytest.mark.xfail(reason="a cohort already in the layout is not motion-corrected at load "
+                   "(issue 31 corrects at import only): on the blood physics of issue 27 the "
+                   "detector hits arteries in 26 of 30 patients, and 3 of the 4 misses moved",
+                   strict=True)
 def test_realistic_aif_voxels_are_arteries_in_nine_patients_of_ten(realistic):
     cohort, results = realistic
     hits = [_arteries_hit(qc, p.truth) for p, qc in zip(cohort, results, strict=True)]

@@ -207,7 +207,8 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
             raise ValueError(f"{name} must be a (low, high) range with 0 <= low <= high, got "
                              f"{spec!r}.")
     with _still_patients():
-        aligned = make_stroke_cohort(n_patients, shape, random_state=random_state)
+        # in this process: worker processes would not see the patched motion share
+        aligned = make_stroke_cohort(n_patients, shape, random_state=random_state, n_jobs=1)
     transforms = {}
     rows = ["participant_id\tht"]
     for k, patient in enumerate(aligned):
