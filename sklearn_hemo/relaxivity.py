@@ -62,11 +62,16 @@ BLOOD_RELAXIVITY = types.MappingProxyType({1.5: (7.6, 0.574), 3.0: (15.2, 2.296)
 TISSUE_RELAXIVITY = types.MappingProxyType({1.5: 44.0, 3.0: 87.0})
 
 
+#: how far a scanner's nominal field may lie from a supported one (Siemens "3 T" systems
+#: such as the Trio and Verio write 2.89 T into DICOM, and so into dcm2niix sidecars)
+FIELD_TOLERANCE = 0.15
+
+
 def _field(field_strength):
-    """The supported field strength nearest ``field_strength`` (within 0.05 T)."""
+    """The supported field strength nearest ``field_strength`` (within FIELD_TOLERANCE)."""
     value = float(field_strength)
     for supported in BLOOD_RELAXIVITY:
-        if np.isfinite(value) and abs(value - supported) <= 0.05:
+        if np.isfinite(value) and abs(value - supported) <= FIELD_TOLERANCE:
             return supported
     raise ValueError(
         f"field_strength must be one of {sorted(BLOOD_RELAXIVITY)} tesla (the fields with "

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -39,6 +40,7 @@ from scipy.integrate import trapezoid
 from sklearn.utils import Bunch, check_random_state
 
 from .datasets import ArterialInputFunction, Patient
+from .utils._warnings import find_stack_level
 from .utils.fixes import StrOptions, validate_params
 from .utils.validation import check_integer
 
@@ -1082,6 +1084,17 @@ def patient_field_strength(patient):
     if field is None:
         return None
     if patient.aif is not None and patient.aif.kind != "signal":
+        return None
+    from .relaxivity import BLOOD_RELAXIVITY, FIELD_TOLERANCE
+
+    if not any(abs(float(field) - f) <= FIELD_TOLERANCE for f in BLOOD_RELAXIVITY):
+        # no published blood relaxivity at this field: relative maps, said once per call
+        warnings.warn(
+            f"participant {patient.id}: no blood and tissue relaxivities are known at "
+            f"{float(field):g} T (only at {', '.join(f'{f:g}' for f in BLOOD_RELAXIVITY)} T), "
+            "so Delta R2* stands for concentration and CBF and CBV are relative. Remove "
+            "MagneticFieldStrength from pwi.json to silence this.",
+            UserWarning, stacklevel=find_stack_level())
         return None
     return float(field)
 

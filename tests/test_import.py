@@ -93,7 +93,10 @@ def write_bids(cohort, root, *, slice_timing=True, volume_timing=False, dwi_shif
         sub = f"sub-{n + 1:02d}"
         acute, follow = root / sub / "ses-acute", root / sub / "ses-followup"
         _save(p.pwi, acute / "perf" / f"{sub}_ses-acute_dsc.nii.gz")
-        meta = {"EchoTime": p.echo_time, "MagneticFieldStrength": 3}
+        # the easy cohort's physics has no field strength: a scanner's would give it one
+        meta = {"EchoTime": p.echo_time}
+        if p.field_strength is not None:
+            meta["MagneticFieldStrength"] = p.field_strength
         if volume_timing:
             meta["VolumeTiming"] = (np.arange(p.n_frames) * p.repetition_time + 2.0).tolist()
         else:
@@ -494,3 +497,39 @@ def test_split_dwi_given_in_a_map(cohort, tmp_path):
     assert result[0].ht is None and result[0].ht_mask is None
     with pytest.raises(CohortError, match=r"participant p1: map row 1: unknown role 'dsc'"):
         import_cohort(src, tmp_path / "out2", mapping=[rows[0], ("p1", "dsc", "b0.nii.gz")])
+
+
+def test_the_field_strength_of_the_sidecar_reaches_the_cohort(tmp_path):
+    # dcm2niix writes MagneticFieldStrength; a Siemens "3 T" system says 2.89. It selects
+    # the relaxivities of absolute maps, so import must carry it into pwi.json
+    realistic = make_stroke_cohort(n_patients=1, shape=(16, 16, 3), random_state=0)
+    assert realistic[0].field_strength == 1.5
+    root = tmp_path / "bids"
+    write_bids(realistic, root, slice_timing=False)
+    sidecar = root / "sub-01" / "ses-acute" / "perf" / "sub-01_ses-acute_dsc.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta["MagneticFieldStrength"] == 1.5
+    meta["MagneticFieldStrength"] = 2.89
+    sidecar.write_text(json.dumps(meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imported = import_cohort(root, tmp_path / "cohort", register="none")
+    assert imported[0].field_strength == 2.89
+    written = json.loads((tmp_path / "cohort" / "sub-01" / "pwi.json").read_text())
+    assert written["MagneticFieldStrength"] == 2.89
+    from sklearn_hemo.signal import patient_field_strength
+
+    assert patient_field_strength(imported[0]) == 2.89  # within the 3 T tolerance
+    meta["MagneticFieldStrength"] = "3T"
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(CohortError, match="MagneticFieldStrength"):
+        import_cohort(root, tmp_path / "again", register="none")
+
+
+def test_a_field_without_known_relaxivities_gives_relative_maps_and_says_so():
+    from sklearn_hemo.signal import patient_field_strength
+
+    patient = make_stroke_cohort(n_patients=1, shape=(16, 16, 3), random_state=0)[0]
+    patient.field_strength = 7.0
+    with pytest.warns(UserWarning, match="7 T"):
+        assert patient_field_strength(patient) is None

@@ -86,6 +86,7 @@ class _Plan:
     repetition_time: float = None
     slice_timing: np.ndarray = None
     n_nonsteady: int = None  # NonSteadyStateFrames, or 0 when BIDS says they were discarded
+    field_strength: float = None  # MagneticFieldStrength (T), or None when not given
     dwi: Path = None
     b0_volumes: list = None
     b1000_volumes: list = None
@@ -297,7 +298,21 @@ def _timing(pid, path, meta, n_frames, n_slices, tolerance):
         if direction == "k-":  # BIDS: the first entry is the slice of highest index
             slice_timing = slice_timing[::-1].copy()
         check_slice_timing(pid, path, slice_timing, n_slices, repetition_time)
-    return echo_time, repetition_time, slice_timing, _read_nonsteady(meta, path, pid)
+    return (echo_time, repetition_time, slice_timing, _read_nonsteady(meta, path, pid),
+            _field_strength(pid, path, meta))
+
+
+def _field_strength(pid, path, meta):
+    """``MagneticFieldStrength`` (tesla, as dcm2niix writes it) or None when absent: it
+    selects the blood and tissue relaxivities that make the perfusion maps absolute."""
+    value = meta.get("MagneticFieldStrength")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 < value < 20:
+        raise CohortError(f"participant {pid}: {path} has MagneticFieldStrength {value!r}; it "
+                          "must be the main field in tesla (e.g. 1.5 or 3) or be left out.")
+    return float(value)
 
 
 # -- planning (headers and sidecars only) --------------------------------------------------
@@ -347,9 +362,10 @@ def _choose_pwi(plan, candidates, tolerance):
         plan.notes.append(note)
         warnings.warn(f"participant {pid}: {note}.", UserWarning, stacklevel=find_stack_level())
         series = [chosen]
-    path, img, (echo_time, repetition_time, slice_timing, n_nonsteady) = series[0]
+    path, img, (echo_time, repetition_time, slice_timing, n_nonsteady, field) = series[0]
     plan.pwi, plan.echo_time, plan.repetition_time = path, echo_time, repetition_time
     plan.slice_timing, plan.n_nonsteady = slice_timing, n_nonsteady
+    plan.field_strength = field
     return img
 
 
@@ -628,7 +644,8 @@ def _convert(plan, mask_interpolation, mask_threshold, min_overlap):
                       images["dwi_b0"], images["dwi_b1000"],
                       echo_time=plan.echo_time, repetition_time=plan.repetition_time, ht=ht,
                       brain_mask=images["brain_mask"], ht_mask=images["ht_mask"],
-                      slice_timing=plan.slice_timing, n_nonsteady=plan.n_nonsteady)
+                      slice_timing=plan.slice_timing, n_nonsteady=plan.n_nonsteady,
+                      field_strength=plan.field_strength)
     patient.validate()
     plan.ht = ht
     return patient

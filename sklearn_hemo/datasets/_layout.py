@@ -517,7 +517,7 @@ def _read_sidecar(path, pid):
 
 def _read_field_strength(path, pid):
     """BIDS ``MagneticFieldStrength`` (tesla) of the PWI sidecar, or None when absent."""
-    meta = json.loads(path.read_text(encoding="utf-8"))  # valid: _read_sidecar read it
+    meta = read_json_file(path, f"participant {pid}: ")  # valid: _read_sidecar read it
     value = meta.get("MagneticFieldStrength") if isinstance(meta, dict) else None
     if value is None:
         return None

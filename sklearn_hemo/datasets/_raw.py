@@ -264,9 +264,11 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
         img = nib.Nifti1Image(moved, affine, header=patient.pwi.header.copy())
         folder = out / pid / _ACUTE / "perf"
         _save(img, folder / f"{pid}_{_ACUTE}_dsc.nii.gz")
-        (folder / f"{pid}_{_ACUTE}_dsc.json").write_text(json.dumps(
-            {"EchoTime": patient.echo_time, "RepetitionTime": patient.repetition_time}),
-            encoding="utf-8")
+        sidecar = {"EchoTime": patient.echo_time, "RepetitionTime": patient.repetition_time}
+        if patient.field_strength is not None:  # as dcm2niix writes it
+            sidecar["MagneticFieldStrength"] = patient.field_strength
+        (folder / f"{pid}_{_ACUTE}_dsc.json").write_text(json.dumps(sidecar),
+                                                          encoding="utf-8")
         rows.append(f"{pid}\t{int(patient.ht)}")
         transforms[pid] = {
             "aligned_id": patient.id,
