@@ -900,6 +900,10 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         (n1, m1), (n2, m2) = ((n, max(m for n_, m in memory if n_ == n))
                               for n in (cal["n_cal"], cal["n_big"]))
         ma, mb = _affine([(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))])
+        if mb < 0:
+            # a model does not shrink with more data: the larger size measured less only
+            # through the noise of resident memory, so charge the most either size added
+            ma, mb = float(max(m1, m2)), 0.0
         n_big = int(n_train.max())
         model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
         inputs = cal["inputs"]
