@@ -84,6 +84,8 @@ class _PropagateInterrupt(Callback):
 
 
 _LN2 = math.log(2)
+#: A training loss within this of ln(n_classes) is on the initial plateau.
+_PLATEAU_TOL = 0.05
 
 
 class _GatedEarlyStopping(EarlyStopping):
@@ -99,7 +101,8 @@ class _GatedEarlyStopping(EarlyStopping):
     its full length and keeps its last weights (its curve says so).
     """
 
-    def __init__(self, *, min_epochs=0, plateau_loss=_LN2, plateau_tol=0.05, **kwargs):
+    def __init__(self, *, min_epochs=0, plateau_loss=_LN2, plateau_tol=_PLATEAU_TOL,
+                 **kwargs):
         super().__init__(**kwargs)
         self.min_epochs = min_epochs
         self.plateau_loss = plateau_loss
@@ -206,6 +209,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     clip_grad_norm : float or None, default=None
         Clip the gradient's L2 norm to this value before every step (skorch
         ``GradientNormClipping``); ``None`` does not clip.
+    plateau_restarts : int, default=0
+        Train again from another initialisation (up to this many times) when the training
+        loss never left the initial plateau (never fell more than 0.05 below the loss of
+        a constant guess): such weights predict nothing. The last attempt is kept
+        whatever it did; ``n_restarts_`` says how many were needed.
     forget_bias : float or None, default=None
         Initial bias of the LSTM's forget gates (the sum of the input and hidden biases);
         1.0 is the usual choice (Jozefowicz et al., ICML 2015), which keeps the cell's
@@ -240,7 +248,10 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Epochs actually trained.
     n_steps_ : int
         Optimiser (Adam) steps taken: the training mini-batches of every epoch trained,
-        including the epochs after the best one when early stopping restores it.
+        including the epochs after the best one when early stopping restores it, and
+        those of the attempts that ``plateau_restarts`` discarded.
+    n_restarts_ : int
+        Attempts discarded because they never left the initial plateau.
     train_loss_curve_ : list of float
         Training loss (mean cross-entropy over the epoch's mini-batches) of every epoch.
     valid_loss_curve_ : list of float or None
@@ -307,6 +318,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         "lr_schedule": [StrOptions({"constant", "cosine", "onecycle"})],
         "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "forget_bias": [Real, None],
+        "plateau_restarts": [Interval(Integral, 0, None, closed="left")],
         "device": [str],
         "torch_num_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -317,7 +329,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                  dropout=0.0, bidirectional=False, dense_sizes=(), lr=1e-3, batch_size=128,
                  max_epochs=20, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, max_steps=None, min_steps=0, lr_schedule="constant",
-                 clip_grad_norm=None, forget_bias=None, device="cpu",
+                 clip_grad_norm=None, forget_bias=None, plateau_restarts=0, device="cpu",
                  torch_num_threads=None, verbose=0, random_state=None):
         self.inputs = inputs
         self.n_timepoints = n_timepoints
@@ -337,6 +349,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.clip_grad_norm = clip_grad_norm
         self.forget_bias = forget_bias
+        self.plateau_restarts = plateau_restarts
         self.device = device
         self.torch_num_threads = torch_num_threads
         self.verbose = verbose
@@ -479,15 +492,22 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         )
         # Seed a forked RNG so that fitting does not disturb the caller's torch RNG.
         rng_devices = [torch.device(device).index or 0] if _is_cuda(device) else []
-        with _torch_threads(self.torch_num_threads), \
-                torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)
-            self.net_.fit(X_t, y_t)
+        plateau = math.log(len(encoder.classes_)) - _PLATEAU_TOL
+        n_steps = 0
+        for attempt in range(self.plateau_restarts + 1):
+            # skorch's fit re-initialises the module (warm_start=False): another draw
+            with _torch_threads(self.torch_num_threads), \
+                    torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(seed + attempt)
+                self.net_.fit(X_t, y_t)
+            n_steps += sum(1 for epoch in self.net_.history for batch in epoch["batches"]
+                           if "train_loss" in batch)
+            if min(self.net_.history[:, "train_loss"]) < plateau:
+                break  # it left the initial plateau
+        self.n_restarts_ = attempt
         self.classes_ = encoder.classes_
         self.n_iter_ = len(self.net_.history)
-        self.n_steps_ = int(sum(
-            1 for epoch in self.net_.history for batch in epoch["batches"]
-            if "train_loss" in batch))
+        self.n_steps_ = int(n_steps)
         history = self.net_.history
         self.train_loss_curve_ = [float(v) for v in history[:, "train_loss"]]
         self.valid_loss_curve_ = ([float(v) for v in history[:, "valid_loss"]]

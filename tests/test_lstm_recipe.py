@@ -98,6 +98,20 @@ def test_a_fit_on_the_plateau_runs_its_whole_budget():
     assert clf.best_epoch_ == clf.n_iter_
 
 
+def test_a_fit_stuck_on_the_plateau_is_restarted():
+    X, y, groups = _noise()
+    common = dict(hidden_size=4, batch_size=30, max_epochs=2, random_state=0)
+    once = LSTMClassifier(**common).fit(X, y)
+    again = LSTMClassifier(**common, plateau_restarts=2).fit(X, y)
+    assert once.n_restarts_ == 0 and again.n_restarts_ == 2  # noise: never leaves it
+    assert again.n_steps_ == 3 * once.n_steps_  # every attempt's steps are counted
+    # a net that learns at once is not restarted
+    Xs = X.copy()
+    Xs[:, -3:] += 3 * (2 * y[:, None] - 1)
+    learns = LSTMClassifier(**common, lr=0.05, plateau_restarts=2).fit(Xs, y)
+    assert learns.n_restarts_ == 0
+
+
 def test_early_stopping_waits_for_min_steps():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(240, 12)).astype(np.float32)

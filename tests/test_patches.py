@@ -176,8 +176,8 @@ def test_on_the_simulated_cohort_in_memory_and_on_disk(tiny_cohort, tiny_cohort_
     X = np.concatenate([_brain_voxels(tiny_cohort, i)[::3] for i in range(len(tiny_cohort))])
     in_memory = PatchExtractor(tiny_cohort, **RAW).fit_transform(X)
     assert np.isfinite(in_memory).all()
-    np.testing.assert_allclose(PatchExtractor(on_disk, **RAW).fit_transform(X), in_memory, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(PatchExtractor(on_disk, **RAW).fit_transform(X), in_memory,
+                               rtol=1e-5, atol=1e-5)
     # the AIF columns are aif.tsv resampled onto the 1.8 s grid
     aif = aif_from_tsv(tiny_cohort_dir / tiny_cohort[2].id / "aif.tsv")
     row = np.flatnonzero(X[:, 0] == 2)[0]

@@ -76,7 +76,7 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: loss is still on the initial ln 2 plateau, and restores the best counted epoch.
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 1500, "min_steps": 200,
                 "early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 5,
-                "forget_bias": 1.0, "clip_grad_norm": 1.0}
+                "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1}
 
 
 def _grids(protocol):
@@ -118,7 +118,7 @@ def _grids(protocol):
         # steps of 128), Adam, cross-entropy; the learning rate is searched. Departures:
         # the forget-gate bias starts at 1 and the gradient norm is clipped at 1
         "lstm": ({"hidden_size": 60, "max_epochs": 20, "batch_size": 128,
-                  "forget_bias": 1.0, "clip_grad_norm": 1.0},
+                  "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1},
                  {"model__lr": [3e-4, 1e-3, 3e-3, 1e-2]}),
         "linear": ({}, {}),
         "forest": ({"n_estimators": 300},
