@@ -74,7 +74,7 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: at 1, gradient norm clipped at 1, and early stopping on held-out patients (patience 5
 #: epochs) that counts no epoch before ``min_steps`` steps nor any epoch whose training
 #: loss is still on the initial ln 2 plateau, and restores the best counted epoch.
-_LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 1500, "min_steps": 200,
+_LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 800, "min_steps": 200,
                 "early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 5,
                 "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1}
 
