@@ -87,8 +87,8 @@ def _grids(protocol):
     if protocol == "quick":
         return {
             # a smoke run: a small network, the standard recipe on a smaller step budget
-            "lstm": ({"hidden_size": 16, **_LSTM_RECIPE, "max_steps": 300, "min_steps": 60,
-                      "validation_fraction": 0.25, "n_iter_no_change": 3},
+            "lstm": ({"hidden_size": 16, **_LSTM_RECIPE, "max_steps": 200, "min_steps": 40,
+                      "validation_fraction": 0.25, "n_iter_no_change": 2},
                      {"model__lr": [3e-3, 1e-2]}),
             "linear": ({}, {}),
             "forest": ({"n_estimators": 60, "max_features": "sqrt"},
