@@ -61,8 +61,9 @@ def test_features_use_the_dropped_frames_and_the_qc_aif():
     patient, truth = head_phantom(excess=(0.25, 0.06))
     cohort = Cohort([patient])
     with pytest.warns(UserWarning, match="sub-ph: the first 2 PWI frame"):
-        X = PatchExtractor(cohort, inputs="pwi+aif", n_timepoints=30,
-                           time_step=1.5).fit_transform(np.array([[0, 20, 20, 1]]))
+        # the raw AIF (no unit-area normalisation) to compare with the QC's
+        X = PatchExtractor(cohort, inputs="pwi+aif", n_timepoints=30, time_step=1.5,
+                           aif_normalization=None).fit_transform(np.array([[0, 20, 20, 1]]))
     qc = patient_qc(patient, maps=False)
     # the AIF columns are the QC AIF on the grid (t = 0 at the first steady frame)
     np.testing.assert_allclose(X[0, -30:], np.interp(np.arange(30) * 1.5, qc.times, qc.aif),
