@@ -355,6 +355,12 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
 
+    def __setstate__(self, state):
+        # a pickle or bundle saved before these options existed trained without them
+        super().__setstate__({"max_steps": None, "min_steps": 0, "lr_schedule": "constant",
+                              "clip_grad_norm": None, "forget_bias": None,
+                              "plateau_restarts": 0, **state})
+
     # ------------------------------------------------------------------ layout
     def _layout(self, n_features):
         """Module shape arguments for ``n_features`` columns, or a ValueError naming the fix."""
@@ -669,6 +675,10 @@ class BlockScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.inputs = inputs
         self.n_timepoints = n_timepoints
         self.per_column = per_column
+
+    def __setstate__(self, state):
+        # a pickle or bundle saved before per_column existed scaled DWI per column
+        super().__setstate__({"per_column": ("dwi",), **state})
 
     def _per_column(self):
         """The validated ``per_column`` as a set, or a ValueError naming the fix."""

@@ -295,3 +295,22 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
     stuck = run["models"]["lstm-stuck"]["loss_curves"]["0"]["train_loss"][-1]
     assert abs(stuck - LN2) < PLATEAU_TOL
     assert (tmp_path / "lstm_curves.png").stat().st_size > 0
+
+
+def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
+    import pickle
+
+    old_values = {
+        PatchExtractor(): {"aif_normalization": None, "dwi_normalization": None},
+        PerfusionMapExtractor(): {"dwi_normalization": None},
+        BlockScaler(): {"per_column": ("dwi",)},
+        LSTMClassifier(): {"max_steps": None, "min_steps": 0, "plateau_restarts": 0,
+                           "forget_bias": None, "clip_grad_norm": None,
+                           "lr_schedule": "constant"},
+    }
+    for estimator, values in old_values.items():
+        for name in values:
+            delattr(estimator, name)  # as an object saved before the option existed
+        restored = pickle.loads(pickle.dumps(estimator))
+        params = restored.get_params()
+        assert {name: params[name] for name in values} == values

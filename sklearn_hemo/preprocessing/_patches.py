@@ -417,6 +417,11 @@ class PatchExtractor(BaseVoxelTransformer):
         self.aif_normalization = aif_normalization
         self.dwi_normalization = dwi_normalization
 
+    def __setstate__(self, state):
+        # a pickle or bundle saved before these options existed read raw AIF and DWI
+        super().__setstate__({"aif_normalization": None, "dwi_normalization": None,
+                              **state})
+
     # -- sklearn API (fit, tags: BaseVoxelTransformer) -----------------------------
     def transform(self, X):
         """Patch features of the referenced voxels.

@@ -139,6 +139,10 @@ class PerfusionMapExtractor(BaseVoxelTransformer):
         self.dwi_normalization = dwi_normalization
         self.mask_neighbours = mask_neighbours
 
+    def __setstate__(self, state):
+        # a pickle or bundle saved before this option existed read raw DWI
+        super().__setstate__({"dwi_normalization": None, **state})
+
     def _check_params(self):
         super()._check_params()
         names = list(self.maps)
