@@ -333,8 +333,9 @@ class PatchExtractor(BaseVoxelTransformer):
         partial volume, the artery detected) without predicting HT; raw, it identifies
         the patient, and in a balanced sample, whose HT voxels come only from bleeding
         patients, knowing the patient predicts the label. ``None``: the raw
-        concentration (the behaviour before 0.4). Do not scale the AIF columns one by
-        one afterwards (a per-column ``StandardScaler``): across voxels they are constant
+        concentration (the behaviour before this option existed). Do not scale the AIF
+        columns one by one afterwards (a per-column ``StandardScaler``): across voxels
+        they are constant
         within a patient, and standardising each time point amplifies the small
         differences between patients' curves back into a fingerprint; scale them as one
         block (:class:`~sklearn_hemo.neural.BlockScaler`).
@@ -342,7 +343,7 @@ class PatchExtractor(BaseVoxelTransformer):
         ``"brain-median-b0"``: the b0 and b1000 values are divided by the median b0 over
         the patient's brain mask, which removes the scanner gain (it differs between
         patients and scanners) and keeps the b1000 / b0 ratio. ``None``: raw intensities
-        (the behaviour before 0.4).
+        (the behaviour before this option existed).
 
     Attributes
     ----------
