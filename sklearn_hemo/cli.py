@@ -299,6 +299,7 @@ def _claim_compare_out(args):
 
 
 def _run_compare(args):
+    import os
     import time
 
     from .datasets import CohortError
@@ -362,6 +363,8 @@ def _run_compare(args):
           "table.md. Wrote "
           f"table.csv, table.md, differences.csv, run.json, predictions.csv, folds.csv, "
           f"fold_scores.csv, best_params.json and roc_pr.png"
+          + (", lstm_curves.png" if os.path.exists(os.path.join(args.out, "lstm_curves.png"))
+             else "")
           + (", stability.csv" if getattr(result, "stability", None) else "")
           + f" to {args.out} in {time.perf_counter() - start:.0f} s.")
     return 0

@@ -10,6 +10,7 @@ net does not.
 from __future__ import annotations
 
 import contextlib
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,7 +21,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from skorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    GradientNormClipping,
+    LRScheduler,
+    ProgressBar,
+)
 from skorch.helper import predefined_split
 
 from ._lstm_module import (
@@ -74,6 +81,57 @@ class _PropagateInterrupt(Callback):
                 self.completed_ < net.max_epochs and not stopped):
             raise KeyboardInterrupt(
                 f"training interrupted after {self.completed_} of {net.max_epochs} epochs")
+
+
+_LN2 = math.log(2)
+#: A training loss within this of ln(n_classes) is on the initial plateau.
+_PLATEAU_TOL = 0.05
+
+
+class _GatedEarlyStopping(EarlyStopping):
+    """skorch's ``EarlyStopping`` that neither stops nor keeps an epoch on the plateau.
+
+    An LSTM trained on balanced classes first sits on a plateau at the loss of a constant
+    guess (ln 2 for two classes) for a while, and the validation loss of its first epoch
+    can be the lowest of that stretch: plain early stopping then stops after ``patience``
+    epochs and restores weights that never learned anything. Here an epoch counts (as an
+    improvement, a miss, or the best epoch whose weights are restored) only once
+    ``min_epochs`` epochs are done *and* its training loss has left the plateau (is more
+    than ``plateau_tol`` below ``plateau_loss``). A fit that never leaves the plateau runs
+    its full length and keeps its last weights (its curve says so).
+    """
+
+    def __init__(self, *, min_epochs=0, plateau_loss=_LN2, plateau_tol=_PLATEAU_TOL,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.min_epochs = min_epochs
+        self.plateau_loss = plateau_loss
+        self.plateau_tol = plateau_tol
+
+    def on_epoch_end(self, net, **kwargs):
+        if (len(net.history) < self.min_epochs
+                or net.history[-1, "train_loss"] > self.plateau_loss - self.plateau_tol):
+            return  # not yet a candidate: no miss, no best epoch
+        super().on_epoch_end(net, **kwargs)
+
+
+def _init_forget_bias(module, value):
+    """Set the LSTM's forget-gate bias (``b_ih + b_hh`` of the gates ``f``) to ``value``."""
+    with torch.no_grad():
+        for name, param in module.lstm.named_parameters():
+            if name.startswith("bias_"):
+                hidden = param.shape[0] // 4  # gate order i, f, g, o
+                param[hidden:2 * hidden] = value if name.startswith("bias_ih") else 0.0
+
+
+class _ForgetBias(Callback):
+    """Initialise the forget-gate bias of the module at the start of training."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def on_train_begin(self, net, **kwargs):
+        _init_forget_bias(net.module_, self.value)
 
 
 def _is_cuda(device):
@@ -130,6 +188,37 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction)`` of them).
     n_iter_no_change : int, default=5
         Early-stopping patience in epochs.
+    max_steps : int or None, default=None
+        Training length in optimiser steps rather than epochs: the net trains
+        ``ceil(max_steps / batches_per_epoch)`` epochs, at most ``max_epochs``. A fixed
+        number of epochs is a very different amount of training at 4,000 and at 50,000
+        voxels (the paper trained 20 epochs of 50,000 voxels, about 8,000 steps of 128);
+        a step budget is not. ``None`` trains ``max_epochs`` epochs.
+    min_steps : int, default=0
+        With ``early_stopping``: no epoch before this many optimiser steps counts for
+        early stopping (it can neither stop training nor be restored as the best epoch),
+        nor does any epoch whose training loss is still on the initial plateau (within
+        0.05 of the loss of a constant guess, ln 2 for two classes). Without it, early
+        stopping on a few held-out patients stops during the plateau and restores weights
+        that never learned.
+    lr_schedule : {"constant", "cosine", "onecycle"}, default="constant"
+        Learning-rate schedule over the planned steps, per optimiser step (skorch
+        ``LRScheduler``): ``"cosine"`` decays ``lr`` to 0 (``CosineAnnealingLR``),
+        ``"onecycle"`` warms up to ``lr`` over the first 30 % and anneals
+        (``OneCycleLR``).
+    clip_grad_norm : float or None, default=None
+        Clip the gradient's L2 norm to this value before every step (skorch
+        ``GradientNormClipping``); ``None`` does not clip.
+    plateau_restarts : int, default=0
+        Train again from another initialisation (up to this many times) when the training
+        loss never left the initial plateau (never fell more than 0.05 below the loss of
+        a constant guess): such weights predict nothing. The last attempt is kept
+        whatever it did; ``n_restarts_`` says how many were needed.
+    forget_bias : float or None, default=None
+        Initial bias of the LSTM's forget gates (the sum of the input and hidden biases);
+        1.0 is the usual choice (Jozefowicz et al., ICML 2015), which keeps the cell's
+        memory open at the start of training. ``None`` keeps torch's random
+        initialisation.
     device : str, default="cpu"
         Torch device for training and prediction, e.g. ``"cuda"``. A model trained on GPU
         predicts on CPU after ``set_params(device="cpu")`` or when unpickled on a machine
@@ -159,7 +248,17 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Epochs actually trained.
     n_steps_ : int
         Optimiser (Adam) steps taken: the training mini-batches of every epoch trained,
-        including the epochs after the best one when early stopping restores it.
+        including the epochs after the best one when early stopping restores it, and
+        those of the attempts that ``plateau_restarts`` discarded.
+    n_restarts_ : int
+        Attempts discarded because they never left the initial plateau.
+    train_loss_curve_ : list of float
+        Training loss (mean cross-entropy over the epoch's mini-batches) of every epoch.
+    valid_loss_curve_ : list of float or None
+        Loss on the held-out patients of every epoch with ``early_stopping``, else None.
+    best_epoch_ : int
+        The epoch (1-based) whose weights the net holds: the restored best epoch with
+        ``early_stopping``, else the last one.
 
     See Also
     --------
@@ -214,6 +313,12 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "min_steps": [Interval(Integral, 0, None, closed="left")],
+        "lr_schedule": [StrOptions({"constant", "cosine", "onecycle"})],
+        "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "forget_bias": [Real, None],
+        "plateau_restarts": [Interval(Integral, 0, None, closed="left")],
         "device": [str],
         "torch_num_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -223,8 +328,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, inputs=None, *, n_timepoints=60, hidden_size=60, num_layers=1,
                  dropout=0.0, bidirectional=False, dense_sizes=(), lr=1e-3, batch_size=128,
                  max_epochs=20, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, device="cpu", torch_num_threads=None, verbose=0,
-                 random_state=None):
+                 n_iter_no_change=5, max_steps=None, min_steps=0, lr_schedule="constant",
+                 clip_grad_norm=None, forget_bias=None, plateau_restarts=0, device="cpu",
+                 torch_num_threads=None, verbose=0, random_state=None):
         self.inputs = inputs
         self.n_timepoints = n_timepoints
         self.hidden_size = hidden_size
@@ -238,10 +344,22 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.max_steps = max_steps
+        self.min_steps = min_steps
+        self.lr_schedule = lr_schedule
+        self.clip_grad_norm = clip_grad_norm
+        self.forget_bias = forget_bias
+        self.plateau_restarts = plateau_restarts
         self.device = device
         self.torch_num_threads = torch_num_threads
         self.verbose = verbose
         self.random_state = random_state
+
+    def __setstate__(self, state):
+        # a pickle or bundle saved before these options existed trained without them
+        super().__setstate__({"max_steps": None, "min_steps": 0, "lr_schedule": "constant",
+                              "clip_grad_norm": None, "forget_bias": None,
+                              "plateau_restarts": 0, **state})
 
     # ------------------------------------------------------------------ layout
     def _layout(self, n_features):
@@ -328,8 +446,29 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             train_idx, valid_idx = self._patient_split(X, y, groups, seed)
             train_split = predefined_split(TensorDataset(X_t[valid_idx], y_t[valid_idx]))
             X_t, y_t = X_t[train_idx], y_t[train_idx]
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True)))
+        # the training length in epochs, from the step budget when one is given
+        batches = -(-len(X_t) // self.batch_size)
+        max_epochs = self.max_epochs
+        if self.max_steps is not None:
+            max_epochs = min(self.max_epochs, max(1, -(-self.max_steps // batches)))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", _GatedEarlyStopping(
+                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
+                min_epochs=-(-self.min_steps // batches),
+                plateau_loss=math.log(len(encoder.classes_)))))
+        if self.forget_bias is not None:
+            callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
+        if self.clip_grad_norm is not None:
+            callbacks.append(("gradient_clipping", GradientNormClipping(
+                gradient_clip_value=float(self.clip_grad_norm))))
+        if self.lr_schedule == "cosine":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                T_max=max_epochs * batches, step_every="batch")))
+        elif self.lr_schedule == "onecycle":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr,
+                total_steps=max_epochs * batches, pct_start=0.3, step_every="batch")))
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
 
@@ -345,7 +484,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,
-            max_epochs=self.max_epochs,
+            max_epochs=max_epochs,
             batch_size=self.batch_size,
             dataset=TensorDataset,
             iterator_train=batch_loader,
@@ -359,15 +498,31 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         )
         # Seed a forked RNG so that fitting does not disturb the caller's torch RNG.
         rng_devices = [torch.device(device).index or 0] if _is_cuda(device) else []
-        with _torch_threads(self.torch_num_threads), \
-                torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)
-            self.net_.fit(X_t, y_t)
+        plateau = math.log(len(encoder.classes_)) - _PLATEAU_TOL
+        n_steps = 0
+        for attempt in range(self.plateau_restarts + 1):
+            # skorch's fit re-initialises the module (warm_start=False): another draw
+            with _torch_threads(self.torch_num_threads), \
+                    torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(seed + attempt)
+                self.net_.fit(X_t, y_t)
+            n_steps += sum(1 for epoch in self.net_.history for batch in epoch["batches"]
+                           if "train_loss" in batch)
+            if min(self.net_.history[:, "train_loss"]) < plateau:
+                break  # it left the initial plateau
+        self.n_restarts_ = attempt
         self.classes_ = encoder.classes_
         self.n_iter_ = len(self.net_.history)
-        self.n_steps_ = int(sum(
-            1 for epoch in self.net_.history for batch in epoch["batches"]
-            if "train_loss" in batch))
+        self.n_steps_ = int(n_steps)
+        history = self.net_.history
+        self.train_loss_curve_ = [float(v) for v in history[:, "train_loss"]]
+        self.valid_loss_curve_ = ([float(v) for v in history[:, "valid_loss"]]
+                                  if self.early_stopping else None)
+        self.best_epoch_ = len(history)
+        if self.early_stopping:
+            stopper = dict(self.net_.callbacks_)["early_stopping"]
+            if stopper.best_model_weights_ is not None:
+                self.best_epoch_ = int(stopper.best_epoch_)
         return self
 
     def _patient_split(self, X, y, groups, seed):
@@ -472,6 +627,15 @@ class BlockScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         as :class:`LSTMClassifier` with ``inputs=None`` reads it.
     n_timepoints : int, default=60
         Time points per series (ignored when ``inputs=None``).
+    per_column : tuple of {"pwi", "dwi"}, default=("dwi",)
+        Blocks scaled column by column (a mean and SD per column, as a
+        ``StandardScaler``) rather than as one block. The DWI values are not series, so
+        they are scaled per column by default; ``("pwi", "dwi")`` scales the PWI time
+        points one by one as well (the classic models' scaling). The AIF block cannot be
+        scaled per column: it is one curve per patient, the same in every voxel of that
+        patient, so its columns vary only between patients, and standardising each time
+        point turns small differences between the patients' curves into large ones, a
+        patient fingerprint; ``"aif"`` raises a ValueError.
 
     Attributes
     ----------
@@ -504,14 +668,39 @@ class BlockScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "inputs": [StrOptions(set(INPUT_MODES)), None],
         "n_timepoints": [Interval(Integral, 1, None, closed="left")],
+        "per_column": [tuple, list],
     }
 
-    def __init__(self, inputs=None, *, n_timepoints=60):
+    def __init__(self, inputs=None, *, n_timepoints=60, per_column=("dwi",)):
         self.inputs = inputs
         self.n_timepoints = n_timepoints
+        self.per_column = per_column
+
+    def __setstate__(self, state):
+        # a pickle or bundle saved before per_column existed scaled DWI per column
+        super().__setstate__({"per_column": ("dwi",), **state})
+
+    def _per_column(self):
+        """The validated ``per_column`` as a set, or a ValueError naming the fix."""
+        chosen = set(self.per_column)
+        if "aif" in chosen:
+            raise ValueError(
+                "BlockScaler(per_column=...) cannot scale the AIF block column by column: "
+                "the AIF is one curve per patient, the same in all of that patient's voxels, "
+                "so every AIF column varies only between patients, and standardising each "
+                "time point magnifies the differences between the patients' curves into a "
+                "patient fingerprint that a model learns in place of the voxels. Scale the "
+                "AIF as one block (leave 'aif' out of per_column) after normalising it per "
+                "patient (PatchExtractor(aif_normalization='area'), the default).")
+        unknown = chosen - {"pwi", "dwi"}
+        if unknown:
+            raise ValueError(
+                f"per_column takes a tuple of 'pwi' and 'dwi', got {tuple(self.per_column)!r}.")
+        return chosen
 
     def _blocks(self, n_features):
         """Column index arrays of the blocks that share one mean and one SD."""
+        per_column = self._per_column()
         if self.inputs is None:
             return [np.arange(n_features)]
         width = expected_width(self.inputs, self.n_timepoints)
@@ -522,11 +711,14 @@ class BlockScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "match inputs and n_timepoints to the PatchExtractor, or use inputs=None.")
         n_patch, aif, n_static = INPUT_MODES[self.inputs]
         start = n_patch * self.n_timepoints
-        blocks = [np.arange(start)]
+        blocks = ([np.array([c]) for c in range(start)] if "pwi" in per_column
+                  else [np.arange(start)])
         if aif:
             blocks.append(np.arange(start, start + self.n_timepoints))
             start += self.n_timepoints
-        blocks += [np.array([c]) for c in range(start, start + n_static)]
+        blocks += ([np.array([c]) for c in range(start, start + n_static)]
+                   if "dwi" in per_column else [np.arange(start, start + n_static)]
+                   if n_static else [])
         return blocks
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -18,6 +18,8 @@ from sklearn_hemo.utils.validation import check_voxel_refs
 TE = 0.03
 ONSET = 16.0  # s: every voxel's bolus jumps here, so the baseline frames are exactly zero
 GRID = np.arange(60) * 1.8
+# raw AIF and DWI values (no per-patient normalisation), for the tests that pin them
+RAW = {"aif_normalization": None, "dwi_normalization": None}
 WIDTHS = {"pwi": 540, "pwi+aif": 600, "pwi+dwi": 558, "pwi+aif+dwi": 618}
 
 
@@ -96,7 +98,7 @@ def test_pwi_columns_are_the_resampled_concentration_of_the_right_neighbours(coh
     for index in (0, 1):
         patient = cohort[index]
         X = _all_voxels(cohort, index)
-        features = PatchExtractor(cohort, inputs="pwi+dwi").fit_transform(X)
+        features = PatchExtractor(cohort, inputs="pwi+dwi", **RAW).fit_transform(X)
         pwi = features[:, :540].reshape(-1, 60, 9)
         conc, t = patient.truth["conc"], patient.frame_times
         b0 = np.asarray(patient.dwi_b0.dataobj)
@@ -112,7 +114,7 @@ def test_pwi_columns_are_the_resampled_concentration_of_the_right_neighbours(coh
 
 def test_aif_columns_are_the_resampled_measured_aif(cohort):
     X = _all_voxels(cohort, 1)[::7]
-    features = PatchExtractor(cohort, inputs="pwi+aif").fit_transform(X)
+    features = PatchExtractor(cohort, inputs="pwi+aif", **RAW).fit_transform(X)
     aif = cohort[1].aif
     np.testing.assert_allclose(features[:, 540:600],
                                np.tile(np.interp(GRID, aif.time, aif.values), (len(X), 1)),
@@ -122,7 +124,7 @@ def test_aif_columns_are_the_resampled_measured_aif(cohort):
 def test_align_to_arrival_shifts_tissue_and_aif_alike(cohort):
     patient = cohort[0]
     X = _all_voxels(cohort, 0)[10:12]
-    features = PatchExtractor(cohort, inputs="pwi+aif", align="arrival").fit_transform(X)
+    features = PatchExtractor(cohort, inputs="pwi+aif", align="arrival", **RAW).fit_transform(X)
     t = patient.frame_times
     start = t[int(np.ceil(ONSET / 1.5)) - 1]  # last pre-bolus frame
     _, i, j, k = X[0]
@@ -145,7 +147,7 @@ def test_odd_acquisitions_give_finite_features():
                                 echo_time=TE, repetition_time=tr, aif=p.aif, ht=0))
     odd = Cohort(patients)
     X = np.concatenate([_all_voxels(odd, i) for i in range(3)])
-    features = PatchExtractor(odd).fit_transform(X)
+    features = PatchExtractor(odd, **RAW).fit_transform(X)
     assert features.shape == (len(X), 618) and np.isfinite(features).all()
     # the detected AIF (patient 1) is an early, high first pass
     aif = features[X[:, 0] == 1][0, 540:600]
@@ -172,10 +174,10 @@ def test_on_the_simulated_cohort_in_memory_and_on_disk(tiny_cohort, tiny_cohort_
 
     on_disk = load_cohort(tiny_cohort_dir)
     X = np.concatenate([_brain_voxels(tiny_cohort, i)[::3] for i in range(len(tiny_cohort))])
-    in_memory = PatchExtractor(tiny_cohort).fit_transform(X)
+    in_memory = PatchExtractor(tiny_cohort, **RAW).fit_transform(X)
     assert np.isfinite(in_memory).all()
-    np.testing.assert_allclose(PatchExtractor(on_disk).fit_transform(X), in_memory, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(PatchExtractor(on_disk, **RAW).fit_transform(X), in_memory,
+                               rtol=1e-5, atol=1e-5)
     # the AIF columns are aif.tsv resampled onto the 1.8 s grid
     aif = aif_from_tsv(tiny_cohort_dir / tiny_cohort[2].id / "aif.tsv")
     row = np.flatnonzero(X[:, 0] == 2)[0]
@@ -254,8 +256,9 @@ def test_brain_edge_neighbours_take_the_centre_values():
     cohort = Cohort([patient])
     inside = patient.get_brain_mask()
     X = _brain_voxels(cohort, 0)
-    masked = PatchExtractor(cohort, inputs="pwi+dwi").fit_transform(X)
-    raw = PatchExtractor(cohort, inputs="pwi+dwi", mask_neighbours=False).fit_transform(X)
+    masked = PatchExtractor(cohort, inputs="pwi+dwi", **RAW).fit_transform(X)
+    raw = PatchExtractor(cohort, inputs="pwi+dwi", mask_neighbours=False,
+                         **RAW).fit_transform(X)
     pwi_m, pwi_r = masked[:, :540].reshape(-1, 60, 9), raw[:, :540].reshape(-1, 60, 9)
     conc, t = patient.truth["conc"], patient.frame_times
     nx, ny, _ = patient.shape

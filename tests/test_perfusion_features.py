@@ -37,7 +37,8 @@ def refs(tiny_cohort):
 # -- PerfusionMapExtractor -----------------------------------------------------------------
 def test_columns_are_map_patches(tiny_cohort, refs):
     X, _ = refs
-    extractor = PerfusionMapExtractor(tiny_cohort, maps=("cbv", "tmax", "psr"), dwi=True)
+    extractor = PerfusionMapExtractor(tiny_cohort, maps=("cbv", "tmax", "psr"), dwi=True,
+                                      dwi_normalization=None)  # raw DWI pinned below
     features = extractor.fit_transform(X)
     names = extractor.get_feature_names_out()
     assert features.shape == (len(X), 5 * 9) and features.dtype == np.float32
@@ -67,8 +68,9 @@ def test_brain_edge_neighbours_read_the_centre_not_the_zero_background(tiny_coho
     X = np.column_stack([np.zeros(len(ijk), dtype=int), ijk])
     maps = patient_perfusion_maps(patient)
     b0 = np.asarray(patient.dwi_b0.dataobj)
-    masked = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True).fit_transform(X)
-    raw = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True,
+    masked = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True,
+                                   dwi_normalization=None).fit_transform(X)
+    raw = PerfusionMapExtractor(tiny_cohort, maps=("cbv",), dwi=True, dwi_normalization=None,
                                 mask_neighbours=False).fit_transform(X)
     nx, ny, _ = patient.shape
     n_edge = 0

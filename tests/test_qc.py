@@ -64,8 +64,9 @@ def test_features_use_the_dropped_frames_and_the_qc_aif():
     cohort = Cohort([patient])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        X = PatchExtractor(cohort, inputs="pwi+aif", n_timepoints=30,
-                           time_step=1.5).fit_transform(np.array([[0, 20, 20, 1]]))
+        # the raw AIF (no unit-area normalisation) to compare with the QC's
+        X = PatchExtractor(cohort, inputs="pwi+aif", n_timepoints=30, time_step=1.5,
+                           aif_normalization=None).fit_transform(np.array([[0, 20, 20, 1]]))
     # dropping them is the design: the QC report notes it, nothing warns
     assert not any("not at steady state" in str(w.message) for w in record)
     qc = patient_qc(patient, maps=False)

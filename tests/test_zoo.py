@@ -93,7 +93,9 @@ def test_standard_lstm_is_the_papers_network_with_patient_early_stopping(cohort)
         assert pipeline.named_steps["scale"].inputs == lstm.inputs
         assert set(grid) == {"model__lr"}
     column = make_model_zoo(cohort, models=["lstm-pwi"], lstm_scaler="column")
-    assert type(column["lstm-pwi"][0].named_steps["scale"]).__name__ == "StandardScaler"
+    scale = column["lstm-pwi"][0].named_steps["scale"]
+    # every PWI time point on its own (the AIF, when read, stays one block: issue 29)
+    assert isinstance(scale, BlockScaler) and "pwi" in scale.per_column
 
 
 def test_lstm_rows_request_groups_for_patient_grouped_validation(cohort):

@@ -45,6 +45,7 @@ from ..utils._verbosity import (
 )
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
+from ._curves import final_train_loss, loss_curves, warn_plateau
 from ._distributed import run_unordered
 from ._outputs import write_all_outputs
 from ._report import (
@@ -109,6 +110,11 @@ def _steps_scorer(estimator, X, y):
     return float(_final_step(estimator).n_steps_)
 
 
+def _final_loss_scorer(estimator, X, y):
+    """Not a score: the final training loss of the fitted network (a plateau check)."""
+    return final_train_loss(_final_step(estimator))
+
+
 def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_inner,
               scoring, seed):
     """Fit one model on all outer folds but ``k`` and score fold ``k``."""
@@ -120,7 +126,7 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
     candidates = list(ParameterGrid(grid))
     steps = _reports_steps(pipeline)
     start = time.perf_counter()
-    inner_score, fit_steps = None, []
+    inner_score, fit_steps, inner_losses = None, [], []
     with sklearn.config_context(enable_metadata_routing=True):
         if len(candidates) > 1:
             n_train_patients = np.unique(groups[train]).size
@@ -131,7 +137,8 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
                     "patients. Lower --n-inner / n_inner or --n-outer, or add patients.")
             inner = _PatientGroupedKFold(n_splits=n_inner, shuffle=True, random_state=seed)
             # the optimiser steps of every inner fit come back as a second "score"
-            metrics = {"score": scoring, "steps": _steps_scorer} if steps else scoring
+            metrics = ({"score": scoring, "steps": _steps_scorer,
+                        "final_train_loss": _final_loss_scorer} if steps else scoring)
             search = GridSearchCV(pipeline, grid, scoring=metrics, cv=inner, n_jobs=1,
                                   refit="score" if steps else True, error_score="raise")
             search.fit(X[train], y[train], groups=groups[train])
@@ -142,6 +149,8 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
                 results = search.cv_results_
                 fit_steps = [int(results[f"split{i}_test_steps"][c])
                              for c in range(len(candidates)) for i in range(n_inner)]
+                inner_losses = [float(results[f"split{i}_test_final_train_loss"][c])
+                                for c in range(len(candidates)) for i in range(n_inner)]
         else:
             # a single candidate has nothing to select: fit it directly
             model = clone(pipeline).set_params(**candidates[0])
@@ -162,7 +171,10 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
     return {"scores": scores, "test": test, "best_params": best,
             "inner_score": inner_score, "fit_time": fit_time,
             "score_time": time.perf_counter() - start, "n_candidates": len(candidates),
-            "n_fits": n_fits, "optimiser_steps": fit_steps if steps else None}
+            "n_fits": n_fits, "optimiser_steps": fit_steps if steps else None,
+            # learning curves of the refit and the inner fits' final losses (_curves)
+            "loss_curves": loss_curves(_final_step(model)) if steps else None,
+            "inner_final_train_loss": inner_losses if steps else None}
 
 
 @contextlib.contextmanager
@@ -859,6 +871,16 @@ def _run_record(setup, parts, options):
             "optimiser_steps": None if all(v is None for v in steps) else {
                 str(k): v for k, v in enumerate(steps)},
         }
+        curves = [part.get("loss_curves") for part in folds]
+        if any(c is not None for c in curves):
+            # per outer fold: the refit's per-epoch train_loss / valid_loss, and the
+            # final training loss of every inner fit
+            models[name]["loss_curves"] = {str(k): c for k, c in enumerate(curves)}
+            models[name]["inner_final_train_loss"] = {
+                str(k): part.get("inner_final_train_loss") for k, part in enumerate(folds)}
+            for k, part in enumerate(folds):
+                warn_plateau(name, k, part.get("loss_curves"),
+                             part.get("inner_final_train_loss"))
     run = {
         "protocol": protocol, "random_state": random_state,
         "scoring": scoring if isinstance(scoring, str) else repr(scoring),

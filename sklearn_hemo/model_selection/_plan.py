@@ -14,7 +14,10 @@ a short calibration on this machine:
   fitted model scores ``2 n_cal`` voxels (a SVC scores in proportion to its support
   vectors, which depend on ``C``). Training budgets
   that cost linearly are cut for the calibration and scaled back: the LSTM's
-  ``max_epochs`` (to 2) and a forest's ``n_estimators`` (to 20). Only what a fit pays
+  ``max_epochs`` (to 2), or its ``max_steps`` (to 20) when it trains on a step budget,
+  and a forest's ``n_estimators`` (to 20). A step budget is projected whole: early
+  stopping usually ends the fit sooner, so the LSTM rows' projection is an upper bound
+  (``run.json`` records the steps every fit took). Only what a fit pays
   per epoch or tree scales with the budget: the first candidate is also fitted once with
   its whole budget at the larger size, and ``t = F + B u`` through the two budgets
   separates the once-per-fit part ``F`` (building the network, the first epoch's
@@ -127,8 +130,10 @@ SCALING_LAWS = {
     "nystroem": "Nystroem landmarks: time a + b (n m^2 + m^3); memory n m + m^2",
 }
 
-# training budgets whose cost is linear: (parameter, calibration value, scales memory)
-_BUDGETS = {"max_epochs": (2, False), "n_estimators": (20, True)}
+# training budgets whose cost is linear: (parameter, calibration value, scales memory).
+# A network trained on a step budget (max_steps) is calibrated on 20 steps and scaled to
+# max_steps, in place of its epochs: an upper bound when it stops early
+_BUDGETS = {"max_epochs": (2, False), "n_estimators": (20, True), "max_steps": (20, False)}
 
 #: A calibration fit shorter than this (wall seconds) is timed three times (the median).
 _REPEAT_BELOW_SECONDS = 0.5
@@ -565,8 +570,13 @@ def _budget_params(estimator, prefix):
     """Calibration values of linear training budgets, and the factors to scale back:
     the fit time's, and the fitted model's size (memory and scoring time: trees)."""
     params, time_factor, memory_factor = {}, 1.0, 1.0
+    steps = getattr(estimator, "max_steps", None)
     for name, (value, scales_memory) in _BUDGETS.items():
         full = getattr(estimator, name, None)
+        if name == "max_epochs" and isinstance(steps, int):
+            continue  # the step budget sets the length (its epochs are only a cap)
+        if name == "max_steps" and isinstance(full, int):
+            params[prefix + "min_steps"] = 0  # the cut budget may not wait for min_steps
         if isinstance(full, int) and full > value:
             params[prefix + name] = value
             time_factor *= full / value
@@ -881,7 +891,9 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
         extra = {step + key: value for key, value in extra.items()}
         whole = None
-        if time_factor > 1:
+        # (not for a step budget: early stopping ends the whole-budget fit anywhere, so it
+        # cannot separate the once-per-fit part; the projection is then an upper bound)
+        if time_factor > 1 and step + "max_steps" not in budget:
             whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
                                  for key in budget}}
         cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, samples, n_cal,

@@ -674,6 +674,10 @@ def write_outputs(result, out_dir, plot=True, volumes=True):
 
         try:
             plot_roc_pr(result.predictions, path=out / "roc_pr.png", table=result.table)
+            if result.run:  # the network rows' learning curves (none: no file)
+                from ._curves import plot_loss_curves
+
+                plot_loss_curves(result.run.get("models", {}), out / "lstm_curves.png")
         except ModuleNotFoundError as exc:  # matplotlib is the optional "plot" extra
             if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
                 raise

@@ -131,6 +131,51 @@ def _brain_inside(patient):
     return inside
 
 
+def _dwi_reference(patient):
+    """The patient's DWI scale: the median b0 over the brain mask (cached per process).
+
+    DWI intensities carry a scanner gain that differs between patients (the b0 medians of
+    the simulated default run from about 700 to 1,400); dividing both b0 and b1000 by the
+    patient's brain-median b0 removes it and keeps their ratio (the diffusion contrast).
+    """
+
+    def compute():
+        b0 = patient_volume(patient, "dwi_b0")
+        brain = patient_brain(patient)
+        values = np.asarray(b0, dtype=np.float64)[brain] if brain.shape == b0.shape \
+            else np.asarray(b0, dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        median = float(np.median(values)) if values.size else np.nan
+        if not np.isfinite(median) or median <= 0:
+            raise ValueError(
+                f"participant {patient.id}: the median b0 over the brain mask is {median!r}, "
+                "so the DWI cannot be normalised by it; check dwi_b0.nii.gz and the brain "
+                "mask, or pass dwi_normalization=None to read raw intensities.")
+        return np.float64(median)
+
+    return float(cached(patient, ("dwi_b0_brain_median",), compute))
+
+
+def _unit_area(aif, time_step, patient):
+    """The AIF divided by its area (trapezoid rule, ``time_step`` seconds apart).
+
+    Each patient has one AIF, and its area varies many-fold between patients (dose,
+    partial volume, the detected artery) without predicting HT: left raw it is a patient
+    fingerprint that a model can learn in place of voxels. Divided by its area only its
+    shape is left. A curve without a positive area is returned as it is, with a warning.
+    """
+    from scipy.integrate import trapezoid
+
+    area = float(trapezoid(np.asarray(aif, dtype=np.float64), dx=float(time_step)))
+    if not np.isfinite(area) or area <= 0:
+        warnings.warn(
+            f"participant {patient.id}: the AIF on the time grid has area {area!r}, so it "
+            "cannot be normalised to unit area; its raw values are used.",
+            UserWarning, stacklevel=find_stack_level())
+        return aif
+    return (np.asarray(aif, dtype=np.float64) / area).astype(aif.dtype)
+
+
 def _gather_rows(rows, index, out):
     """``out[n, t, p] = rows[index[n, p], t]``, block by block.
 
@@ -201,8 +246,9 @@ class _Workspace:
 class _Context:
     """What one transform call computes once per patient."""
 
-    def __init__(self, patient, timing, plan, aif):
+    def __init__(self, patient, timing, plan, aif, dwi_scale=1.0):
         self.patient = patient
+        self.dwi_scale = dwi_scale  # DWI values are divided by it (1: raw intensities)
         # pre-bolus frames at steady state (the non-steady leading frames are never read:
         # the time plan starts after them)
         self.baseline = slice(timing.n_nonsteady, max(timing.arrival, timing.n_nonsteady + 1))
@@ -227,8 +273,10 @@ class PatchExtractor(BaseVoxelTransformer):
     voxel and its in-plane neighbours; when the patient has ``slice_timing`` (``SliceTiming``
     in ``pwi.json``) the frames of slice ``k`` are placed at
     ``patient.slice_frame_times(k)``. It optionally appends the patient's AIF on the same
-    grid (:func:`~sklearn_hemo.signal.patient_aif`) and the DWI b0 and b1000 patches
-    (raw intensities). This is the data preparation of Yu et al. (MICCAI 2019).
+    grid (:func:`~sklearn_hemo.signal.patient_aif`), normalised to unit area by default,
+    and the DWI b0 and b1000 patches, divided by the patient's brain-median b0 by default
+    (see ``aif_normalization`` and ``dwi_normalization``). This is the data preparation of
+    Yu et al. (MICCAI 2019), with these two per-patient normalisations added.
 
     Column layout (``get_feature_names_out``), ``T = n_timepoints`` and
     ``P = patch_size**2``:
@@ -278,6 +326,24 @@ class PatchExtractor(BaseVoxelTransformer):
         the values of the patch centre, as neighbours beyond the volume border take those
         of the nearest voxel; this applies whether the centre itself is inside the mask or
         not. False reads the raw neighbours (the behaviour before this option).
+    aif_normalization : "area" or None, default="area"
+        ``"area"``: the AIF block is the patient's AIF on the time grid divided by its
+        area (trapezoid rule over the grid, in seconds), so only its shape is left. Each
+        patient has one AIF and its area varies many-fold between patients (dose,
+        partial volume, the artery detected) without predicting HT; raw, it identifies
+        the patient, and in a balanced sample, whose HT voxels come only from bleeding
+        patients, knowing the patient predicts the label. ``None``: the raw
+        concentration (the behaviour before this option existed). Do not scale the AIF
+        columns one by one afterwards (a per-column ``StandardScaler``): across voxels
+        they are constant
+        within a patient, and standardising each time point amplifies the small
+        differences between patients' curves back into a fingerprint; scale them as one
+        block (:class:`~sklearn_hemo.neural.BlockScaler`).
+    dwi_normalization : "brain-median-b0" or None, default="brain-median-b0"
+        ``"brain-median-b0"``: the b0 and b1000 values are divided by the median b0 over
+        the patient's brain mask, which removes the scanner gain (it differs between
+        patients and scanners) and keeps the b1000 / b0 ratio. ``None``: raw intensities
+        (the behaviour before this option existed).
 
     Attributes
     ----------
@@ -335,10 +401,13 @@ class PatchExtractor(BaseVoxelTransformer):
         "time_step": [Interval(Real, 0, None, closed="neither")],
         "align": [StrOptions({"arrival"}), None],
         "mask_neighbours": ["boolean"],
+        "aif_normalization": [StrOptions({"area"}), None],
+        "dwi_normalization": [StrOptions({"brain-median-b0"}), None],
     }
 
     def __init__(self, cohort=None, *, patch_size=3, inputs="pwi+aif+dwi", n_timepoints=60,
-                 time_step=1.8, align=None, mask_neighbours=True):
+                 time_step=1.8, align=None, mask_neighbours=True, aif_normalization="area",
+                 dwi_normalization="brain-median-b0"):
         self.cohort = cohort
         self.patch_size = patch_size
         self.inputs = inputs
@@ -346,6 +415,13 @@ class PatchExtractor(BaseVoxelTransformer):
         self.time_step = time_step
         self.align = align
         self.mask_neighbours = mask_neighbours
+        self.aif_normalization = aif_normalization
+        self.dwi_normalization = dwi_normalization
+
+    def __setstate__(self, state):
+        # a pickle or bundle saved before these options existed read raw AIF and DWI
+        super().__setstate__({"aif_normalization": None, "dwi_normalization": None,
+                              **state})
 
     # -- sklearn API (fit, tags: BaseVoxelTransformer) -----------------------------
     def transform(self, X):
@@ -537,12 +613,19 @@ class PatchExtractor(BaseVoxelTransformer):
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
 
             def compute():
-                return patient_aif_on_grid(patient, self.n_timepoints, float(self.time_step),
+                curve = patient_aif_on_grid(patient, self.n_timepoints, float(self.time_step),
                                     offset, timing, full).astype(np.float32)
+                if self.aif_normalization == "area":
+                    curve = _unit_area(curve, self.time_step, patient)
+                return curve
 
-            key = ("patch_aif", self.n_timepoints, float(self.time_step), offset)
+            key = ("patch_aif", self.n_timepoints, float(self.time_step), offset,
+                   self.aif_normalization)
             aif = cached(patient, key, compute) if use_cache else compute()
-        return _Context(patient, timing, plan, aif)
+        dwi_scale = 1.0
+        if "dwi" in self.inputs and self.dwi_normalization == "brain-median-b0":
+            dwi_scale = _dwi_reference(patient)
+        return _Context(patient, timing, plan, aif, dwi_scale)
 
     def _fill(self, context, raw, dwi, ijk, out, workspace=None, inside=None, z0=0):
         """Write the features of voxels ``ijk`` of the block ``raw`` into ``out``.
@@ -598,6 +681,8 @@ class PatchExtractor(BaseVoxelTransformer):
         if dwi is not None:
             for volume in dwi:
                 out[:, column: column + n_patch] = _take_patches(volume, index)
+                if context.dwi_scale != 1.0:
+                    out[:, column: column + n_patch] /= np.float32(context.dwi_scale)
                 column += n_patch
         centre = np.zeros(flat.size, dtype=bool)
         centre[position[:, n_patch // 2]] = True

@@ -21,6 +21,7 @@ from ..utils.fixes import Interval, StrOptions
 from ._patches import (
     _brain_inside,
     _check_dwi_grid,
+    _dwi_reference,
     _gather_patches,
 )
 
@@ -73,12 +74,16 @@ class PerfusionMapExtractor(BaseVoxelTransformer):
     method : {"osvd", "csvd", "ssvd"}, default="osvd"
         Deconvolution method of the maps (see :func:`~sklearn_hemo.perfusion.perfusion_maps`).
     dwi : bool, default=False
-        Append the DWI b0 and b1000 patches (raw intensities).
+        Append the DWI b0 and b1000 patches.
     mask_neighbours : bool, default=True
         Neighbours outside the patient's brain mask (``patient.get_brain_mask()``) take
         the values of the patch centre, as neighbours beyond the volume border take those
         of the nearest voxel; this applies whether the centre itself is inside the mask or
         not. False reads the raw neighbours (0 in the maps outside the brain).
+    dwi_normalization : "brain-median-b0" or None, default="brain-median-b0"
+        With ``dwi=True``: divide b0 and b1000 by the median b0 over the patient's brain
+        mask (removes the scanner gain, as :class:`PatchExtractor` does by default);
+        ``None`` reads raw intensities.
 
     Attributes
     ----------
@@ -119,17 +124,24 @@ class PerfusionMapExtractor(BaseVoxelTransformer):
         "patch_size": [Interval(Integral, 1, None, closed="left")],
         "method": [StrOptions({"osvd", "csvd", "ssvd"})],
         "dwi": ["boolean"],
+        "dwi_normalization": [StrOptions({"brain-median-b0"}), None],
         "mask_neighbours": ["boolean"],
     }
 
     def __init__(self, cohort=None, *, maps=("cbf", "cbv", "mtt", "tmax", "k2"), patch_size=3,
-                 method="osvd", dwi=False, mask_neighbours=True):
+                 method="osvd", dwi=False, mask_neighbours=True,
+                 dwi_normalization="brain-median-b0"):
         self.cohort = cohort
         self.maps = maps
         self.patch_size = patch_size
         self.method = method
         self.dwi = dwi
+        self.dwi_normalization = dwi_normalization
         self.mask_neighbours = mask_neighbours
+
+    def __setstate__(self, state):
+        # a pickle or bundle saved before this option existed read raw DWI
+        super().__setstate__({"dwi_normalization": None, **state})
 
     def _check_params(self):
         super()._check_params()
@@ -169,8 +181,10 @@ class PerfusionMapExtractor(BaseVoxelTransformer):
             if self.dwi:
                 _check_dwi_grid(patient)
                 # file-backed DWI is read (decompressed) once per process, as PatchExtractor does
-                blocks += [patient_volume(patient, "dwi_b0"),
-                           patient_volume(patient, "dwi_b1000")]
+                scale = (_dwi_reference(patient)
+                         if self.dwi_normalization == "brain-median-b0" else 1.0)
+                blocks += [patient_volume(patient, "dwi_b0") / scale,
+                           patient_volume(patient, "dwi_b1000") / scale]
             for b, volume in enumerate(blocks):
                 out[rows, b * n_patch: (b + 1) * n_patch] = _gather_patches(
                     volume, ijk, self.patch_size, inside)

@@ -1,0 +1,185 @@
+"""Benchmark: the LSTM rows' training recipe and inputs, old against new, against the SVM.
+
+For each simulated cohort seed: the default cohort (``make_stroke_cohort(random_state=
+seed)``), the default sample (4,000 balanced voxels) and ``--folds`` patient-grouped folds
+(``StratifiedGroupKFold``, the same for every model). For each of the four LSTM modes it
+prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training seed of
+
+* ``old``: the recipe and inputs before issue 29: mini-batches of 32, at most 20 epochs,
+  early stopping on held-out patients with patience 5 (free to stop on the initial
+  plateau and restore its weights), the raw AIF and raw DWI intensities;
+* ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows: a step budget,
+  mini-batches of 128, forget-gate bias 1, gradient clipping, early stopping that
+  counts no epoch before 200 steps nor on the plateau), on the AIF normalised to unit
+  area and the DWI divided by the brain-median b0;
+
+and, on the same folds, the zoo's SVM row on the new inputs. No inner search: every
+model runs at one fixed setting (LSTM ``lr`` ``--lr``, old ``--old-lr``, SVM ``C=1``),
+the middle of its grid, so the table measures the recipe and not the search. Per mode it
+reports the spread over training seeds, the distance to the SVM, and what adding the AIF
+costs (``pwi`` minus ``pwi+aif`` and ``pwi+dwi`` minus ``pwi+aif+dwi``, means over seeds).
+
+Targets (issue 29), on the default cohort and on seeds not used to choose the recipe:
+LSTM rows vary by at most 3 points across training seeds, each is within 5 points of the
+SVM, and adding the AIF costs at most 2 points.
+
+Run from the repository root with one thread per process (a full run is 4 modes x 2
+recipes x 3 training seeds x 3 folds = 72 network fits per cohort seed, some minutes each
+on a shared two-core machine)::
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/lstm_recipe.py --seeds 0 3
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/lstm_recipe.py --seeds 1 2 \\
+        --recipes new --train-seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+
+from sklearn_hemo.datasets import make_stroke_cohort
+from sklearn_hemo.model_selection import make_model_zoo
+from sklearn_hemo.neural import BlockScaler, LSTMClassifier
+from sklearn_hemo.preprocessing import PatchExtractor
+from sklearn_hemo.sampling import sample_voxels
+from sklearn_hemo.utils._versions import StratifiedGroupKFold
+
+MODES = ("pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi")
+T = 60
+
+
+def columns(mode):
+    """Column indices of ``mode`` inside the 618-column ``pwi+aif+dwi`` layout."""
+    cols = list(range(9 * T))
+    if "aif" in mode:
+        cols += list(range(9 * T, 10 * T))
+    if "dwi" in mode:
+        cols += list(range(10 * T, 10 * T + 18))
+    return np.asarray(cols)
+
+
+def old_model(mode, seed, lr):
+    """Scaler and network of the standard protocol before issue 29."""
+    return (BlockScaler(mode),
+            LSTMClassifier(mode, hidden_size=60, batch_size=32, max_epochs=20, lr=lr,
+                           early_stopping=True, validation_fraction=0.2,
+                           n_iter_no_change=5, torch_num_threads=1, random_state=seed))
+
+
+def new_model(cohort, mode, seed, lr):
+    """Scaler and network of the zoo's standard LSTM row."""
+    pipeline, _ = make_model_zoo(cohort, models=[f"lstm-{mode}"], random_state=seed)[
+        f"lstm-{mode}"]
+    return clone(pipeline.named_steps["scale"]), clone(pipeline.named_steps["model"]).set_params(
+        lr=lr)
+
+
+def svm_model(cohort):
+    pipeline, _ = make_model_zoo(cohort, models=["svm"], random_state=0)["svm"]
+    return clone(pipeline.named_steps["scale"]), clone(pipeline.named_steps["model"]).set_params(
+        C=1.0)
+
+
+def cross_val(scale, model, X, y, groups, folds, network=True):
+    """Pooled out-of-fold AUC-ROC, and per fold (steps, final training loss, CPU s)."""
+    scores = np.empty(len(y))
+    fits = []
+    for k, (train, test) in enumerate(folds):
+        cpu = time.process_time()
+        s = clone(scale).fit(X[train])
+        m = clone(model)
+        if network:
+            m.fit(s.transform(X[train]), y[train], groups=groups[train])
+        else:
+            m.fit(s.transform(X[train]), y[train])
+        Xt = s.transform(X[test])
+        scores[test] = (m.predict_proba(Xt)[:, 1] if network
+                        else m.decision_function(Xt))
+        info = {"fold": k, "cpu_s": round(time.process_time() - cpu, 1),
+                "auc": round(100 * roc_auc_score(y[test], scores[test]), 1)}
+        if network:
+            info.update(steps=int(m.n_steps_), epochs=int(m.n_iter_),
+                        best_epoch=int(m.best_epoch_),
+                        final_train_loss=round(m.train_loss_curve_[-1], 3))
+        fits.append(info)
+    return 100 * roc_auc_score(y, scores), fits
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--recipes", nargs="+", default=["old", "new"],
+                        choices=["old", "new"])
+    parser.add_argument("--old-train-seeds", type=int, nargs="+", default=None,
+                        help="training seeds of the old recipe (default: --train-seeds); "
+                             "fewer make the run affordable on a shared machine")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--n-samples", type=int, default=4000)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--old-lr", type=float, default=1e-3)
+    parser.add_argument("--out", help="also write every fit's record as JSON here")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    record = []
+    for seed in args.seeds:
+        cohort = make_stroke_cohort(random_state=seed)
+        refs, y, groups = sample_voxels(cohort, n_samples=args.n_samples, random_state=seed)
+        folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=seed)
+                     .split(refs, y, groups))
+        features = {
+            "new": PatchExtractor(cohort).fit_transform(refs),
+            "old": PatchExtractor(cohort, aif_normalization=None,
+                                  dwi_normalization=None).fit_transform(refs),
+        }
+        svm_auc, svm_fits = cross_val(*svm_model(cohort), features["new"], y, groups, folds,
+                                      network=False)
+        record.append({"seed": seed, "model": "svm", "auc": svm_auc, "fits": svm_fits})
+        print(f"\ncohort seed {seed}: {len(y)} voxels, {np.unique(groups).size} patients, "
+              f"{args.folds} folds; SVM (C=1) {svm_auc:.1f}", flush=True)
+        table = {}
+        for mode in args.modes:
+            X = {name: values[:, columns(mode)] for name, values in features.items()}
+            for recipe in args.recipes:
+                aucs = []
+                seeds = (args.old_train_seeds if recipe == "old" and args.old_train_seeds
+                         else args.train_seeds)
+                for t in seeds:
+                    scale, model = (old_model(mode, t, args.old_lr) if recipe == "old"
+                                    else new_model(cohort, mode, t, args.lr))
+                    auc, fits = cross_val(scale, model, X[recipe], y, groups, folds)
+                    aucs.append(auc)
+                    record.append({"seed": seed, "model": f"lstm-{mode}", "recipe": recipe,
+                                   "train_seed": t, "auc": auc, "fits": fits})
+                    print(f"  lstm-{mode:12s} {recipe} seed {t}: {auc:5.1f}  "
+                          + " ".join(f"[f{f['fold']} {f['auc']:.1f} {f['steps']} steps "
+                                     f"loss {f['final_train_loss']:.2f} {f['cpu_s']:.0f}s]"
+                                     for f in fits), flush=True)
+                table[mode, recipe] = aucs
+        print(f"\ncohort seed {seed}: AUC-ROC x 100 (training seeds {args.train_seeds}, old "
+              f"recipe {args.old_train_seeds or args.train_seeds}); SVM {svm_auc:.1f}")
+        print(f"{'row':18s} {'recipe':6s} {'per seed':22s} {'mean':>5s} {'range':>5s} "
+              f"{'-SVM':>6s}")
+        for (mode, recipe), aucs in table.items():
+            print(f"lstm-{mode:13s} {recipe:6s} "
+                  f"{' '.join(f'{a:5.1f}' for a in aucs):22s} {np.mean(aucs):5.1f} "
+                  f"{np.ptp(aucs):5.1f} {np.mean(aucs) - svm_auc:+6.1f}")
+        for recipe in args.recipes:
+            for base, with_aif in (("pwi", "pwi+aif"), ("pwi+dwi", "pwi+aif+dwi")):
+                if (base, recipe) in table and (with_aif, recipe) in table:
+                    cost = np.mean(table[base, recipe]) - np.mean(table[with_aif, recipe])
+                    print(f"adding the AIF to lstm-{base} ({recipe}): costs {cost:+.1f}")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(record, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

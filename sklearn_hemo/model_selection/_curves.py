@@ -1,0 +1,110 @@
+"""Learning curves of the network rows: recorded in ``run.json``, drawn, and checked.
+
+Every fit of an estimator that records its per-epoch losses (``train_loss_curve_``, as
+:class:`~sklearn_hemo.neural.LSTMClassifier` does) leaves its curves in the comparison's
+part of that (model, outer fold): the refit's whole curves (training and validation loss
+per epoch, and the epoch whose weights were kept), and the final training loss of each
+inner fit. :func:`warn_plateau` warns when a fit ended on the initial plateau (a final
+training loss within :data:`PLATEAU_TOL` of ln 2, the loss of a constant guess between
+two balanced classes); :func:`plot_loss_curves` draws ``lstm_curves.png``, a panel per
+row and a line per outer fold.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..utils._warnings import find_stack_level
+
+#: A fit whose final training loss is within this of ln 2 never left the initial plateau.
+PLATEAU_TOL = 0.05
+
+
+def loss_curves(estimator):
+    """The refit's curves for ``run.json``, or None for an estimator that has none."""
+    train = getattr(estimator, "train_loss_curve_", None)
+    if train is None:
+        return None
+    valid = getattr(estimator, "valid_loss_curve_", None)
+    return {"train_loss": [float(v) for v in train],
+            "valid_loss": None if valid is None else [float(v) for v in valid],
+            "best_epoch": int(getattr(estimator, "best_epoch_", len(train))),
+            "n_steps": int(getattr(estimator, "n_steps_", 0))}
+
+
+def final_train_loss(estimator):
+    """The last epoch's training loss of a fitted network (a scorer's value, not a score)."""
+    return float(estimator.train_loss_curve_[-1])
+
+
+def on_plateau(loss, n_classes=2):
+    """Whether a final training loss is within :data:`PLATEAU_TOL` of ln(n_classes)."""
+    return loss is not None and abs(float(loss) - math.log(n_classes)) <= PLATEAU_TOL
+
+
+def warn_plateau(name, k, curves, inner_losses=None):
+    """Warn, naming the row and the outer fold, when a fit of it ended on the plateau."""
+    messages = []
+    if curves and curves.get("train_loss") and on_plateau(curves["train_loss"][-1]):
+        messages.append(f"the refit's final training loss is {curves['train_loss'][-1]:.3f}")
+    stuck = [loss for loss in (inner_losses or []) if on_plateau(loss)]
+    if stuck:
+        messages.append(f"{len(stuck)} of {len(inner_losses)} inner fits ended at "
+                        + ", ".join(f"{v:.3f}" for v in stuck))
+    if messages:
+        warnings.warn(
+            f"{name}, outer fold {k}: " + "; ".join(messages) + f", within {PLATEAU_TOL} of "
+            f"ln 2 = {math.log(2):.3f}, the loss of a constant guess: the network did not "
+            "learn. Look at lstm_curves.png and run.json's loss_curves; train longer "
+            "(max_steps), with another learning rate, or check the inputs.",
+            UserWarning, stacklevel=find_stack_level())
+
+
+def plot_loss_curves(models, path):
+    """Write ``lstm_curves.png``: a panel per row with curves, a line per outer fold.
+
+    ``models`` is ``run.json``'s ``models`` record. Training loss solid, validation loss
+    (on the held-out patients of early stopping) dashed in the same colour, the kept epoch
+    marked; the ln 2 plateau is a grey line. Returns the figure, or None when no row has
+    curves.
+    """
+    from matplotlib.figure import Figure
+
+    from .._io import atomic_path
+
+    rows = {name: record["loss_curves"] for name, record in models.items()
+            if record.get("loss_curves")}
+    if not rows:
+        return None
+    n = len(rows)
+    n_cols = min(n, 2)
+    n_rows = -(-n // n_cols)
+    fig = Figure(figsize=(5.5 * n_cols, 3.6 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, (name, folds) in zip(axes, rows.items(), strict=False):
+        for k, curves in sorted(folds.items(), key=lambda item: int(item[0])):
+            if not curves:
+                continue
+            epochs = np.arange(1, len(curves["train_loss"]) + 1)
+            (line,) = ax.plot(epochs, curves["train_loss"], linewidth=1.3,
+                              label=f"fold {k} train")
+            if curves.get("valid_loss"):
+                ax.plot(epochs, curves["valid_loss"], linewidth=1.0, linestyle="--",
+                        color=line.get_color(), label=f"fold {k} validation")
+                best = curves.get("best_epoch")
+                if best and 1 <= best <= len(epochs):
+                    ax.plot([best], [curves["valid_loss"][best - 1]], marker="o",
+                            color=line.get_color(), markersize=4)
+        ax.axhline(math.log(2), color="grey", linewidth=0.8, linestyle=":")
+        ax.set(title=name, xlabel="epoch", ylabel="cross-entropy")
+        ax.legend(fontsize="x-small", ncol=2)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle("LSTM learning curves (solid: training loss; dashed: held-out patients; "
+                 "dot: kept epoch; dotted: ln 2)", fontsize="medium")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    return fig

@@ -1,0 +1,316 @@
+"""Issue 29: a recipe that learns, inputs the network can use, curves that show it."""
+
+import json
+import math
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+import sklearn
+from sklearn.pipeline import Pipeline
+from skorch.history import History
+
+from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient, make_stroke_cohort
+from sklearn_hemo.model_selection import compare_models, make_model_zoo
+from sklearn_hemo.model_selection._curves import PLATEAU_TOL, warn_plateau
+from sklearn_hemo.neural import BlockScaler, LSTMClassifier
+from sklearn_hemo.neural import _GatedEarlyStopping as GatedEarlyStopping
+from sklearn_hemo.preprocessing import PatchExtractor, PerfusionMapExtractor
+
+LN2 = math.log(2)
+
+
+# -- early stopping on the plateau --------------------------------------------------------
+class _FakeNet:
+    """What skorch's EarlyStopping reads of a net: its history and module weights."""
+
+    def __init__(self):
+        import torch
+
+        self.history = History()
+        self.module_ = torch.nn.Linear(1, 1)
+        self.verbose = 0
+
+
+def _run_stopper(stopper, train, valid):
+    """Feed the epochs to the callback; return the epoch at which it stopped, or None."""
+    net = _FakeNet()
+    stopper.on_train_begin(net)
+    for epoch, (t, v) in enumerate(zip(train, valid, strict=True), start=1):
+        net.history.new_epoch()
+        net.history.record("epoch", epoch)
+        net.history.record("train_loss", t)
+        net.history.record("valid_loss", v)
+        try:
+            stopper.on_epoch_end(net)
+        except KeyboardInterrupt:
+            return epoch, stopper
+    return None, stopper
+
+
+# a training loss on the ln 2 plateau for 6 epochs, then learning; the validation loss is
+# lowest at epoch 1 (the plateau) until the net has learned, at epoch 10
+TRAIN = [0.693, 0.692, 0.692, 0.691, 0.690, 0.689, 0.60, 0.50, 0.45, 0.42, 0.40, 0.38]
+VALID = [0.690, 0.700, 0.705, 0.71, 0.72, 0.72, 0.70, 0.69, 0.66, 0.55, 0.58, 0.60]
+
+
+def test_plain_early_stopping_stops_on_the_plateau():
+    """Today's recipe (skorch's EarlyStopping, patience 5) stops at epoch 6 and keeps
+    epoch 1: the failure the gated version prevents."""
+    from skorch.callbacks import EarlyStopping
+
+    stopped, stopper = _run_stopper(
+        EarlyStopping(monitor="valid_loss", patience=5, load_best=True), TRAIN, VALID)
+    assert stopped == 6 and stopper.best_epoch_ == 1
+
+
+def test_gated_early_stopping_neither_stops_nor_keeps_a_plateau_epoch():
+    stopped, stopper = _run_stopper(
+        GatedEarlyStopping(monitor="valid_loss", patience=5, load_best=True), TRAIN, VALID)
+    assert stopped is None  # never stopped on the plateau
+    assert stopper.best_epoch_ == 10  # the best epoch after the plateau
+    # min_epochs: no epoch before it counts, even off the plateau
+    stopped, stopper = _run_stopper(
+        GatedEarlyStopping(monitor="valid_loss", patience=1, load_best=True, min_epochs=11),
+        TRAIN, VALID)
+    assert stopped == 12 and stopper.best_epoch_ == 11  # epoch 11 counts first
+
+
+def _noise(n=240, n_features=12, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, n_features)).astype(np.float32)
+    y = np.tile([0, 1], n // 2)
+    groups = np.repeat(np.arange(8), n // 8)
+    return X, y, groups
+
+
+def test_a_fit_on_the_plateau_runs_its_whole_budget():
+    """On labels it cannot learn, skorch's early stopping (today's recipe) stopped after
+    patience + 1 epochs and restored a plateau epoch; now no plateau epoch counts, the fit
+    runs its step budget, keeps its last weights, and its curve shows the plateau."""
+    X, y, groups = _noise()
+    clf = LSTMClassifier(hidden_size=4, batch_size=30, early_stopping=True,
+                         n_iter_no_change=1, validation_fraction=0.25, max_epochs=100,
+                         max_steps=60, random_state=0).fit(X, y, groups=groups)
+    assert clf.n_steps_ == 60 and clf.n_iter_ == 10  # 6 batches of 30 per epoch
+    assert abs(clf.train_loss_curve_[-1] - LN2) < PLATEAU_TOL
+    assert clf.best_epoch_ == clf.n_iter_
+
+
+def test_a_fit_stuck_on_the_plateau_is_restarted():
+    X, y, groups = _noise()
+    common = dict(hidden_size=4, batch_size=30, max_epochs=2, random_state=0)
+    once = LSTMClassifier(**common).fit(X, y)
+    again = LSTMClassifier(**common, plateau_restarts=2).fit(X, y)
+    assert once.n_restarts_ == 0 and again.n_restarts_ == 2  # noise: never leaves it
+    assert again.n_steps_ == 3 * once.n_steps_  # every attempt's steps are counted
+    # a net that learns at once is not restarted
+    Xs = X.copy()
+    Xs[:, -3:] += 3 * (2 * y[:, None] - 1)
+    learns = LSTMClassifier(**common, lr=0.05, plateau_restarts=2).fit(Xs, y)
+    assert learns.n_restarts_ == 0
+
+
+def test_early_stopping_waits_for_min_steps():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(240, 12)).astype(np.float32)
+    y = (X[:, -4:].mean(axis=1) > 0).astype(int)
+    groups = np.repeat(np.arange(8), 30)
+    common = dict(hidden_size=8, batch_size=30, early_stopping=True, n_iter_no_change=1,
+                  validation_fraction=0.25, max_epochs=200, lr=0.02, random_state=0)
+    early = LSTMClassifier(**common).fit(X, y, groups=groups)
+    late = LSTMClassifier(**common, min_steps=120).fit(X, y, groups=groups)
+    assert early.train_loss_curve_[-1] < LN2 - PLATEAU_TOL  # it learned
+    assert early.n_steps_ < 120 <= late.n_steps_
+    assert late.best_epoch_ >= 120 // 6
+
+
+def test_max_steps_sets_the_training_length():
+    X, y, _ = _noise(n=200)
+    clf = LSTMClassifier(hidden_size=4, batch_size=50, max_epochs=100, max_steps=20,
+                         random_state=0).fit(X, y)
+    assert clf.n_steps_ == 20 and clf.n_iter_ == 5  # 4 batches per epoch
+    assert len(clf.train_loss_curve_) == 5 and clf.valid_loss_curve_ is None
+
+
+def test_forget_bias_clipping_and_schedule_reach_the_net():
+    X, y, _ = _noise(n=64)
+    clf = LSTMClassifier(hidden_size=3, max_epochs=1, forget_bias=1.0, clip_grad_norm=1.0,
+                         lr_schedule="cosine", lr=0.0, random_state=0)
+    with pytest.raises(ValueError, match="lr"):
+        clf.fit(X, y)  # lr must be positive: the constraints still apply
+    clf.set_params(lr=1e-12).fit(X, y)
+    lstm = clf.net_.module_.lstm
+    forget = (lstm.bias_ih_l0 + lstm.bias_hh_l0)[3:6].detach().numpy()
+    np.testing.assert_allclose(forget, 1.0, atol=1e-6)  # lr ~ 0: still the initial value
+    names = dict(clf.net_.callbacks_)
+    assert {"gradient_clipping", "lr_scheduler", "forget_bias"} <= set(names)
+
+
+# -- the inputs: AIF and DWI normalised per patient ---------------------------------------
+@pytest.fixture(scope="module")
+def base_patient():
+    return make_stroke_cohort(n_patients=1, shape=(12, 12, 2), n_frames=40,
+                              random_state=0)[0]
+
+
+def _copy(patient, id, *, aif=None, dwi_gain=1.0):
+    def img(name):
+        source = getattr(patient, name) if name != "brain_mask" else patient.pwi
+        data = (np.asarray(source.dataobj, dtype=np.float32) if name != "brain_mask"
+                else patient.get_brain_mask().astype(np.uint8))
+        if name.startswith("dwi"):
+            data = data * dwi_gain
+        return nib.Nifti1Image(data, source.affine)
+
+    return Patient(id, img("pwi"), img("dwi_b0"), img("dwi_b1000"),
+                   echo_time=patient.echo_time, repetition_time=patient.repetition_time,
+                   ht=patient.ht, brain_mask=img("brain_mask"), aif=aif,
+                   n_nonsteady=0)
+
+
+def _refs(cohort, n_voxels=6):
+    ijk = np.argwhere(cohort[0].get_brain_mask())[:n_voxels]
+    return np.vstack([np.column_stack([np.full(len(ijk), p), ijk])
+                      for p in range(len(cohort))])
+
+
+def test_aifs_differing_by_a_factor_give_the_same_features(base_patient):
+    times = base_patient.frame_times
+    curve = 50 * (times / 10) ** 3 * np.exp(-times / 3)  # a gamma-variate bolus
+    cohort = Cohort([
+        _copy(base_patient, "sub-a", aif=ArterialInputFunction(times, curve)),
+        _copy(base_patient, "sub-b", aif=ArterialInputFunction(times, 7.5 * curve)),
+    ])
+    refs = _refs(cohort)
+    n = len(refs) // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        features = PatchExtractor(cohort, inputs="pwi+aif").fit_transform(refs)
+        raw = PatchExtractor(cohort, inputs="pwi+aif",
+                             aif_normalization=None).fit_transform(refs)
+    aif = slice(540, 600)
+    np.testing.assert_allclose(features[:n], features[n:], rtol=1e-5, atol=1e-7)
+    # unit area on the 1.8 s grid
+    assert np.trapezoid(features[0, aif].astype(float), dx=1.8) == pytest.approx(1.0, rel=1e-4)
+    # raw, the second patient's AIF is 7.5 times the first's: a patient fingerprint
+    np.testing.assert_allclose(raw[n:, aif], 7.5 * raw[:n, aif], rtol=1e-4)
+    assert not np.allclose(raw[:n], raw[n:])
+
+
+def test_dwi_gain_is_divided_out_in_every_row_that_reads_dwi(base_patient):
+    cohort = Cohort([_copy(base_patient, "sub-a"), _copy(base_patient, "sub-b", dwi_gain=1.7)])
+    refs = _refs(cohort)
+    n = len(refs) // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        patches = PatchExtractor(cohort, inputs="pwi+dwi").fit_transform(refs)
+        raw = PatchExtractor(cohort, inputs="pwi+dwi",
+                             dwi_normalization=None).fit_transform(refs)
+        maps = PerfusionMapExtractor(cohort, maps=("cbv",), dwi=True).fit_transform(refs)
+    np.testing.assert_allclose(patches[:n], patches[n:], rtol=1e-5)
+    np.testing.assert_allclose(maps[:n, 9:], maps[n:, 9:], rtol=1e-5)
+    np.testing.assert_allclose(raw[n:, 540:], 1.7 * raw[:n, 540:], rtol=1e-4)
+    # divided by the brain-median b0: the brain's b0 values sit around 1
+    b0 = np.asarray(base_patient.dwi_b0.dataobj, dtype=float)
+    median = np.median(b0[base_patient.get_brain_mask()])
+    np.testing.assert_allclose(patches[:n, 540:549], raw[:n, 540:549] / median, rtol=1e-5)
+    # the whole-volume path (risk maps) divides by the same
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, chunk = next(PatchExtractor(cohort, inputs="pwi+dwi").iter_volume(1))
+        _, raw_chunk = next(PatchExtractor(cohort, inputs="pwi+dwi",
+                                           dwi_normalization=None).iter_volume(1))
+    np.testing.assert_allclose(chunk[:, 540:], raw_chunk[:, 540:] / (1.7 * median), rtol=1e-5)
+
+
+# -- no per-column scaling of the AIF -----------------------------------------------------
+def test_block_scaler_refuses_to_scale_the_aif_per_column():
+    X = np.random.RandomState(0).normal(size=(20, 618))
+    with pytest.raises(ValueError, match="cannot scale the AIF block column by column"):
+        BlockScaler("pwi+aif+dwi", per_column=("pwi", "aif")).fit(X)
+    with pytest.raises(ValueError, match="per_column takes"):
+        BlockScaler("pwi", per_column=("bogus",)).fit(X[:, :540])
+    scaler = BlockScaler("pwi+aif+dwi", per_column=("pwi", "dwi")).fit(X)
+    assert np.unique(scaler.scale_[540:600]).size == 1  # the AIF: one block
+    assert np.unique(scaler.scale_[:540]).size == 540  # PWI: per column
+
+
+def test_no_zoo_row_scales_the_aif_per_column(base_patient):
+    cohort = Cohort([base_patient])
+    X = np.random.RandomState(0).normal(size=(30, 618)) * np.linspace(1, 3, 618)
+    for scaler_kind in ("block", "column"):
+        zoo = make_model_zoo(cohort, models=["lstm-pwi+aif+dwi", "svm", "sr-kda"],
+                             lstm_scaler=scaler_kind)
+        for name, (pipeline, _) in zoo.items():
+            scale = pipeline.named_steps["scale"].fit(X)
+            assert np.unique(scale.scale_[540:600]).size == 1, (name, scaler_kind)
+
+
+# -- curves and the plateau warning -------------------------------------------------------
+def test_plateau_warning_names_the_row_and_fold():
+    with pytest.warns(UserWarning, match=r"lstm-pwi\+aif, outer fold 2: .*within 0.05 of ln 2"):
+        warn_plateau("lstm-pwi+aif", 2, {"train_loss": [0.70, 0.69, 0.68]})
+    with pytest.warns(UserWarning, match="1 of 2 inner fits"):
+        warn_plateau("lstm-pwi", 0, {"train_loss": [0.69, 0.4]}, [0.4, 0.66])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_plateau("lstm-pwi", 0, {"train_loss": [0.69, 0.62]}, [0.5])
+
+
+@pytest.fixture(scope="module")
+def small_cohort():
+    return make_stroke_cohort(n_patients=8, shape=(32, 32, 2), ht_prevalence=0.6,
+                              n_frames=40, random_state=0, difficulty="easy")
+
+
+def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort, tmp_path):
+    pytest.importorskip("matplotlib")  # lstm_curves.png needs the plot extra
+    with sklearn.config_context(enable_metadata_routing=True):
+        nets = {}
+        for name, lr in (("lstm-learns", 1e-2), ("lstm-stuck", 1e-9)):
+            net = LSTMClassifier(inputs="pwi", n_timepoints=20, hidden_size=4,
+                                 batch_size=32, max_steps=40, max_epochs=50,
+                                 early_stopping=True, validation_fraction=0.3,
+                                 min_steps=20, lr=lr, random_state=0, torch_num_threads=1)
+            net.set_fit_request(groups=True)
+            nets[name] = (Pipeline([
+                ("features", PatchExtractor(small_cohort, inputs="pwi", n_timepoints=20)),
+                ("scale", BlockScaler("pwi", n_timepoints=20)), ("model", net)]), {})
+    with pytest.warns(UserWarning, match=r"lstm-stuck, outer fold \d: the refit's final "
+                                         r"training loss"):
+        compare_models(small_cohort, nets, out_dir=tmp_path, n_outer=2, n_samples=160,
+                       n_resamples=50, random_state=0, oracle=False)
+    run = json.loads((tmp_path / "run.json").read_text())
+    for name in nets:
+        curves = run["models"][name]["loss_curves"]
+        assert set(curves) == {"0", "1"}
+        for fold in curves.values():
+            train_keys = [key for key in fold if "train" in key and "loss" in key]
+            assert train_keys == ["train_loss"]
+            n_epochs = len(fold["train_loss"])
+            assert n_epochs >= 2 and len(fold["valid_loss"]) == n_epochs
+            assert 1 <= fold["best_epoch"] <= n_epochs
+    stuck = run["models"]["lstm-stuck"]["loss_curves"]["0"]["train_loss"][-1]
+    assert abs(stuck - LN2) < PLATEAU_TOL
+    assert (tmp_path / "lstm_curves.png").stat().st_size > 0
+
+
+def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
+    import pickle
+
+    old_values = {
+        PatchExtractor(): {"aif_normalization": None, "dwi_normalization": None},
+        PerfusionMapExtractor(): {"dwi_normalization": None},
+        BlockScaler(): {"per_column": ("dwi",)},
+        LSTMClassifier(): {"max_steps": None, "min_steps": 0, "plateau_restarts": 0,
+                           "forget_bias": None, "clip_grad_norm": None,
+                           "lr_schedule": "constant"},
+    }
+    for estimator, values in old_values.items():
+        for name in values:
+            delattr(estimator, name)  # as an object saved before the option existed
+        restored = pickle.loads(pickle.dumps(estimator))
+        params = restored.get_params()
+        assert {name: params[name] for name in values} == values
