@@ -283,7 +283,7 @@ def _claim_compare_out(args):
     """Check --out before any work: writable, not inside the data, not someone else's."""
     import os
 
-    from ._safety import OutputError, claim_output_dir
+    from ._safety import OutputError, claim_folder
 
     settings = {"data": None if args.data is None else os.path.abspath(args.data),
                 "protocol": args.protocol,
@@ -292,8 +292,9 @@ def _claim_compare_out(args):
                 "n_outer": args.n_outer, "n_inner": args.n_inner,
                 "n_resamples": args.n_resamples}
     try:
-        claim_output_dir(args.out, "compare", settings,
-                         inputs=[args.data] if args.data else [], overwrite=args.overwrite)
+        return claim_folder(args.out, "compare", settings=settings,
+                            inputs=[args.data] if args.data else [], overwrite=args.overwrite,
+                            what="--out")
     except OutputError as exc:
         raise SystemExit(f"sklearn-hemo compare: {_cli_words(exc)}") from None
 
@@ -314,10 +315,10 @@ def _run_compare(args):
     if args.repeats < 1:
         raise SystemExit("sklearn-hemo compare: --repeats must be at least 1.")
     start = time.perf_counter()
-    _claim_compare_out(args)
+    owned = _claim_compare_out(args)
     try:
         cohort = _compare_cohort(args)
-        shown = _cohort_qc_warnings(cohort)
+        shown = _cohort_qc_warnings(cohort, owned=None if args.dry_run else owned)
         if args.repeats > 1 and not args.data:
             # every replicate simulates its own cohort with its seed (the first is cohort)
             def cohorts(seed, first=cohort):
@@ -808,10 +809,12 @@ def _each_warning_once(shown=()):
         yield
 
 
-def _cohort_qc_warnings(cohort):
+def _cohort_qc_warnings(cohort, owned=None):
     """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient: compare and
     train print their summary (:func:`sklearn_hemo.qc.qc_summary`) before they start and
-    silence the same texts when the library raises them again."""
+    silence the same texts when the library raises them again. With ``owned`` (compare's
+    output folder) the summary is also written there as ``qc_summary.txt``, which
+    ``report.html`` shows."""
     import warnings
 
     from .qc import patient_qc, qc_summary
@@ -834,6 +837,11 @@ def _cohort_qc_warnings(cohort):
     lines += [f"QC failed: {message}" for message in failed]
     if lines and (failed or any(qc.warnings for qc in results)):  # a clean cohort: quiet
         print("\n".join(lines), file=sys.stderr)
+    if owned is not None and lines:
+        from ._io import atomic_write_text
+
+        with owned.writing(["qc_summary.txt"]):
+            atomic_write_text(owned.path / "qc_summary.txt", "\n".join(lines) + "\n")
     return messages
 
 

@@ -1,6 +1,7 @@
 """The patient-grouped nested comparison: compare_models, its files, resume, dask, CLI."""
 
 import csv
+import html
 import inspect
 import json
 
@@ -311,6 +312,15 @@ def test_cli_compare_on_a_cohort_folder(cohort, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "linear" in printed and "latent-bound" in printed and "AUC-ROC" in printed
     assert [r["model"] for r in _read_csv(out / "table.csv")] == ["linear", "latent-bound"]
+    # the QC summary the command printed is in the folder, and on the report's page
+    summary = (out / "qc_summary.txt").read_text()
+    assert summary.startswith(f"QC of {len(cohort)} patient(s)")
+    page = (out / "report.html").read_text()
+    assert html.escape(summary.splitlines()[0]) in page
+    # a rerun resumes: the summary is a file the package wrote, not the user's
+    assert main(["compare", "--data", str(data), "--models", "linear", "--n-outer", "3",
+                 "--n-inner", "2", "--n-samples", "200", "--n-resamples", "100",
+                 "--out", str(out), "--quiet"]) == 0
 
 
 def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch):

@@ -511,8 +511,13 @@ def _qc_html(folders):
             columns = list(rows[0]) if rows else []
             parts.append(_table("qc_summary.csv", columns, rows))
             break
+        text = Path(folder) / "qc_summary.txt"  # what `sklearn-hemo compare` printed
+        if text.is_file():
+            parts.append("<pre>" + html.escape(text.read_text(encoding="utf-8")) + "</pre>")
+            break
     else:
-        parts.append('<p class="missing">No QC summary in this folder (qc_summary.csv).</p>')
+        parts.append('<p class="missing">No QC summary in this folder (qc_summary.txt, '
+                     "written by <code>sklearn-hemo compare</code>).</p>")
     for folder in folders:
         if (Path(folder) / "qc" / "index.html").is_file():
             parts.append('<p><a href="qc/index.html">The QC pages of every patient '

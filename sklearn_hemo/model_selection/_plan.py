@@ -917,7 +917,9 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
             # through the noise of resident memory, so charge the most either size added
             ma, mb = float(max(m1, m2)), 0.0
         n_big = int(n_train.max())
-        model_bytes = size_factor * (ma + mb * _work(law, n_big)[1])
+        # a bound: never below what a calibration fit was seen to add (resident memory
+        # reuses pages freed earlier in the process, so one size can read low)
+        model_bytes = size_factor * max(ma + mb * _work(law, n_big)[1], float(max(m1, m2)))
         inputs = cal["inputs"]
         item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
         input_bytes = item * (len(y) + n_big)
