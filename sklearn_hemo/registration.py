@@ -178,8 +178,8 @@ def aligned_affine(affine, matrix):
     >>> from sklearn_hemo.registration import aligned_affine
     >>> shift = np.eye(4)
     >>> shift[0, 3] = 5.0  # the moving image is 5 mm further along x
-    >>> aligned_affine(np.eye(4), shift)[0, 3]
-    np.float64(-5.0)
+    >>> float(aligned_affine(np.eye(4), shift)[0, 3])
+    -5.0
     """
     return np.linalg.inv(np.asarray(matrix, float)) @ np.asarray(affine, float)
 
