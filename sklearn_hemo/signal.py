@@ -606,18 +606,14 @@ def _roughness(curves, times):
 
 def _rise_time(curves, times, fraction=0.5):
     """Time (s) at which each curve first reaches ``fraction`` of its peak, on the rising
-    edge of that peak (the first frame after the last one below that level before it).
+    edge of that peak (:func:`sklearn_hemo._vessels.rise_time`).
 
     Unlike the time to peak it is not moved by a saturated, flat-topped arterial peak
     (whose maximum may come late in the plateau) nor by a broad recirculation.
     """
-    n = curves.shape[1]
-    peak = np.argmax(curves, axis=1)
-    level = fraction * curves[np.arange(curves.shape[0]), peak]
-    frames = np.arange(n)
-    below = (curves < level[:, None]) & (frames[None, :] < peak[:, None])
-    last_below = np.where(below, frames[None, :], -1).max(axis=1)
-    return times[np.clip(last_below + 1, 0, n - 1)]
+    from ._vessels import rise_time
+
+    return rise_time(curves, times, fraction)
 
 
 def _arterial_window(values, times, area):
