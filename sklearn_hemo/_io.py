@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_file_set", "atomic_path", "atomic_write_text", "atomic_write_bytes",
-           "writes_one_set"]
+           "sha256_file", "writes_one_set"]
+
+def sha256_file(path):
+    """SHA-256 hex digest of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 UMASK = os.umask(0o022)  # read the process umask once (os.umask can only set it)
 os.umask(UMASK)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import sha256_file
+
 _CHECK_ON_FIRST_USE = False  # set while a command of the command line runs
 
 __all__ = [
@@ -203,16 +205,6 @@ class ForeignFilesError(OutputError, FileExistsError):
     """
 
 
-def _sha256_file(path):
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_identity(folder):
     return os.path.realpath(folder)
 
@@ -238,7 +230,7 @@ def _entry_matches(path, entry):
     """Whether file ``path`` is still the one ``entry`` recorded (pending: any content)."""
     if isinstance(entry, str):  # a bare SHA-256 (a bundle's manifest)
         try:
-            return path.is_file() and _sha256_file(path) == entry
+            return path.is_file() and sha256_file(path) == entry
         except OSError:
             return False
     if not isinstance(entry, dict):
@@ -254,14 +246,14 @@ def _entry_matches(path, entry):
     if [stat.st_mtime_ns, stat.st_ino] == [entry.get("mtime_ns"), entry.get("ino")]:
         return isinstance(entry.get("sha256"), str)  # unchanged since hashed
     try:
-        return _sha256_file(path) == entry.get("sha256")
+        return sha256_file(path) == entry.get("sha256")
     except OSError:
         return False
 
 
 def _entry(path):
     stat = path.stat()
-    return {"sha256": _sha256_file(path), "size": stat.st_size,
+    return {"sha256": sha256_file(path), "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
 
 

@@ -51,7 +51,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._io import UMASK
+from ._io import UMASK, sha256_file
 from ._safety import check_bundle_folder
 from .datasets import Cohort
 from .exceptions import BundleError, BundleVersionWarning
@@ -125,14 +125,6 @@ def _versions():
         except ImportError:  # an optional library: recorded as absent
             found[name] = None
     return found
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _qualname(obj):
@@ -499,7 +491,7 @@ def save_model(estimator, path, *, overwrite=False, metadata=None):
             "cohort_fingerprints": [_cohort_fingerprint(c) for c in found["cohort_objects"]],
             "metadata_requests": found["requests"],
             "metadata": metadata,
-            "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         for file in tmp.iterdir():  # some writers (safetensors) create files 0600
@@ -604,7 +596,7 @@ def _verify_files(path, manifest):
         file = path / name
         if Path(name).name != name or not file.is_file():
             raise BundleError(f"{path} is missing {name!r}, listed in its manifest.")
-        if _sha256(file) != expected:
+        if sha256_file(file) != expected:
             raise BundleError(
                 f"{file} does not match the SHA-256 recorded in {_MANIFEST}: the bundle "
                 "was tampered with or corrupted; refusing to load it. Re-save the model.")

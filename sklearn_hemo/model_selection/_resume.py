@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, sha256_file
 from ..datasets import Cohort
 
 __all__ = ["PartStore", "claim_results_folder", "cohort_signature", "fingerprint",
@@ -100,8 +100,7 @@ def cohort_signature(cohort):
         sidecars = {}
         for name in _SIDECARS if folder is not None else ():
             path = folder / name
-            sidecars[name] = hashlib.sha256(path.read_bytes()).hexdigest() \
-                if path.is_file() else None
+            sidecars[name] = sha256_file(path) if path.is_file() else None
         aif = patient.aif
         patients.append({
             "id": patient.id, "images": images, "sidecars": sidecars,
