@@ -211,6 +211,26 @@ def test_a_patient_without_a_vein_warns_naming_it_and_the_option_turns_it_off(mo
     assert trapezoid(on) > 1.5 * trapezoid(raw)
 
 
+def test_the_patch_aif_cache_follows_the_vof_switch(monkeypatch):
+    # the AIF columns of the patch features are cached per patient: switching the VOF
+    # correction off within the process must not serve the corrected AIF again
+    from sklearn_hemo.datasets import Cohort
+    from sklearn_hemo.preprocessing import PatchExtractor
+
+    patient, _ = vessel_phantom("sub-cache")
+    extractor = PatchExtractor(Cohort([patient]), inputs="pwi+aif", n_timepoints=N_FRAMES,
+                               time_step=TR, aif_normalization=None)
+    refs = np.array([[0, 12, 12, 0]])
+    columns = [n.startswith("aif_") for n in extractor.fit(refs).get_feature_names_out()]
+    on = extractor.transform(refs)[0, columns]
+    monkeypatch.setenv("SKLEARN_HEMO_AIF_VOF", "off")
+    off = extractor.transform(refs)[0, columns]
+    raw = patient_aif(patient, n_timepoints=N_FRAMES, time_step=TR, partial_volume=False)
+    np.testing.assert_allclose(off, raw, rtol=1e-5, atol=1e-5)
+    assert trapezoid(on) > 1.5 * trapezoid(off)
+    monkeypatch.setenv("SKLEARN_HEMO_AIF_VOF", "on")
+    np.testing.assert_array_equal(extractor.transform(refs)[0, columns], on)
+
 def test_a_flat_topped_aif_warns():
     # arterial blood so concentrated that it is black at the peak: nothing to invert
     patient, _ = vessel_phantom("sub-flat", peak=20.0, snr=20.0)

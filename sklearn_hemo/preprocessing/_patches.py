@@ -38,6 +38,7 @@ from ..signal import (
     patient_time_plan,
     patient_timing,
     time_grid,
+    vof_correction_default,
 )
 from ..utils._warnings import find_stack_level
 from ..utils.fixes import Interval, StrOptions
@@ -619,8 +620,9 @@ class PatchExtractor(BaseVoxelTransformer):
                     curve = _unit_area(curve, self.time_step, patient)
                 return curve
 
+            # the VOF switch changes a detected AIF: a stale one must not be served
             key = ("patch_aif", self.n_timepoints, float(self.time_step), offset,
-                   self.aif_normalization)
+                   self.aif_normalization, vof_correction_default())
             aif = cached(patient, key, compute) if use_cache else compute()
         dwi_scale = 1.0
         if "dwi" in self.inputs and self.dwi_normalization == "brain-median-b0":
