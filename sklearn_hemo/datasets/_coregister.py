@@ -106,7 +106,7 @@ def prepare_pwi(plan, pwi):
         plan.notes.append(f"DSC motion: {len(motion['corrected_frames'])} frame(s) realigned "
                           f"to the pre-bolus median (largest displacement "
                           f"{max(motion['displacement_mm']):.2f} mm)")
-    start, stop = motion["reference_frames"]
+    start, stop = motion.get("prebolus_frames", motion["reference_frames"])
     data = np.asarray(corrected.dataobj, dtype=np.float32)
     return corrected, nib.Nifti1Image(prebolus_median(data, start, stop), pwi.affine)
 
