@@ -126,10 +126,13 @@ class CorrectedSeries:
 
     is_proxy = True
 
-    def __init__(self, pid, raw, source):
+    def __init__(self, pid, raw, source, memo=None):
         self.pid = pid
         self.raw = raw
         self.source = source
+        # the key, kept by the patient so that it travels with it to joblib workers
+        # (hashing 60 series again for every task would cost more than reading them)
+        self.memo = {} if memo is None else memo
         self._data = None
         self.record = None
 
@@ -147,6 +150,20 @@ class CorrectedSeries:
 
     def key(self):
         """Content hash of the source series and the correction's settings."""
+        if self.source is not None:
+            stat = self.source.stat()
+            stamp = (str(self.source), stat.st_size, stat.st_mtime_ns)
+        else:
+            # an in-memory series is never changed in place (no setter replaces it)
+            stamp = ("memory", tuple(self.raw.shape))
+        known = self.memo.get("key")
+        if known is not None and known[0] == stamp and known[1] == SETTINGS:
+            return known[2]
+        key = self._hash()
+        self.memo["key"] = (stamp, dict(SETTINGS), key)
+        return key
+
+    def _hash(self):
         digest = hashlib.sha256(json.dumps(SETTINGS, sort_keys=True).encode())
         if self.source is not None:
             from ._io import sha256_file
@@ -218,7 +235,8 @@ def pwi_view(patient, raw):
     reason = _skip_reason(patient, raw)
     view = raw
     if reason is None:
-        proxy = CorrectedSeries(patient.id, raw, patient.source("pwi"))
+        proxy = CorrectedSeries(patient.id, raw, patient.source("pwi"),
+                                memo=patient.__dict__.setdefault("_motion_key", {}))
         view = nib.Nifti1Image(proxy, raw.affine, header=raw.header.copy())
     patient.__dict__["_motion_state"] = (raw, view, reason, setting)
     return view

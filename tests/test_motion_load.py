@@ -2,6 +2,7 @@
 step when the PWI is read, never writing into the cohort, with a switch."""
 
 import json
+import pickle
 import warnings
 
 import nibabel as nib
@@ -109,6 +110,12 @@ def test_the_correction_is_cached_by_content_and_reused(layout, monkeypatch):
     again = load_cohort(folder)[0]  # a new process would see only the files: new objects
     np.testing.assert_array_equal(np.asarray(again.pwi.dataobj), first)
     assert _motion.motion_record(again)["step"] == "load"
+    # a pickled patient (a joblib worker's copy) takes its key along: no hashing again
+    clone = pickle.loads(pickle.dumps(again))
+    monkeypatch.setattr(_motion.CorrectedSeries, "_hash", refuse)
+    np.testing.assert_array_equal(np.asarray(clone.pwi.dataobj), first)
+    monkeypatch.undo()
+    monkeypatch.setattr("sklearn_hemo.registration.correct_motion", refuse)
     # a different series is another key: computed, not taken from the cache
     other = load_cohort(folder)[1]
     with pytest.raises(AssertionError, match="ran again"):
