@@ -494,6 +494,14 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
 
 
 # -- motion correction -----------------------------------------------------------------------
+def _smoothed(volume, zooms):
+    """``volume`` smoothed by a Gaussian of ``_MOTION_SMOOTH_MM`` (any number of slices)."""
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(np.asarray(volume, np.float32),
+                                   _MOTION_SMOOTH_MM / np.asarray(zooms, float), mode="nearest")
+
+
 def _register_frame(fixed, moving, start, *, n_bins, seed):
     """One DSC frame on the (smoothed) reference: a short regular-step descent from
     ``start`` (the previous frame's pose) on about 2,500 sampled voxels (about 20
@@ -698,7 +706,8 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
             raise ValueError(f"reference has shape {ref.shape}, not the PWI grid "
                              f"{series.shape[:3]}.")
     fixed = _to_sitk(ref, affine)
-    fixed_smooth = sitk.SmoothingRecursiveGaussian(fixed, _MOTION_SMOOTH_MM)
+    zooms = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    fixed_smooth = _to_sitk(_smoothed(ref, zooms), affine)
     level = np.percentile(ref, 99)
     head = ref > 0.1 * level if level > 0 else np.ones(ref.shape, bool)
     points = _points(head, affine)
@@ -719,7 +728,7 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
         if not keep:
             # realigned only if it raises the similarity of the smoothed images (the
             # raw ones favour the identity, see _MOTION_SMOOTH_MM)
-            smooth = sitk.SmoothingRecursiveGaussian(moving, _MOTION_SMOOTH_MM)
+            smooth = _to_sitk(_smoothed(series[..., t], zooms), affine)
             keep = not (_similarity(fixed_smooth, smooth, found, n_bins)
                         > _similarity(fixed_smooth, smooth, identity, n_bins))
         matrix = np.eye(4) if keep else _euler_to_matrix(found)

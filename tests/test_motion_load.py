@@ -184,3 +184,20 @@ def test_qc_shows_the_correction_at_load(layout, tmp_path):
     assert f"sub-001 ({largest:.1f} mm)" in summary and "DSC head motion corrected" in summary
     page = (tmp_path / "qc" / "index.html").read_text()
     assert f"max {largest:.2f} mm" in page and "realigned (at load)" in page
+
+
+def test_cli_no_motion_correction_reads_the_series_as_they_are(layout, tmp_path,
+                                                               monkeypatch):
+    pytest.importorskip("matplotlib", reason="the QC report draws with matplotlib")
+    from sklearn_hemo.cli import main
+
+    folder, before = layout
+    monkeypatch.delenv(_motion.MOTION_ENV, raising=False)
+    monkeypatch.setattr("sklearn_hemo.registration.correct_motion",
+                        lambda *a, **k: pytest.fail("corrected although switched off"))
+    assert main(["qc", "--data", str(folder), "--out", str(tmp_path / "qc"), "--no-maps",
+                 "--no-motion-correction", "--quiet"]) == 0
+    page = (tmp_path / "qc" / "index.html").read_text()
+    assert page.count(f"motion correction switched off ({_motion.MOTION_ENV})") == 4
+    assert _motion.MOTION_ENV not in __import__("os").environ  # only for the run
+    assert _files(folder) == before
