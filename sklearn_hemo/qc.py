@@ -610,8 +610,10 @@ def _motion_cell(record, width=160, height=36, limit=1.0):
            f'per frame"><line x1="0" x2="{width}" y1="{line:.1f}" y2="{line:.1f}" '
            f'stroke="#999" stroke-dasharray="3,3"/><polyline fill="none" stroke="{colour}" '
            f'points="{points}"/></svg>')
+    framewise = np.asarray(motion.get("framewise_displacement_mm", []), dtype=float)
+    fd = f", framewise displacement up to {framewise.max():.2f} mm" if framewise.size else ""
     return (f"max {shift.max():.2f} mm, {len(motion.get('corrected_frames', []))} "
-            f"frame(s) realigned{where}<br>{svg}")
+            f"frame(s) realigned{where}{fd}<br>{svg}")
 
 
 @validate_params(

@@ -41,6 +41,9 @@ _HEAD_RADIUS_MM = 50.0
 #: frames whose estimated displacement stays below this (mm) are kept as acquired: the
 #: estimate's own noise on still frames of the default geometry is about 0.1 mm
 _STILL_MM = 0.25
+#: ... or this fraction of the smallest voxel side, when larger (0.5 mm at 5 mm, 0.75 mm
+#: at 7.5 mm: on coarse grids still frames are estimated further from the identity)
+_STILL_VOXELS = 0.1
 #: the motion reference is the median of at most this many first steady pre-bolus frames:
 #: the pose closest in time to the series acquired before the DSC (the DWI), and a median
 #: that one frame which jumped does not move
@@ -648,8 +651,9 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
     the gain of a true sub-voxel shift), and each frame starts from the previous frame's
     pose (head motion is mostly a slow drift; about 20 iterations of SimpleITK's
     regular-step gradient descent, a tenth of the voxels sampled). A frame is resampled
-    (linear) only when its estimated displacement exceeds 0.25 mm and the registration
-    raises the similarity of the smoothed images; other frames are kept as acquired.
+    (linear) only when its estimated displacement exceeds 0.25 mm (or a tenth of the
+    smallest voxel side, when larger) and the registration raises the similarity of the
+    smoothed images; other frames are kept as acquired.
     On the default simulated geometry (48 x 48 x 8, 5 mm voxels) this takes about 2-3 s
     per patient on one core. Needs the optional extra ``[registration]``.
 
@@ -707,6 +711,8 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
                              f"{series.shape[:3]}.")
     fixed = _to_sitk(ref, affine)
     zooms = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    # the estimate's noise on still frames grows with the voxel: a tenth of one at least
+    still_mm = max(_STILL_MM, _STILL_VOXELS * float(zooms.min()))
     fixed_smooth = _to_sitk(_smoothed(ref, zooms), affine)
     level = np.percentile(ref, 99)
     head = ref > 0.1 * level if level > 0 else np.ones(ref.shape, bool)
@@ -724,7 +730,7 @@ def correct_motion(pwi, *, reference=None, n_bins=32, warn_mm=1.0, pid=None,
         keep = found is None
         if not keep:
             shift = mean_displacement(_euler_to_matrix(found), points)
-            keep = shift < _STILL_MM
+            keep = shift < still_mm
         if not keep:
             # realigned only if it raises the similarity of the smoothed images (the
             # raw ones favour the identity, see _MOTION_SMOOTH_MM)

@@ -184,6 +184,8 @@ def test_qc_shows_the_correction_at_load(layout, tmp_path):
     assert f"sub-001 ({largest:.1f} mm)" in summary and "DSC head motion corrected" in summary
     page = (tmp_path / "qc" / "index.html").read_text()
     assert f"max {largest:.2f} mm" in page and "realigned (at load)" in page
+    fd = max(qc.motion["motion"]["framewise_displacement_mm"])
+    assert fd > 0 and f"framewise displacement up to {fd:.2f} mm" in page
 
 
 def test_cli_no_motion_correction_reads_the_series_as_they_are(layout, tmp_path,

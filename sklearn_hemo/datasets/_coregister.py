@@ -140,9 +140,9 @@ def dwi_affines(plan, b0, b0_affine, b1000_affine, reference):
     from ..registration import aligned_affine
 
     # a series of the same session: a small misalignment, from the scanner's frame; three
-    # levels (benchmarks/bench_registration.py, 8 simulated patients: 1.3 mm mean residual
-    # and at most 1.8 mm / 1.8 degrees, against 1.5-1.7 mm and up to 3.2 mm / 2.9 degrees
-    # with two): still above a millimetre, so the docs keep the caveat
+    # levels (benchmarks/bench_registration.py, 3 x 4 simulated patients: 1.3-1.5 mm mean
+    # residual and at most 2.0 mm / 1.9 degrees, against 1.5-2.3 mm and up to 3.5 mm / 3.3
+    # degrees with two): still above a millimetre, so the docs keep the caveat
     matrix = _register(plan, "dwi", nib.Nifti1Image(b0, b0_affine), reference,
                        init="geometry", levels=3, smooth_mm=4.0)
     return aligned_affine(b0_affine, matrix), aligned_affine(b1000_affine, matrix)
