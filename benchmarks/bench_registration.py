@@ -12,6 +12,12 @@ Run: ``nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/bench_registration.py 
    (best of three starts), "SimpleITK" a single start.
 2. Target of the follow-up (SimpleITK): the aligned DWI b0 or the PWI pre-bolus median.
 3. Import with registration, seconds per patient (follow-up + DSC motion correction).
+4. DWI b0 to the PWI pre-bolus median (``--register all``): residual displacement of the
+   head voxels (mm) and angle (degrees), settings of ``import`` and one alternative.
+5. The load-time motion correction on ``make_stroke_cohort``'s default cohort (its own
+   simulated motion: a drift and spikes in 30 % of the patients): error on the moved
+   frames against the truth, still frames realigned, CPU seconds per patient (the cost
+   the default ``compare`` pays once per patient; ``BENCH_LOAD_PATIENTS``, default 12).
 """
 
 import os
@@ -122,6 +128,8 @@ def main(n=4):
         res = [errors(register_rigid(c[idx], c[1]).matrix, c[4]) for c in cases]
         print(f"{label:20s} {np.mean([r for r, _ in res]):.2f} / "
               f"{np.mean([t for _, t in res]):.2f}")
+    dwi_table(raw)
+    load_time_table(int(os.environ.get("BENCH_LOAD_PATIENTS", "12")))
     if os.environ.get("BENCH_SKIP_IMPORT"):
         return
     from sklearn_hemo.datasets import import_cohort
@@ -140,6 +148,93 @@ def main(n=4):
     plain = (time.perf_counter() - t0) / n
     print(f"\nimport, seconds per patient: {per:.1f} with registration (auto), "
           f"{plain:.1f} without (register='none')")
+
+
+def _head_points(patient):
+    head = np.argwhere(patient.truth["head"] > 0)
+    return head @ patient.affine[:3, :3].T + patient.affine[:3, 3]
+
+
+def dwi_table(raw):
+    from sklearn_hemo.registration import mean_displacement, prebolus_frames, prebolus_median
+
+    settings = {"import (geometry, 3 levels, best of 3)": {"levels": 3},
+                "geometry, 2 levels, best of 3": {"levels": 2}}
+    rows = {name: [] for name in settings}
+    for patient in raw.aligned:
+        pid = patient.id
+        true = np.asarray(raw.transforms[pid]["dwi"]["matrix"])
+        points = _head_points(patient)
+        pwi = nib.load(next((raw.path / pid).glob("ses-acute/perf/*_dsc.nii.gz")))
+        data = np.asarray(pwi.dataobj, np.float32)
+        start, stop = prebolus_frames(data)
+        ref = nib.Nifti1Image(prebolus_median(data, start, stop), pwi.affine)
+        dwi = nib.load(next((raw.path / pid).glob("ses-acute/dwi/*_dwi.nii.gz")))
+        b0 = nib.Nifti1Image(np.asarray(dwi.dataobj, np.float32)[..., 0], dwi.affine)
+        for name, extra in settings.items():
+            t0 = time.perf_counter()
+            est = register_rigid(ref, b0, init="geometry", smooth_mm=4.0, **extra).matrix
+            residual = np.linalg.inv(true) @ est
+            rows[name].append((mean_displacement(true, points),
+                               mean_displacement(residual, points),
+                               rotation_angle(residual[:3, :3]), time.perf_counter() - t0))
+    print("\nDWI b0 -> PWI (--register all): before mm | after mm mean/max | deg max | s")
+    for name, values in rows.items():
+        a = np.array(values)
+        print(f"{name:40s} {a[:, 0].mean():4.1f} | {a[:, 1].mean():.2f} / {a[:, 1].max():.2f}"
+              f" | {a[:, 2].max():.2f} | {a[:, 3].mean():.1f}")
+
+
+def load_time_table(n):
+    import warnings
+
+    from sklearn_hemo.datasets import make_stroke_cohort
+    from sklearn_hemo.registration import correct_motion, mean_displacement
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cohort = make_stroke_cohort(n_patients=n, random_state=0)
+    moved_cpu, still_cpu, reductions, worst, changed, n_still = [], [], [], [], 0, 0
+    for patient in cohort:
+        t0 = time.process_time()
+        _, info = correct_motion(patient.raw_pwi, warn_mm=None)
+        cpu = time.process_time() - t0
+        motion = patient.truth["motion"]
+        moved = [t for t in range(patient.n_frames) if np.abs(motion[t]).any()]
+        if not moved:
+            still_cpu.append(cpu)
+            changed += len(info["corrected_frames"])
+            n_still += patient.n_frames
+            continue
+        moved_cpu.append(cpu)
+        points = _head_points(patient)
+        before = after = 0.0
+        for t in moved:
+            dx, dy, angle = motion[t]
+            theta = np.radians(angle)
+            rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0],
+                            [0, 0, 1]])
+            centre = (np.asarray(patient.shape) - 1) / 2.0
+            voxel = np.eye(4)
+            voxel[:3, :3] = rot.T
+            voxel[:3, 3] = rot.T @ (np.array([dx, dy, 0.0]) - centre) + centre
+            true = patient.affine @ voxel @ np.linalg.inv(patient.affine)
+            residual = np.linalg.inv(true) @ np.asarray(info["matrices"][t])
+            before += mean_displacement(true, points)
+            after += mean_displacement(residual, points)
+            worst.append((mean_displacement(residual, points),
+                          rotation_angle(residual[:3, :3])))
+        reductions.append(1 - after / before)
+    worst = np.array(worst)
+    print(f"\nload-time motion correction, make_stroke_cohort({n}, random_state=0):")
+    print(f"  moved patients {len(moved_cpu)}: error on moved frames reduced by "
+          f"{100 * min(reductions):.0f}-{100 * max(reductions):.0f} % (pooled mean "
+          f"{100 * np.mean(reductions):.0f} %); worst frame {worst[:, 0].max():.2f} mm, "
+          f"{worst[:, 1].max():.2f} deg")
+    print(f"  still patients {len(still_cpu)}: {changed} of {n_still} frames realigned")
+    every = moved_cpu + still_cpu
+    print(f"  CPU s per patient: moved {np.mean(moved_cpu):.2f}, still {np.mean(still_cpu):.2f}; "
+          f"60 patients at this mix ~{60 * np.mean(every):.0f} s")
 
 
 if __name__ == "__main__":

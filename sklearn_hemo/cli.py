@@ -32,6 +32,11 @@ def _build_parser():
             help="do not correct detected AIFs for partial volume by the venous output "
             "function (sets SKLEARN_HEMO_AIF_VOF=off for the run; see "
             "sklearn_hemo.signal.patient_aif)")
+        sub.choices[name].add_argument(
+            "--no-motion-correction", action="store_true",
+            help="read each DSC series as it is, without the cached rigid correction of "
+            "head motion applied when a cohort not imported with it is read (sets "
+            "SKLEARN_HEMO_MOTION_CORRECTION=off for the run)")
     return parser
 
 
@@ -41,20 +46,23 @@ def _aif_correction(args):
     for the duration of the command only."""
     import os
 
+    from ._motion import MOTION_ENV
     from .signal import VOF_ENV
 
-    if not getattr(args, "no_aif_correction", False):
-        yield
-        return
-    before = os.environ.get(VOF_ENV)
-    os.environ[VOF_ENV] = "off"
+    switched = [env for env, flag in ((VOF_ENV, "no_aif_correction"),
+                                      (MOTION_ENV, "no_motion_correction"))
+                if getattr(args, flag, False)]  # --no-motion-correction likewise
+    before = {env: os.environ.get(env) for env in switched}
+    for env in switched:
+        os.environ[env] = "off"
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(VOF_ENV, None)
-        else:
-            os.environ[VOF_ENV] = before
+        for env, value in before.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
 
 
 def _add_verbosity(p, quiet_help="no progress bar",

@@ -116,8 +116,14 @@ class PatientQC:
         One ``(kind, value)`` per warning, in the same order: its kind (a name of
         :data:`PLAUSIBILITY_LIMITS`, or ``"aif_late"``, ``"aif_flat_top"``,
         ``"no_vof"``, ``"aif_candidates"``, ``"no_bolus"``, ``"padding"``,
-        ``"other"``) and its size when it has one (the share or the seconds), else None.
-        :func:`qc_summary` groups them.
+        ``"motion"``, ``"other"``) and its size when it has one (the share, the seconds
+        or the mm), else None. :func:`qc_summary` groups them.
+    motion : dict or None
+        The head motion of the DSC series and its correction: ``step`` (``"load"``, the
+        cached correction when the series is read; ``"import"``, recorded in
+        ``import.json``; None, not corrected) with ``motion`` (``displacement_mm`` and
+        ``framewise_displacement_mm`` per frame, ``corrected_frames``) or
+        ``motion_skipped`` (why not). None for a series that is not 4D.
 
     Examples
     --------
@@ -148,6 +154,34 @@ class PatientQC:
     units: str = "1/s"
     notes: list = field(default_factory=list)
     findings: list = field(default_factory=list)
+    motion: dict = None
+
+
+#: Largest displacement (mm) of a DSC frame from the reference pose above which QC warns.
+MOTION_WARN_MM = 1.0
+
+
+def _motion_findings(patient, record):
+    """The warning (above :data:`MOTION_WARN_MM`) and the note of the motion record."""
+    if not record or "motion" not in record:
+        return [], []
+    motion = record["motion"]
+    shift = [float(v) for v in motion.get("displacement_mm", [])]
+    worst = max(shift, default=0.0)
+    n_moved = len(motion.get("corrected_frames", []))
+    where = "at load (cached)" if record.get("step") == "load" else "at import"
+    warnings, notes = [], []
+    if worst > MOTION_WARN_MM:
+        frames = [t for t, d in enumerate(shift) if d > MOTION_WARN_MM]
+        warnings.append(f"participant {patient.id}: the head moved by up to {worst:.1f} mm "
+                        f"during the DSC series (frames {frames} beyond "
+                        f"{MOTION_WARN_MM:g} mm); {n_moved} frame(s) were realigned {where} "
+                        "by rigid registration. Check the motion plot of the QC page.")
+    if n_moved:
+        notes.append(f"participant {patient.id}: DSC motion corrected {where}: {n_moved} "
+                     f"frame(s) realigned to the pre-bolus reference (largest displacement "
+                     f"{worst:.2f} mm).")
+    return warnings, notes
 
 
 #: Kinds of the warnings that are not plausibility measures: a text they contain -> kind.
@@ -158,6 +192,7 @@ _KINDS = (
     ("arterial candidate curve", "aif_candidates"),
     ("no bolus found", "no_bolus"),
     ("before the end of the common time grid", "padding"),
+    ("during the DSC series", "motion"),
 )
 
 
@@ -224,6 +259,7 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     participant sub-001: the first 1 PWI frame(s) are not at steady state ...
     """
     from ._cache import cached, patient_brain, patient_volume
+    from ._motion import motion_record
     from .signal import (
         concentration,
         padding_note,
@@ -238,6 +274,7 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
 
     brain = np.asarray(patient_brain(patient))
     data = patient_volume(patient, "pwi")
+    motion = motion_record(patient)
     timing = cached(patient, ("timing",), lambda: patient_timing(patient, data, brain))
     start = timing.n_nonsteady
     times = steady_frame_times(patient, start)
@@ -266,6 +303,11 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     note = padding_note(patient, padding, grid)
     if note is not None:  # the designed handling of a short scan: a note, not a warning
         notes.append(note)
+    moved, corrected = _motion_findings(patient, motion)
+    warnings += moved
+    findings += [("motion", max(float(v) for v in motion["motion"]["displacement_mm"]))
+                 for _ in moved]
+    notes += corrected
     measures = {"padding_s": padding}
     peak = float(np.max(tissue)) if tissue.size else 0.0
     pre = tissue[baseline]
@@ -304,7 +346,7 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
         aif_raw=np.asarray(raw, dtype=np.float64),
         vof=None if vof is None else np.asarray(vof, dtype=np.float64),
         vof_voxels=vof_voxels.astype(np.int64), units=units, notes=notes,
-        findings=findings)
+        findings=findings, motion=motion)
 
 
 # -- the summary a person reads -------------------------------------------------------------
@@ -323,6 +365,8 @@ _LABELS = {
     "aif_candidates": "every AIF candidate clipped, noisy or drifting",
     "no_bolus": "no bolus in the mean brain signal",
     "padding": "scan shorter than the common time grid (padded)",
+    "motion": f"head moved by more than {MOTION_WARN_MM:g} mm during the DSC series "
+              "(realigned)",
     "other": "other",
 }
 #: Notes (steps that worked as designed): a text they contain -> what they say.
@@ -331,6 +375,7 @@ _NOTE_KINDS = (
     ("corrected for partial volume", "AIF corrected for partial volume by the VOF"),
     ("candidates refused", "clipped, noisy or drifting AIF candidates refused"),
     ("before the end of the common time grid", "scan shorter than the time grid (padded)"),
+    ("DSC motion corrected", "DSC head motion corrected (frames realigned)"),
 )
 
 
@@ -339,6 +384,8 @@ def _format_value(kind, value):
         return ""
     if kind == "padding":
         return f" ({value:.0f} s)"
+    if kind == "motion":
+        return f" ({value:.1f} mm)"
     return f" ({100 * value:.1f}%)"
 
 
@@ -549,6 +596,7 @@ def _motion_cell(record, width=160, height=36, limit=1.0):
     motion = record.get("motion")
     if not motion:
         return html.escape(str(record.get("motion_skipped", "not corrected")))
+    where = {"load": " (at load)", "import": " (at import)"}.get(record.get("step"), "")
     shift = np.asarray(motion.get("displacement_mm", []), dtype=float)
     if not shift.size:
         return "n/a"
@@ -562,8 +610,10 @@ def _motion_cell(record, width=160, height=36, limit=1.0):
            f'per frame"><line x1="0" x2="{width}" y1="{line:.1f}" y2="{line:.1f}" '
            f'stroke="#999" stroke-dasharray="3,3"/><polyline fill="none" stroke="{colour}" '
            f'points="{points}"/></svg>')
+    framewise = np.asarray(motion.get("framewise_displacement_mm", []), dtype=float)
+    fd = f", framewise displacement up to {framewise.max():.2f} mm" if framewise.size else ""
     return (f"max {shift.max():.2f} mm, {len(motion.get('corrected_frames', []))} "
-            f"frame(s) realigned<br>{svg}")
+            f"frame(s) realigned{where}{fd}<br>{svg}")
 
 
 @validate_params(
@@ -587,8 +637,9 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
     the AIF and mean tissue curves with the dropped leading frames, and the CBF, CBV and
     Tmax maps. ``index.html`` lists every patient with its dropped frames, AIF voxel
     count, mask size, head motion (the displacement of each DSC frame found by
-    :func:`~sklearn_hemo.datasets.import_cohort`, from the cohort's ``import.json``, when
-    there is one) and warnings, and links each PNG.
+    :func:`~sklearn_hemo.datasets.import_cohort`, from the cohort's ``import.json``, or
+    by the cached correction when the series was read, :attr:`PatientQC.motion`) and
+    warnings, and links each PNG.
 
     Parameters
     ----------
@@ -658,7 +709,8 @@ def write_qc_report(cohort, out_dir, *, overwrite=False, maps=True, dpi=80, verb
             f"<td>{'aif.tsv' if qc.measured_aif else len(qc.aif_voxels)}</td>"
             f"<td>{len(qc.vof_voxels)}</td>"
             f"<td>{int(qc.brain_mask.sum())}</td>"
-            f"<td>{_motion_cell(motion.get(patient.id))}</td><td>{len(qc.warnings)}</td>"
+            f"<td>{_motion_cell(qc.motion or motion.get(patient.id))}</td>"
+            f"<td>{len(qc.warnings)}</td>"
             f"<td><ul>{items}</ul>"
             + (f'<ul class="note">{noted}</ul>' if noted else "") + "</td></tr>")
     figures = "\n".join(
@@ -682,11 +734,12 @@ ul.note {{ color: #555; font-size: 90%; }}
 <p>Brain mask, dropped non-steady frames, AIF and VOF voxels and perfusion maps as the
 features use them; grey notes are steps that worked as designed. Images in radiological
 convention (the patient's right on the left). Head motion: the displacement of each DSC
-frame from the pre-bolus reference found by <code>sklearn-hemo import</code> (mm; frames
-beyond 1 mm in red, all of them realigned in the cohort), read from the cohort's
-<code>import.json</code>.</p>
+frame from the pre-bolus reference (mm; a line beyond 1 mm in red), found by
+<code>sklearn-hemo import</code> (read from the cohort's <code>import.json</code>) or by
+the cached correction when the series was read (at load); the realigned frames are those
+every feature uses.</p>
 <table><thead><tr><th>participant</th><th>dropped frames</th><th>AIF voxels</th>
-<th>VOF voxels</th><th>mask voxels</th><th>head motion (import)</th><th>warnings</th>
+<th>VOF voxels</th><th>mask voxels</th><th>head motion</th><th>warnings</th>
 <th>details</th></tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>

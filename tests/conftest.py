@@ -3,9 +3,16 @@
 Both are session-scoped and must be treated as read-only.
 """
 
+import os
+import tempfile
+
 import pytest
 
 from sklearn_hemo.datasets import make_stroke_cohort, save_cohort
+
+# the load-time motion correction caches corrected series on disk: in a folder of the
+# run's own, never in the home of whoever runs the suite (subprocesses inherit it)
+os.environ.setdefault("SKLEARN_HEMO_CACHE_DIR", tempfile.mkdtemp(prefix="sklearn-hemo-cache-"))
 
 TINY = {"n_patients": 6, "shape": (12, 12, 2), "random_state": 0, "ht_prevalence": 0.5}
 

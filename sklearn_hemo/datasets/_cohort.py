@@ -116,6 +116,15 @@ class Patient:
         Main magnetic field in tesla (BIDS ``MagneticFieldStrength`` in ``pwi.json``), or
         None when unknown. With a known field the pipeline may convert ``Delta R2*`` to
         gadolinium concentration (:mod:`sklearn_hemo.relaxivity`).
+    motion_correction : bool or None, default=None
+        Whether :attr:`pwi` gives the DSC series corrected for head motion (every frame
+        registered rigidly to a pre-bolus reference by
+        :func:`~sklearn_hemo.registration.correct_motion`, computed on first access and
+        cached on disk by content, never in the cohort's folder; see
+        :mod:`sklearn_hemo._motion`). None follows the environment variable
+        ``SKLEARN_HEMO_MOTION_CORRECTION`` (on unless ``off``). A series that
+        ``import.json`` records as corrected at import is not corrected again; grids
+        under 4096 voxels per frame, or without SimpleITK, are read as they are.
 
     Examples
     --------
@@ -145,8 +154,15 @@ class Patient:
         slice_timing=None,
         n_nonsteady=None,
         field_strength=None,
+        motion_correction=None,
     ):
         self.id = str(id)
+        if motion_correction is not None and not isinstance(motion_correction,
+                                                            (bool, np.bool_)):
+            raise ValueError(f"participant {self.id}: motion_correction must be None, True "
+                             f"or False, got {motion_correction!r}.")
+        self.motion_correction = None if motion_correction is None else bool(
+            motion_correction)
         if field_strength is not None:
             if isinstance(field_strength, bool) or not isinstance(
                     field_strength, numbers.Real) or not (
@@ -186,6 +202,8 @@ class Patient:
     _on_first_use = None
     #: Class default for patients pickled before the attribute existed.
     field_strength = None
+    #: Class default for patients pickled before the attribute existed.
+    motion_correction = None
 
     # -- images, loaded lazily -------------------------------------------------
     def _image(self, name):
@@ -212,7 +230,24 @@ class Patient:
         self._images[name] = img
         return img
 
-    pwi = property(lambda self: self._image("pwi"), doc="4D source DSC signal image.")
+    @property
+    def pwi(self):
+        """4D source DSC signal image, corrected for head motion (see
+        ``motion_correction``): the one door every reader of the series goes through."""
+        raw = self._image("pwi")
+        if raw is None:
+            return None
+        from .._motion import pwi_view
+
+        return pwi_view(self, raw)
+
+    @property
+    def raw_pwi(self):
+        """4D DSC signal image as given (file or memory), before the load-time motion
+        correction of :attr:`pwi`; what :func:`~sklearn_hemo.datasets.save_cohort`
+        writes."""
+        return self._image("pwi")
+
     dwi_b0 = property(lambda self: self._image("dwi_b0"), doc="DWI b=0 image.")
     dwi_b1000 = property(lambda self: self._image("dwi_b1000"), doc="DWI b=1000 image.")
     brain_mask = property(
@@ -332,6 +367,7 @@ class Patient:
     # -- cheap copies --------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_motion_state", None)  # rebuilt on first access (its cache is on disk)
         # file-backed images are reloaded lazily on the other side
         state["_images"] = {
             k: v for k, v in self._images.items() if self._sources.get(k) is None

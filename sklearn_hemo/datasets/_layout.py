@@ -249,7 +249,8 @@ def write_patient(patient, root):
     folder = root / patient.id
     folder.mkdir(parents=True, exist_ok=True)
     for name in _IMAGES:
-        img = getattr(patient, name)
+        # the series as given: the load-time motion correction is a cached step
+        img = patient.raw_pwi if name == "pwi" else getattr(patient, name)
         if img is None:
             # never leave an older optional file behind to be read back with this patient
             for stale in (folder / f"{name}.nii.gz", folder / f"{name}.nii"):
@@ -289,10 +290,11 @@ def write_patient(patient, root):
 
 # -- reading -------------------------------------------------------------------------------
 @validate_params(
-    {"path": [str, os.PathLike], "resample": ["boolean"]},
+    {"path": [str, os.PathLike], "resample": ["boolean"],
+     "motion_correction": ["boolean", None]},
     prefer_skip_nested_validation=True,
 )
-def load_cohort(path, *, resample=False):
+def load_cohort(path, *, resample=False, motion_correction=None):
     """Read a cohort folder in the cohort layout, checking it up front.
 
     Images are not read: they load lazily (memory-mapped where the format allows) when a
@@ -312,6 +314,13 @@ def load_cohort(path, *, resample=False):
         each resampled file; nothing on disk changes (the resampled images live in
         memory, so such patients pickle with their voxels). False (the default) refuses
         mismatched grids with a :class:`CohortError`.
+    motion_correction : bool or None, default=None
+        Correct the head motion of each DSC series when it is first read for processing
+        (a cached step, the same correction as :func:`import_cohort`'s; nothing in the
+        folder changes; see :class:`Patient`). None follows the environment variable
+        ``SKLEARN_HEMO_MOTION_CORRECTION`` (on unless ``off``); False reads the series as
+        they are. Series that ``import.json`` records as corrected are not corrected
+        again.
 
     Returns
     -------
@@ -340,6 +349,7 @@ def load_cohort(path, *, resample=False):
     patients = []
     for pid, ht in rows:  # a loop, not a comprehension: warnings point at the caller
         patients.append(_read_patient(path, pid, ht, resample))
+        patients[-1].motion_correction = motion_correction
     return Cohort(patients, path=path)
 
 

@@ -250,7 +250,7 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
               folder / f"{pid}_{_ACUTE}_dwi.nii.gz")
         (folder / f"{pid}_{_ACUTE}_dwi.bval").write_text("0 1000\n", encoding="utf-8")
         # -- DSC with head motion --------------------------------------------------------
-        pwi = np.asarray(patient.pwi.dataobj)
+        pwi = np.asarray(patient.raw_pwi.dataobj)
         n_frames = pwi.shape[-1]
         rotations, shifts = _frame_motion(rng, n_frames, zooms)
         moved = np.array(pwi, copy=True)
@@ -261,7 +261,7 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
             if np.any(rotations[t]) or np.any(shifts[t]):
                 frame = _resample(pwi[..., t], affine, matrix, shape, affine, order=1)
                 moved[..., t] = np.clip(np.rint(frame), -32768, 32767).astype(pwi.dtype)
-        img = nib.Nifti1Image(moved, affine, header=patient.pwi.header.copy())
+        img = nib.Nifti1Image(moved, affine, header=patient.raw_pwi.header.copy())
         folder = out / pid / _ACUTE / "perf"
         _save(img, folder / f"{pid}_{_ACUTE}_dsc.nii.gz")
         sidecar = {"EchoTime": patient.echo_time, "RepetitionTime": patient.repetition_time}
