@@ -490,3 +490,17 @@ def test_a_loaded_model_refuses_another_cohort(trained):
     reordered = Cohort(list(training)[::-1])
     with pytest.raises(BundleError, match="voxel references would point at other"):
         load_model(model, cohort=reordered)
+
+
+@pytest.mark.parametrize("env", ["SKLEARN_HEMO_MOTION_CORRECTION", "SKLEARN_HEMO_AIF_VOF"])
+def test_a_resumed_compare_recomputes_when_a_preprocessing_switch_changes(
+        cohort_dir, tmp_path, monkeypatch, env):
+    # both switches change what every model reads (the series, the AIF): a run resumed
+    # with the switch flipped must not mix parts fitted on the other inputs
+    out = tmp_path / "out"
+    compare_models(load_cohort(cohort_dir), ["linear"], out_dir=out, **FAST)
+    first = _parts(out)
+    monkeypatch.setenv(env, "off")
+    compare_models(load_cohort(cohort_dir), ["linear"], out_dir=out, **FAST)
+    recomputed = {k: v for k, v in _parts(out).items() if first.get(k) != v}
+    assert len(recomputed) == len(first)

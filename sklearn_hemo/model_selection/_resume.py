@@ -83,6 +83,8 @@ def cohort_signature(cohort):
     instead of silently reusing parts fitted on the old data.
     """
     from .. import __version__
+    from .._motion import motion_enabled
+    from ..signal import vof_correction_default
 
     patients = []
     for patient in cohort:
@@ -109,8 +111,12 @@ def cohort_signature(cohort):
             "n_nonsteady": getattr(patient, "n_nonsteady", None),
             "aif": None if aif is None else [aif.kind, _canonical(aif.time),
                                              _canonical(aif.values)],
+            # the load-time motion correction changes every series a model reads
+            "motion_correction": motion_enabled(getattr(patient, "motion_correction", None)),
         })
-    return {"sklearn_hemo": __version__, "patients": patients}
+    # so does the venous scaling of detected AIFs
+    return {"sklearn_hemo": __version__, "patients": patients,
+            "aif_vof_correction": vof_correction_default()}
 
 
 def claim_results_folder(out_dir, cohort, overwrite=False):
