@@ -89,9 +89,10 @@ def ants_reg(fixed, moving):
     return mat
 
 
-def main(n=4):
+def main(n=4, smoke=False):
     tmp = Path(tempfile.mkdtemp())
-    raw = simulate_raw_tree(tmp / "raw", n, (48, 48, 8), random_state=1)
+    raw = simulate_raw_tree(tmp / "raw", n, (32, 32, 6) if smoke else (48, 48, 8),
+                            random_state=1)
     cases = []
     for k, pid in enumerate(sorted(raw.transforms)):
         gre = nib.load(next((raw.path / pid).glob("ses-followup/anat/*_T2starw.nii.gz")))
@@ -122,7 +123,7 @@ def main(n=4):
         res = [errors(register_rigid(c[idx], c[1]).matrix, c[4]) for c in cases]
         print(f"{label:20s} {np.mean([r for r, _ in res]):.2f} / "
               f"{np.mean([t for _, t in res]):.2f}")
-    if os.environ.get("BENCH_SKIP_IMPORT"):
+    if smoke or os.environ.get("BENCH_SKIP_IMPORT"):  # the import registers: 15 s
         return
     from sklearn_hemo.datasets import import_cohort
 
@@ -143,4 +144,8 @@ def main(n=4):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    # ``--smoke``: one small patient, seconds (the tests run it)
+    if sys.argv[1:] == ["--smoke"]:
+        main(1, smoke=True)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
