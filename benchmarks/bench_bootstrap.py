@@ -30,9 +30,9 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    n_voxels, n_resamples = (5_000, 200) if args.quick else (50_000, 1_000)
     if args.smoke:
-        args.quick = True
-    n_voxels, n_resamples = (5_000, 20) if args.smoke else (5_000, 200) if args.quick else (50_000, 1_000)
+        n_voxels, n_resamples = 5_000, 20
     n_patients, n_loop = 155, 10
 
     rng = np.random.default_rng(0)

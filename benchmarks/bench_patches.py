@@ -211,8 +211,9 @@ def main(quick=False, smoke=False):
           "faster")
 
     print("peak traced memory of iter_volume(chunk_size=4096):")
-    sizes = ([(16, 16, 2), (24, 24, 3)] if smoke else [(32, 32, 5), (64, 64, 10)] if quick else [(128, 128, 10), (128, 128, 40),
-                                                        (256, 256, 20)])
+    sizes = [(128, 128, 10), (128, 128, 40), (256, 256, 20)]
+    if quick:
+        sizes = [(16, 16, 2), (24, 24, 3)] if smoke else [(32, 32, 5), (64, 64, 10)]
     for size in sizes:
         n_vox, peak, volume_bytes = peak_memory_of_iter_volume(size, 4096)
         print(f"  {size!s:16} {n_vox:7d} brain voxels, PWI {volume_bytes / 1e6:6.1f} MB: "
