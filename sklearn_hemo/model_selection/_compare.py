@@ -77,7 +77,7 @@ from ._setup import (
     _prepare,
     make_setup,
 )
-from ._zoo import FAMILIES, PROTOCOLS
+from ._zoo import PROTOCOLS, ZOO
 
 __all__ = ["compare_models"]
 
@@ -856,7 +856,7 @@ def _run_record(setup, parts, options):
         n_candidates = len(ParameterGrid(grid))
         steps = [part.get("optimiser_steps") for part in folds]
         models[name] = {
-            "family": FAMILIES.get(name, "custom"),
+            "family": ZOO[name].family if name in ZOO else "custom",
             "tuned": n_candidates > 1,
             "pipeline": [[step, f"{type(est).__module__}.{type(est).__qualname__}"]
                          for step, est in getattr(pipeline, "steps", [("model", final)])],

@@ -116,7 +116,7 @@ from ._setup import (
     _prepare,
     make_setup,
 )
-from ._zoo import PROTOCOLS
+from ._zoo import PROTOCOLS, ZOO
 
 __all__ = ["ComparisonPlan", "plan_comparison", "SCALING_LAWS"]
 
@@ -155,28 +155,40 @@ def _final(pipeline):
     return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
 
 
-def _law(estimator, n_target):
-    """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
+def _law_kind(name, estimator):
+    """The scaling law of a row: the zoo's record (``ZooRow.scaling_law``) for a zoo row,
+    else read from the estimator's class (a pipeline of the caller's own)."""
     from sklearn.svm import SVC
 
     from ..discriminant import SRKDAClassifier
     from ..svm import ScalableSVC
     from ..utils.fixes import BaseForest
 
-    if isinstance(estimator, ScalableSVC):
-        if n_target <= estimator.max_exact_samples:
+    if name in ZOO:
+        return ZOO[name].scaling_law
+    if isinstance(estimator, (ScalableSVC, SVC)):
+        return "svm"
+    if isinstance(estimator, SRKDAClassifier):
+        return "srkda"
+    if isinstance(estimator, BaseForest):
+        return "n log n"
+    return "linear"
+
+
+def _law(estimator, n_target, name=None):
+    """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
+    kind = _law_kind(name, estimator)
+    if kind == "svm":
+        max_exact = getattr(estimator, "max_exact_samples", None)
+        if max_exact is None or n_target <= max_exact:  # LIBSVM's SVC
             return "n^2", {}
         # calibrate the Nystroem path even on small samples
         return ("nystroem", estimator.n_components), {"max_exact_samples": 1}
-    if isinstance(estimator, SVC):
-        return "n^2", {}
-    if isinstance(estimator, SRKDAClassifier):
+    if kind == "srkda":
         if estimator.n_components is None:
             return "n^3", {}
         return ("nystroem", estimator.n_components), {}
-    if isinstance(estimator, BaseForest):
-        return "n log n", {}
-    return "linear", {}
+    return kind, {}
 
 
 def _work(law, n):
@@ -875,7 +887,7 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
         candidates = list(ParameterGrid(grid)) or [{}]
         searched = len(candidates) > 1
         fits_per_task = len(candidates) * n_inner_ + 1 if searched else 1
-        law, extra = _law(_final(pipeline), int(n_train.max()))
+        law, extra = _law(_final(pipeline), int(n_train.max()), name)
         row = {"model": name, "law": _law_name(law), "tasks": settings["n_outer"],
                "candidates": len(candidates), "fits_per_task": fits_per_task,
                "fits": fits_per_task * settings["n_outer"],
