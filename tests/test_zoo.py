@@ -157,8 +157,7 @@ def test_a_toy_row_runs_end_to_end(cohort, tmp_path, monkeypatch):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from sklearn_hemo.model_selection import compare_models, plan_comparison
-    from sklearn_hemo.model_selection import _zoo
+    from sklearn_hemo.model_selection import _zoo, compare_models, plan_comparison
 
     def toy_grids(protocol):
         return ({"max_iter": 200}, {"model__C": [0.1, 1.0]})

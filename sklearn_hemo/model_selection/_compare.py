@@ -354,7 +354,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     protocol : {"standard", "quick", "paper"}, default="standard"
         Grid sizes of the zoo and default sizes of the protocol (see
         :data:`~sklearn_hemo.model_selection.PROTOCOLS`): ``standard`` 4,000 voxels, 5
-        outer and 3 inner folds, 4 candidates per tuned family; ``quick`` (a smoke run)
+        outer and 2 inner folds, 4 candidates per tuned family; ``quick`` (a smoke run)
         4,000 voxels, 5 outer and 2 inner folds, 2 candidates; ``paper`` 50,000 voxels,
         10 outer and 5 inner folds, 4 candidates.
     n_outer, n_inner : int or None, default=None
@@ -531,7 +531,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                volumes=volumes)
         if out_dir is not None:
             with owned.writing(changed=True):
-                write_all_outputs(result, out_dir, plot=plot)
+                result.files = write_all_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
@@ -553,7 +553,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     }
     if out_dir is not None:
         with owned.writing(changed=True):
-            write_all_outputs(main, out_dir, plot=plot)
+            main.files = write_all_outputs(main, out_dir, plot=plot)
     return main
 
 

@@ -133,6 +133,9 @@ class ComparisonResult:
     calibration_before : list of dict or None
         With ``volumes=True``: the rows of ``calibration`` for the same maps before the
         prior-shift correction (drawn in the reliability diagram; not written as a CSV).
+    files : list of str
+        The names of the files :func:`~sklearn_hemo.model_selection.compare_models` wrote
+        into ``out_dir`` (empty without one).
 
     Examples
     --------
@@ -168,6 +171,7 @@ class ComparisonResult:
     patients_summary: list | None = None
     gallery: dict | None = field(default=None, repr=False)
     calibration_before: list | None = field(default=None, repr=False)
+    files: list = field(default_factory=list, repr=False)
 
     def to_markdown(self):
         """The table in the layout of the paper's Table 1, the paper's numbers alongside,
@@ -633,7 +637,8 @@ def read_predictions(path):
 def write_outputs(result, out_dir, plot=True, volumes=True):
     """Write every output file of a comparison into ``out_dir``, each atomically; the
     CSVs through :func:`_csv_text` (missing values ``NA``). ``volumes=False`` leaves out
-    ``volumes.csv`` and ``volumes_summary.csv``."""
+    ``volumes.csv`` and ``volumes_summary.csv``. Returns the names of the files written
+    (sorted; ``writes_one_set``)."""
     out = Path(out_dir)
     atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
     atomic_write_text(out / "table.md", result.to_markdown())

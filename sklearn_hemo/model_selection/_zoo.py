@@ -15,6 +15,7 @@ from typing import Any
 
 import sklearn
 
+from .._protocols import PROTOCOLS  # a module of its own: the CLI's help reads it
 from ..utils.fixes import Interval, StrOptions, validate_params
 
 __all__ = ["make_model_zoo", "DEFAULT_ROWS", "N_CANDIDATES", "PROTOCOLS", "ZOO_ROWS"]
@@ -23,17 +24,6 @@ __all__ = ["make_model_zoo", "DEFAULT_ROWS", "N_CANDIDATES", "PROTOCOLS", "ZOO_R
 # model row"); ZOO_ROWS, DEFAULT_ROWS, FAMILIES, the report's labels and PAPER_TABLE and
 # the dry run's scaling law are all read from it.
 
-#: Cross-validation and sampling sizes of each protocol (used by ``compare_models``).
-#: ``standard`` (the default) gives every tuned family the same search (4 candidates, 2
-#: inner patient-grouped folds) and the paper's network trained to convergence, within
-#: about 10 minutes on two cores; ``quick`` is a smoke run (2 candidates per family, a
-#: small network, 2 inner folds) of a minute or two; ``paper`` is the protocol of Yu et
-#: al.: 50,000 balanced voxels, 10 outer and 5 inner folds.
-PROTOCOLS = {
-    "quick": {"n_outer": 5, "n_inner": 2, "n_samples": 4000},
-    "standard": {"n_outer": 5, "n_inner": 2, "n_samples": 4000},
-    "paper": {"n_outer": 10, "n_inner": 5, "n_samples": 50_000},
-}
 
 # Training sizes above which the SVM row swaps LIBSVM's SVC (cost at least quadratic in
 # the samples) for a Nystroem map and a linear SVM; see _svm below.

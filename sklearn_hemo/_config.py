@@ -1,0 +1,219 @@
+"""Global switches of the package, as scikit-learn's ``get_config`` / ``set_config`` /
+``config_context``.
+
+======================  ===============================================  ==================
+key                     what it does                                     default
+======================  ===============================================  ==================
+``max_image_voxels``    largest number of voxels (x * y * z * frames) an  ``SKLEARN_HEMO_MAX_
+                        image header may declare; more is refused before  VOXELS``, else 2**28
+                        anything is read (``_safety.check_declared_image``)
+``check_on_first_use``  every new ``Cohort`` gets the voxel checks of     False (the command
+                        ``Cohort.validate()`` on first use                line sets it)
+``cache_bytes``         byte budget of the per-process patient cache      2**30
+``aif_vof``             correct detected AIFs for partial volume by the   ``SKLEARN_HEMO_AIF_
+                        venous output function                            VOF``, else True
+======================  ===============================================  ==================
+
+The environment variables stay the defaults. ``aif_vof`` is carried by its environment
+variable itself, so that the worker processes of a comparison (which inherit the
+environment) see it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from numbers import Integral
+
+from .utils.fixes import Interval, validate_params
+
+__all__ = ["get_config", "set_config", "config_context"]
+
+MAX_VOXELS_ENV = "SKLEARN_HEMO_MAX_VOXELS"
+#: Default of ``max_image_voxels``: about 268 million, nine times a paper-sized patient
+#: (128 x 128 x 20 x 90 frames, 29.5 million).
+DEFAULT_MAX_IMAGE_VOXELS = 1 << 28
+_OFF = ("0", "off", "false", "no")
+
+_lock = threading.Lock()
+_explicit = {}  # keys set by set_config; the others read their default when asked
+
+
+def _max_voxels_from_env():
+    raw = os.environ.get(MAX_VOXELS_ENV)
+    if raw is None:
+        return DEFAULT_MAX_IMAGE_VOXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_VOXELS_ENV}={raw!r} is not an integer; set it to a "
+                         "number of voxels, e.g. 268435456.") from None
+    if value < 1:
+        raise ValueError(f"{MAX_VOXELS_ENV}={raw!r} must be positive.")
+    return value
+
+
+def _get(name):
+    """One switch, without validation (the package's own hot paths)."""
+    if name == "check_on_first_use":
+        return bool(_explicit.get(name, False))
+    if name == "max_image_voxels":
+        return _explicit.get(name) or _max_voxels_from_env()
+    return get_config()[name]
+
+
+def _vof_env():
+    from .signal import VOF_ENV
+
+    return VOF_ENV
+
+
+@validate_params({}, prefer_skip_nested_validation=True)
+def get_config():
+    """The current values of the package's global switches.
+
+    Returns
+    -------
+    config : dict
+        ``max_image_voxels`` (int), ``check_on_first_use`` (bool), ``cache_bytes``
+        (int) and ``aif_vof`` (bool); see :func:`set_config`.
+
+    See Also
+    --------
+    set_config : Set them.
+    config_context : Set them within a ``with`` block.
+
+    Examples
+    --------
+    >>> from sklearn_hemo import get_config
+    >>> sorted(get_config())
+    ['aif_vof', 'cache_bytes', 'check_on_first_use', 'max_image_voxels']
+    """
+    from ._cache import CACHE
+
+    with _lock:
+        explicit = dict(_explicit)
+    return {
+        "max_image_voxels": explicit.get("max_image_voxels") or _max_voxels_from_env(),
+        "check_on_first_use": bool(explicit.get("check_on_first_use", False)),
+        "cache_bytes": int(CACHE.max_bytes),
+        "aif_vof": os.environ.get(_vof_env(), "").strip().lower() not in _OFF,
+    }
+
+
+_CONSTRAINTS = {
+    "max_image_voxels": [Interval(Integral, 1, None, closed="left"), None],
+    "check_on_first_use": ["boolean", None],
+    "cache_bytes": [Interval(Integral, 0, None, closed="left"), None],
+    "aif_vof": ["boolean", None],
+}
+
+
+@validate_params(_CONSTRAINTS, prefer_skip_nested_validation=True)
+def set_config(max_image_voxels=None, check_on_first_use=None, cache_bytes=None,
+               aif_vof=None):
+    """Set the package's global switches; None leaves a switch as it is.
+
+    Parameters
+    ----------
+    max_image_voxels : int or None, default=None
+        Largest number of voxels (x * y * z * frames) an image header may declare; a
+        header declaring more is refused before anything is read or allocated (a gzip
+        bomb, a forged header). Default: ``SKLEARN_HEMO_MAX_VOXELS``, else 2**28.
+    check_on_first_use : bool or None, default=None
+        Whether every new :class:`~sklearn_hemo.datasets.Cohort` gets the voxel checks of
+        ``Cohort.validate()`` lazily, the first time each patient is used (the command
+        line sets it for every command).
+    cache_bytes : int or None, default=None
+        Byte budget of the per-process cache of what is computed from one patient
+        (default 1 GiB).
+    aif_vof : bool or None, default=None
+        Whether detected AIFs are corrected for partial volume by the venous output
+        function (:func:`~sklearn_hemo.signal.patient_aif`). Set through the environment
+        variable ``SKLEARN_HEMO_AIF_VOF``, which worker processes inherit.
+
+    Returns
+    -------
+    None
+
+    See Also
+    --------
+    get_config : The current values.
+    config_context : Set them within a ``with`` block.
+
+    Examples
+    --------
+    >>> from sklearn_hemo import get_config, set_config
+    >>> before = get_config()["cache_bytes"]
+    >>> set_config(cache_bytes=256 * 2**20)
+    >>> get_config()["cache_bytes"]
+    268435456
+    >>> set_config(cache_bytes=before)
+    """
+    new = {name: value for name, value in
+           {"max_image_voxels": max_image_voxels, "check_on_first_use": check_on_first_use,
+            "cache_bytes": cache_bytes, "aif_vof": aif_vof}.items() if value is not None}
+    with _lock:
+        for name in ("max_image_voxels", "check_on_first_use"):
+            if name in new:
+                _explicit[name] = new[name]
+    if "cache_bytes" in new:
+        from ._cache import CACHE
+
+        CACHE.max_bytes = new["cache_bytes"]
+    if "aif_vof" in new:
+        os.environ[_vof_env()] = "on" if new["aif_vof"] else "off"
+
+
+@validate_params(_CONSTRAINTS, prefer_skip_nested_validation=True)
+def config_context(*, max_image_voxels=None, check_on_first_use=None, cache_bytes=None,
+                   aif_vof=None):
+    """Set global switches within a ``with`` block; they return to their values after.
+
+    Parameters
+    ----------
+    max_image_voxels, check_on_first_use, cache_bytes, aif_vof : default=None
+        As in :func:`set_config`; None leaves a switch as it is.
+
+    Returns
+    -------
+    context : context manager
+
+    See Also
+    --------
+    set_config : Set them for good.
+    get_config : The current values.
+
+    Examples
+    --------
+    >>> from sklearn_hemo import config_context, get_config
+    >>> with config_context(aif_vof=False):
+    ...     get_config()["aif_vof"]
+    False
+    """
+    return _context(dict(max_image_voxels=max_image_voxels,
+                         check_on_first_use=check_on_first_use, cache_bytes=cache_bytes,
+                         aif_vof=aif_vof))
+
+
+@contextlib.contextmanager
+def _context(new_config):
+    vof = _vof_env()
+    with _lock:
+        saved = dict(_explicit)
+    env_before = os.environ.get(vof)
+    cache_before = get_config()["cache_bytes"]
+    set_config(**new_config)
+    try:
+        yield
+    finally:
+        with _lock:
+            _explicit.clear()
+            _explicit.update(saved)
+        if new_config["cache_bytes"] is not None:
+            set_config(cache_bytes=cache_before)
+        if env_before is None:
+            os.environ.pop(vof, None)
+        else:
+            os.environ[vof] = env_before
