@@ -31,6 +31,7 @@ from .utils.fixes import Interval, validate_params
 __all__ = ["get_config", "set_config", "config_context"]
 
 MAX_VOXELS_ENV = "SKLEARN_HEMO_MAX_VOXELS"
+VOF_ENV = "SKLEARN_HEMO_AIF_VOF"
 #: Default of ``max_image_voxels``: about 268 million, nine times a paper-sized patient
 #: (128 x 128 x 20 x 90 frames, 29.5 million).
 DEFAULT_MAX_IMAGE_VOXELS = 1 << 28
@@ -54,7 +55,7 @@ def _max_voxels_from_env():
     return value
 
 
-def _get(name):
+def switch(name):
     """One switch, without validation (the package's own hot paths)."""
     if name == "check_on_first_use":
         return bool(_explicit.get(name, False))
@@ -64,8 +65,8 @@ def _get(name):
 
 
 def _vof_env():
-    from .signal import VOF_ENV
-
+    # signal.VOF_ENV (not imported: signal imports the package's modules that read the
+    # switches; tests/test_config.py checks that the two agree)
     return VOF_ENV
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._config import DEFAULT_MAX_IMAGE_VOXELS, _get, config_context
+from ._config import DEFAULT_MAX_IMAGE_VOXELS, config_context, switch
 from ._io import sha256_file
 from .exceptions import OutputError  # defined there; re-exported here
 
@@ -629,7 +629,7 @@ def check_declared_image(pid, path, img):
     n_voxels = 1
     for n in shape:
         n_voxels *= n  # Python ints: no overflow for forged headers
-    limit = _get("max_image_voxels")
+    limit = switch("max_image_voxels")
     if n_voxels > limit:
         _fail(pid, path, f"declares {shape} = {n_voxels:,} voxels, more than the limit of "
               f"{limit:,} (a damaged or forged header, or not a patient image).",
@@ -793,7 +793,7 @@ def guard_new_cohort(patients):
     """Called by ``Cohort.__init__``: refuse one folder under two ids; arm the lazy checks
     when running inside :func:`checking_on_first_use`."""
     check_distinct_patients(patients)
-    if _get("check_on_first_use"):
+    if switch("check_on_first_use"):
         validate_lazily(patients)
 
 

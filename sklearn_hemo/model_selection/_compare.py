@@ -255,12 +255,18 @@ def _truth_at(cohort, X, key):
 
 
 def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
-    """Wall time of the pending work, extrapolated from two small fits per model.
+    """Wall time of the pending work, from two small timed fits per model and the dry
+    run's time model (``_plan.py``: the same scaling law per row, ``t = a + b W(n)``,
+    calibrated in the regime the full-size fits use).
 
-    Each model's first grid candidate is timed on n and 2n voxels; a fixed overhead plus a
-    per-voxel cost extrapolates to the outer-training size, and every part costs
-    ``n_candidates x n_inner`` inner fits on (n_inner - 1) / n_inner of it plus the refit.
+    Each model's first grid candidate is timed on n and 2n voxels; the law extrapolates
+    to the outer-training size, and every part costs ``n_candidates x n_inner`` inner
+    fits on (n_inner - 1) / n_inner of it plus the refit. ``plan_comparison`` (the dry
+    run) calibrates every candidate, the training budgets and the workers side by side:
+    this is its cheap form, for the estimate printed before a run.
     """
+    from ._plan import _affine, _final, _law, _work
+
     rng = np.random.RandomState(seed)
     n_train = int(np.mean([np.sum(fold != k) for k in np.unique(fold)]))
     n_small = max(50, min(500, n_train // 8))
@@ -268,24 +274,24 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
     for name, n_parts in prepared.items():
         pipeline, inputs, cohort, cohort_params = n_parts[0]
         candidates = list(ParameterGrid(zoo[name][1]))
-        times = []
+        law, extra = _law(_final(pipeline), n_train, name)
+        step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
+        points = []
         for n in (n_small, 2 * n_small):
             rows = rng.choice(len(y), size=min(n, len(y)), replace=False)
             model = clone(pipeline).set_params(**candidates[0])
+            model.set_params(**{step + key: value for key, value in extra.items()})
             if cohort_params:
                 model.set_params(**dict.fromkeys(cohort_params, cohort))
             start = time.perf_counter()
             with sklearn.config_context(enable_metadata_routing=True):
                 params = {"groups": groups[rows]} if _consumes_groups(model) else {}
                 model.fit(inputs[rows], y[rows], **params)
-            times.append(time.perf_counter() - start)
-        # affine in the voxels: a fixed overhead plus a per-voxel cost (every row of the
-        # paper protocol is linear in n; the kernel rows switch to Nystroem when large)
-        slope = max(times[1] - times[0], 0.0) / n_small
-        overhead = max(times[0] - slope * n_small, 0.0)
+            points.append((_work(law, len(rows))[0], time.perf_counter() - start))
+        a, b = _affine(points)
 
-        def cost(n, a=overhead, b=slope):
-            return a + b * n
+        def cost(n, a=a, b=b, law=law):
+            return a + b * _work(law, n)[0]
 
         fits = len(candidates) * n_inner * cost(n_train * (n_inner - 1) / n_inner) \
             if len(candidates) > 1 else 0.0
