@@ -169,7 +169,11 @@ def main(argv=None):
     parser.add_argument("--n-patients", type=int, default=12)
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 48, 8))
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.n_patients, args.shape = [0], 2, (24, 24, 3)
     start = time.perf_counter()
     everything = []
     for seed in args.seeds:

@@ -27,8 +27,12 @@ from sklearn_hemo.metrics import bootstrap_auc, bootstrap_weights
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5,000 voxels, 200 resamples")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
     n_voxels, n_resamples = (5_000, 200) if args.quick else (50_000, 1_000)
+    if args.smoke:
+        n_voxels, n_resamples = 5_000, 20
     n_patients, n_loop = 155, 10
 
     rng = np.random.default_rng(0)

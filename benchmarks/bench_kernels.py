@@ -241,7 +241,11 @@ def main(argv=None):
     parser.add_argument("--max-svc-samples", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.n_test, args.n_components = [300], 200, 50
 
     X, y = make_data(args.data, args.n_test + max(args.sizes))
     print(f"data: {args.data}, {X.shape[1]} features, test n = {args.n_test}, "

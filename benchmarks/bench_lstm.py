@@ -90,7 +90,11 @@ def main(argv=None):
     parser.add_argument("--compare-cpu", action="store_true",
                         help="with --device cuda: also time LSTMClassifier on the CPU and "
                         "print the device's speed-up")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n_samples, args.epochs, args.repeats, args.hidden_size = 256, 1, 1, 8
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -69,11 +69,12 @@ from sklearn_hemo.sampling import sample_voxels
 INPUTS = "pwi+aif+dwi"
 
 
-def fit_models(random_state=0):
+def fit_models(random_state=0, smoke=False):
     """The paper's LSTM, a 16-cell one and a linear model, fitted on a small cohort."""
-    cohort = make_stroke_cohort(n_patients=6, shape=(32, 32, 4), ht_prevalence=0.5,
-                                random_state=random_state)
-    X, y, _ = sample_voxels(cohort, n_samples=340, random_state=random_state)  # 170 HT
+    cohort = make_stroke_cohort(n_patients=6, shape=(24, 24, 3) if smoke else (32, 32, 4),
+                                ht_prevalence=0.5, random_state=random_state)
+    X, y, _ = sample_voxels(cohort, n_samples=100 if smoke else 340,  # 170 HT
+                            random_state=random_state)
 
     def pipeline(model):
         return Pipeline([("features", PatchExtractor(cohort, inputs=INPUTS)),
@@ -172,15 +173,19 @@ def main():
     parser.add_argument("--repeat", type=int, default=5,
                         help="interleaved repeats, median reported (default 5)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
     if args.child:
         child(*args.child)
         return
-    side = 64 if args.quick else 128
-    models = fit_models()
+    side = 16 if args.smoke else 64 if args.quick else 128
+    models = fit_models(smoke=args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        small = write_patient(tmp / "small", (side, side, 20))
+        small = write_patient(tmp / "small", (side, side, 2 if args.smoke else 20))
         patient = load_patient(small)
         print(f"patient {patient.shape} x {patient.n_frames} frames, "
               f"{int(patient.get_brain_mask().sum())} brain voxels (file-backed .nii.gz)")
@@ -200,7 +205,7 @@ def main():
 
         print("\npeak memory of one map in a fresh process (lstm-60):")
         model_dir = save_model(models["lstm-60"], tmp / "lstm-model")
-        large = write_patient(tmp / "large", (side, side, 40))
+        large = write_patient(tmp / "large", (side, side, 4 if args.smoke else 40))
         print(f"{'shape':>16} {'map s':>7} {'RSS before MB':>14} {'RSS peak MB':>12} "
               f"{'added MB':>9} {'traced MB':>10}")
         for folder in (small, large):

@@ -16,7 +16,7 @@ volumes of three sizes: it must not grow with the volume.
 Targets: transform at >= 0.25 x the copy bandwidth, faster than the loop, and a
 whole-volume peak independent of the volume size.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_patches.py [--quick]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_patches.py [--quick | --smoke]``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sklearn_hemo.datasets import ArterialInputFunction, Patient, make_stroke_co
 from sklearn_hemo.datasets._cohort import Cohort
 from sklearn_hemo.preprocessing import PatchExtractor
 from sklearn_hemo.preprocessing._patches import _gather_rows, _neighbour_index
-from sklearn_hemo.signal import _patient_arrival, patient_aif
+from sklearn_hemo.signal import patient_aif, patient_timing, steady_frame_times
 
 
 class Timing:
@@ -81,13 +81,17 @@ def time_gathers(shape, ijk, ours, fancy):
 def loop_features(patient, ijk, aif, te):
     """The straightforward per-voxel implementation (reference for speed and values).
 
-    Neighbours outside the brain mask read the centre (``mask_neighbours=True``)."""
+    Neighbours outside the brain mask read the centre (``mask_neighbours=True``). Leading
+    non-steady frames are dropped and the grid starts at the first steady-state frame, as
+    in the extractor (:func:`~sklearn_hemo.signal.patient_timing`)."""
     data = np.asarray(patient.pwi.dataobj)
     inside = patient.get_brain_mask()
     b0 = np.asarray(patient.dwi_b0.dataobj)
     b1000 = np.asarray(patient.dwi_b1000.dataobj)
-    baseline = slice(0, _patient_arrival(patient))
-    times, grid = patient.frame_times, np.arange(60) * 1.8
+    timing = patient_timing(patient)
+    start = timing.n_nonsteady
+    baseline = slice(0, timing.arrival - start)
+    times, grid = steady_frame_times(patient, start), np.arange(60) * 1.8
     nx, ny, _ = patient.shape
     out = np.empty((len(ijk), 618), dtype=np.float32)
     for row, (i, j, k) in enumerate(ijk):
@@ -97,7 +101,7 @@ def loop_features(patient, ijk, aif, te):
                 ii, jj = min(max(i + di, 0), nx - 1), min(max(j + dj, 0), ny - 1)
                 if not inside[ii, jj, k]:
                     ii, jj = i, j
-                signal = data[ii, jj, k].astype(np.float32)
+                signal = data[ii, jj, k, start:].astype(np.float32)
                 i0 = signal[baseline].mean()
                 if i0 > 0:
                     conc = -np.log(np.maximum(signal, 1e-3 * i0) / i0) / te
@@ -147,8 +151,9 @@ def peak_memory_of_iter_volume(shape, chunk_size):
     return n, peak, patient.pwi.dataobj.nbytes
 
 
-def main(quick=False):
-    shape = (64, 64, 10) if quick else (128, 128, 20)
+def main(quick=False, smoke=False):
+    quick = quick or smoke
+    shape = (24, 24, 3) if smoke else (64, 64, 10) if quick else (128, 128, 20)
     repeat = 1 if quick else 5
     print(f"simulating one patient {shape}, 60 frames, TR 1.8 s ...", flush=True)
     patient = make_stroke_cohort(n_patients=1, shape=shape, n_frames=60, repetition_time=1.8,
@@ -156,7 +161,10 @@ def main(quick=False):
     cohort = Cohort([patient])
     ijk = np.argwhere(patient.get_brain_mask())
     X = np.column_stack([np.zeros(len(ijk), dtype=np.int64), ijk])
-    extractor = PatchExtractor(cohort, inputs="pwi+aif+dwi")
+    # raw AIF and DWI intensities, as the per-voxel reference computes them (the default
+    # per-patient normalisations multiply by one scalar per patient: no cost to measure)
+    extractor = PatchExtractor(cohort, inputs="pwi+aif+dwi", aif_normalization=None,
+                               dwi_normalization=None)
     n, width = len(X), 618
     nbytes = n * width * 4
     print(f"brain voxels: {n}, features: {width} float32 -> {nbytes / 1e6:.0f} MB")
@@ -177,7 +185,7 @@ def main(quick=False):
         gather_bytes = time_gathers(patient.shape, ijk, gather, fancy)
         time_copy(gather_bytes, gather_copy)
 
-    n_loop = 300 if quick else 2000
+    n_loop = 50 if smoke else 300 if quick else 2000
     sample = np.random.default_rng(0).choice(n, size=min(n_loop, n), replace=False)
     aif = patient_aif(patient).astype(np.float32)
     loop = Timing()
@@ -203,8 +211,9 @@ def main(quick=False):
           "faster")
 
     print("peak traced memory of iter_volume(chunk_size=4096):")
-    sizes = [(32, 32, 5), (64, 64, 10)] if quick else [(128, 128, 10), (128, 128, 40),
-                                                        (256, 256, 20)]
+    sizes = [(128, 128, 10), (128, 128, 40), (256, 256, 20)]
+    if quick:
+        sizes = [(16, 16, 2), (24, 24, 3)] if smoke else [(32, 32, 5), (64, 64, 10)]
     for size in sizes:
         n_vox, peak, volume_bytes = peak_memory_of_iter_volume(size, 4096)
         print(f"  {size!s:16} {n_vox:7d} brain voxels, PWI {volume_bytes / 1e6:6.1f} MB: "
@@ -213,5 +222,7 @@ def main(quick=False):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes: checks that the script runs (tests/test_benchmarks.py)")
     main(**vars(parser.parse_args()))

@@ -37,7 +37,11 @@ def main(argv=None):
     parser.add_argument("--method", nargs="+", default=["osvd", "csvd", "ssvd"],
                         choices=["osvd", "csvd", "ssvd"])
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.shape, args.loop_voxels = (24, 24, 3), 20
 
     start = time.perf_counter()
     patient = make_stroke_cohort(n_patients=1, shape=tuple(args.shape),

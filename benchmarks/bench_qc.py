@@ -109,7 +109,11 @@ def main(argv=None):
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 48, 8))
     parser.add_argument("--seeds", "--random-state", type=int, nargs="+", default=[0],
                         dest="seeds", help="random_state of each simulated cohort")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n_patients, args.shape, args.seeds = 3, (24, 24, 3), [0]
     if "difficulty" not in inspect.signature(make_stroke_cohort).parameters:
         print("make_stroke_cohort has no difficulty argument: the realistic simulator is "
               "not merged; nothing to measure.")

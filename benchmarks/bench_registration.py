@@ -95,9 +95,10 @@ def ants_reg(fixed, moving):
     return mat
 
 
-def main(n=4):
+def main(n=4, smoke=False):
     tmp = Path(tempfile.mkdtemp())
-    raw = simulate_raw_tree(tmp / "raw", n, (48, 48, 8), random_state=1)
+    raw = simulate_raw_tree(tmp / "raw", n, (32, 32, 6) if smoke else (48, 48, 8),
+                            random_state=1)
     cases = []
     for k, pid in enumerate(sorted(raw.transforms)):
         gre = nib.load(next((raw.path / pid).glob("ses-followup/anat/*_T2starw.nii.gz")))
@@ -128,9 +129,10 @@ def main(n=4):
         res = [errors(register_rigid(c[idx], c[1]).matrix, c[4]) for c in cases]
         print(f"{label:20s} {np.mean([r for r, _ in res]):.2f} / "
               f"{np.mean([t for _, t in res]):.2f}")
-    dwi_table(raw)
-    load_time_table(int(os.environ.get("BENCH_LOAD_PATIENTS", "12")))
-    if os.environ.get("BENCH_SKIP_IMPORT"):
+    if not smoke:  # the DWI and load-time tables register every patient: minutes
+        dwi_table(raw)
+        load_time_table(int(os.environ.get("BENCH_LOAD_PATIENTS", "12")))
+    if smoke or os.environ.get("BENCH_SKIP_IMPORT"):  # the import registers: 15 s
         return
     from sklearn_hemo.datasets import import_cohort
 
@@ -238,4 +240,8 @@ def load_time_table(n):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    # ``--smoke``: one small patient, seconds (the tests run it)
+    if sys.argv[1:] == ["--smoke"]:
+        main(1, smoke=True)
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)

@@ -66,7 +66,12 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--out", default=None, help="keep plan.json and results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n_patients, args.shape, args.n_samples = 6, (24, 24, 3), 200
+        args.models, args.n_jobs = args.models or ["linear"], 1
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -126,11 +126,17 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--old-lr", type=float, default=1e-3)
     parser.add_argument("--out", help="also write every fit's record as JSON here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    size = {}
+    if args.smoke:
+        size = {"n_patients": 6, "shape": (24, 24, 3), "ht_prevalence": 0.5}
+        args.train_seeds, args.modes, args.folds, args.n_samples = [0], ["pwi+aif"], 2, 200
     warnings.simplefilter("ignore")
     record = []
     for seed in args.seeds:
-        cohort = make_stroke_cohort(random_state=seed)
+        cohort = make_stroke_cohort(random_state=seed, **size)
         refs, y, groups = sample_voxels(cohort, n_samples=args.n_samples, random_state=seed)
         folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=seed)
                      .split(refs, y, groups))
@@ -154,6 +160,8 @@ def main(argv=None):
                 for t in seeds:
                     scale, model = (old_model(mode, t, args.old_lr) if recipe == "old"
                                     else new_model(cohort, mode, t, args.lr))
+                    if args.smoke:
+                        model.set_params(max_epochs=2, hidden_size=4)
                     auc, fits = cross_val(scale, model, X[recipe], y, groups, folds)
                     aucs.append(auc)
                     record.append({"seed": seed, "model": f"lstm-{mode}", "recipe": recipe,

@@ -202,14 +202,20 @@ def main(argv=None):
     parser.add_argument("--truth-mask", action="store_true",
                         help="sample inside the true brain (head == 1) instead of the mask "
                         "the pipeline derives (shows how much the derived mask matters)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
-    n_samples = PROTOCOLS["quick"]["n_samples"]
+    size = {}
+    if args.smoke:
+        size = {"n_patients": 4, "shape": (24, 24, 3), "ht_prevalence": 0.5}
+        args.seeds, args.paper_slice = [0], 0
+    n_samples = 200 if args.smoke else PROTOCOLS["quick"]["n_samples"]
     seeds = args.seeds if args.random_state is None else [args.random_state]
     detail = args.detail or args.random_state is not None
     rows = []
     for seed in seeds:
         start = time.perf_counter()
-        cohort = make_stroke_cohort(random_state=seed, n_jobs=args.n_jobs)
+        cohort = make_stroke_cohort(random_state=seed, n_jobs=args.n_jobs, **size)
         seconds = time.perf_counter() - start
         if args.truth_mask:
             cohort = _with_true_brain(cohort)

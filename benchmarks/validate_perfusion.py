@@ -59,7 +59,11 @@ def main(argv=None):
     parser.add_argument("--method", nargs="+", default=["osvd"],
                         choices=["osvd", "csvd", "ssvd"])
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n_patients, args.shape = 2, (24, 24, 3)
     cohort = make_stroke_cohort(n_patients=args.n_patients, shape=tuple(args.shape),
                                 snr=args.snr, random_state=args.random_state)
     print(f"{args.n_patients} simulated patients, {tuple(args.shape)} voxels, SNR {args.snr:g};"

@@ -42,8 +42,11 @@ MODES = ["pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi"]
 # Training and test patients
 # --------------------------
 # Voxels of the test patients are never seen in training: the split is by patient.
+# Half the patients bleed (``ht_prevalence=0.5``), so that both the training and the test
+# patients hold both classes at either size.
 cohort = make_stroke_cohort(
-    n_patients=12, shape=(28, 28, 3) if QUICK else (48, 48, 4), random_state=1
+    n_patients=12, shape=(28, 28, 3) if QUICK else (48, 48, 4), ht_prevalence=0.5,
+    random_state=1,
 )
 X, y, groups = sample_voxels(cohort, n_samples=200 if QUICK else 600, random_state=0)
 ht = cohort.ht

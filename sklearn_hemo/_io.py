@@ -127,6 +127,8 @@ def writes_one_set(writer):
     file it wrote is renamed into ``out_dir`` (renames need no disk space), and when it
     raises (a full disk, an interrupt) nothing of its output reaches ``out_dir``: the
     files already there stay as they were instead of becoming a mix of old and new.
+    The decorated writer returns the names of the entries it placed in ``out_dir``
+    (sorted), unless the writer itself returns something other than None.
     """
 
     @functools.wraps(writer)
@@ -136,12 +138,14 @@ def writes_one_set(writer):
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
         try:
             result = writer(obj, staging, *args, **kwargs)
+            written = []
             for entry in sorted(staging.iterdir()):
                 target = out / entry.name
                 if entry.is_dir() and target.is_dir():
                     shutil.rmtree(target)
                 os.replace(entry, target)
-            return result
+                written.append(entry.name)
+            return written if result is None else result
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

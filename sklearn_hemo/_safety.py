@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._config import DEFAULT_MAX_IMAGE_VOXELS, config_context, switch
 from ._io import sha256_file
-
-_CHECK_ON_FIRST_USE = False  # set while a command of the command line runs
+from .exceptions import OutputError  # defined there; re-exported here
 
 __all__ = [
     "MAX_IMAGE_VOXELS",
@@ -53,26 +53,13 @@ __all__ = [
 ]
 
 
-def _max_voxels_from_env():
-    raw = os.environ.get("SKLEARN_HEMO_MAX_VOXELS")
-    if raw is None:
-        return 1 << 28
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"SKLEARN_HEMO_MAX_VOXELS={raw!r} is not an integer; set it to a "
-                         "number of voxels, e.g. 268435456.") from None
-    if value < 1:
-        raise ValueError(f"SKLEARN_HEMO_MAX_VOXELS={raw!r} must be positive.")
-    return value
-
-
-#: Largest number of voxels (x * y * z * frames) an image header may declare: 2**28
-#: (about 268 million), nine times a paper-sized patient (128 x 128 x 20 x 90 frames,
-#: 29.5 million). A header declaring more is refused before anything is read or
-#: allocated (a gzip bomb, a forged header). Raise it with the environment variable
-#: ``SKLEARN_HEMO_MAX_VOXELS`` or by assigning ``sklearn_hemo._safety.MAX_IMAGE_VOXELS``.
-MAX_IMAGE_VOXELS = _max_voxels_from_env()
+#: Default of the largest number of voxels (x * y * z * frames) an image header may declare:
+#: 2**28 (about 268 million), nine times a paper-sized patient (128 x 128 x 20 x 90
+#: frames, 29.5 million). A header declaring more is refused before anything is read or
+#: allocated (a gzip bomb, a forged header). The limit in force is the global switch
+#: ``max_image_voxels`` (:func:`sklearn_hemo.set_config`; default: the environment
+#: variable ``SKLEARN_HEMO_MAX_VOXELS``, else this).
+MAX_IMAGE_VOXELS = DEFAULT_MAX_IMAGE_VOXELS
 
 #: Fewest PWI frames a patient may have: a baseline, the bolus and its passage.
 MIN_FRAMES = 10
@@ -84,19 +71,6 @@ MIN_ECHO_TIME = 1e-3
 #: Name of the file that marks a folder as written by a command of this package.
 OWNER_FILE = ".sklearn-hemo-owner.json"
 
-
-class OutputError(ValueError):
-    """An output path would write into the inputs, over a foreign file, or is not writable.
-
-    Examples
-    --------
-    >>> from sklearn_hemo._safety import OutputError, check_output_file
-    >>> try:
-    ...     check_output_file("/proc/risk.nii.gz")
-    ... except OutputError as exc:
-    ...     print(type(exc).__name__)
-    OutputError
-    """
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -644,7 +618,8 @@ def _fail(pid, where, problem, fix):
 def check_declared_image(pid, path, img):
     """Refuse, from the header alone, images too large to read or of unusable type.
 
-    The declared number of voxels is bounded by :data:`MAX_IMAGE_VOXELS` (checked before
+    The declared number of voxels is bounded by the global switch ``max_image_voxels``
+    (:func:`sklearn_hemo.set_config`, default :data:`MAX_IMAGE_VOXELS`; checked before
     any voxel is decompressed or allocated); complex, RGB / structured and object voxel
     types are refused.
     """
@@ -654,9 +629,10 @@ def check_declared_image(pid, path, img):
     n_voxels = 1
     for n in shape:
         n_voxels *= n  # Python ints: no overflow for forged headers
-    if n_voxels > MAX_IMAGE_VOXELS:
+    limit = switch("max_image_voxels")
+    if n_voxels > limit:
         _fail(pid, path, f"declares {shape} = {n_voxels:,} voxels, more than the limit of "
-              f"{MAX_IMAGE_VOXELS:,} (a damaged or forged header, or not a patient image).",
+              f"{limit:,} (a damaged or forged header, or not a patient image).",
               "Re-export the file; if the image really is that large, raise the limit with "
               "the environment variable SKLEARN_HEMO_MAX_VOXELS.")
     try:
@@ -809,19 +785,15 @@ def check_patient_voxels(patient):
 def checking_on_first_use():
     """Within the block, every new :class:`~sklearn_hemo.datasets.Cohort` is armed with
     :func:`validate_lazily` (the command line runs each command inside it)."""
-    global _CHECK_ON_FIRST_USE
-    previous, _CHECK_ON_FIRST_USE = _CHECK_ON_FIRST_USE, True
-    try:
+    with config_context(check_on_first_use=True):
         yield
-    finally:
-        _CHECK_ON_FIRST_USE = previous
 
 
 def guard_new_cohort(patients):
     """Called by ``Cohort.__init__``: refuse one folder under two ids; arm the lazy checks
     when running inside :func:`checking_on_first_use`."""
     check_distinct_patients(patients)
-    if _CHECK_ON_FIRST_USE:
+    if switch("check_on_first_use"):
         validate_lazily(patients)
 
 

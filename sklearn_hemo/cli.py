@@ -6,72 +6,8 @@ heavy imports happen inside ``_run_<name>`` so that ``sklearn-hemo --help`` stay
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
-
-
-def _build_parser():
-    parser = argparse.ArgumentParser(
-        prog="sklearn-hemo",
-        description="Voxel-wise prediction of hemorrhagic transformation from source PWI.",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error instead of a one-line "
-                        "message")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _COMMANDS:
-        add(sub)
-    for command in sub.choices.values():  # also accepted after the command's name
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback of an error")
-    for name in ("qc", "compare", "train", "predict"):  # the commands that read an AIF
-        sub.choices[name].add_argument(
-            "--no-aif-correction", action="store_true",
-            help="do not correct detected AIFs for partial volume by the venous output "
-            "function (sets SKLEARN_HEMO_AIF_VOF=off for the run; see "
-            "sklearn_hemo.signal.patient_aif)")
-        sub.choices[name].add_argument(
-            "--no-motion-correction", action="store_true",
-            help="read each DSC series as it is, without the cached rigid correction of "
-            "head motion applied when a cohort not imported with it is read (sets "
-            "SKLEARN_HEMO_MOTION_CORRECTION=off for the run)")
-    return parser
-
-
-@contextlib.contextmanager
-def _aif_correction(args):
-    """``--no-aif-correction``: the environment variable every step (and worker) reads,
-    for the duration of the command only."""
-    import os
-
-    from ._motion import MOTION_ENV
-    from .signal import VOF_ENV
-
-    switched = [env for env, flag in ((VOF_ENV, "no_aif_correction"),
-                                      (MOTION_ENV, "no_motion_correction"))
-                if getattr(args, flag, False)]  # --no-motion-correction likewise
-    before = {env: os.environ.get(env) for env in switched}
-    for env in switched:
-        os.environ[env] = "off"
-    try:
-        yield
-    finally:
-        for env, value in before.items():
-            if value is None:
-                os.environ.pop(env, None)
-            else:
-                os.environ[env] = value
-
-
-def _add_verbosity(p, quiet_help="no progress bar",
-                   verbose_help="more progress output: by default a progress bar (verbose "
-                   "1); -v also one line per finished patient or task (verbose 2)"):
-    """``--quiet`` and ``-v/--verbose`` (count) of a long-running command."""
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--quiet", action="store_true", help=quiet_help + " (verbose 0)")
-    group.add_argument("-v", "--verbose", action="count", default=0, help=verbose_help)
 
 
 def _verbose(args):
@@ -80,43 +16,6 @@ def _verbose(args):
 
 
 # -- simulate ------------------------------------------------------------------------
-def _add_simulate(sub):
-    p = sub.add_parser(
-        "simulate",
-        help="write a simulated stroke cohort to OUT_DIR",
-        description="Write a simulated acute-stroke cohort (source DSC-PWI, DWI, HT labels "
-        "and ground truth) to OUT_DIR in the cohort layout, one patient at a time.",
-    )
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--n-patients", type=int, default=None, metavar="N",
-                   help="number of patients (default 60; 155 with --paper)")
-    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
-                   help="spatial matrix (default 48 48 8; 128 128 20 with --paper)")
-    p.add_argument("--difficulty", choices=("realistic", "easy"), default="realistic",
-                   help="realistic (default: a head, vessels, motion, no AIF or mask "
-                   "handed over, a reader's annotation) or easy (the clean generator)")
-    p.add_argument("--paper", action="store_true",
-                   help="the size of Yu et al. 2019: 155 patients, 128 x 128 x 20")
-    p.add_argument("--ht-prevalence", type=float, default=0.26, metavar="P",
-                   help="target fraction of bleeding patients (default 0.26)")
-    p.add_argument("--snr", type=float, default=None,
-                   help="signal-to-noise ratio (default: 15-60 per patient when "
-                   "realistic, 30 when easy)")
-    p.add_argument("--random-state", type=int, default=0, metavar="S",
-                   help="seed (default 0)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write over a cohort already in OUT_DIR")
-    p.add_argument("--n-jobs", type=int, default=1, metavar="N",
-                   help="patients simulated in parallel (-1: all cores; same result)")
-    p.add_argument("--raw", action="store_true",
-                   help="write a BIDS-style tree as a scanner gives it instead (DSC with "
-                   "head motion, DWI, follow-up T2*w with the HT mask in its own pose; "
-                   "transforms in derivatives/simulation); import it with "
-                   "'sklearn-hemo import'. Default 2 patients")
-    _add_verbosity(p)
-    p.set_defaults(func=_run_simulate)
-
-
 def _claim_cohort_folder(folder, overwrite, command, what, inputs=()):
     """Refuse, before any work, a cohort output folder this command may not write into:
     not a folder, not writable, inside an input, or holding files sklearn-hemo did not
@@ -186,73 +85,8 @@ def _run_simulate(args):
 
 
 # -- compare -------------------------------------------------------------------------
-def _add_compare(sub):
-    p = sub.add_parser(
-        "compare",
-        help="the main job: patient-grouped nested comparison of the model zoo",
-        description="Compare the models of the paper's Table 1 under patient-grouped nested "
-        "cross-validation, with patient-bootstrap 95% confidence intervals and paired "
-        "differences against a reference row. Writes table.csv, table.md, "
-        "differences.csv, run.json, predictions.csv, folds.csv, fold_scores.csv, "
-        "best_params.json and roc_pr.png (and stability.csv with --repeats) into --out; "
-        "rerunning the same command resumes an interrupted run. Without --data it "
-        "simulates the default cohort (the paper's size with --protocol paper, written "
-        "once to OUT/cohort).",
-    )
-    p.add_argument("--data", metavar="DIR", help="cohort folder (default: simulate one)")
-    p.add_argument("--protocol", choices=("standard", "quick", "paper"), default="standard",
-                   help="standard (default): 4 candidates per tuned family, the paper's "
-                   "network trained to convergence, about 10 min on 2 cores; quick: a smoke "
-                   "run of a minute or two; paper: the paper's protocol (hours)")
-    p.add_argument("--models", nargs="+", metavar="NAME",
-                   help="zoo rows to compare (default: every row but roi-leakage-proxy)")
-    p.add_argument("--reference", metavar="NAME", default=None,
-                   help="row the paired differences are taken against (default "
-                   "lstm-pwi+aif+dwi when compared, else the first row)")
-    p.add_argument("--repeats", type=int, default=1, metavar="N",
-                   help="independent replicates (new cohort seed and CV seed each; "
-                   "resumable); writes stability.csv (default 1)")
-    p.add_argument("--n-jobs", type=int, default=-1, metavar="N",
-                   help="parallel (model, fold) tasks; -1 = all cores or workers (default "
-                   "-1; results do not depend on it)")
-    p.add_argument("--backend", choices=("loky", "dask", "ray"), default="loky",
-                   help="joblib backend of the tasks (default loky)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="dask scheduler (tcp://host:8786) or ray address; default: a local "
-                   "cluster")
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda",
-                   help="torch device of the LSTM rows (default cpu)")
-    p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
-    p.add_argument("--out", default="hemo-results", metavar="DIR",
-                   help="output and resume folder (default ./hemo-results)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out folder holding other files or the results of "
-                   "a run with other settings (same-named files are replaced)")
-    p.add_argument("--n-samples", type=int, metavar="N",
-                   help="balanced voxels (default: standard and quick 4000, paper 50000)")
-    p.add_argument("--n-outer", type=int, metavar="K",
-                   help="outer folds (standard and quick 5, paper 10)")
-    p.add_argument("--n-inner", type=int, metavar="K",
-                   help="inner folds (standard 3, quick 2, paper 5)")
-    p.add_argument("--n-resamples", type=int, default=1000, metavar="B",
-                   help="bootstrap resamples (default 1000)")
-    _add_verbosity(p, quiet_help="no progress bar and no time estimate")
-    p.add_argument("--dry-run", action="store_true",
-                   help="run nothing: print the plan (tasks, fits per model, time projected "
-                   "for --n-jobs workers from a short calibration, peak memory of a task) "
-                   "and write it to OUT/plan.json")
-    p.add_argument("--volumes", action="store_true",
-                   help="also refit each model per outer fold and map the held-out patients "
-                   "in full: volumes, Dice, patient-level occurrence AUC (volumes.csv, "
-                   "volumes_summary.csv); costs about one more outer fit per model and fold")
-    p.set_defaults(func=_run_compare)
-
-
 def _compare_cohort(args, seed=None):
     """The cohort to compare on: --data, or the simulated default (cached for paper)."""
-    import json
-    from pathlib import Path
-
     from .datasets import PAPER_COHORT, load_cohort, make_stroke_cohort
 
     if args.data:
@@ -265,26 +99,13 @@ def _compare_cohort(args, seed=None):
         return make_stroke_cohort(random_state=seed, verbose=_verbose(args),
                                   n_jobs=args.n_jobs)
     # paper size: ~35 MB per patient, so on disk, simulated once and reused by reruns
-    name = "cohort" if seed == args.random_state else f"cohort-seed{seed}"
-    folder, marker = Path(args.out) / name, Path(args.out) / f"{name}.json"
-    spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]), "random_state": seed}
-    if marker.exists():
-        if json.loads(marker.read_text()) != spec:
-            raise ValueError(
-                f"{folder} holds a simulated cohort made with other settings than {spec}; "
-                f"remove it (and {name}.json) or choose another --out.")
-        return load_cohort(folder)
-    # no marker: never simulated, or interrupted while simulating; (re)write it all
-    print(f"simulating the paper-sized cohort ({PAPER_COHORT['n_patients']} patients, "
-          f"{PAPER_COHORT['shape']}) into {folder} ...", flush=True)
-    cohort = make_stroke_cohort(**PAPER_COHORT, random_state=seed,
-                                out_dir=folder, overwrite=True, verbose=_verbose(args))
-    from ._io import atomic_write_text
     from ._safety import OwnedFolder
+    from .model_selection._runs import simulated_cohort_in
 
-    with OwnedFolder.of(args.out, "compare").writing([marker.name]):  # recorded as ours
-        atomic_write_text(marker, json.dumps(spec) + "\n")
-    return cohort
+    name = "cohort" if seed == args.random_state else f"cohort-seed{seed}"
+    spec = {**PAPER_COHORT, "shape": list(PAPER_COHORT["shape"]), "random_state": seed}
+    return simulated_cohort_in(args.out, name, spec, OwnedFolder.of(args.out, "compare"),
+                               verbose=max(_verbose(args), 0))
 
 
 def _claim_compare_out(args):
@@ -308,7 +129,6 @@ def _claim_compare_out(args):
 
 
 def _run_compare(args):
-    import os
     import time
 
     from .datasets import CohortError
@@ -358,72 +178,26 @@ def _run_compare(args):
         print(f"\nNothing was run. Wrote the plan to {args.out}/plan.json.")
         return 0
     if args.volumes:
-        _print_volumes(result, args.out)
-    sample = getattr(result, "run", {}).get("run", {}).get("sample")
-    if sample:
-        print(f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
-              f"({sample['bleeding_patients']} with HT voxels).")
-    if sample and sample["voxels_drawn"] < sample["voxels_asked"]:
-        print(f"warning: {sample['voxels_asked']} voxels were asked for but only "
-              f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the cohort).")
+        from .model_selection._runs import volumes_text
+
+        print(volumes_text(result, args.out))
+    from .model_selection._runs import sample_text
+
+    text = sample_text(getattr(result, "run", {}).get("run", {}).get("sample"))
+    if text:
+        print(text)
     print(f"\nThe results on one page: {args.out}/report.html")
     print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
           f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "
-          "table.md. Wrote "
-          f"table.csv, table.md, differences.csv, run.json, predictions.csv, folds.csv, "
-          f"fold_scores.csv, best_params.json and roc_pr.png"
-          + (", lstm_curves.png" if os.path.exists(os.path.join(args.out, "lstm_curves.png"))
-             else "")
-          + (", stability.csv" if getattr(result, "stability", None) else "")
-          + f" to {args.out} in {time.perf_counter() - start:.0f} s.")
+          f"table.md. Wrote {', '.join(getattr(result, 'files', []))} to {args.out} in "
+          f"{time.perf_counter() - start:.0f} s.")
     return 0
 
 
 # -- train ---------------------------------------------------------------------------
-def _add_train(sub):
-    p = sub.add_parser(
-        "train",
-        help="fit one model-zoo row on every patient of a cohort and save it",
-        description="Fit one row of the model zoo on a balanced voxel sample drawn from "
-        "every patient of the cohort in DIR, and save it as a model bundle (loads without "
-        "running code from the file; see sklearn_hemo.persistence). Hyperparameters: "
-        "--params, else --params-from, else the first point of the row's grid for "
-        "--protocol. Rows without predict_proba (linear, sr-kda, svm) are given "
-        "probabilities by Platt scaling on patient-grouped out-of-fold scores.",
-    )
-    p.add_argument("--data", required=True, metavar="DIR", help="cohort folder")
-    p.add_argument("--model", required=True, metavar="NAME",
-                   help="zoo row, e.g. lstm-pwi+aif+dwi, linear, sr-kda, random-forest, svm")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="bundle folder to write")
-    p.add_argument("--protocol", choices=("quick", "standard", "paper"), default="quick",
-                   help="zoo settings and default sample size (default quick)")
-    p.add_argument("--n-samples", type=int, default=None, metavar="N",
-                   help="training voxels, half HT (default: the protocol's)")
-    params = p.add_mutually_exclusive_group()
-    params.add_argument("--params", metavar="JSON",
-                        help='pipeline parameters, e.g. \'{"model__C": 10}\'')
-    params.add_argument("--params-from", metavar="FILE",
-                        help="best_params.json of 'sklearn-hemo compare': the parameters "
-                        "chosen in most outer folds for this row")
-    p.add_argument("--random-state", type=int, default=0, metavar="S", help="seed (default 0)")
-    p.add_argument("--calibration", choices=("whole-brain", "sample"), default="whole-brain",
-                   help="whole-brain (default): the model's probabilities are moved from the "
-                   "balanced sample to the whole-brain HT prevalence of the cohort (prior "
-                   "shift; see sklearn_hemo.calibration), so a map reads as a probability on "
-                   "a whole brain; sample: probabilities of the balanced (half HT) sample")
-    p.add_argument("--overwrite", action="store_true", help="replace a bundle in MODEL_DIR")
-    _add_verbosity(p, quiet_help="no progress line",
-                   verbose_help="more progress output: by default one line before the fit "
-                   "(verbose 1); -v also the network's per-epoch table for the LSTM rows "
-                   "(verbose 2; -vv adds its batch progress bar)")
-    p.set_defaults(func=_run_train)
-
-
 def _train_params(args, grid):
     """Pipeline parameters for ``train``: --params, --params-from or the grid's first point."""
     import json
-    from collections import Counter
-    from pathlib import Path
 
     from sklearn.model_selection import ParameterGrid
 
@@ -436,43 +210,23 @@ def _train_params(args, grid):
             raise SystemExit("sklearn-hemo train: --params must be a JSON object.")
         return params, "--params"
     if args.params_from is not None:
-        path = Path(args.params_from)
+        from .model_selection._runs import params_from_comparison
+
         try:
-            chosen = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"sklearn-hemo train: cannot read {path} ({exc}).") from None
-        per_fold = chosen.get(args.model) if isinstance(chosen, dict) else None
-        if not per_fold or not isinstance(per_fold, dict) or not all(
-                isinstance(v, dict) for v in per_fold.values()):
-            raise SystemExit(
-                f"sklearn-hemo train: {path} has no parameters for {args.model!r} (it has "
-                f"{sorted(chosen) if isinstance(chosen, dict) else '?'}). Run compare with "
-                "this model or pass --params.")
-        # the most frequent choice across outer folds; ties go to the earliest fold
-        votes = Counter(json.dumps(v, sort_keys=True) for v in per_fold.values())
-        return json.loads(votes.most_common(1)[0][0]), str(path)
+            return params_from_comparison(args.params_from, args.model), args.params_from
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"sklearn-hemo train: {exc}") from None
     grid = list(ParameterGrid(grid)) if grid else [{}]
     return grid[0], "first grid point"
 
 
 def _check_train_out(args):
     """Refuse a --out that training could not write, before the (long) fit."""
-    from pathlib import Path
+    from ._safety import OutputError
+    from .model_selection._runs import check_bundle_out
 
-    from ._safety import OutputError, check_bundle_folder, check_writable_dir, is_inside
-    from .persistence import read_manifest
-
-    out = Path(args.out)
     try:
-        if is_inside(out, args.data):
-            raise OutputError(f"--out {out} lies inside the cohort folder {args.data}; the "
-                              "command never writes into its inputs. Choose a folder "
-                              "outside it.")
-        if (out.exists() or out.is_symlink()) and not args.overwrite:
-            raise OutputError(f"--out {out} already exists. Choose another folder, or "
-                              "pass --overwrite to replace the model bundle there.")
-        check_bundle_folder(out, args.overwrite, read_manifest)  # save_model's guard
-        check_writable_dir(out.parent, "--out")
+        check_bundle_out(args.out, args.data, args.overwrite)
     except OutputError as exc:
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     except FileExistsError as exc:
@@ -484,8 +238,6 @@ def _run_train(args):
     from .datasets import CohortError, load_cohort
     from .model_selection import PROTOCOLS, make_model_zoo
     from .persistence import save_model
-    from .risk import with_probabilities
-    from .sampling import sample_voxels
 
     _check_train_out(args)
     try:
@@ -501,55 +253,26 @@ def _run_train(args):
         pipeline.set_params(**params)
     except ValueError as exc:
         raise SystemExit(f"sklearn-hemo train: parameters from {source}: {exc}") from None
-    verbose = _verbose(args)
-    final_name, final = pipeline.steps[-1]
-    from .neural import LSTMClassifier
-
-    # -v: the network's per-epoch table while it trains (reset before saving, so the
-    # bundle is the same whatever the verbosity)
-    talks = isinstance(final, LSTMClassifier) and verbose >= 2
-    if talks:
-        pipeline.set_params(**{f"{final_name}__verbose": verbose - 1})
     # `or` would turn an explicit --n-samples 0 into the default instead of an error
     n_samples = (PROTOCOLS[args.protocol]["n_samples"] if args.n_samples is None
                  else args.n_samples)
+    from .model_selection._runs import train_zoo_row
+
     try:
-        import sklearn
-
         with _each_warning_once(shown):
-            X, y, groups = sample_voxels(cohort, n_samples=n_samples, balance=True,
-                                         random_state=args.random_state)
-            from .calibration import bleeding_fraction, whole_brain_prevalence
-
-            # the balanced sample's prior, moved to the whole brains of the training cohort
-            prevalence = (whole_brain_prevalence(cohort) if args.calibration == "whole-brain"
-                          else None)
-            pipeline = with_probabilities(pipeline, y, groups, prevalence=prevalence)
-            if verbose >= 1:
-                print(f"training {args.model} on {len(y)} voxels ({int(sum(y))} HT) from "
-                      f"{len(set(groups.tolist()))} patients; parameters ({source}): "
-                      f"{params or 'defaults'}", flush=True)
-            with sklearn.config_context(enable_metadata_routing=True):
-                # the LSTM rows' early stopping holds out whole patients: route them
-                routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
-                if routed:
-                    pipeline.fit(X, y, groups=groups)
-            if not routed:
-                pipeline.fit(X, y)
-        if talks:
-            final.set_params(verbose=0)
-            # the whole-brain wrapper fitted a clone of the network: quiet that one too
-            fitted = getattr(pipeline.steps[-1][1], "estimator_", None)
-            if fitted is not None:
-                fitted.set_params(verbose=0)
+            pipeline, record = train_zoo_row(
+                cohort, args.model, pipeline, n_samples=n_samples,
+                random_state=args.random_state, calibration=args.calibration,
+                verbose=_verbose(args), describe=f"parameters ({source}): "
+                f"{params or 'defaults'}")
     except ValueError as exc:  # e.g. no HT voxel to balance, too few patients to calibrate
         raise SystemExit(f"sklearn-hemo train: {exc}") from None
     metadata = {"model": args.model, "protocol": args.protocol, "params": params,
-                "params_source": source, "n_samples": int(len(y)),
+                "params_source": source, "n_samples": record["n_samples"],
                 "random_state": args.random_state, "patients": list(cohort.ids),
                 "data": str(args.data), "calibration": args.calibration,
-                "whole_brain_prevalence": prevalence,
-                "bleeding_fraction": bleeding_fraction(cohort)}
+                "whole_brain_prevalence": record["whole_brain_prevalence"],
+                "bleeding_fraction": record["bleeding_fraction"]}
     try:
         out = save_model(pipeline, args.out, overwrite=args.overwrite, metadata=metadata)
     except (FileExistsError, OSError) as exc:
@@ -560,33 +283,6 @@ def _run_train(args):
 
 
 # -- predict -------------------------------------------------------------------------
-def _add_predict(sub):
-    p = sub.add_parser(
-        "predict",
-        help="write the voxel-wise HT risk map of one patient",
-        description="Load a model bundle written by 'train' and write the HT probability "
-        "of every brain voxel of the patient in SUB_DIR (cohort layout: pwi.nii.gz, "
-        "pwi.json, dwi_b0.nii.gz, dwi_b1000.nii.gz, ...) as a NIfTI image on the PWI grid.",
-    )
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="bundle from 'train'")
-    p.add_argument("--patient", required=True, metavar="SUB_DIR", help="patient folder")
-    p.add_argument("--out", required=True, metavar="RISK_NII", help="e.g. risk.nii.gz")
-    p.add_argument("--png", metavar="PNG",
-                   help="also draw axial slices of the map over DWI b0 (HT annotation "
-                   "outlined when the folder has ht_mask.nii.gz)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="risk counted as predicted HT in the printed volume (default 0.5)")
-    p.add_argument("--chunk-size", type=int, default=16_384, metavar="N",
-                   help="voxels scored at once; bounds memory (default 16384)")
-    p.add_argument("--prevalence", type=float, default=None, metavar="P",
-                   help="move the model's probabilities to this whole-brain HT prevalence "
-                   "when drawing the map (for a bundle trained with --calibration sample); "
-                   "default: the bundle's own calibration")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing --out / --png files (never inputs)")
-    p.set_defaults(func=_run_predict)
-
-
 def _run_predict(args):
     import os
 
@@ -644,94 +340,17 @@ def _run_predict(args):
     if patient.ht_mask is not None:
         summary += f", Dice {dice_score(risk, patient.ht_mask, args.threshold):.3f}"
     print(summary)
-    print(_patient_answer_line(patient, risk, metadata, args.prevalence))
+    from .model_selection._runs import patient_answer_line
+
+    print(patient_answer_line(patient, risk, metadata, args.prevalence))
     print(f"wrote {args.out}")
     if args.png:
         print(f"wrote {args.png}")
     return 0
 
 
-def _patient_answer_line(patient, risk, metadata, prevalence):
-    """predict's patient-level answer: probability of any HT and expected volume."""
-    from .calibration import patient_answer
-
-    whole_brain = prevalence is not None or metadata.get("calibration") == "whole-brain"
-    if not whole_brain:
-        return (f"participant {patient.id}: no patient-level answer: the model's "
-                "probabilities are of its balanced training sample (trained with "
-                "--calibration sample); pass --prevalence P to move them to whole brains.")
-    answer = patient_answer(risk, patient.get_brain_mask(),
-                            bleeding_fraction=metadata.get("bleeding_fraction"))
-    any_ht = ("not available (the bundle records no bleeding fraction)"
-              if answer["probability_any_ht"] is None
-              else f"{answer['probability_any_ht']:.3f}")
-    return (f"participant {patient.id}: probability of any HT {any_ht}; expected HT volume "
-            f"{answer['expected_volume_ml']:.2f} mL (whole-brain calibrated probabilities "
-            "summed; no interval: voxel outcomes within a patient are not independent)")
-
-
 # -- compare --volumes (whole-brain, patient-level results of a comparison) -----------
-def _print_volumes(result, out):
-    """The per-model summary of ``compare_models(volumes=True)`` (its files are written
-    with the comparison's)."""
-
-    def fmt(value, spec):
-        return "NA" if value is None else format(value, spec)
-
-    print("\nmodel                occurrence AUC  mean Dice (HT)  mean |volume error| mL")
-    for s in result.volumes_summary or []:
-        print(f"{s['model']:20} {fmt(s['occurrence_auc'], '.3f'):>14}  "
-              f"{fmt(s['dice_mean'], '.3f'):>14}  {fmt(s['volume_abs_error_mean_ml'], '.2f'):>22}")
-    print(f"Wrote volumes.csv and volumes_summary.csv to {out} (risk >= 0.5 is predicted HT; "
-          "risk score = 99th percentile of in-brain voxel risk).")
-    answers = {r["model"]: r for r in result.patients_summary or []}
-    print("\nmodel                ECE whole brain (before)  patient AUC [95% CI]")
-    for s in result.calibration_summary or []:
-        a = answers.get(s["model"], {})
-        auc = ("NA" if a.get("patient_auc") is None else
-               f"{a['patient_auc']:.3f} [{a['patient_auc_low']:.3f}, "
-               f"{a['patient_auc_high']:.3f}]")
-        before = fmt(s["ece_before_correction"], ".4f")
-        print(f"{s['model']:20} {fmt(s['ece'], '.4f'):>7} ({before})          {auc}")
-    print(f"Wrote calibration.csv, calibration_summary.csv, calibration.png, patients.csv and "
-          f"patients_summary.csv to {out} (held-out patients, whole-brain calibrated maps).")
-
-
 # -- import --------------------------------------------------------------------------
-def _add_import(sub):
-    p = sub.add_parser(
-        "import",
-        help="import a BIDS-style tree (or dcm2niix output with --map) into a cohort",
-        description="Read a BIDS-style tree (sub-*/[ses-*/]perf/*_dsc.nii.gz, "
-        "dwi/*_dwi.nii.gz with .bval, the HT annotation, participants.tsv) and write the "
-        "cohort layout to --out: DWI split into b0 and b1000, DWI and masks resampled onto "
-        "the PWI grid. SRC is never written.",
-    )
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("--out", required=True, metavar="DIR", help="cohort folder to write")
-    p.add_argument("--map", default=None, metavar="TSV",
-                   help="table of participant, role, path for a tree that is not BIDS "
-                   "(roles: pwi, dwi, dwi_b0, dwi_b1000, ht_mask, brain_mask)")
-    p.add_argument("--ht-pattern", default=None, metavar="GLOB",
-                   help="where the HT annotations are, relative to SRC (default "
-                   "'sub-*/[ses-*/]anat/*_label-HT_mask.nii*'; [part/] is optional)")
-    p.add_argument("--session", default=None, metavar="SES",
-                   help="session of the PWI and DWI (e.g. ses-acute) when there are several")
-    p.add_argument("--b-tolerance", type=float, default=100.0, metavar="B",
-                   help="tolerance on b-values in s/mm2 (default 100)")
-    p.add_argument("--mask-interpolation", choices=("fraction", "nearest"),
-                   default="fraction", help="how masks reach the PWI grid (default: "
-                   "covered fraction >= 0.5)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write over a cohort already in DIR")
-    p.add_argument("--register", choices=("auto", "all", "none"), default="auto",
-                   help="rigid registration (needs sklearn-hemo[registration]): auto "
-                   "(default) corrects DSC motion and registers a follow-up annotation "
-                   "through its T2*w image; all also registers the DWI; none: affines only")
-    _add_verbosity(p)
-    p.set_defaults(func=_run_import)
-
-
 def _run_import(args):
     from .datasets import CohortError, import_cohort
     from .datasets._import import DEFAULT_HT_PATTERN
@@ -752,27 +371,7 @@ def _run_import(args):
     return 0
 
 
-
-
 # -- qc ------------------------------------------------------------------------------
-def _add_qc(sub):
-    p = sub.add_parser(
-        "qc",
-        help="write a visual quality-control report of a cohort's automatic steps",
-        description="For every patient of the cohort in DIR: the brain mask, the dropped "
-        "non-steady frames, the AIF voxels and curves and the CBF/CBV/Tmax maps as the "
-        "features use them, one PNG each, and an index.html with a table of warnings.",
-    )
-    p.add_argument("--data", required=True, metavar="DIR", help="cohort folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    p.add_argument("--no-maps", action="store_true",
-                   help="skip the perfusion maps and their plausibility checks (faster)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a report already in --out")
-    _add_verbosity(p)
-    p.set_defaults(func=_run_qc)
-
-
 def _run_qc(args):
     import os
     import warnings
@@ -802,61 +401,38 @@ def _run_qc(args):
 
 
 @contextlib.contextmanager
-def _each_warning_once(shown=()):
+def _each_warning_once(qc_listed=False):
     """Within the block, each warning text appears at most once (every model reads the
-    same patients, so per-patient notes would repeat once per row), and not at all when
-    the QC summary already printed it."""
-    import re
+    same patients, so per-patient notes would repeat once per row), and no
+    :class:`~sklearn_hemo.exceptions.QCWarning` once the QC pass listed them."""
     import warnings
+
+    from .exceptions import QCWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("once", UserWarning)
-        for message in shown:
-            warnings.filterwarnings("ignore", message=re.escape(message) + r"\Z",
-                                    category=UserWarning)
+        if qc_listed:
+            warnings.simplefilter("ignore", QCWarning)
         yield
 
 
 def _cohort_qc_warnings(cohort, owned=None):
-    """The warnings of :func:`sklearn_hemo.qc.patient_qc` for every patient: compare and
-    train print their summary (:func:`sklearn_hemo.qc.qc_summary`) before they start and
-    silence the same texts when the library raises them again. With ``owned`` (compare's
-    output folder) the summary is also written there as ``qc_summary.txt``, which
-    ``report.html`` shows."""
-    import warnings
+    """The QC pass before compare and train (``model_selection._runs.cohort_qc``): prints
+    its summary when it found something; True once it ran (its findings are listed)."""
+    from .model_selection._runs import cohort_qc
 
-    from .qc import patient_qc, qc_summary
-
-    messages, results, failed = [], [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for patient in cohort:
-            try:
-                qc = patient_qc(patient)
-            except ValueError as exc:  # e.g. an empty mask: the run itself will refuse
-                messages.append(str(exc))
-                failed.append(str(exc))
-                continue
-            results.append(qc)
-            # the notes too: the summary counted them, the run need not repeat them
-            messages += qc.warnings + qc.notes
-    report = "the report of `sklearn-hemo qc --data DIR --out REPORT`"
-    lines = [qc_summary(results, report=report)] if results else []
-    lines += [f"QC failed: {message}" for message in failed]
-    if lines and (failed or any(qc.warnings for qc in results)):  # a clean cohort: quiet
+    lines, messages, loud = cohort_qc(cohort, owned)
+    if loud:
         print("\n".join(lines), file=sys.stderr)
-    if owned is not None and lines:
-        from ._io import atomic_write_text
-
-        with owned.writing(["qc_summary.txt"]):
-            atomic_write_text(owned.path / "qc_summary.txt", "\n".join(lines) + "\n")
-    return messages
+    return bool(lines or messages)
 
 
+def _build_parser():
+    from ._cli_parsers import build_parser
 
-
-_COMMANDS = [_add_simulate, _add_import, _add_qc, _add_compare]
-_COMMANDS += [_add_train, _add_predict]
+    return build_parser({"simulate": _run_simulate, "import": _run_import, "qc": _run_qc,
+                         "compare": _run_compare, "train": _run_train,
+                         "predict": _run_predict})
 
 
 def main(argv=None):
@@ -871,12 +447,16 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ._safety import checking_on_first_use
+    from ._config import config_context
 
+    # every patient a command reads gets the voxel checks of Cohort.validate(), lazily:
+    # the first time the command uses it; --no-aif/motion-correction: for this command only
+    switches = {"check_on_first_use": True, **{
+        key: False for key, flag in (("aif_vof", "no_aif_correction"),
+                                     ("motion_correction", "no_motion_correction"))
+        if getattr(args, flag, False)}}
     try:
-        # every patient a command reads gets the voxel checks of Cohort.validate(),
-        # lazily: the first time the command uses it
-        with checking_on_first_use(), _aif_correction(args):
+        with config_context(**switches):
             return args.func(args) or 0
     except SystemExit as stop:
         # a command turned an error into a one-line message; --debug shows the original

@@ -7,7 +7,8 @@ clauses written against either path catch the same errors.
 
 from __future__ import annotations
 
-__all__ = ["CohortError", "BundleError", "BundleVersionWarning"]
+__all__ = ["CohortError", "BundleError", "BundleVersionWarning", "OutputError",
+           "QCWarning", "SamplingWarning"]
 
 
 class CohortError(ValueError):
@@ -59,4 +60,59 @@ class BundleVersionWarning(UserWarning):
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("error", BundleVersionWarning)
     ...     model = load_model("hemo-model")  # doctest: +SKIP
+    """
+
+
+class OutputError(ValueError):
+    """An output path would write into the inputs, over a foreign file, or is not writable.
+
+    Examples
+    --------
+    >>> from sklearn_hemo._safety import check_output_file
+    >>> from sklearn_hemo.exceptions import OutputError
+    >>> try:
+    ...     check_output_file("/proc/risk.nii.gz")
+    ... except OutputError as exc:
+    ...     print(type(exc).__name__)
+    OutputError
+    """
+
+
+class QCWarning(UserWarning):
+    """A finding of the automatic steps on one patient that quality control reports.
+
+    The notes of the signal chain (leading non-steady frames dropped, a scan shorter than
+    the common time grid, ...) as the features and maps meet them; :func:`sklearn_hemo.qc.
+    patient_qc` collects the same texts. A subclass of ``UserWarning``, so filters written
+    against that keep working; the command line silences this category during a run once
+    its QC summary has listed the findings.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sklearn_hemo.exceptions import QCWarning
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", QCWarning)
+    ...     features = extractor.transform(X)  # doctest: +SKIP
+    """
+
+
+class SamplingWarning(UserWarning):
+    """A voxel sample is smaller than asked: too few HT (or non-HT, or brain) voxels.
+
+    Raised by :func:`sklearn_hemo.sampling.sample_voxels`; a comparison run at a
+    protocol's default size silences it (the size is an upper bound there).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sklearn_hemo.exceptions import SamplingWarning
+    >>> from sklearn_hemo.datasets import make_stroke_cohort
+    >>> from sklearn_hemo.sampling import sample_voxels
+    >>> cohort = make_stroke_cohort(n_patients=4, shape=(12, 12, 2), random_state=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always", SamplingWarning)
+    ...     X, y, groups = sample_voxels(cohort, n_samples=10**6, random_state=0)
+    >>> any(issubclass(w.category, SamplingWarning) for w in caught)
+    True
     """

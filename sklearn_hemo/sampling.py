@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from .datasets import Cohort
+from .exceptions import SamplingWarning
 from .utils._warnings import find_stack_level
 from .utils.fixes import StrOptions, validate_params
 from .utils.validation import check_integer
@@ -63,7 +64,7 @@ def _allocate(available, quota, rng):
     },
     prefer_skip_nested_validation=True,
 )
-def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=None,
+def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=None,  # noqa: C901 - the balanced, unbalanced and capped draws share one validated pass over the patients
                   missing_ht_mask="raise", random_state=None):
     """Draw voxel references, HT labels and patient groups for training.
 
@@ -184,7 +185,7 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
             warnings.warn(
                 f"only {n_pos} HT voxels are available (max_per_patient={max_per_patient}); "
                 f"returning a balanced sample of {2 * n_pos} voxels instead of {n_samples}.",
-                UserWarning, stacklevel=find_stack_level())
+                SamplingWarning, stacklevel=find_stack_level())
         neg_counts = _allocate(capped(pools[0]), n_neg, rng)
         if neg_counts.sum() == 0:
             raise ValueError("the cohort has no non-HT voxel inside the brain masks (every "
@@ -195,7 +196,7 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
             pos_counts = _allocate(capped(pools[1]), n_pos, rng)
             warnings.warn(
                 f"only {n_pos} non-HT voxels are available; returning a balanced sample of "
-                f"{2 * n_pos} voxels instead of {n_samples}.", UserWarning,
+                f"{2 * n_pos} voxels instead of {n_samples}.", SamplingWarning,
                 stacklevel=find_stack_level())
         plan = [(1, pos_counts), (0, neg_counts)]
     else:
@@ -204,7 +205,7 @@ def sample_voxels(cohort, n_samples=50_000, *, balance=True, max_per_patient=Non
         counts = _allocate(capped(merged), n_samples, rng)
         if counts.sum() < n_samples:
             warnings.warn(f"only {counts.sum()} brain voxels are available; returning all of "
-                          "them.", UserWarning, stacklevel=find_stack_level())
+                          "them.", SamplingWarning, stacklevel=find_stack_level())
         positives = pools[1]
         pools = {None: merged}
         plan = [(None, counts)]

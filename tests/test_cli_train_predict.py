@@ -34,8 +34,10 @@ def test_train_then_predict(row, cohort_dir, tmp_path, capsys):
     manifest = read_manifest(model_dir)
     assert manifest["metadata"]["model"] == row
     assert manifest["metadata"]["n_samples"] == 72
-    printed = capsys.readouterr().out
-    assert "saved" in printed and "training" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    # the result on stdout, the progress line (library: progress_line) on stderr
+    assert "saved" in printed and "training" in captured.err
     assert ("train_loss" in printed) == lstm
     if lstm:
         wrapper = load_model(model_dir).steps[-1][1]  # whole-brain calibration

@@ -461,3 +461,48 @@ def test_only_row_wise_voxel_extractors_are_precomputed(cohort):
     _, features, _, _ = _prepare(patches, {}, X, cohort, {})
     assert features.shape == (3, PatchExtractor(cohort, inputs="pwi").fit(X)
                               .get_feature_names_out().size)
+
+
+def test_cli_help_reads_the_protocols():
+    from sklearn_hemo._cli_parsers import build_parser
+    from sklearn_hemo.model_selection import PROTOCOLS
+
+    parser = build_parser(dict.fromkeys(
+        ["simulate", "import", "qc", "compare", "train", "predict"], None))
+    compare = parser._subparsers._group_actions[0].choices["compare"]
+    actions = {a.dest: a for a in compare._actions}
+    assert set(actions["protocol"].choices) == set(PROTOCOLS)
+    for key in ("n_inner", "n_outer", "n_samples"):
+        for name, sizes in PROTOCOLS.items():
+            assert f"{name} {sizes[key]}" in actions[key].help, (key, actions[key].help)
+
+
+def test_a_resumed_compare_skips_the_qc_pass(cohort, tmp_path, monkeypatch, capsys):
+    from sklearn_hemo import qc
+    from sklearn_hemo.cli import main
+
+    data = save_cohort(cohort, tmp_path / "cohort")
+    out = tmp_path / "results"
+    argv = ["compare", "--data", str(data), "--models", "linear", "--n-outer", "3",
+            "--n-inner", "2", "--n-samples", "200", "--n-resamples", "50", "--out",
+            str(out), "--quiet"]
+    calls = []
+    real = qc.patient_qc
+    monkeypatch.setattr(qc, "patient_qc", lambda p, *a, **k: calls.append(p.id) or real(
+        p, *a, **k))
+    assert main(argv) == 0
+    assert len(calls) == len(cohort)
+    first = capsys.readouterr()
+    summary = (out / "qc_summary.txt").read_text()
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # the rerun resumes: no patient's QC again, the same summary printed and kept
+    assert main(argv) == 0
+    assert len(calls) == len(cohort)
+    second = capsys.readouterr()
+    assert (out / "qc_summary.txt").read_text() == summary
+    assert ("QC of" in first.err) == ("QC of" in second.err)
+    for name in ("table.csv", "predictions.csv", "qc_summary.txt"):
+        assert (out / name).read_bytes() == files[name], name
+    # other settings of the pass (the venous correction off) run it again
+    assert main(argv + ["--no-aif-correction"]) == 0
+    assert len(calls) == 2 * len(cohort)

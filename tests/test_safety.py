@@ -644,17 +644,22 @@ def test_a_forged_gzip_size_trailer_does_not_lead_to_a_huge_allocation(cohort_di
 
 
 def test_the_size_limit_is_configurable(cohort_dir, monkeypatch):
-    from sklearn_hemo import _safety
+    from sklearn_hemo import _config, config_context, get_config
 
-    monkeypatch.setattr(_safety, "MAX_IMAGE_VOXELS", 1000)
-    with pytest.raises(CohortError, match="SKLEARN_HEMO_MAX_VOXELS"):
+    with config_context(max_image_voxels=1000):
+        with pytest.raises(CohortError, match="SKLEARN_HEMO_MAX_VOXELS"):
+            load_cohort(cohort_dir)
+    with config_context(max_image_voxels=16 * 16 * 2 * 90):
         load_cohort(cohort_dir)
-    monkeypatch.setattr(_safety, "MAX_IMAGE_VOXELS", 16 * 16 * 2 * 90)
-    load_cohort(cohort_dir)
     paper = 128 * 128 * 20 * 90
-    assert _safety._max_voxels_from_env() > 5 * paper
+    assert get_config()["max_image_voxels"] > 5 * paper
+    # the environment variable is the default, read when asked for
     monkeypatch.setenv("SKLEARN_HEMO_MAX_VOXELS", "123")
-    assert _safety._max_voxels_from_env() == 123
+    assert _config._max_voxels_from_env() == 123 == get_config()["max_image_voxels"]
+    with pytest.raises(CohortError, match="more than the limit of 123"):
+        load_cohort(cohort_dir)
+    with config_context(max_image_voxels=10**9):  # an explicit setting wins
+        load_cohort(cohort_dir)
 
 
 # -------------------------------------------------------------------- 8. clear messages

@@ -133,3 +133,62 @@ def test_unknown_or_unavailable_rows_raise(cohort):
         make_model_zoo(cohort, models=["lstm"])
     with pytest.raises(ValueError):
         make_model_zoo(cohort, protocol="huge")
+
+
+def test_the_rows_are_read_from_one_table():
+    from sklearn_hemo.model_selection import DEFAULT_ROWS, PAPER_TABLE
+    from sklearn_hemo.model_selection._report import inputs_label
+    from sklearn_hemo.model_selection._zoo import FAMILIES, ZOO
+
+    assert ZOO_ROWS == tuple(ZOO) and set(DEFAULT_ROWS) == set(ZOO) - {"roi-leakage-proxy"}
+    assert FAMILIES == {name: row.family for name, row in ZOO.items()}
+    assert PAPER_TABLE["svm"] == ZOO["svm"].paper and "svm-maps" not in PAPER_TABLE
+    assert inputs_label("svm-maps") == ZOO["svm-maps"].inputs_label == "perfusion maps"
+    with pytest.raises(AttributeError):  # frozen: a row is changed by a new record
+        ZOO["svm"].family = "other"
+
+
+def test_a_toy_row_runs_end_to_end(cohort, tmp_path, monkeypatch):
+    """Adding a row is one record: the zoo builds it, the dry run reads its scaling law,
+    the comparison runs it and the report labels it, with nothing else touched."""
+    import csv
+    import json
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_hemo.model_selection import _zoo, compare_models, plan_comparison
+
+    def toy_grids(protocol):
+        return ({"max_iter": 200}, {"model__C": [0.1, 1.0]})
+
+    toy = _zoo.ZooRow(
+        "toy-logistic", "toy",
+        features=lambda ctx: PatchExtractor(ctx.cohort, inputs="pwi",
+                                            n_timepoints=ctx.n_timepoints),
+        scaler=lambda ctx: StandardScaler(),
+        estimator=lambda ctx, params: LogisticRegression(random_state=ctx.random_state,
+                                                         **params),
+        grids=toy_grids, inputs_label="PWI (toy)", scaling_law="n log n", default=False)
+    monkeypatch.setitem(_zoo.ZOO, toy.name, toy)
+
+    pipeline, grid = make_model_zoo(cohort, "quick", models=[toy.name], random_state=3)[
+        toy.name]
+    assert list(pipeline.named_steps) == ["features", "scale", "model"]
+    assert pipeline.named_steps["model"].get_params()["max_iter"] == 200
+    assert pipeline.named_steps["model"].random_state == 3 and grid == {"model__C": [0.1, 1.0]}
+
+    run = {"n_outer": 2, "n_inner": 2, "n_samples": 120, "random_state": 0}
+    plan = plan_comparison(cohort, [toy.name], calibrate=False, **run)
+    assert plan.rows[0]["law"] == "n log n"  # the record's law, not the linear default
+    assert plan.rows[0]["candidates"] == 2
+
+    result = compare_models(cohort, [toy.name, "linear"], out_dir=tmp_path, plot=False,
+                            oracle=False, n_resamples=50, protocol="quick", **run)
+    assert set(result.predictions) == {toy.name, "linear"}
+    with open(tmp_path / "table.csv", newline="") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert rows[toy.name]["inputs"] == "PWI (toy)"
+    assert 0.0 <= float(rows[toy.name]["auc_roc"]) <= 100.0
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["models"][toy.name]["family"] == "toy"

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from ..relaxivity import TISSUE_RELAXIVITY, blood_delta_r2star
-from ._simulate import (
+from ._physics import (
     _FINE_DT,
     _FOV_MM,
     _K2_REF,

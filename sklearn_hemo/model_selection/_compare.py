@@ -77,7 +77,7 @@ from ._setup import (
     _prepare,
     make_setup,
 )
-from ._zoo import FAMILIES, PROTOCOLS
+from ._zoo import PROTOCOLS, ZOO
 
 __all__ = ["compare_models"]
 
@@ -255,12 +255,18 @@ def _truth_at(cohort, X, key):
 
 
 def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
-    """Wall time of the pending work, extrapolated from two small fits per model.
+    """Wall time of the pending work, from two small timed fits per model and the dry
+    run's time model (``_plan.py``: the same scaling law per row, ``t = a + b W(n)``,
+    calibrated in the regime the full-size fits use).
 
-    Each model's first grid candidate is timed on n and 2n voxels; a fixed overhead plus a
-    per-voxel cost extrapolates to the outer-training size, and every part costs
-    ``n_candidates x n_inner`` inner fits on (n_inner - 1) / n_inner of it plus the refit.
+    Each model's first grid candidate is timed on n and 2n voxels; the law extrapolates
+    to the outer-training size, and every part costs ``n_candidates x n_inner`` inner
+    fits on (n_inner - 1) / n_inner of it plus the refit. ``plan_comparison`` (the dry
+    run) calibrates every candidate, the training budgets and the workers side by side:
+    this is its cheap form, for the estimate printed before a run.
     """
+    from ._plan import _affine, _final, _law, _work
+
     rng = np.random.RandomState(seed)
     n_train = int(np.mean([np.sum(fold != k) for k in np.unique(fold)]))
     n_small = max(50, min(500, n_train // 8))
@@ -268,24 +274,24 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
     for name, n_parts in prepared.items():
         pipeline, inputs, cohort, cohort_params = n_parts[0]
         candidates = list(ParameterGrid(zoo[name][1]))
-        times = []
+        law, extra = _law(_final(pipeline), n_train, name)
+        step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
+        points = []
         for n in (n_small, 2 * n_small):
             rows = rng.choice(len(y), size=min(n, len(y)), replace=False)
             model = clone(pipeline).set_params(**candidates[0])
+            model.set_params(**{step + key: value for key, value in extra.items()})
             if cohort_params:
                 model.set_params(**dict.fromkeys(cohort_params, cohort))
             start = time.perf_counter()
             with sklearn.config_context(enable_metadata_routing=True):
                 params = {"groups": groups[rows]} if _consumes_groups(model) else {}
                 model.fit(inputs[rows], y[rows], **params)
-            times.append(time.perf_counter() - start)
-        # affine in the voxels: a fixed overhead plus a per-voxel cost (every row of the
-        # paper protocol is linear in n; the kernel rows switch to Nystroem when large)
-        slope = max(times[1] - times[0], 0.0) / n_small
-        overhead = max(times[0] - slope * n_small, 0.0)
+            points.append((_work(law, len(rows))[0], time.perf_counter() - start))
+        a, b = _affine(points)
 
-        def cost(n, a=overhead, b=slope):
-            return a + b * n
+        def cost(n, a=a, b=b, law=law):
+            return a + b * _work(law, n)[0]
 
         fits = len(candidates) * n_inner * cost(n_train * (n_inner - 1) / n_inner) \
             if len(candidates) > 1 else 0.0
@@ -354,7 +360,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     protocol : {"standard", "quick", "paper"}, default="standard"
         Grid sizes of the zoo and default sizes of the protocol (see
         :data:`~sklearn_hemo.model_selection.PROTOCOLS`): ``standard`` 4,000 voxels, 5
-        outer and 3 inner folds, 4 candidates per tuned family; ``quick`` (a smoke run)
+        outer and 2 inner folds, 4 candidates per tuned family; ``quick`` (a smoke run)
         4,000 voxels, 5 outer and 2 inner folds, 2 candidates; ``paper`` 50,000 voxels,
         10 outer and 5 inner folds, 4 candidates.
     n_outer, n_inner : int or None, default=None
@@ -531,7 +537,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
                                volumes=volumes)
         if out_dir is not None:
             with owned.writing(changed=True):
-                write_all_outputs(result, out_dir, plot=plot)
+                result.files = write_all_outputs(result, out_dir, plot=plot)
         return result
     results = []
     for r in range(repeats):
@@ -553,7 +559,7 @@ def compare_models(cohort, models=None, *, protocol="standard", n_outer=None, n_
     }
     if out_dir is not None:
         with owned.writing(changed=True):
-            write_all_outputs(main, out_dir, plot=plot)
+            main.files = write_all_outputs(main, out_dir, plot=plot)
     return main
 
 
@@ -856,7 +862,7 @@ def _run_record(setup, parts, options):
         n_candidates = len(ParameterGrid(grid))
         steps = [part.get("optimiser_steps") for part in folds]
         models[name] = {
-            "family": FAMILIES.get(name, "custom"),
+            "family": ZOO[name].family if name in ZOO else "custom",
             "tuned": n_candidates > 1,
             "pipeline": [[step, f"{type(est).__module__}.{type(est).__qualname__}"]
                          for step, est in getattr(pipeline, "steps", [("model", final)])],

@@ -354,25 +354,7 @@ def _sections(result, out, plot, volumes):
             "inner patient-grouped folds.")
 
     # 1. the table
-    paper = {n: PAPER_TABLE.get(n, ("", "", "", "")) for n in (r["model"] for r in
-                                                                result.table)}
-    kinds = dict.fromkeys(TABLE_COLUMNS[2:8], "percent")
-    kinds.update(n_patients="int", n_voxels="int")
-    body = _table("table.csv", TABLE_COLUMNS, result.table, kinds,
-                  truth_rows=TRUTH_ROWS, labels={"n_patients": "patients",
-                                                 "n_voxels": "voxels"},
-                  intervals=(("AUC-ROC [95% CI]", "auc_roc", "auc_roc_low", "auc_roc_high"),
-                             ("AUC-PR [95% CI]", "auc_pr", "auc_pr_low", "auc_pr_high")),
-                  extra=(("paper AUC-ROC", "paper AUC-PR"),
-                         lambda r: paper[r["model"]][2:4]))
-    body += (f'<p class="note">AUCs in %, point estimate and 95% '
-             f"{_e(config.get('bootstrap_unit', 'patient'))}-bootstrap interval "
-             f"({_e(config.get('n_resamples', '?'))} resamples, the same for every model), "
-             "on the balanced voxel sample (half HT), as the paper reports them. Italic: "
-             f"{TRUTH_NOTE}. The paper's numbers (Yu et al., MICCAI 2019, 155 patients) are "
-             "for reference only; results on a simulated cohort are not clinical "
-             "evidence.</p>")
-    section("table", "Results with 95% intervals", body)
+    section("table", "Results with 95% intervals", _results_body(result, config))
 
     # 2. paired differences
     if result.differences:
@@ -414,75 +396,7 @@ def _sections(result, out, plot, volumes):
 
     # 5. whole-brain calibration and the patient-level answer
     if volumes and result.calibration_summary is not None:
-        from ._volumes import CALIBRATION_SUMMARY_COLUMNS, PATIENT_SUMMARY_COLUMNS
-
-        body = _figure_html(lambda: _calibration_figure(result), "calibration_report.png",
-                            "reliability diagram", out, plot)
-        kinds = {c: "float" for c in CALIBRATION_SUMMARY_COLUMNS[3:]}
-        kinds.update(n_patients="int", n_voxels="int")
-        body += _table("calibration_summary.csv", CALIBRATION_SUMMARY_COLUMNS,
-                       result.calibration_summary, kinds, labels={
-                           "n_patients": "patients", "n_voxels": "brain voxels",
-                           "observed_prevalence": "observed HT rate",
-                           "mean_predicted": "mean predicted", "brier": "Brier",
-                           "brier_skill": "Brier skill",
-                           "ece": "ECE",
-                           "mean_predicted_before_correction": "mean predicted (before)",
-                           "brier_before_correction": "Brier (before)",
-                           "ece_before_correction": "ECE (before)"})
-        body += ('<p class="note">Every brain voxel of the held-out patients, each mapped by '
-                 "the model of the fold that held it out. The maps are whole-brain "
-                 "calibrated: each fold's probabilities are moved from the balanced "
-                 "training sample to the whole-brain HT prevalence of that fold's training "
-                 "patients (prior shift, Elkan 2001; Saerens et al. 2002). "
-                 "'before correction': the same maps at the training sample's prevalence. "
-                 "ECE: voxel-weighted mean |predicted - observed| over ten equal-width "
-                 "bins (calibration.csv); almost every voxel is in the first bin, so the "
-                 "ECE mostly measures the mean risk. Brier skill: 1 - Brier / (p (1 - p)), "
-                 "the gain over predicting the observed rate p in every voxel (0: none; "
-                 "it is the number that says whether the map tells voxels apart).</p>")
-        section("calibration", "Whole-brain calibration (held-out patients)", body)
-
-        kinds = {"patient_auc": "prob", "patient_auc_low": "prob",
-                 "patient_auc_high": "prob", "n_patients": "int", "n_bleeding": "int"}
-        body = _table("patients_summary.csv", PATIENT_SUMMARY_COLUMNS,
-                      result.patients_summary, kinds,
-                      labels={"n_patients": "held-out patients",
-                              "n_bleeding": "bleeding"},
-                      intervals=(("patient AUC [95% CI]", "patient_auc", "patient_auc_low",
-                                  "patient_auc_high"),))
-        body += ('<p class="note">Per held-out patient: the <b>expected HT volume</b> (sum of '
-                 "the voxel probabilities times the voxel volume) and the <b>probability of "
-                 "any HT</b> (expected bleeding share of the brain over the share that "
-                 "bleeds in a bleeding training patient, capped at 1). Patient AUC: "
-                 "probability of any HT against whether the patient bled, with its "
-                 "patient-bootstrap 95% interval. No volume interval is given: voxel "
-                 "outcomes within a patient are not independent.</p>")
-        if result.volumes_summary is not None:
-            body += ("<p class='note'>Thresholded maps (volumes_summary.csv; risk &gt;= 0.5 "
-                     "is predicted HT, risk score = 99th percentile). On whole-brain "
-                     "calibrated maps few voxels reach 0.5, so the thresholded volumes and "
-                     "Dice are small: read the expected volume above instead.</p>")
-            body += _table("volumes_summary.csv", VOLUME_SUMMARY_COLUMNS,
-                           result.volumes_summary,
-                           {"occurrence_auc": "prob", "dice_mean": "prob",
-                            "volume_abs_error_mean_ml": "ml", "n_patients": "int"})
-        from ._volumes import PATIENT_COLUMNS
-
-        body += "<details><summary>patients.csv: every held-out patient</summary>" + _table(
-            "patients.csv", PATIENT_COLUMNS, result.patients,
-            {"probability_any_ht": "prob", "expected_volume_ml": "ml",
-             "annotated_volume_ml": "ml", "risk_score": "prob", "fold": "int",
-             "ht": "int"}) + "</details>"
-        section("patients", "The patient-level answer (held-out patients)", body)
-
-        body = _figure_html(lambda: _gallery_figure(result), "gallery.png",
-                            "held-out risk overlays", out, plot)
-        body += ('<p class="note">One axial slice per patient (the slice with the most '
-                 "annotated HT, else the most risk) of held-out patients: whole-brain "
-                 "calibrated risk over DWI b0, the reader's HT annotation outlined in "
-                 "cyan. One colour scale for the whole gallery.</p>")
-        section("gallery", "Held-out risk maps", body)
+        _volume_sections(result, out, plot, section)
     else:
         section("calibration", "Whole-brain calibration and patient-level results",
                 '<p class="missing">Not available: run compare with --volumes '
@@ -497,6 +411,103 @@ def _sections(result, out, plot, volumes):
             '<p class="note">Everything the run did, per model, is in run.json.</p>')
     section("settings", "Settings of the run", body)
     return lead, nav, parts
+
+
+def _results_body(result, config):
+    """The results table with the paper's numbers beside it."""
+    paper = {n: PAPER_TABLE.get(n, ("", "", "", "")) for n in (r["model"] for r in
+                                                                result.table)}
+    kinds = dict.fromkeys(TABLE_COLUMNS[2:8], "percent")
+    kinds.update(n_patients="int", n_voxels="int")
+    body = _table("table.csv", TABLE_COLUMNS, result.table, kinds,
+                  truth_rows=TRUTH_ROWS, labels={"n_patients": "patients",
+                                                 "n_voxels": "voxels"},
+                  intervals=(("AUC-ROC [95% CI]", "auc_roc", "auc_roc_low", "auc_roc_high"),
+                             ("AUC-PR [95% CI]", "auc_pr", "auc_pr_low", "auc_pr_high")),
+                  extra=(("paper AUC-ROC", "paper AUC-PR"),
+                         lambda r: paper[r["model"]][2:4]))
+    body += (f'<p class="note">AUCs in %, point estimate and 95% '
+             f"{_e(config.get('bootstrap_unit', 'patient'))}-bootstrap interval "
+             f"({_e(config.get('n_resamples', '?'))} resamples, the same for every model), "
+             "on the balanced voxel sample (half HT), as the paper reports them. Italic: "
+             f"{TRUTH_NOTE}. The paper's numbers (Yu et al., MICCAI 2019, 155 patients) are "
+             "for reference only; results on a simulated cohort are not clinical "
+             "evidence.</p>")
+    return body
+
+
+def _volume_sections(result, out, plot, section):
+    """The sections of ``volumes=True``: whole-brain calibration, the patient-level answer
+    and the held-out risk maps."""
+    from ._volumes import CALIBRATION_SUMMARY_COLUMNS, PATIENT_SUMMARY_COLUMNS
+
+    body = _figure_html(lambda: _calibration_figure(result), "calibration_report.png",
+                        "reliability diagram", out, plot)
+    kinds = {c: "float" for c in CALIBRATION_SUMMARY_COLUMNS[3:]}
+    kinds.update(n_patients="int", n_voxels="int")
+    body += _table("calibration_summary.csv", CALIBRATION_SUMMARY_COLUMNS,
+                   result.calibration_summary, kinds, labels={
+                       "n_patients": "patients", "n_voxels": "brain voxels",
+                       "observed_prevalence": "observed HT rate",
+                       "mean_predicted": "mean predicted", "brier": "Brier",
+                       "brier_skill": "Brier skill",
+                       "ece": "ECE",
+                       "mean_predicted_before_correction": "mean predicted (before)",
+                       "brier_before_correction": "Brier (before)",
+                       "ece_before_correction": "ECE (before)"})
+    body += ('<p class="note">Every brain voxel of the held-out patients, each mapped by '
+             "the model of the fold that held it out. The maps are whole-brain "
+             "calibrated: each fold's probabilities are moved from the balanced "
+             "training sample to the whole-brain HT prevalence of that fold's training "
+             "patients (prior shift, Elkan 2001; Saerens et al. 2002). "
+             "'before correction': the same maps at the training sample's prevalence. "
+             "ECE: voxel-weighted mean |predicted - observed| over ten equal-width "
+             "bins (calibration.csv); almost every voxel is in the first bin, so the "
+             "ECE mostly measures the mean risk. Brier skill: 1 - Brier / (p (1 - p)), "
+             "the gain over predicting the observed rate p in every voxel (0: none; "
+             "it is the number that says whether the map tells voxels apart).</p>")
+    section("calibration", "Whole-brain calibration (held-out patients)", body)
+
+    kinds = {"patient_auc": "prob", "patient_auc_low": "prob",
+             "patient_auc_high": "prob", "n_patients": "int", "n_bleeding": "int"}
+    body = _table("patients_summary.csv", PATIENT_SUMMARY_COLUMNS,
+                  result.patients_summary, kinds,
+                  labels={"n_patients": "held-out patients",
+                          "n_bleeding": "bleeding"},
+                  intervals=(("patient AUC [95% CI]", "patient_auc", "patient_auc_low",
+                              "patient_auc_high"),))
+    body += ('<p class="note">Per held-out patient: the <b>expected HT volume</b> (sum of '
+             "the voxel probabilities times the voxel volume) and the <b>probability of "
+             "any HT</b> (expected bleeding share of the brain over the share that "
+             "bleeds in a bleeding training patient, capped at 1). Patient AUC: "
+             "probability of any HT against whether the patient bled, with its "
+             "patient-bootstrap 95% interval. No volume interval is given: voxel "
+             "outcomes within a patient are not independent.</p>")
+    if result.volumes_summary is not None:
+        body += ("<p class='note'>Thresholded maps (volumes_summary.csv; risk &gt;= 0.5 "
+                 "is predicted HT, risk score = 99th percentile). On whole-brain "
+                 "calibrated maps few voxels reach 0.5, so the thresholded volumes and "
+                 "Dice are small: read the expected volume above instead.</p>")
+        body += _table("volumes_summary.csv", VOLUME_SUMMARY_COLUMNS,
+                       result.volumes_summary,
+                       {"occurrence_auc": "prob", "dice_mean": "prob",
+                        "volume_abs_error_mean_ml": "ml", "n_patients": "int"})
+    from ._volumes import PATIENT_COLUMNS
+
+    body += "<details><summary>patients.csv: every held-out patient</summary>" + _table(
+        "patients.csv", PATIENT_COLUMNS, result.patients,
+        {"probability_any_ht": "prob", "expected_volume_ml": "ml",
+         "annotated_volume_ml": "ml", "risk_score": "prob", "fold": "int",
+         "ht": "int"}) + "</details>"
+    section("patients", "The patient-level answer (held-out patients)", body)
+
+    body = _figure_html(lambda: _gallery_figure(result), "gallery.png",
+                        "held-out risk overlays", out, plot)
+    body += ('<p class="note">One axial slice per patient (the slice with the most '
+             "annotated HT, else the most risk) of held-out patients: whole-brain "
+             "calibrated risk over DWI b0, the reader's HT annotation outlined in "
+             "cyan. One colour scale for the whole gallery.</p>")
+    section("gallery", "Held-out risk maps", body)
 
 
 def _qc_html(folders):

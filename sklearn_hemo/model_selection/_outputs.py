@@ -18,6 +18,7 @@ def write_all_outputs(result, out_dir, plot=True, volumes=True, report=True):
     """Write the comparison's files into ``out_dir`` as one set, ``report.html`` last.
 
     ``volumes=False`` leaves out the whole-brain files; ``report=False`` the report.
+    Returns the names of the files written (sorted).
     """
     # the undecorated writer: it writes into this call's staging folder
     write_outputs.__wrapped__(result, out_dir, plot=plot, volumes=volumes)

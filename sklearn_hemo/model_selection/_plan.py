@@ -3,85 +3,44 @@
 :func:`plan_comparison` (also ``compare_models(..., dry_run=True)`` and
 ``sklearn-hemo compare --dry-run``) draws the same voxel sample and the same outer folds
 as :func:`~sklearn_hemo.model_selection.compare_models` would, counts the work, and times
-a short calibration on this machine:
+a short calibration on this machine. The steps, each a function below:
 
-* **Fits.** A (model, outer fold) task with ``c > 1`` grid candidates runs ``c x n_inner``
-  inner fits and one refit; a single candidate is one fit. A model runs ``n_outer`` tasks.
-* **Calibration.** Every grid candidate is fitted on ``n_cal`` and ``2 n_cal`` voxels of
-  a few patients (the split between fixed overhead and size-dependent cost, per
-  candidate: LIBSVM's cost grows faster with the voxels at a larger ``C``, so one
-  candidate's growth scaled by the others' small fits under-projected the SVM), and each
-  fitted model scores ``2 n_cal`` voxels (a SVC scores in proportion to its support
-  vectors, which depend on ``C``). Training budgets
-  that cost linearly are cut for the calibration and scaled back: the LSTM's
-  ``max_epochs`` (to 2), or its ``max_steps`` (to 20) when it trains on a step budget,
-  and a forest's ``n_estimators`` (to 20). A step budget is projected whole: early
-  stopping usually ends the fit sooner, so the LSTM rows' projection is an upper bound
-  (``run.json`` records the steps every fit took). Only what a fit pays
-  per epoch or tree scales with the budget: the first candidate is also fitted once with
-  its whole budget at the larger size, and ``t = F + B u`` through the two budgets
-  separates the once-per-fit part ``F`` (building the network, the first epoch's
-  allocations) from the per-unit cost ``u``. Scaling all of a 2-epoch fit by 10 charged
-  ``F`` ten times and over-projected the LSTM.
-* **Cheap fits are timed on more voxels, and more than once.** A fit shorter than
-  :data:`_REPEAT_BELOW_SECONDS` is timed three times and its median kept: a fit of a few
-  milliseconds is otherwise as much scheduler noise as work, and a noisy pair of sizes
-  tilts the law's slope. While the larger calibration fit stays under
-  :data:`_MIN_FIT_SECONDS` (the first candidate's), both sizes double (more patients of
-  the same sample, at most
-  :data:`_MAX_DOUBLINGS` times, never beyond the outer training size): extrapolating a
-  few milliseconds at 800 voxels to 4,500 was what under-projected the forest and SVM on
-  map patches, and a least-squares fit below as many voxels as features is in another
-  regime (``n^2 d``) than the task's (``n d^2``).
-* **Scaling law.** Time is ``a + b W(n)`` with ``a, b`` from the two calibration sizes
-  and ``W`` the documented work of the estimator (:data:`SCALING_LAWS`): linear for the
-  LSTM and least squares, ``n log n`` for forests, ``n^2`` for LIBSVM's exact SVC,
-  ``n^3`` for the exact SR-KDA kernel, ``n m^2 + m^3`` for ``m`` Nystroem landmarks
-  (``m = min(n_components, n)``). The SVM is calibrated in the regime (exact or
-  Nystroem) its full-size fits will use.
-* **Features.** Features of a stateless first step are computed once, in the main
-  process, before the tasks (as ``compare_models`` does); reading a patient's images
-  dominates, so their time is projected linearly in the number of patients. A pipeline
-  that reads images in its tasks (e.g. ``roi-k2``) is also timed once with an empty
-  per-patient cache, and each task is charged that reading per decoded image byte of its
-  training patients, as a fresh worker pays it (per patient, two calibration patients
-  of 45 and 46 frames under-projected a cohort of 45 to 85 frames by a third).
-* **Fits are timed warm and single-threaded**, as tasks run them: one untimed fit first
-  (first-call costs such as torch's kernels), BLAS limited to one thread.
-* **Memory.** The resident memory a calibration fit adds (polled, after handing the
-  allocator's free pages back to the system, so that memory an earlier fit freed does not
-  hide this one's) is extrapolated the same way (linearly in ``n``; ``n m + m^2`` for
-  Nystroem, ``n^2`` for an exact kernel; times the trees of a forest), plus the task's
-  inputs (the features of every sampled voxel and the training copy), the per-patient
-  cache a task that reads images fills (its training patients' share, at most
-  :data:`~sklearn_hemo._cache.CACHE_BYTES`) and the resident memory of a fresh worker
-  process that imports the package.
-* **A worker's memory.** A worker runs tasks of every model one after another and keeps
-  what each leaves: the first-call costs (torch's runtime), and the per-patient cache of
-  the rows that read images. Its peak is bounded by a fresh worker, plus every row's
-  first-call memory, plus the caches (capped), plus the largest task's inputs and fit.
-* **Side by side.** A model's tasks are submitted one after another, so they mostly run
-  beside each other. With ``n_jobs > 1`` the row's round of calibration fits (every
-  candidate at the larger size) is timed again in ``n_jobs`` loky workers all at once,
-  for at least :data:`_PROBE_SECONDS` and three rounds, and the model's tasks are
-  multiplied by the side-by-side time over the calibration's own round. Fits that stream
-  memory (LIBSVM's kernel rows) slow down far more than fits that stay in cache (an LSTM
-  batch), so one machine-wide factor would not do. The factor is taken against the
-  calibration's round, not against the round timed alone in a worker: on this kind of
-  shared machine the same memory-bound fit runs 25 % faster or slower from one minute
-  to the next (one LIBSVM fit on 3,200 random vectors, 1.8-3.0 s in a loop of 16, with
-  CPU time equal to wall time), so a ratio of two short timings swung between 1.3 and
-  2.3 from one dry run to the next, and a calibration that ran in a slow minute was not
-  corrected. Against the calibration, a slow calibration lowers the factor by as much
-  as it raised the fits (the factor can be below 1). A row whose fits read images is
-  probed with cold fits, alone and side by side (its calibration round is not a round
-  of cold fits).
-* **Total.** Tasks are dealt to ``n_jobs`` workers in submission order (each to the
-  first free worker), as joblib does; the projection is the features' time plus the
-  last worker's finishing time.
+* **Fits** (``_count_row``). A (model, outer fold) task with ``c > 1`` grid candidates
+  runs ``c x n_inner`` inner fits and one refit; a single candidate is one fit. A model
+  runs ``n_outer`` tasks. Its scaling law is the zoo record's (``ZooRow.scaling_law``),
+  else read from the estimator's class.
+* **Calibration** (``_calibrate_row``). Every grid candidate is fitted on ``n_cal`` and
+  ``2 n_cal`` voxels of a few patients, warm and single-threaded as tasks run them, and
+  scores ``2 n_cal`` voxels. Training budgets that cost linearly are cut (the LSTM's
+  ``max_epochs`` to 2 or ``max_steps`` to 20, a forest's ``n_estimators`` to 20) and scaled
+  back, the first candidate also fitted once with its whole budget so that only the
+  per-epoch or per-tree part scales (a step budget is projected whole: an upper bound
+  when early stopping ends the fit sooner). Fits shorter than
+  :data:`_REPEAT_BELOW_SECONDS` are timed three times (the median); while the larger
+  fit stays under :data:`_MIN_FIT_SECONDS`, both sizes double (at most
+  :data:`_MAX_DOUBLINGS` times). A row that reads images is also timed with an empty
+  patient cache (:data:`_COLD_READS` fits).
+* **Scaling law.** Time is ``a + b W(n)`` with ``W`` the documented work of the estimator
+  (:data:`SCALING_LAWS`): linear (LSTM, least squares), ``n log n`` (forests), ``n^2``
+  (LIBSVM's exact SVC), ``n^3`` (exact SR-KDA kernel), ``n m^2 + m^3`` (``m`` Nystroem
+  landmarks).
+* **Side by side.** With ``n_jobs > 1`` a row's round of calibration fits is timed again
+  in ``n_jobs`` loky workers at once (at least :data:`_PROBE_SECONDS`, at most
+  :data:`_MAX_PROBE_ROUNDS` rounds), and its tasks are multiplied by that time over the
+  calibration's own round (``_contention``).
+* **Projection** (``_project``, ``_schedule``). Features of a stateless first step are
+  projected linearly in the patients; tasks are dealt to ``n_jobs`` workers in
+  submission order, as joblib does; the total is the features' time plus the last
+  worker's finishing time.
+* **Memory** (``_task_memory``). The resident memory a calibration fit adds, extrapolated
+  with the law's memory work (times the trees of a forest), plus the task's inputs, the
+  patient cache a task that reads images fills (at most
+  :data:`~sklearn_hemo._cache.CACHE_BYTES`) and a fresh worker; a worker's peak keeps
+  every row's first-call memory and the caches.
 
-The projection is as good as the calibration: on a machine shared with other jobs, the
-calibration and the run see different loads.
+Why each rule is there (the measurements that asked for it) is in
+``benchmarks/plan_calibration_notes.md``. The projection is as good as the calibration:
+on a machine shared with other jobs, the calibration and the run see different loads.
 """
 
 from __future__ import annotations
@@ -116,7 +75,7 @@ from ._setup import (
     _prepare,
     make_setup,
 )
-from ._zoo import PROTOCOLS
+from ._zoo import PROTOCOLS, ZOO
 
 __all__ = ["ComparisonPlan", "plan_comparison", "SCALING_LAWS"]
 
@@ -155,28 +114,40 @@ def _final(pipeline):
     return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
 
 
-def _law(estimator, n_target):
-    """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
+def _law_kind(name, estimator):
+    """The scaling law of a row: the zoo's record (``ZooRow.scaling_law``) for a zoo row,
+    else read from the estimator's class (a pipeline of the caller's own)."""
     from sklearn.svm import SVC
 
     from ..discriminant import SRKDAClassifier
     from ..svm import ScalableSVC
     from ..utils.fixes import BaseForest
 
-    if isinstance(estimator, ScalableSVC):
-        if n_target <= estimator.max_exact_samples:
+    if name in ZOO:
+        return ZOO[name].scaling_law
+    if isinstance(estimator, (ScalableSVC, SVC)):
+        return "svm"
+    if isinstance(estimator, SRKDAClassifier):
+        return "srkda"
+    if isinstance(estimator, BaseForest):
+        return "n log n"
+    return "linear"
+
+
+def _law(estimator, n_target, name=None):
+    """``(law, calibration params)`` of an estimator fitted on ``n_target`` voxels."""
+    kind = _law_kind(name, estimator)
+    if kind == "svm":
+        max_exact = getattr(estimator, "max_exact_samples", None)
+        if max_exact is None or n_target <= max_exact:  # LIBSVM's SVC
             return "n^2", {}
         # calibrate the Nystroem path even on small samples
         return ("nystroem", estimator.n_components), {"max_exact_samples": 1}
-    if isinstance(estimator, SVC):
-        return "n^2", {}
-    if isinstance(estimator, SRKDAClassifier):
+    if kind == "srkda":
         if estimator.n_components is None:
             return "n^3", {}
         return ("nystroem", estimator.n_components), {}
-    if isinstance(estimator, BaseForest):
-        return "n log n", {}
-    return "linear", {}
+    return kind, {}
 
 
 def _work(law, n):
@@ -846,139 +817,27 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     (3, True)
     """
     started = time.perf_counter()
-    # the same settings, sample and folds as the run it plans
-    setup = make_setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_state,
-                       device)
-    settings, zoo, X, y, groups = setup.settings, setup.zoo, setup.X, setup.y, setup.groups
-    seeds, fold = setup.seeds, setup.fold
-    n_inner_ = settings["n_inner"]
-    n_train = np.array([np.sum(fold != k) for k in range(settings["n_outer"])])
-    n_test = len(y) - n_train
-    n_workers = max(1, _n_workers(n_jobs))
-
-    if calibration_samples is None:
-        calibration_samples = int(np.clip(n_train.min() // 4, 100, 400))
-    n_cal = int(min(calibration_samples, len(y) // 2))
-    samples = _CalibrationSamples(X, y, groups, cohort, seeds[0], precompute_features)
-    cal_patients = samples.rows(n_cal)[1]
-    n_patients = int(np.unique(groups).size)
-    train_patients = [np.unique(groups[fold != k]).size for k in range(len(n_train))]
-    # what a task that reads images decodes (the sample's groups index the cohort)
-    patient_bytes = {g: _image_bytes(cohort[g]) for g in np.unique(groups)}
-    train_bytes = [sum(patient_bytes[g] for g in np.unique(groups[fold != k]))
-                   for k in range(len(n_train))]
-
+    ctx = _plan_context(cohort, models, protocol, n_outer, n_inner, n_samples, random_state,
+                        device, n_jobs, calibration_samples, precompute_features)
     rows, feature_seconds, durations, cpu_durations = [], 0.0, [], []
     worker = {"first_call": 0.0, "cache": 0.0, "task": 0.0}
     baseline = _worker_baseline_bytes() if calibrate else None
-    for name, (pipeline, grid) in zoo.items():
-        candidates = list(ParameterGrid(grid)) or [{}]
-        searched = len(candidates) > 1
-        fits_per_task = len(candidates) * n_inner_ + 1 if searched else 1
-        law, extra = _law(_final(pipeline), int(n_train.max()))
-        row = {"model": name, "law": _law_name(law), "tasks": settings["n_outer"],
-               "candidates": len(candidates), "fits_per_task": fits_per_task,
-               "fits": fits_per_task * settings["n_outer"],
-               "train_voxels": int(round(n_train.mean())),
-               "inner_train_voxels": (int(round(n_train.mean() * (n_inner_ - 1) / n_inner_))
-                                      if searched else None),
-               "calibration": None, "seconds_per_task": None, "seconds": None,
-               "cpu_seconds": None, "peak_task_mb": None}
+    for name, (pipeline, grid) in ctx.setup.zoo.items():
+        row, law, extra, candidates = _count_row(name, pipeline, grid, ctx)
         rows.append(row)
         if not calibrate:
             continue
-        step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
-        budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
-        extra = {step + key: value for key, value in extra.items()}
-        whole = None
-        # (not for a step budget: early stopping ends the whole-budget fit anywhere, so it
-        # cannot separate the once-per-fit part; the projection is then an upper bound)
-        if time_factor > 1 and step + "max_steps" not in budget:
-            whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
-                                 for key in budget}}
-        cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, samples, n_cal,
-                             int(n_train.max()), whole, min(n_workers, len(n_train)))
-        feature_seconds += cal.pop("feature_seconds") * n_patients / cal_patients
-        calibration = {"law": law, **cal, "time_factor": time_factor,
-                       "size_factor": size_factor}
-        per_task, per_task_cpu = (
-            _project(clock, calibration, candidates, n_train, n_test, n_inner_, n_workers,
-                     train_bytes)
-            for clock in (0, 1))
+        seconds, per_task, per_task_cpu = _calibrate_and_project(
+            row, pipeline, grid, candidates, law, extra, ctx, baseline, worker)
+        feature_seconds += seconds
         durations.extend(per_task)
         cpu_durations.extend(per_task_cpu)
-        memory = cal["memory"]
-        # the most any candidate added at each size (a forest of unpruned trees is larger)
-        (n1, m1), (n2, m2) = ((n, max(m for n_, m in memory if n_ == n))
-                              for n in (cal["n_cal"], cal["n_big"]))
-        ma, mb = _affine([(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))])
-        if mb < 0:
-            # a model does not shrink with more data: the larger size measured less only
-            # through the noise of resident memory, so charge the most either size added
-            ma, mb = float(max(m1, m2)), 0.0
-        n_big = int(n_train.max())
-        # a bound: never below what a calibration fit was seen to add (resident memory
-        # reuses pages freed earlier in the process, so one size can read low)
-        model_bytes = size_factor * max(ma + mb * _work(law, n_big)[1], float(max(m1, m2)))
-        inputs = cal["inputs"]
-        item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
-        input_bytes = item * (len(y) + n_big)
-        # a task that reads images fills the cache with its training patients (bounded)
-        cache_bytes = min(cal["cache_per_patient"] * max(train_patients), CACHE.max_bytes)
-        peak = (baseline or 0) + cal["one_off_bytes"] + input_bytes + model_bytes + cache_bytes
-        worker["first_call"] += cal["one_off_bytes"]
-        worker["cache"] += cache_bytes
-        worker["task"] = max(worker["task"], input_bytes + model_bytes)
-        times, cold = cal["times"], cal["cold"]
-        row.update({
-            "calibration": {"voxels": [cal["n_cal"], cal["n_big"]],
-                            "patients": cal["cal_patients"],
-                            "sizes_tried": cal["levels"],
-                            "fit_seconds": [[n, round(c[0], 4)] for _, n, c in times],
-                            "fit_cpu_seconds": [[n, round(c[1], 4)] for _, n, c in times],
-                            "first_call_seconds": [round(float(v), 4) for v in cal["one_off"]],
-                            "cold_read_seconds": None if cold is None else list(cold),
-                            "budget": budget, "budget_factor": time_factor,
-                            "whole_budget_seconds": (
-                                None if cal["whole_budget"] is None
-                                else [cal["whole_budget"][0],
-                                      round(cal["whole_budget"][1][0], 4)]),
-                            "score_seconds_per_voxel": float(cal["score_per_voxel"][0]),
-                            "contention": [round(v, 3) for v in cal["contention"]],
-                            "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory],
-                            "cache_mb_per_patient": cal["cache_per_patient"] / 2**20},
-            "seconds_per_task": float(np.mean(per_task)),
-            "seconds": float(np.sum(per_task)),
-            "cpu_seconds": float(np.sum(per_task_cpu)),
-            "peak_task_mb": peak / 2**20,
-            "peak_task_parts_mb": {"worker_baseline": (baseline or 0) / 2**20,
-                                   "first_call": cal["one_off_bytes"] / 2**20,
-                                   "inputs": input_bytes / 2**20,
-                                   "fit": model_bytes / 2**20,
-                                   "patient_cache": cache_bytes / 2**20},
-        })
-    peak_worker = None
-    worker_parts = None
-    if calibrate and rows:
-        worker["cache"] = min(worker["cache"], CACHE.max_bytes)
-        peak_worker = (baseline or 0) + sum(worker.values())
-        worker_parts = {"worker_baseline": (baseline or 0) / 2**20,
-                        **{key: value / 2**20 for key, value in worker.items()}}
-    calibrated = calibrate and bool(rows)
-    totals = {
-        "tasks": sum(r["tasks"] for r in rows),
-        "fits": sum(r["fits"] for r in rows),
-        "features_seconds": feature_seconds if calibrate else None,
-        "task_seconds": float(np.sum(durations)) if calibrated else None,
-        "task_cpu_seconds": float(np.sum(cpu_durations)) if calibrated else None,
-        "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
-                              if calibrated else None),
-        "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
-        "peak_worker_parts_mb": worker_parts,
-    }
-    plan_settings = {"protocol": protocol, **settings, "n_samples": int(len(y)),
+    totals = _plan_totals(rows, calibrate, worker, baseline, feature_seconds, durations,
+                          cpu_durations, ctx.n_workers)
+    settings = ctx.setup.settings
+    plan_settings = {"protocol": protocol, **settings, "n_samples": int(len(ctx.setup.y)),
                      "n_samples_requested": settings["n_samples"],
-                     "n_patients": n_patients, "n_jobs": n_workers,
+                     "n_patients": ctx.n_patients, "n_jobs": ctx.n_workers,
                      "random_state": random_state, "device": device,
                      "precompute_features": precompute_features}
     machine = {"platform": platform.platform(), "python": platform.python_version(),
@@ -990,3 +849,164 @@ def plan_comparison(cohort, models=None, *, protocol="quick", n_outer=None, n_in
     if out_dir is not None:
         plan.write(Path(out_dir) / "plan.json")
     return plan
+
+
+# -- the steps of plan_comparison ------------------------------------------------------
+class _PlanContext:
+    """What every row's plan reads: the run's setup (sample, folds, zoo), the training
+    sizes of its outer folds, the calibration sample and what a task decodes."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def _plan_context(cohort, models, protocol, n_outer, n_inner, n_samples, random_state,
+                  device, n_jobs, calibration_samples, precompute_features):
+    """The same settings, sample and folds as the run it plans, and the calibration's."""
+    setup = make_setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_state,
+                       device)
+    settings, X, y, groups = setup.settings, setup.X, setup.y, setup.groups
+    fold = setup.fold
+    n_train = np.array([np.sum(fold != k) for k in range(settings["n_outer"])])
+    if calibration_samples is None:
+        calibration_samples = int(np.clip(n_train.min() // 4, 100, 400))
+    n_cal = int(min(calibration_samples, len(y) // 2))
+    samples = _CalibrationSamples(X, y, groups, cohort, setup.seeds[0], precompute_features)
+    # what a task that reads images decodes (the sample's groups index the cohort)
+    patient_bytes = {g: _image_bytes(cohort[g]) for g in np.unique(groups)}
+    return _PlanContext(
+        setup=setup, n_inner=settings["n_inner"], n_train=n_train,
+        n_test=len(y) - n_train, n_workers=max(1, _n_workers(n_jobs)), n_cal=n_cal,
+        samples=samples, cal_patients=samples.rows(n_cal)[1],
+        n_patients=int(np.unique(groups).size),
+        train_patients=[np.unique(groups[fold != k]).size for k in range(len(n_train))],
+        train_bytes=[sum(patient_bytes[g] for g in np.unique(groups[fold != k]))
+                     for k in range(len(n_train))])
+
+
+def _count_row(name, pipeline, grid, ctx):
+    """A row's fits (candidates, inner folds, tasks) and its scaling law; no timing."""
+    n_inner_, n_train, settings = ctx.n_inner, ctx.n_train, ctx.setup.settings
+    candidates = list(ParameterGrid(grid)) or [{}]
+    searched = len(candidates) > 1
+    fits_per_task = len(candidates) * n_inner_ + 1 if searched else 1
+    law, extra = _law(_final(pipeline), int(n_train.max()), name)
+    row = {"model": name, "law": _law_name(law), "tasks": settings["n_outer"],
+           "candidates": len(candidates), "fits_per_task": fits_per_task,
+           "fits": fits_per_task * settings["n_outer"],
+           "train_voxels": int(round(n_train.mean())),
+           "inner_train_voxels": (int(round(n_train.mean() * (n_inner_ - 1) / n_inner_))
+                                  if searched else None),
+           "calibration": None, "seconds_per_task": None, "seconds": None,
+           "cpu_seconds": None, "peak_task_mb": None}
+    return row, law, extra, candidates
+
+
+def _calibrate_and_project(row, pipeline, grid, candidates, law, extra, ctx, baseline,
+                           worker):
+    """Calibrate one row, project its tasks (wall and CPU seconds per task) and bound its
+    memory; fills ``row`` and adds the row's share to ``worker``. Returns the features'
+    projected seconds and the per-task durations."""
+    n_train = ctx.n_train
+    step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
+    budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
+    extra = {step + key: value for key, value in extra.items()}
+    whole = None
+    # (not for a step budget: early stopping ends the whole-budget fit anywhere, so it
+    # cannot separate the once-per-fit part; the projection is then an upper bound)
+    if time_factor > 1 and step + "max_steps" not in budget:
+        whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
+                             for key in budget}}
+    cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, ctx.samples,
+                         ctx.n_cal, int(n_train.max()), whole,
+                         min(ctx.n_workers, len(n_train)))
+    feature_seconds = cal.pop("feature_seconds") * ctx.n_patients / ctx.cal_patients
+    calibration = {"law": law, **cal, "time_factor": time_factor,
+                   "size_factor": size_factor}
+    per_task, per_task_cpu = (
+        _project(clock, calibration, candidates, n_train, ctx.n_test, ctx.n_inner,
+                 ctx.n_workers, ctx.train_bytes)
+        for clock in (0, 1))
+    parts = _task_memory(cal, law, size_factor, int(n_train.max()), len(ctx.setup.y),
+                         max(ctx.train_patients), baseline)
+    worker["first_call"] += cal["one_off_bytes"]
+    worker["cache"] += parts["patient_cache"]
+    worker["task"] = max(worker["task"], parts["inputs"] + parts["fit"])
+    row.update({
+        "calibration": _calibration_record(cal, budget, time_factor),
+        "seconds_per_task": float(np.mean(per_task)),
+        "seconds": float(np.sum(per_task)),
+        "cpu_seconds": float(np.sum(per_task_cpu)),
+        "peak_task_mb": sum(parts.values()) / 2**20,
+        "peak_task_parts_mb": {key: value / 2**20 for key, value in parts.items()},
+    })
+    return feature_seconds, per_task, per_task_cpu
+
+
+def _task_memory(cal, law, size_factor, n_big, n_samples, max_train_patients, baseline):
+    """The parts of a task's peak resident memory, in bytes: a fresh worker, first-call
+    costs, the inputs, the fit (the calibration's memory law at the largest training size)
+    and the per-patient cache a task that reads images fills."""
+    memory = cal["memory"]
+    # the most any candidate added at each size (a forest of unpruned trees is larger)
+    (n1, m1), (n2, m2) = ((n, max(m for n_, m in memory if n_ == n))
+                          for n in (cal["n_cal"], cal["n_big"]))
+    ma, mb = _affine([(_work(law, n1)[1], float(m1)), (_work(law, n2)[1], float(m2))])
+    if mb < 0:
+        # a model does not shrink with more data: the larger size measured less only
+        # through the noise of resident memory, so charge the most either size added
+        ma, mb = float(max(m1, m2)), 0.0
+    # a bound: never below what a calibration fit was seen to add (resident memory
+    # reuses pages freed earlier in the process, so one size can read low)
+    model_bytes = size_factor * max(ma + mb * _work(law, n_big)[1], float(max(m1, m2)))
+    inputs = cal["inputs"]
+    item = inputs.dtype.itemsize * (inputs.shape[1] if inputs.ndim == 2 else 1)
+    input_bytes = item * (n_samples + n_big)
+    # a task that reads images fills the cache with its training patients (bounded)
+    cache_bytes = min(cal["cache_per_patient"] * max_train_patients, CACHE.max_bytes)
+    return {"worker_baseline": baseline or 0, "first_call": cal["one_off_bytes"],
+            "inputs": input_bytes, "fit": model_bytes, "patient_cache": cache_bytes}
+
+
+def _calibration_record(cal, budget, time_factor):
+    """What ``plan.json`` records of a row's calibration."""
+    times, cold, memory = cal["times"], cal["cold"], cal["memory"]
+    return {"voxels": [cal["n_cal"], cal["n_big"]],
+            "patients": cal["cal_patients"],
+            "sizes_tried": cal["levels"],
+            "fit_seconds": [[n, round(c[0], 4)] for _, n, c in times],
+            "fit_cpu_seconds": [[n, round(c[1], 4)] for _, n, c in times],
+            "first_call_seconds": [round(float(v), 4) for v in cal["one_off"]],
+            "cold_read_seconds": None if cold is None else list(cold),
+            "budget": budget, "budget_factor": time_factor,
+            "whole_budget_seconds": (
+                None if cal["whole_budget"] is None
+                else [cal["whole_budget"][0], round(cal["whole_budget"][1][0], 4)]),
+            "score_seconds_per_voxel": float(cal["score_per_voxel"][0]),
+            "contention": [round(v, 3) for v in cal["contention"]],
+            "added_rss_mb": [[n, round(m / 2**20, 1)] for n, m in memory],
+            "cache_mb_per_patient": cal["cache_per_patient"] / 2**20}
+
+
+def _plan_totals(rows, calibrate, worker, baseline, feature_seconds, durations,
+                 cpu_durations, n_workers):
+    """The plan's totals: tasks, fits, projected time and a worker's peak memory."""
+    peak_worker = None
+    worker_parts = None
+    if calibrate and rows:
+        worker["cache"] = min(worker["cache"], CACHE.max_bytes)
+        peak_worker = (baseline or 0) + sum(worker.values())
+        worker_parts = {"worker_baseline": (baseline or 0) / 2**20,
+                        **{key: value / 2**20 for key, value in worker.items()}}
+    calibrated = calibrate and bool(rows)
+    return {
+        "tasks": sum(r["tasks"] for r in rows),
+        "fits": sum(r["fits"] for r in rows),
+        "features_seconds": feature_seconds if calibrate else None,
+        "task_seconds": float(np.sum(durations)) if calibrated else None,
+        "task_cpu_seconds": float(np.sum(cpu_durations)) if calibrated else None,
+        "projected_seconds": (float(feature_seconds) + _schedule(durations, n_workers)
+                              if calibrated else None),
+        "peak_worker_mb": None if peak_worker is None else peak_worker / 2**20,
+        "peak_worker_parts_mb": worker_parts,
+    }

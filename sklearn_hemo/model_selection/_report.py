@@ -24,6 +24,7 @@ from .._io import atomic_write_text, writes_one_set
 from ..metrics import bootstrap_auc, weighted_auc
 from ..utils._warnings import find_stack_level
 from ..utils.fixes import Interval, StrOptions, validate_params
+from ._zoo import ZOO
 
 __all__ = [
     "ComparisonResult",
@@ -49,21 +50,9 @@ VOLUME_SUMMARY_COLUMNS = ("model", "n_patients", "occurrence_auc", "dice_mean",
                           "volume_abs_error_mean_ml")
 
 #: Table 1 of Yu et al. (MICCAI 2019): zoo row -> (paper's model, inputs, AUC-ROC, AUC-PR),
-#: AUCs in % as "mean +- half-width of the 95 % CI"; NA where the paper gives none.
-PAPER_TABLE = {
-    "lstm-pwi": ("LSTM", "PWI", "83.1 ± 2.9", "82.3 ± 5.8"),
-    "lstm-pwi+aif": ("LSTM-NeuralNet", "PWI+AIF", "79.6 ± 2.6", "71.9 ± 5.8"),
-    "lstm-pwi+dwi": ("LSTM-NeuralNet", "PWI+DWI", "88.3 ± 3.6", "86.4 ± 6.4"),
-    "lstm-pwi+aif+dwi": ("LSTM-NeuralNet", "PWI+AIF+DWI", "89.4 ± 4.3", "87.4 ± 5.9"),
-    "linear": ("Linear regression", "PWI+AIF+DWI", "58.5 ± 7.5", "44.4 ± 9.8"),
-    "random-forest": ("Random forests", "PWI+AIF+DWI", "79.8 ± 3.1", "67.1 ± 6.0"),
-    "sr-kda": ("SR-KDA", "PWI+AIF+DWI", "83.7 ± 2.6", "70.4 ± 5.8"),
-    "svm": ("SVM", "PWI+AIF+DWI", "82.1 ± 2.9", "69.9 ± 5.8"),
-    # the paper quoted this row from another study (DCE Ktrans): not a comparable number
-    "roi-leakage-proxy": ("ROI-based", "Ktrans",
-                          "64.1 ± 6.0 quoted by the paper from another study, Ktrans "
-                          "(not comparable)", "NA"),
-}
+#: AUCs in % as "mean +- half-width of the 95 % CI"; NA where the paper gives none. Read
+#: from the zoo's rows (``ZooRow.paper``).
+PAPER_TABLE = {name: row.paper for name, row in ZOO.items() if row.paper is not None}
 
 #: Rows scored by the simulator's truth, never fitted: ``oracle`` is the voxel HT
 #: probability given everything an ideal reader measures on the images (the best any
@@ -72,12 +61,8 @@ PAPER_TABLE = {
 #: neither is ranked among the models.
 TRUTH_ROWS = {"oracle": "observable_risk", "latent-bound": "latent_risk"}
 
-_INPUTS = {
-    "lstm-pwi": "PWI", "lstm-pwi+aif": "PWI+AIF", "lstm-pwi+dwi": "PWI+DWI",
-    "lstm-pwi+aif+dwi": "PWI+AIF+DWI", "linear": "PWI+AIF+DWI",
-    "random-forest": "PWI+AIF+DWI", "sr-kda": "PWI+AIF+DWI", "svm": "PWI+AIF+DWI",
-    "random-forest-maps": "perfusion maps", "svm-maps": "perfusion maps",
-    "roi-leakage-proxy": "DSC leakage proxy (BSW K2, lesion ROI)",
+# the inputs labels of the truth rows (those of the zoo's rows are in ZooRow.inputs_label)
+_TRUTH_INPUTS = {
     "oracle": "observable risk (simulated truth)",
     "latent-bound": "latent risk (simulated truth; knows unobserved factors)",
 }
@@ -85,8 +70,10 @@ _INPUTS = {
 
 def inputs_label(name, pipeline=None):
     """Human label of a model's inputs: the zoo's, else read from its first step."""
-    if name in _INPUTS:
-        return _INPUTS[name]
+    if name in ZOO:
+        return ZOO[name].inputs_label
+    if name in _TRUTH_INPUTS:
+        return _TRUTH_INPUTS[name]
     if pipeline is None:
         return ""
     first = getattr(pipeline, "steps", [[None, pipeline]])[0][1]
@@ -146,6 +133,9 @@ class ComparisonResult:
     calibration_before : list of dict or None
         With ``volumes=True``: the rows of ``calibration`` for the same maps before the
         prior-shift correction (drawn in the reliability diagram; not written as a CSV).
+    files : list of str
+        The names of the files :func:`~sklearn_hemo.model_selection.compare_models` wrote
+        into ``out_dir`` (empty without one).
 
     Examples
     --------
@@ -181,6 +171,7 @@ class ComparisonResult:
     patients_summary: list | None = None
     gallery: dict | None = field(default=None, repr=False)
     calibration_before: list | None = field(default=None, repr=False)
+    files: list = field(default_factory=list, repr=False)
 
     def to_markdown(self):
         """The table in the layout of the paper's Table 1, the paper's numbers alongside,
@@ -646,7 +637,8 @@ def read_predictions(path):
 def write_outputs(result, out_dir, plot=True, volumes=True):
     """Write every output file of a comparison into ``out_dir``, each atomically; the
     CSVs through :func:`_csv_text` (missing values ``NA``). ``volumes=False`` leaves out
-    ``volumes.csv`` and ``volumes_summary.csv``."""
+    ``volumes.csv`` and ``volumes_summary.csv``. Returns the names of the files written
+    (sorted; ``writes_one_set``)."""
     out = Path(out_dir)
     atomic_write_text(out / "table.csv", _csv_text(TABLE_COLUMNS, result.table))
     atomic_write_text(out / "table.md", result.to_markdown())

@@ -19,6 +19,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ..base import is_row_wise_voxel_transformer
+from ..exceptions import SamplingWarning
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ._report import TRUTH_ROWS
 from ._resume import _canonical, _digest
@@ -93,8 +94,7 @@ def make_setup(cohort, models, protocol, n_outer, n_inner, n_samples, random_sta
     with warnings.catch_warnings():
         if n_samples is None:
             # the protocol's size is an upper bound: a small cohort gives all its HT voxels
-            warnings.filterwarnings("ignore", message=".*HT voxels are available",
-                                    category=UserWarning)
+            warnings.simplefilter("ignore", SamplingWarning)
         X, y, groups = sample_voxels(cohort, n_samples=settings["n_samples"], balance=True,
                                      random_state=random_state)
     X, y, groups = np.asarray(X), np.asarray(y).astype(int), np.asarray(groups)

@@ -8,6 +8,7 @@ from sklearn.utils import Bunch
 
 from .._cache import CACHE, cached
 from ..datasets import Patient
+from ..exceptions import QCWarning
 from ..utils._warnings import find_stack_level
 from ..utils.fixes import StrOptions, validate_params
 from ._deconvolution import _correction_factor, perfusion_maps
@@ -111,7 +112,7 @@ def patient_perfusion_maps(patient, *, method="osvd", **kwargs):
     data = np.asarray(patient.pwi.dataobj)
     timing = patient_timing(patient, data, brain)
     for note in timing.notes:
-        warnings.warn(note, UserWarning, stacklevel=find_stack_level())
+        warnings.warn(note, QCWarning, stacklevel=find_stack_level())
     start = timing.n_nonsteady  # leading non-steady frames are dropped
     signal = data[brain][:, start:].astype(np.float64)
     conc = _tissue_units(patient, concentration(

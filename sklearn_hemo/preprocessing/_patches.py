@@ -29,6 +29,7 @@ import numpy as np
 from .._cache import cached, patient_brain, patient_volume
 from ..base import BaseVoxelTransformer
 from ..datasets import Cohort
+from ..exceptions import QCWarning
 from ..signal import (
     apply_interp_plan,
     concentration_unchecked,
@@ -602,13 +603,13 @@ class PatchExtractor(BaseVoxelTransformer):
         else:
             timing = patient_timing(patient, data, brain)
         for note in timing.notes:
-            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
+            warnings.warn(note, QCWarning, stacklevel=find_stack_level())
         offset = patient_grid_offset(patient, self.align, timing)
         grid = time_grid(self.n_timepoints, float(self.time_step), offset)
         plan, padding = patient_time_plan(patient, timing, grid)
         note = padding_note(patient, padding, grid)
         if note is not None:
-            warnings.warn(note, UserWarning, stacklevel=find_stack_level())
+            warnings.warn(note, QCWarning, stacklevel=find_stack_level())
         aif = None
         if "aif" in self.inputs:
             full = data if isinstance(data, np.ndarray) else None  # not a proxy
