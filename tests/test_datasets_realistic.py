@@ -343,3 +343,30 @@ def test_lesion_size_reperfusion_and_outcome_are_stratified_per_seed():
         p_ht = np.array([float(p.truth["p_ht"]) for p in cohort])
         assert abs((cohort.ht == 1).sum() - p_ht.sum()) <= 3.5, (seed, cohort.ht.sum(),
                                                                  p_ht.sum())
+
+
+def test_the_motion_share_is_a_parameter_that_changes_nothing_else():
+    # simulate_raw_tree simulates still patients through this keyword (no patching of
+    # module constants); the uniform number deciding motion is drawn either way
+    import inspect
+
+    from sklearn_hemo.datasets._simulate import _stroke_cohort
+
+    public = inspect.signature(make_stroke_cohort).parameters
+    private = inspect.signature(_stroke_cohort).parameters
+    for name, parameter in public.items():
+        assert private[name].default == parameter.default, name
+    options = {"n_patients": 6, "shape": (12, 12, 2), "n_frames": (45, 45), "random_state": 4}
+    default = make_stroke_cohort(**options)
+    still = _stroke_cohort(**options, motion_share=0.0)
+    moving = _stroke_cohort(**options, motion_share=1.0)
+    assert any(np.any(p.truth["motion"]) for p in default)
+    assert not any(np.any(p.truth["motion"]) for p in still)
+    assert all(np.any(p.truth["motion"]) for p in moving)
+    for a, b in zip(default, still, strict=True):
+        # anatomy and outcome come before the motion draw; a patient who did not move
+        # by default is the same patient, image for image
+        np.testing.assert_array_equal(a.truth["ht_clean"], b.truth["ht_clean"])
+        if not np.any(a.truth["motion"]):
+            np.testing.assert_array_equal(_data(a.pwi), _data(b.pwi))
+            np.testing.assert_array_equal(_data(a.dwi_b1000), _data(b.dwi_b1000))

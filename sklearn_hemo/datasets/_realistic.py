@@ -92,14 +92,19 @@ _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
 def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
                                reperfusion_draw, ht_prevalence, snr,
-                               repetition_time, n_frames, echo_time):
+                               repetition_time, n_frames, echo_time, motion_share=None):
     """Simulate one realistic patient from its own generator.
 
     ``outcome_draw`` is the uniform number in [0, 1) that decides the outcome (the patient
     bleeds when it is below its probability); ``size_draw`` (lesion size) and
     ``reperfusion_draw`` (reperfused when below 0.6) are uniform numbers in [0, 1) too.
     The cohort stratifies all three (low-discrepancy sequences over the patients).
+    ``motion_share`` is the probability that the patient moves (None: ``_P_MOTION``); the
+    uniform number deciding it is drawn whatever its value, so the other draws stay the
+    same.
     """
+    if motion_share is None:
+        motion_share = _P_MOTION
     tr = round(_draw(rng, repetition_time), 3)
     nt = int(_draw(rng, n_frames, integer=True))
     te = round(_draw(rng, echo_time), 4)
@@ -208,7 +213,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
     venous = _venous_curve(aif_params, times, rng)
     _mix_vessels(signal, vessels, {"artery": arterial, "vein": venous}, te, scale * coil)
     _nonsteady(rng, signal, n_nonsteady)
-    motion = _move(rng, signal) if rng.uniform() < _P_MOTION else np.zeros((nt, 3))
+    motion = _move(rng, signal) if rng.uniform() < motion_share else np.zeros((nt, 3))
     pwi = _to_int16(_rician(rng, signal, sigma))
     del conc, signal
 

@@ -419,6 +419,24 @@ def make_stroke_cohort(
     >>> easy[0].aif is not None, easy[0].brain_mask is not None
     (True, True)
     """
+    return _stroke_cohort(
+        n_patients, shape, difficulty=difficulty, ht_prevalence=ht_prevalence, snr=snr,
+        repetition_time=repetition_time, n_frames=n_frames, echo_time=echo_time,
+        random_state=random_state, out_dir=out_dir, overwrite=overwrite, n_jobs=n_jobs,
+        verbose=verbose, progress=progress)
+
+
+def _stroke_cohort(n_patients=60, shape=(48, 48, 8), *, difficulty="realistic",
+                   ht_prevalence=0.26, snr="auto", repetition_time=(1.2, 2.0),
+                   n_frames=(45, 90), echo_time=(0.025, 0.035), random_state=None,
+                   out_dir=None, overwrite=False, n_jobs=None, verbose=0,
+                   progress=DEPRECATED, motion_share=None):
+    """:func:`make_stroke_cohort` (same defaults), with the share of moving patients.
+
+    ``motion_share`` (realistic cohorts only) replaces the share of patients with head
+    motion (``_realistic._P_MOTION``, 30%); None keeps it. The draws do not depend on
+    it (``simulate_raw_tree`` simulates still patients with ``motion_share=0.0``).
+    """
     n_patients = check_integer(n_patients, "n_patients", 1)
     shape = _check_shape(shape)
     if not isinstance(ht_prevalence, numbers.Real) or not 0.0 <= ht_prevalence <= 1.0:
@@ -442,7 +460,7 @@ def make_stroke_cohort(
     spec = {"entropy": entropy, "offset": offset, "width": max(3, len(str(n_patients))),
             "strata": strata,
             "shape": shape, "ht_prevalence": ht_prevalence, "snr": snr, "acq": acq,
-            "difficulty": difficulty}
+            "difficulty": difficulty, "motion_share": motion_share}
     folder = None
     if out_dir is not None:
         from ._layout import claim_cohort_folder, patient_files
@@ -489,7 +507,8 @@ def _simulate_one(k, spec, folder):
         patient = simulate_realistic_patient(
             pid, spec["shape"], rng, outcome_draw=1.0 - stratified, size_draw=size_draw,
             reperfusion_draw=reperfusion_draw,
-            ht_prevalence=spec["ht_prevalence"], snr=spec["snr"], **spec["acq"])
+            ht_prevalence=spec["ht_prevalence"], snr=spec["snr"],
+            motion_share=spec["motion_share"], **spec["acq"])
     else:
         patient = simulate_patient(
             pid, spec["shape"], rng, severity=stratified,
