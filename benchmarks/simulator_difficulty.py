@@ -20,6 +20,15 @@ compare`` draws (:func:`~sklearn_hemo.sampling.sample_voxels` with the quick pro
   the true ADC (target: with ADC at least 0.02 higher, the direction of the paper's
   PWI -> PWI+DWI gain and of Selim 2002 / Tong 2000).
 
+``--compare`` adds the paper's PWI -> PWI+DWI comparison on observed inputs (not tuned
+for a size): on the default cohort of each of ``--compare-seeds`` (0 1 2), the zoo's
+``svm`` and ``random-forest`` rows (patches of the source PWI, the AIF and the DWI b0 and
+b1000 images) are compared, under the quick protocol of
+:func:`~sklearn_hemo.model_selection.compare_models` (patient-grouped nested folds), with
+the same rows whose patch extractor and scaler drop the DWI columns (``inputs="pwi+aif"``);
+it prints each row's AUC-ROC and the paired patient-bootstrap difference with DWI minus
+without (95% interval).
+
 By default it runs seeds 0-9 and prints one row per seed (``--seeds 0 1 2`` for
 others) and how many seeds meet each target; ``--detail`` also prints the long
 per-seed listing.
@@ -149,6 +158,43 @@ def _dwi_gain(y, groups, values):
     return out
 
 
+#: rows of the --compare mode: each with its DWI columns and without them
+COMPARE_ROWS = ("svm", "random-forest")
+
+
+def dwi_comparison(cohort, *, n_resamples=200, random_state=0):
+    """AUC-ROC of the ``COMPARE_ROWS`` with and without DWI, and the paired differences.
+
+    Returns a list of dicts ``row, without, with, difference, low, high`` (the paired
+    95% patient-bootstrap interval of with minus without).
+    """
+    from sklearn.base import clone
+
+    from sklearn_hemo.model_selection import compare_models, make_model_zoo
+
+    zoo = make_model_zoo(cohort, "quick", list(COMPARE_ROWS), random_state=random_state)
+    models = {}
+    for row, (pipeline, grid) in zoo.items():
+        models[f"{row} pwi+aif+dwi"] = (pipeline, grid)
+        without = clone(pipeline).set_params(features__inputs="pwi+aif")
+        if "scale" in without.named_steps:
+            without.set_params(scale__inputs="pwi+aif")
+        models[f"{row} pwi+aif"] = (without, grid)
+    result = compare_models(cohort, models, protocol="quick", oracle=False, plot=False,
+                            n_resamples=n_resamples, random_state=random_state)
+    auc = {r["model"]: r["auc_roc"] for r in result.table}
+    out = []
+    for row in COMPARE_ROWS:
+        diff = (result.replicates[f"{row} pwi+aif+dwi"][:, 0]
+                - result.replicates[f"{row} pwi+aif"][:, 0])
+        out.append({"row": row, "without": auc[f"{row} pwi+aif"],
+                    "with": auc[f"{row} pwi+aif+dwi"],
+                    "difference": auc[f"{row} pwi+aif+dwi"] - auc[f"{row} pwi+aif"],
+                    "low": float(np.percentile(diff, 2.5)),
+                    "high": float(np.percentile(diff, 97.5))})
+    return out
+
+
 def _with_true_brain(cohort):
     """The same patients with the simulator's brain (``truth["head"] == 1``) as mask."""
     patients = []
@@ -204,6 +250,10 @@ def main(argv=None):
                         "the pipeline derives (shows how much the derived mask matters)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also compare the svm and random-forest rows with and without "
+                        "DWI (quick protocol) on the cohorts of --compare-seeds")
+    parser.add_argument("--compare-seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     size = {}
     if args.smoke:
@@ -225,6 +275,16 @@ def main(argv=None):
             _print(f"default cohort (seed {seed}, simulated in {seconds:.1f} s)", measures)
     print("\ndefault cohort, one row per seed (quick protocol's 4,000 voxels, draw seed 0)")
     print(_table(rows), flush=True)
+    if args.compare:
+        print("\nPWI -> PWI+DWI on observed inputs (quick protocol, AUC-ROC; difference "
+              "with 95% paired patient-bootstrap interval)")
+        print(f"{'seed':>4s} {'row':>14s} {'PWI+AIF':>8s} {'+DWI':>8s} {'diff':>7s}  interval")
+        for seed in args.compare_seeds:
+            cohort = make_stroke_cohort(random_state=seed, n_jobs=args.n_jobs)
+            for r in dwi_comparison(cohort):
+                print(f"{seed:4d} {r['row']:>14s} {r['without']:8.3f} {r['with']:8.3f} "
+                      f"{r['difference']:+7.3f}  [{r['low']:+.3f}, {r['high']:+.3f}]",
+                      flush=True)
     if args.paper_slice:
         cohort = make_stroke_cohort(args.paper_slice, PAPER_COHORT["shape"],
                                     random_state=seeds[0], n_jobs=args.n_jobs)

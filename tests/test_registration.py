@@ -52,8 +52,9 @@ def test_known_transforms_are_recovered_within_1_mm_and_1_degree(default_raw):
 
 @needs_sitk
 def test_raw_round_trip_matches_the_aligned_cohort(tmp_path):
-    # a small case: one bleeding patient at 32 x 32 x 8, 54 frames
-    raw = simulate_raw_tree(tmp_path / "raw", 1, (32, 32, 8), random_state=1)
+    # a small case: one bleeding patient at 32 x 32 x 8, 78 frames (seed 4 since issue
+    # 27's early-reperfusion zone changed the outcome draws: seed 1 no longer bleeds)
+    raw = simulate_raw_tree(tmp_path / "raw", 1, (32, 32, 8), random_state=4)
     aligned = raw.aligned[0]
     assert aligned.ht == 1
     with warnings.catch_warnings(record=True) as caught:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -35,26 +34,13 @@ from sklearn.utils import Bunch
 
 from .._io import atomic_write_text
 from ..utils.fixes import Interval, validate_params
-from ._simulate import make_stroke_cohort
+from ._simulate import _stroke_cohort
 
 __all__ = ["simulate_raw_tree"]
 
 _ACUTE, _FOLLOWUP = "ses-acute", "ses-followup"
 _GRE_FOV_MM = np.array([230.0, 230.0, 110.0])
 _GRE_OFFSET_MM = np.array([0.0, 6.0, -4.0])  # the follow-up's field of view is centred elsewhere
-
-
-@contextmanager
-def _still_patients():
-    """Simulate without the realistic cohort's own head motion (same draws otherwise)."""
-    from . import _realistic
-
-    saved = _realistic._P_MOTION
-    _realistic._P_MOTION = 0.0
-    try:
-        yield
-    finally:
-        _realistic._P_MOTION = saved
 
 
 def _euler(rotation_deg, translation_mm):
@@ -206,9 +192,9 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
         if len(spec) != 2 or not 0 <= spec[0] <= spec[1]:
             raise ValueError(f"{name} must be a (low, high) range with 0 <= low <= high, got "
                              f"{spec!r}.")
-    with _still_patients():
-        # in this process: worker processes would not see the patched motion share
-        aligned = make_stroke_cohort(n_patients, shape, random_state=random_state, n_jobs=1)
+    # still patients: the raw tree's own head motion is its registration problem
+    aligned = _stroke_cohort(n_patients, shape, random_state=random_state, n_jobs=1,
+                             motion_share=0.0)
     transforms = {}
     rows = ["participant_id\tht"]
     for k, patient in enumerate(aligned):

@@ -37,9 +37,10 @@ _P_TREATMENT = 0.5  # e.g. thrombolysis given or not
 #: population mean and SD of log(1 + marker in mL) at the default geometry, used to
 #: standardise the imaging markers of the outcome model (measured once on 2,000
 #: simulated anatomies, seed 0; a fixed constant, not refitted per cohort)
-#: very_low_adc: volume of ADC < 0.55e-3 mm2/s (Selim 2002), measured on 80 simulated
-#: patients of seed 2024 (issue 27)
-_MARKERS = {"low_cbv": (1.20, 0.73), "leakage": (2.73, 1.31), "very_low_adc": (2.66, 0.93)}
+#: very_low_adc: volume of ADC < 0.55e-3 mm2/s (Selim 2002), measured on the 80 patients
+#: of make_stroke_cohort(80, random_state=2024) with the early-reperfusion zone (issue 27;
+#: (2.66, 0.93) before it)
+_MARKERS = {"low_cbv": (1.20, 0.73), "leakage": (2.73, 1.31), "very_low_adc": (4.28, 0.93)}
 _W_IMAGE = (0.4, 0.3, 0.3)  # weights of the standardised markers in the image score
 _VERY_LOW_ADC_MM2S = 0.55e-3  # Selim 2002: the volume below it predicts HT
 _W_IMAGE_REPERFUSED = 1.6  # log-odds per SD of the image score when reperfused
@@ -74,7 +75,13 @@ _ADC_DEPTH = 0.3  # ... at the border (share of the fall), 1 at the centre
 _ADC_WOBBLE = 0.05  # smooth voxel variation, independent of perfusion
 _ADC_LIMITS = (0.4, 0.85)
 _VERY_LOW_ADC = (0.75, 0.45)  # ADC / normal: the risk term rises from 0 to 1 between
-_W_VERY_LOW_ADC = 1.2  # log-odds of the very-low-ADC term (Selim 2002; Tong 2000)
+_W_VERY_LOW_ADC = 2.0  # log-odds of the very-low-ADC term (Selim 2002; Tong 2000; issue
+# 27: 1.2 before the early-reperfusion zone; an assumption, not fitted)
+# early reperfusion before the scan (issue 27): up to this share (x U(0.5, 1) per patient)
+# of the normal-appearing tissue within this multiple of the penumbra radius is an
+# infarct already reperfused (patchy; assumptions, see the module docstring)
+_REPERFUSED_SHARE = 0.5
+_REPERFUSED_REACH = 1.5
 # -- acquisition (module docstring, "Acquisition") ------------------------------------
 _P_MOTION = 0.3
 # -- blood and relaxivity (module docstring, "Blood physics") -------------------------
@@ -92,14 +99,19 @@ _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
 def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
                                reperfusion_draw, ht_prevalence, snr,
-                               repetition_time, n_frames, echo_time):
+                               repetition_time, n_frames, echo_time, motion_share=None):
     """Simulate one realistic patient from its own generator.
 
     ``outcome_draw`` is the uniform number in [0, 1) that decides the outcome (the patient
     bleeds when it is below its probability); ``size_draw`` (lesion size) and
     ``reperfusion_draw`` (reperfused when below 0.6) are uniform numbers in [0, 1) too.
     The cohort stratifies all three (low-discrepancy sequences over the patients).
+    ``motion_share`` is the probability that the patient moves (None: ``_P_MOTION``); the
+    uniform number deciding it is drawn whatever its value, so the other draws stay the
+    same.
     """
+    if motion_share is None:
+        motion_share = _P_MOTION
     tr = round(_draw(rng, repetition_time), 3)
     nt = int(_draw(rng, n_frames, integer=True))
     te = round(_draw(rng, echo_time), 4)
@@ -129,9 +141,10 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
     brain = maps["tissue"] > 0
     head = _draw_head(rng, maps.pop("_radius"), brain)
     dist = maps.pop("_dist")
-    _benign_oligaemia(rng, maps, dist, maps.pop("_ratio"), brain)
+    ratio = maps.pop("_ratio")
+    _benign_oligaemia(rng, maps, dist, ratio, brain)
     duration = rng.uniform()  # of the ischaemia, relative: onset to scan, collaterals
-    _diffusion_restriction(rng, maps, dist, duration)
+    _diffusion_restriction(rng, maps, dist, duration, ratio)
     _t2star_dominant(rng, maps, maps.pop("_leak_field"))
 
     # -- outcome and voxel risk ---------------------------------------------------------
@@ -208,7 +221,7 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
     venous = _venous_curve(aif_params, times, rng)
     _mix_vessels(signal, vessels, {"artery": arterial, "vein": venous}, te, scale * coil)
     _nonsteady(rng, signal, n_nonsteady)
-    motion = _move(rng, signal) if rng.uniform() < _P_MOTION else np.zeros((nt, 3))
+    motion = _move(rng, signal) if rng.uniform() < motion_share else np.zeros((nt, 3))
     pwi = _to_int16(_rician(rng, signal, sigma))
     del conc, signal
 
@@ -422,18 +435,36 @@ def _draw_head(rng, radius, brain):
     return head
 
 
-def _diffusion_restriction(rng, maps, dist, duration):
-    """ADC of the core: deeper and longer ischaemia restrict diffusion more.
+def _diffusion_restriction(rng, maps, dist, duration, ratio):
+    """ADC of the infarct: deeper and longer ischaemia restrict diffusion more.
 
     ``duration`` in [0, 1] is the patient's relative duration of ischaemia (time from
     onset, collateral failure); a smooth field adds voxel variation that the perfusion
-    maps do not show. Only the core (``tissue == 4``) changes.
+    maps do not show. The core (``tissue == 4``) changes with its depth; so does an
+    early-reperfusion zone: a patchy part (a smooth field above its quantile,
+    ``_REPERFUSED_SHARE`` x U(0.5, 1) of it) of the normal-appearing tissue within
+    ``_REPERFUSED_REACH`` times the penumbra radius (``ratio``), whose depth is the
+    field's excess over that quantile (0-1). Its perfusion maps are untouched: they show
+    the present flow, the ADC the ischaemia it had.
     """
     core = maps["tissue"] == 4
     wobble = _smooth_field(rng, core.shape, 0.15)
+    past = np.clip(1.0 - dist, 0.0, 1.0)  # depth of the ischaemia the ADC shows
+    if _REPERFUSED_SHARE > 0:
+        # part of the ischaemic territory around the lesion reperfused before the scan:
+        # patchy (a smooth field, not the distance to the core), so the perfusion maps,
+        # graded by that distance, do not predict it; its ADC is a core's of that depth
+        field = _smooth_field(rng, core.shape, 0.12)
+        near = (maps["tissue"] <= 2) & (maps["tissue"] > 0) & (dist < _REPERFUSED_REACH * ratio)
+        if near.any():
+            share = _REPERFUSED_SHARE * rng.uniform(0.5, 1.0)
+            cut = np.quantile(field[near], 1.0 - share)
+            zone = near & (field > cut)
+            past[zone] = np.clip(field[zone] - cut, 0.0, 1.0)
+            core = core | zone
     if not core.any():
         return
-    depth = np.clip(1.0 - dist, 0.0, 1.0)
+    depth = past
     fall = (_ADC_FALL[0] + _ADC_FALL[1] * duration) * (_ADC_DEPTH + (1 - _ADC_DEPTH) * depth)
     ratio = np.clip(_ADC_CORE - fall + _ADC_WOBBLE * wobble, *_ADC_LIMITS)
     maps["adc"][core] = (maps["_adc_normal"] * ratio)[core]
