@@ -117,6 +117,10 @@ class HemoLSTM(nn.Module):
         Run the LSTM in both directions; the head then sees ``2 * hidden_size`` values.
     dense_sizes : tuple of int, default=()
         Hidden layer widths of the dense head (ReLU); ``()`` is a single linear layer.
+    aif_dropout : float, default=0.0
+        In training mode only, the AIF of each row is replaced by zeros (the block mean
+        after :class:`~sklearn_hemo.neural.BlockScaler`) with this probability, so the
+        network cannot rest its prediction on the AIF alone (one curve per patient).
 
     Attributes
     ----------
@@ -136,8 +140,9 @@ class HemoLSTM(nn.Module):
 
     def __init__(self, n_timepoints, n_step_features, n_classes, aif=False, n_static=0,
                  hidden_size=60, num_layers=1, dropout=0.0, bidirectional=False,
-                 dense_sizes=()):
+                 dense_sizes=(), aif_dropout=0.0):
         super().__init__()
+        self.aif_dropout = float(aif_dropout)
         self.n_timepoints = n_timepoints
         self.n_step_features = n_step_features
         self.aif = aif
@@ -171,6 +176,10 @@ class HemoLSTM(nn.Module):
         seq = X[:, :n_seq].reshape(-1, self.n_timepoints, self.n_step_features)
         if self.aif:
             aif = X[:, n_seq:n_seq + self.n_timepoints].unsqueeze(-1)
+            p_drop = getattr(self, "aif_dropout", 0.0)  # modules pickled before it existed
+            if self.training and p_drop > 0:
+                keep = torch.rand(len(X), 1, 1, device=X.device) >= p_drop
+                aif = aif * keep
             seq = torch.cat([seq, aif], dim=-1)
             n_seq += self.n_timepoints
         _, (h_n, _) = self.lstm(seq)

@@ -170,8 +170,16 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     dense_sizes : tuple of int, default=()
         Hidden ReLU layers of the dense head. ``()`` maps the 60 (or 78 with DWI) values
         straight to the logits.
+    aif_dropout : float in [0, 1), default=0.0
+        With an AIF input: during training only, each row's AIF is replaced by zeros
+        (the block mean after :class:`BlockScaler`) with this probability. The AIF is one
+        curve per patient, so a network free to lean on it can learn the training
+        patients (who bleeds) instead of the voxels; dropping it makes the network
+        predict from the tissue curves with and without it. Prediction always reads it.
     lr : float, default=1e-3
         Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam's L2 penalty on all weights (``torch.optim.Adam(weight_decay=...)``).
     batch_size : int, default=128
         Mini-batch size for training and prediction.
     max_epochs : int, default=20
@@ -307,7 +315,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "bidirectional": ["boolean"],
         "dense_sizes": [tuple, list],
+        "aif_dropout": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
@@ -326,7 +336,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, inputs=None, *, n_timepoints=60, hidden_size=60, num_layers=1,
-                 dropout=0.0, bidirectional=False, dense_sizes=(), lr=1e-3, batch_size=128,
+                 dropout=0.0, bidirectional=False, dense_sizes=(), aif_dropout=0.0, lr=1e-3,
+                 weight_decay=0.0, batch_size=128,
                  max_epochs=20, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, max_steps=None, min_steps=0, lr_schedule="constant",
                  clip_grad_norm=None, forget_bias=None, plateau_restarts=0, device="cpu",
@@ -338,7 +349,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.dropout = dropout
         self.bidirectional = bidirectional
         self.dense_sizes = dense_sizes
+        self.aif_dropout = aif_dropout
         self.lr = lr
+        self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.early_stopping = early_stopping
@@ -359,7 +372,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         # a pickle or bundle saved before these options existed trained without them
         super().__setstate__({"max_steps": None, "min_steps": 0, "lr_schedule": "constant",
                               "clip_grad_norm": None, "forget_bias": None,
-                              "plateau_restarts": 0, **state})
+                              "plateau_restarts": 0, "aif_dropout": 0.0, "weight_decay": 0.0,
+                              **state})
 
     # ------------------------------------------------------------------ layout
     def _layout(self, n_features):
@@ -480,9 +494,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             module__dropout=self.dropout,
             module__bidirectional=self.bidirectional,
             module__dense_sizes=dense_sizes,
+            module__aif_dropout=self.aif_dropout,
             **{f"module__{key}": value for key, value in layout.items()},
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
             max_epochs=max_epochs,
             batch_size=self.batch_size,

@@ -40,10 +40,14 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: step budget instead of a number of epochs, mini-batches of 128, the forget-gate bias
 #: at 1, gradient norm clipped at 1, and early stopping on held-out patients (patience 5
 #: epochs) that counts no epoch before ``min_steps`` steps nor any epoch whose training
-#: loss is still on the initial ln 2 plateau, and restores the best counted epoch.
+#: loss is still on the initial ln 2 plateau, and restores the best counted epoch. In the
+#: rows that read the AIF (one curve per patient, a patient fingerprint), each training
+#: row's AIF is dropped (zeroed) with probability 0.5 (``aif_dropout``; ignored by the
+#: other rows).
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 800, "min_steps": 200,
                 "early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 5,
-                "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1}
+                "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1,
+                "aif_dropout": 0.5}
 
 
 def _grids(protocol):
@@ -83,9 +87,11 @@ def _grids(protocol):
     return {
         # the paper's network: 60 cells, 20 epochs of the 50,000 voxels (about 7,000
         # steps of 128), Adam, cross-entropy; the learning rate is searched. Departures:
-        # the forget-gate bias starts at 1 and the gradient norm is clipped at 1
+        # the forget-gate bias starts at 1, the gradient norm is clipped at 1, and the
+        # AIF rows drop each training row's AIF with probability 0.5
         "lstm": ({"hidden_size": 60, "max_epochs": 20, "batch_size": 128,
-                  "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1},
+                  "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1,
+                  "aif_dropout": 0.5},
                  {"model__lr": [3e-4, 1e-3, 3e-3, 1e-2]}),
         "linear": ({}, {}),
         "forest": ({"n_estimators": 300},
