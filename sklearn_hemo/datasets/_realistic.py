@@ -147,7 +147,25 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
     _diffusion_restriction(rng, maps, dist, duration, ratio)
     _t2star_dominant(rng, maps, maps.pop("_leak_field"))
 
-    # -- outcome and voxel risk ---------------------------------------------------------
+    outcome = _draw_outcome(rng, maps, brain, shape, zooms, voxel_ml, outcome_draw,
+                            reperfusion_draw, ht_prevalence)
+    scan = _acquire(rng, maps, brain, head, shape, zooms, times, te, aif_params,
+                    n_nonsteady, snr_patient, motion_share)
+    truth = _truth(maps, head, outcome, scan, aif_params, bolus, n_nonsteady, size_factor,
+                   snr_patient)
+    pwi, b0, b1000, annotation, ht = (scan["pwi"], scan["b0"], scan["b1000"],
+                                      outcome["annotation"], outcome["ht"])
+
+    # neither an AIF nor a brain mask is handed over: the pipeline must find them
+    return _make_patient(pid, pwi, b0, b1000, annotation, echo_time=te, repetition_time=tr,
+                         ht=ht, truth=truth, field_strength=_FIELD_STRENGTH)
+
+
+def _draw_outcome(rng, maps, brain, shape, zooms, voxel_ml, outcome_draw, reperfusion_draw,
+                  ht_prevalence):
+    """The patient's outcome and voxel risk (the draws in the order the patient makes
+    them): imaging markers, the latent outcome, the susceptibility field, the bleed and the
+    reader's annotation of it."""
     cbv_normal = maps.pop("_cbv_normal")
     adc_normal = maps.pop("_adc_normal")
     markers = {
@@ -189,8 +207,17 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
         bleed = np.zeros(shape, dtype=bool)
     annotation = _annotate(rng, bleed, brain, zooms) if ht else bleed
     observable = _observable_risk(observed, image_score, ht_prevalence) * brain
+    return {"markers": markers, "image_score": image_score, "reperfusion": reperfusion,
+            "treatment": treatment, "age": age, "p_latent": p_latent, "ht": ht,
+            "susceptibility": susceptibility, "bleed": bleed, "annotation": annotation,
+            "observable": observable}
 
-    # -- acquisition --------------------------------------------------------------------
+
+def _acquire(rng, maps, brain, head, shape, zooms, times, te, aif_params, n_nonsteady,
+             snr_patient, motion_share):
+    """The scans of the patient: DSC series (tissue, vessels, non-steady frames, motion,
+    Rician noise) and DWI b0/b1000, with what the truth keeps of the acquisition."""
+    nt = times.size
     scale = rng.uniform(600.0, 1200.0)
     coil = 1.0 + 0.1 * _smooth_field(rng, shape, 0.5)
     s0 = np.where(maps["tissue"] == 2, 0.9, 1.0) * scale * coil * brain
@@ -231,17 +258,26 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
     adc = np.where(brain, maps["adc"], np.where(head == 2, 1.0e-3, 0.0))
     b0 = _to_int16(_rician(rng, b0_clean, sigma * 1.2))
     b1000 = _to_int16(_rician(rng, b0_clean * np.exp(-1000.0 * adc), sigma * 1.2))
+    return {"pwi": pwi, "b0": b0, "b1000": b1000, "s0": s0, "sigma": sigma,
+            "vessels": vessels, "arterial": arterial, "venous": venous, "motion": motion}
 
+
+def _truth(maps, head, outcome, scan, aif_params, bolus, n_nonsteady, size_factor,
+           snr_patient):
+    """What the simulator knows of the patient (``Patient.truth``)."""
+    markers, vessels = outcome["markers"], scan["vessels"]
+    arterial, venous = scan["arterial"], scan["venous"]
+    susceptibility, p_latent = outcome["susceptibility"], outcome["p_latent"]
     truth = {k: v.astype(np.float32) for k, v in maps.items() if k != "tissue"}
     truth.update(
         tissue=maps["tissue"],
         head=head,
-        s0=s0.astype(np.float32),
+        s0=scan["s0"].astype(np.float32),
         susceptibility=susceptibility.astype(np.float32),
-        risk=(susceptibility * ht).astype(np.float32),
+        risk=(susceptibility * outcome["ht"]).astype(np.float32),
         latent_risk=(susceptibility * p_latent).astype(np.float32),
-        observable_risk=observable.astype(np.float32),
-        ht_clean=bleed.astype(np.uint8),
+        observable_risk=outcome["observable"].astype(np.float32),
+        ht_clean=outcome["bleed"].astype(np.uint8),
         aif_concentration=arterial.astype(np.float32),
         aif_delta_r2star=blood_delta_r2star(arterial, _FIELD_STRENGTH).astype(np.float32),
         vof_concentration=venous.astype(np.float32),
@@ -254,23 +290,20 @@ def simulate_realistic_patient(pid, shape, rng, *, outcome_draw, size_draw,
         aif_voxels=_vessel_voxels(vessels["artery"]),
         vein_voxels=_vessel_voxels(vessels["vein"]),
         n_nonsteady=np.int64(n_nonsteady),
-        reperfusion=np.float64(reperfusion),
-        treatment=np.float64(treatment),
-        age=np.float64(age),
+        reperfusion=np.float64(outcome["reperfusion"]),
+        treatment=np.float64(outcome["treatment"]),
+        age=np.float64(outcome["age"]),
         p_ht=np.float64(p_latent),
-        image_score=np.float64(image_score),
+        image_score=np.float64(outcome["image_score"]),
         low_cbv_ml=np.float64(markers["low_cbv"]),
         leakage_ml=np.float64(markers["leakage"]),
         very_low_adc_ml=np.float64(markers["very_low_adc"]),
         severity=np.float64(size_factor),
         snr=np.float64(np.nan if snr_patient is None else snr_patient),
-        noise_sigma=np.float64(sigma),
-        motion=motion.astype(np.float32),
+        noise_sigma=np.float64(scan["sigma"]),
+        motion=scan["motion"].astype(np.float32),
     )
-
-    # neither an AIF nor a brain mask is handed over: the pipeline must find them
-    return _make_patient(pid, pwi, b0, b1000, annotation, echo_time=te, repetition_time=tr,
-                         ht=ht, truth=truth, field_strength=_FIELD_STRENGTH)
+    return truth
 
 
 # -- outcome ---------------------------------------------------------------------------
