@@ -504,3 +504,14 @@ def test_a_resumed_compare_recomputes_when_a_preprocessing_switch_changes(
     compare_models(load_cohort(cohort_dir), ["linear"], out_dir=out, **FAST)
     recomputed = {k: v for k, v in _parts(out).items() if first.get(k) != v}
     assert len(recomputed) == len(first)
+
+
+def test_a_compare_into_a_relative_folder_resumes(cohort_dir, tmp_path, monkeypatch):
+    # the README's main command writes into the relative folder hemo-results: its parts
+    # must be recorded as the package's, or the rerun that resumes is refused
+    monkeypatch.chdir(tmp_path)
+    compare_models(load_cohort(cohort_dir), ["linear"], out_dir="results", **FAST)
+    assert _safety.foreign_files(tmp_path / "results") == []
+    first = _parts(tmp_path / "results")
+    compare_models(load_cohort(cohort_dir), ["linear"], out_dir="results", **FAST)
+    assert _parts(tmp_path / "results") == first  # resumed: every part reused

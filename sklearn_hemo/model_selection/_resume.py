@@ -153,7 +153,10 @@ class PartStore:
                               "Choose a folder outside it.")
         # every part is recorded (name and SHA-256) in out_dir's owner file
         self.owned = OwnedFolder.of(out_dir, "compare")
-        self.folder = Path(out_dir) / "parts" / run_key[:16]
+        # absolute: the owner file records paths relative to out_dir, and a part's path
+        # built on a relative out_dir ("results/parts/...") would be recorded under the
+        # wrong name, so that a rerun found every part "not written by the package"
+        self.folder = Path(out_dir).absolute() / "parts" / run_key[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.json"
         if not config.exists():
