@@ -68,10 +68,11 @@ def switch(name):
     return get_config()[name]
 
 
-def _vof_env():
-    # signal.VOF_ENV (not imported: signal imports the package's modules that read the
-    # switches; tests/test_config.py checks that the two agree)
-    return VOF_ENV
+def env_switch(name):
+    """Whether the on/off environment variable ``name`` is on (unset counts as on): the
+    one reading of ``VOF_ENV`` and ``MOTION_ENV``, which the library's steps and the
+    worker processes of a comparison (inheriting the environment) share."""
+    return os.environ.get(name, "").strip().lower() not in _OFF
 
 
 @validate_params({}, prefer_skip_nested_validation=True)
@@ -103,8 +104,8 @@ def get_config():
         "max_image_voxels": explicit.get("max_image_voxels") or _max_voxels_from_env(),
         "check_on_first_use": bool(explicit.get("check_on_first_use", False)),
         "cache_bytes": int(CACHE.max_bytes),
-        "aif_vof": os.environ.get(_vof_env(), "").strip().lower() not in _OFF,
-        "motion_correction": os.environ.get(MOTION_ENV, "").strip().lower() not in _OFF,
+        "aif_vof": env_switch(VOF_ENV),
+        "motion_correction": env_switch(MOTION_ENV),
     }
 
 
@@ -177,7 +178,7 @@ def set_config(max_image_voxels=None, check_on_first_use=None, cache_bytes=None,
 
         CACHE.max_bytes = new["cache_bytes"]
     if "aif_vof" in new:
-        os.environ[_vof_env()] = "on" if new["aif_vof"] else "off"
+        os.environ[VOF_ENV] = "on" if new["aif_vof"] else "off"
     if "motion_correction" in new:
         os.environ[MOTION_ENV] = "on" if new["motion_correction"] else "off"
 
@@ -216,7 +217,7 @@ def config_context(*, max_image_voxels=None, check_on_first_use=None, cache_byte
 
 @contextlib.contextmanager
 def _context(new_config):
-    envs = (_vof_env(), MOTION_ENV)
+    envs = (VOF_ENV, MOTION_ENV)
     with _lock:
         saved = dict(_explicit)
     env_before = {env: os.environ.get(env) for env in envs}

@@ -38,12 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+# MOTION_ENV (``off``, ``0``, ``false`` or ``no`` turns the correction off for patients
+# without a setting of their own) is read the one way the config reads it
+from ._config import MOTION_ENV, env_switch
+
 __all__ = ["MOTION_ENV", "CACHE_DIR_ENV", "cache_dir", "motion_enabled", "motion_record",
            "pwi_view", "SETTINGS"]
 
-#: Environment variable that turns the load-time motion correction off (``off``, ``0``,
-#: ``false`` or ``no``) for patients without a setting of their own.
-MOTION_ENV = "SKLEARN_HEMO_MOTION_CORRECTION"
 #: Environment variable naming the package's on-disk cache folder.
 CACHE_DIR_ENV = "SKLEARN_HEMO_CACHE_DIR"
 #: The correction's settings: part of the cache key (a new version recomputes).
@@ -56,7 +57,7 @@ def motion_enabled(setting=None):
     """Whether to correct: ``setting`` when a bool, else the environment variable."""
     if setting is not None:
         return bool(setting)
-    return os.environ.get(MOTION_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+    return env_switch(MOTION_ENV)
 
 
 def cache_dir():

@@ -39,6 +39,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 from sklearn.utils import Bunch, check_random_state
 
+from ._config import VOF_ENV, env_switch
 from .datasets import ArterialInputFunction, Patient
 from .utils._warnings import find_stack_level
 from .utils.fixes import StrOptions, validate_params
@@ -1055,17 +1056,17 @@ def padding_note(patient, padding, grid):
             "frame); those grid points repeat the last frame's value (padding).")
 
 
-#: Environment variable that turns off the partial-volume correction of detected AIFs by
-#: the venous output function (values "0", "off", "false" or "no"); joblib workers
-#: inherit it. :func:`patient_aif` also takes ``partial_volume=False``.
-VOF_ENV = "SKLEARN_HEMO_AIF_VOF"
+# VOF_ENV (from _config) turns off the partial-volume correction of detected AIFs by the
+# venous output function (values "0", "off", "false" or "no"); joblib workers inherit
+# it. :func:`patient_aif` also takes ``partial_volume=False``.
+
 #: Arterial voxels averaged (as signal) into a detected AIF.
 _N_AIF_VOXELS = 4
 
 
 def vof_correction_default():
     """Whether detected AIFs are corrected by the venous output function (``VOF_ENV``)."""
-    return os.environ.get(VOF_ENV, "").strip().lower() not in ("0", "off", "false", "no")
+    return env_switch(VOF_ENV)
 
 
 def patient_field_strength(patient):
