@@ -190,6 +190,29 @@ def rise_time(curves, times, fraction=0.5):
     return times[np.clip(last_below + 1, 0, n - 1)]
 
 
+def fall_time(curves, times, fraction=0.5):
+    """Time at which each curve first falls back below ``fraction`` of its peak after it
+    (falling edge), interpolated linearly between the frames on either side of the
+    crossing; the last frame's time when it never does."""
+    curves = np.atleast_2d(curves)
+    n = curves.shape[1]
+    rows = np.arange(curves.shape[0])
+    peak = np.argmax(curves, axis=1)
+    level = fraction * curves[rows, peak]
+    frames = np.arange(n)
+    below = (curves < level[:, None]) & (frames[None, :] > peak[:, None])
+    first = np.where(below, frames[None, :], n).min(axis=1)
+    crossed = first < n
+    after = np.minimum(first, n - 1)
+    before = np.maximum(after - 1, 0)
+    high, low = curves[rows, before], curves[rows, after]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(high > low, (high - level) / (high - low), 1.0)
+    share = np.clip(share, 0.0, 1.0)
+    when = times[before] + share * (times[after] - times[before])
+    return np.where(crossed, when, times[n - 1])
+
+
 def select_vof(curves, times, *, n_voxels=1, voxel_fraction=0.8, exclude=None,
                min_area=0.0):
     """Indices of the venous curves (see :func:`sklearn_hemo.signal.detect_vof`); empty

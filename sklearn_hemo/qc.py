@@ -45,8 +45,15 @@ PLAUSIBILITY_LIMITS = {
 #: tissue (grey matter about 60 and 4; Leenders et al. 1990).
 _HIGH_CBF, _HIGH_CBV = 150.0, 15.0
 
+#: A voxel's CBV counts as negative when it lies below 0 by more than this many standard
+#: errors of its estimate (one-sided 1 %): a correct map, whose true CBV is >= 0, has at
+#: most 1 % of its voxels there, whatever the SNR (see :func:`_negative_cbv_share`).
+_NEGATIVE_CBV_Z = 2.326
+
 _DESCRIPTIONS = {
-    "negative_cbv": "of brain voxels have a negative CBV",
+    "negative_cbv": "of brain voxels have a CBV below 0 by more than "
+                    f"{_NEGATIVE_CBV_Z:.1f} standard errors of their noise (a baseline "
+                    "not at steady state, signal that rises during the bolus?)",
     "negative_cbf": "of brain voxels have a negative CBF",
     "tmax_at_end": "of brain voxels have a Tmax at the end of the acquisition",
     "tmax_at_zero": "of brain voxels have a Tmax of 0 (an AIF that does not precede the "
@@ -100,7 +107,8 @@ class PatientQC:
         Units of ``aif``, ``aif_raw`` and ``vof``: ``"mM"`` (whole-blood concentration,
         the patient's field strength known) or ``"1/s"`` (``Delta R2*``).
     measures : dict
-        Plausibility measures: shares of brain voxels with negative CBV or CBF, with Tmax
+        Plausibility measures: shares of brain voxels with a CBV below 0 beyond its noise
+        (more than 2.3 standard errors, :data:`PLAUSIBILITY_LIMITS`), negative CBF, Tmax
         at the end of the acquisition, at 0 or negative, the relative pre-bolus
         concentration, and
         ``padding_s`` (seconds of the common time grid after the last frame).
@@ -203,6 +211,45 @@ def _kind(message):
     return "other"
 
 
+def _negative_cbv_share(cbv, signal, baseline, echo_time, dt, z=_NEGATIVE_CBV_Z):
+    """Share of voxels whose CBV is below 0 beyond the noise of its estimate.
+
+    The CBV of a voxel is proportional to the area of its concentration curve
+    ``C = -ln(S / S0) / TE`` over every kept frame (``S0`` the mean of the ``baseline``
+    frames), so the area is a linear combination ``sum_t c_t x_t`` of the frames'
+    ``x_t = -ln(S_t) / TE``: the trapezoidal weight of each frame, less, on the baseline
+    frames, the whole duration over their number (the baseline's own error shifts the
+    whole curve). With white noise of standard deviation ``sigma`` on the signal (the
+    median over voxels of the robust frame-to-frame estimate on the baseline,
+    :func:`sklearn_hemo._vessels.noise_sigma`), ``x_t`` has ``sigma / (S0 TE)`` and the
+    area ``sigma / (S0 TE) sqrt(sum_t c_t^2)``. A voxel counts when its CBV is negative
+    and its area below ``-z`` of those standard errors. At a low SNR the white matter
+    (CBV about 2 mL/100 mL) has a standard error of the same size, so a share of
+    merely negative voxels measures the noise, not the map; a map biased below zero
+    (a baseline off its steady state, a signal that rises with the bolus) still counts.
+    """
+    from ._vessels import noise_sigma
+
+    signal = np.asarray(signal, dtype=np.float64)
+    cbv = np.asarray(cbv, dtype=np.float64)
+    if signal.ndim != 2 or signal.shape[1] < 2 or cbv.size == 0:
+        return float(np.mean(cbv < 0)) if cbv.size else 0.0
+    n = signal.shape[1]
+    start, stop, _ = baseline.indices(n)
+    n_base = max(stop - start, 1)
+    weights = np.full(n, float(dt))
+    weights[[0, -1]] = 0.5 * float(dt)
+    coefficients = weights.copy()
+    coefficients[start:stop] -= weights.sum() / n_base
+    s0 = signal[:, start:stop].mean(axis=1)
+    _, sigma = noise_sigma(signal, baseline)
+    x = -np.log(np.clip(signal, 1e-6, None)) / float(echo_time)
+    area = x @ coefficients  # the map's concentration area (its units aside)
+    error = sigma / (np.maximum(s0, 1e-12) * float(echo_time)) \
+        * float(np.sqrt((coefficients**2).sum()))
+    return float(np.mean((cbv < 0) & (area < -z * error)))
+
+
 @validate_params(
     {
         "patient": [Patient],
@@ -226,8 +273,11 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
     venous output function (no partial-volume correction), every arterial candidate
     clipped, noisy or drifting, and each plausibility measure above its limit
     in :data:`PLAUSIBILITY_LIMITS`: the share of brain voxels with a
-    negative CBV or CBF, with a CBF above 150 mL/100 mL/min or a CBV above 15 mL/100 mL
-    (the signature of a partial-volume AIF), with Tmax at the end of the acquisition,
+    CBV below 0 by more than 2.3 standard errors of its noise (propagated from the
+    pre-bolus frames: a noisy but correct map has at most 1 % there, while a merely
+    negative CBV is common in the white matter of a low-SNR scan), a negative CBF, a
+    CBF above 150 mL/100 mL/min or a CBV above 15 mL/100 mL (the signature of a
+    partial-volume AIF), with Tmax at the end of the acquisition,
     negative (the tissue before the AIF) or, for more than half of the brain, at 0, and a
     mean pre-bolus brain concentration far from 0. Steps that worked as designed are
     ``notes``, not warnings: the dropped non-steady leading frames, a scan shorter than
@@ -322,7 +372,9 @@ def patient_qc(patient, *, maps=True, n_timepoints=60, time_step=1.8):
         if inside.any():
             duration = float(times[-1])
             tmax = perfusion.tmax[inside]
-            measures["negative_cbv"] = float(np.mean(perfusion.cbv[inside] < 0))
+            measures["negative_cbv"] = _negative_cbv_share(
+                perfusion.cbv[inside], data[inside][:, start:], baseline,
+                patient.echo_time, patient.repetition_time)
             measures["negative_cbf"] = float(np.mean(perfusion.cbf[inside] < 0))
             measures["high_cbf"] = float(np.mean(perfusion.cbf[inside] > _HIGH_CBF))
             measures["high_cbv"] = float(np.mean(perfusion.cbv[inside] > _HIGH_CBV))

@@ -621,10 +621,13 @@ def _arterial_window(values, times, area):
     """Early filter and arterial window of :func:`detect_aif` (steps 0 and 1).
 
     Returns ``early`` (bool per curve: its rising edge comes before the median curve's,
-    and not more than two frames before the foot of the mean curve) and ``window`` (bool
+    and not more than two frames before the foot of the mean curve, and its falling edge
+    before the median curve's) and ``window`` (bool
     per frame: from that earliest admissible arrival to the last frame before the median
     curve reaches half of its peak).
     """
+    from ._vessels import fall_time
+
     reference = np.median(values, axis=0)
     rise = _rise_time(values, times)
     tissue_rise = _rise_time(reference[None], times)[0]
@@ -632,7 +635,14 @@ def _arterial_window(values, times, area):
     # frames before the foot of the mean curve is an artefact (motion, a noise spike)
     foot = bolus_arrival(values.mean(axis=0), kind="concentration")
     first = times[max(foot - 3, 0)]
-    early = (rise < tissue_rise) & (rise >= first) & (area > 0)
+    # the arterial bolus also passes before the tissue's: the tissue curve is the
+    # arterial one convolved with a causal residue, which delays and widens it, so an
+    # artery falls back below half of its peak no later than the median curve; a curve
+    # still high after the tissue bolus has passed (a drift at the brain's edge, motion,
+    # leakage) holds its "early" contrast for another reason
+    fall = fall_time(values, times)
+    tissue_fall = fall_time(reference[None], times)[0]
+    early = (rise < tissue_rise) & (rise >= first) & (fall <= tissue_fall) & (area > 0)
     window = (times >= first) & (times < tissue_rise)
     if not window.any():  # the tissue rises at once: keep its half-rise frame
         window = (times >= first) & (times <= tissue_rise)
@@ -678,7 +688,15 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
        drain the tissue, rise after it, however high and large their curve; ischaemic,
        delayed tissue goes too. The rising edge, not the time to peak, is compared
        because a saturated arterial curve is flat-topped (its maximum may come late in
-       the plateau). When no curve passes, this step is skipped;
+       the plateau). The bolus must also have passed first: the curve falls back below
+       half of its peak no later than the median curve does (the tissue curve is the
+       arterial one convolved with a causal residue, which delays and widens it;
+       Ostergaard et al. 1996; a saturated peak widens an arterial curve, hence no
+       stricter bound). A curve that rises early but stays high after the tissue bolus (a
+       drifting voxel at the brain's edge in a moving head, leakage) goes: it holds
+       early contrast without being arterial (the early, narrow, high bolus of an
+       artery: Mouridsen et al. 2006, Bleeker et al. 2009). When no curve passes, this
+       step is skipped;
     1. the arterial window: the frames from that earliest admissible arrival to the last
        one before the median curve reaches half of its peak. The area of a curve over
        this window (its *early area*) is the contrast that passed through the voxel
@@ -754,6 +772,14 @@ def detect_aif(curves, times, *, method="arterial", n_voxels=2, voxel_fraction=0
     J. J. Chen, M. R. Smith, R. Frayne, "The impact of partial-volume effects in dynamic
     susceptibility contrast magnetic resonance perfusion imaging", J Magn Reson Imaging
     22(3):390-399, 2005, doi:10.1002/jmri.20393.
+
+    L. Ostergaard, R. M. Weisskoff, D. A. Chesler, C. Gyldensted, B. R. Rosen, "High
+    resolution measurement of cerebral blood flow using intravascular tracer bolus
+    passages. Part I", Magn Reson Med 36(5):715-725, 1996, doi:10.1002/mrm.1910360510.
+
+    E. J. W. Bleeker, M. A. van Buchem, M. J. P. van Osch, "Optimal location for arterial
+    input function measurements near the middle cerebral artery in first-pass perfusion
+    MRI", J Cereb Blood Flow Metab 29(4):840-852, 2009, doi:10.1038/jcbfm.2008.155.
 
     Examples
     --------

@@ -330,6 +330,40 @@ def test_detect_aif_rejects_late_broad_veins_with_a_larger_area():
         detect_aif(curves, t, method="kmeans")
 
 
+def test_detect_aif_rejects_early_curves_that_stay_high_after_the_tissue_bolus():
+    # a voxel at the brain's edge that drifts (motion) rises early and stays high: much
+    # contrast "before the tissue", but no bolus passes; an artery falls back below half
+    # of its peak before the tissue does (the tissue is the arterial curve convolved with
+    # a causal residue), the drift never
+    t = np.arange(40) * 1.5
+    rng = np.random.default_rng(0)
+    tissue = [_bolus(t, 12, 4, 5) + rng.normal(0, 0.2, t.size) for _ in range(300)]
+    arteries = [_bolus(t, 9, 2, 30) + rng.normal(0, 0.2, t.size) for _ in range(10)]
+    drifts = [30 / (1 + np.exp(-(t - 10))) + rng.normal(0, 0.2, t.size) for _ in range(10)]
+    curves = np.array(tissue + arteries + drifts)
+    aif, chosen = detect_aif(curves, t, n_voxels=4, return_indices=True)
+    assert len(chosen) == 4 and np.all((chosen >= 300) & (chosen < 310))
+    assert int(np.argmax(aif)) == int(np.argmax(_bolus(t, 9, 2, 30)))
+    # a drifting curve is the earliest and largest before the tissue: only the falling
+    # edge tells it from an artery
+    from scipy.integrate import trapezoid
+
+    window = t < 14.5
+    early = trapezoid(curves[:, window], t[window], axis=1)
+    assert early[310:].min() > early[300:310].max()
+
+
+def test_fall_time_interpolates_the_falling_edge():
+    from sklearn_hemo._vessels import fall_time
+
+    t = np.arange(6) * 2.0
+    curves = np.array([[0, 4, 10, 6, 2, 0],     # half (5) crossed between 6 s and 8 s
+                       [0, 10, 9, 8, 7, 6],     # never falls back: the last frame
+                       [0, 10, 4, 12, 0, 0]])   # after its peak (frame 3), not before
+    np.testing.assert_allclose(fall_time(curves, t), [6.0 + 2.0 * (6 - 5) / (6 - 2),
+                                                      10.0, 6.0 + 2.0 * (12 - 6) / 12])
+
+
 def test_detect_aif_arterial_prefers_the_least_diluted_arteries_not_the_veins():
     # partial volume: arterial blood (early, narrow) mixed with tissue (later, broad); the
     # larger the arterial share, the more contrast before the tissue fills
