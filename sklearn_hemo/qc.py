@@ -53,7 +53,8 @@ _NEGATIVE_CBV_Z = 2.326
 _DESCRIPTIONS = {
     "negative_cbv": "of brain voxels have a CBV below 0 by more than "
                     f"{_NEGATIVE_CBV_Z:.1f} standard errors of their noise (a baseline "
-                    "not at steady state, signal that rises during the bolus?)",
+                    "off its steady state, a signal that rises above it: T1 leakage, "
+                    "drift?)",
     "negative_cbf": "of brain voxels have a negative CBF",
     "tmax_at_end": "of brain voxels have a Tmax at the end of the acquisition",
     "tmax_at_zero": "of brain voxels have a Tmax of 0 (an AIF that does not precede the "
@@ -226,7 +227,7 @@ def _negative_cbv_share(cbv, signal, baseline, echo_time, dt, z=_NEGATIVE_CBV_Z)
     and its area below ``-z`` of those standard errors. At a low SNR the white matter
     (CBV about 2 mL/100 mL) has a standard error of the same size, so a share of
     merely negative voxels measures the noise, not the map; a map biased below zero
-    (a baseline off its steady state, a signal that rises with the bolus) still counts.
+    (a baseline off its steady state, a signal that rises above it) still counts.
     """
     from ._vessels import noise_sigma
 
