@@ -30,3 +30,40 @@ def test_benchmark_smoke_mode_runs(path, tmp_path):
     assert proc.returncode == 0, (
         f"{path.name} --smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
     assert proc.stdout.strip(), f"{path.name} --smoke printed nothing"
+
+
+def _load_benchmark(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aif_quality_ideal_cbf_is_what_an_exact_deconvolution_returns(seed):
+    """``aif_quality``'s dispersion-limited CBF (issue 28) is what a near-exact
+    deconvolution (oSVD down to 1 %, noise-free curves and the true arterial curve on a
+    0.25 s grid) of the simulated healthy tissue returns, and about 0.7 of the flow."""
+    import numpy as np
+
+    from sklearn_hemo.datasets import make_stroke_cohort, simulated_concentration
+    from sklearn_hemo.datasets._physics import _aif
+    from sklearn_hemo.perfusion import perfusion_maps
+
+    aif_quality = _load_benchmark("aif_quality")
+    patient = make_stroke_cohort(n_patients=1, shape=(16, 16, 2), random_state=seed)[0]
+    truth = patient.truth
+    healthy = np.isin(truth["tissue"], (1, 2))
+    ideal = aif_quality.dispersion_limited_cbf(truth)[healthy]
+    times = np.arange(0.0, patient.frame_times[-1], 0.25)
+    tissue = simulated_concentration(truth, times, mask=healthy, leakage=False)
+    aif = _aif(np.asarray(truth["aif_params"], dtype=float), times)
+    cbf = perfusion_maps(tissue, aif, 0.25, method="osvd", threshold=0.01).cbf
+    ratio = cbf / ideal
+    assert abs(np.median(ratio) - 1) < 0.05, np.median(ratio)
+    assert np.all(np.percentile(ratio, [5, 95]) > 0.9), np.percentile(ratio, [5, 95])
+    assert np.all(np.percentile(ratio, [5, 95]) < 1.1), np.percentile(ratio, [5, 95])
+    flow = np.asarray(truth["cbf"])[healthy]
+    assert 0.6 < np.median(cbf / flow) < 0.8  # dispersion: the flow is out of reach
