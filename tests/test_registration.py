@@ -51,6 +51,28 @@ def test_known_transforms_are_recovered_within_1_mm_and_1_degree(default_raw):
 
 
 @needs_sitk
+def test_dwi_registration_recovers_known_transform_within_1_mm_and_1_degree(default_raw):
+    # import --register all: the DWI b0 to the PWI pre-bolus median, with import's settings
+    from sklearn_hemo.datasets._coregister import DWI_REGISTRATION
+    from sklearn_hemo.registration import prebolus_frames, prebolus_median, register_rigid
+
+    raw, patient = default_raw, default_raw.aligned[0]
+    truth = np.asarray(raw.transforms["sub-001"]["dwi"]["matrix"])
+    data = np.asarray(patient.pwi.dataobj, np.float32)
+    prebolus = nib.Nifti1Image(prebolus_median(data, *prebolus_frames(data)), patient.affine)
+    dwi = nib.load(next(raw.path.glob("sub-001/ses-acute/dwi/*_dwi.nii.gz")))
+    b0 = nib.Nifti1Image(np.asarray(dwi.dataobj, np.float32)[..., 0], dwi.affine)
+    points = _head_points(patient)
+    found = register_rigid(prebolus, b0, **DWI_REGISTRATION)
+    angle, shift = _residual(found.matrix, truth, points)
+    assert angle < 1.0 and shift < 1.0, (angle, shift)
+    assert found.similarity_after > found.similarity_before
+    # the DWI was moved by more than the tolerance (and by more than a degree)
+    assert mean_displacement(truth, points) > 2.0
+    assert rotation_angle(truth[:3, :3]) > 1.0
+
+
+@needs_sitk
 def test_raw_round_trip_matches_the_aligned_cohort(tmp_path):
     # a small case: one bleeding patient at 32 x 32 x 8, 78 frames (seed 4 since issue
     # 27's early-reperfusion zone changed the outcome draws: seed 1 no longer bleeds)
