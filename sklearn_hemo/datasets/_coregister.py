@@ -36,14 +36,14 @@ _GRE_GLOBS = ("*_T2starw.nii.gz", "*_T2starw.nii", "*_GRE.nii.gz", "*_GRE.nii")
 _TARGET = "PWI pre-bolus median"
 #: the DWI b0 to the PWI (``register="all"``): a series of the same session, a small
 #: misalignment, so from the scanner's frame, three levels, 4 mm of smoothing at full
-#: resolution; cubic B-spline interpolation (linear blurs the moving image by an amount
-#: that depends on the sub-voxel offset, which pulls the optimum towards the shared grid)
-#: and the zero-filled voxels of the DWI (outside the field of view it acquired, after
-#: reslicing) left out. benchmarks/bench_registration.py, 3 simulated trees of 4 patients,
-#: 2.7-4.3 mm of misalignment: 0.43 mm mean residual, at most 0.58 mm and 0.62 degrees
-#: (linear interpolation: 0.41, 0.70 mm, 0.61 degrees); with a DWI zero-filled over a
-#: sixth of its slab, as the simulator wrote it before, 0.9 mm mean where linear
-#: interpolation with the zeros counted left 1.3 mm and up to 2.8 mm
+#: resolution, best of three starts; cubic B-spline interpolation (linear blurs the moving
+#: image by an amount that depends on the sub-voxel offset) and the DWI's zero-filled
+#: voxels (outside the field of view it acquired, after reslicing) left out of the metric.
+#: benchmarks/bench_registration.py, 3 simulated trees of 4 patients moved by 2.7-4.3 mm:
+#: 0.43 mm mean residual, at most 0.64 mm and 0.69 degrees (linear: 0.42, 0.70 mm, 0.61
+#: degrees, half the CPU time); with the DWI zero-filled over a sixth of its slab (as the
+#: simulator wrote it before) 0.75 mm mean and at most 1.6 mm / 1.5 degrees, where linear
+#: interpolation with the zeros counted left 1.31 mm and up to 2.8 mm / 1.75 degrees
 DWI_REGISTRATION = {"init": "geometry", "levels": 3, "smooth_mm": 4.0,
                     "interpolator": "bspline", "exclude_zeros": True}
 
