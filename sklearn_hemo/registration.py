@@ -472,11 +472,12 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
         Seed of the voxel sampling.
     interpolator : {"linear", "bspline"}, default="linear"
         How the moving image is read between its voxels (by the optimiser and by the
-        similarity before and after). ``"bspline"`` (cubic B-spline) for a small
-        misalignment of images on a shared coarse grid: linear interpolation blurs the
-        moving image by an amount that depends on the sub-voxel offset, which pulls the
-        optimum towards the voxel grid and, through 12.5 mm slices, shifts it by
-        millimetres (the DWI registration of
+        similarity before and after). ``"bspline"`` (cubic B-spline, about twice the
+        time) for a small misalignment of images on a shared coarse grid: linear
+        interpolation blurs the moving image by an amount that depends on the sub-voxel
+        offset, a bias towards the voxel grid. On simulated DWIs zero-filled at the
+        edges of their 12.5 mm slices it took the mean residual from 1.3 to 0.9 mm;
+        without the zeros both are within 0.7 mm (the DWI registration of
         :func:`~sklearn_hemo.datasets.import_cohort` uses it).
     exclude_zeros : bool, default=False
         Leave out of the similarity the moving voxels that are exactly zero: what a
