@@ -312,7 +312,12 @@ def _grid_centre(image):
         [float(v) for v in (size - 1) / 2.0]))
 
 
-def _method(n_bins, sampling, n_iter, seed, mask=None, learning_rate=1.0, min_step=1e-4):
+#: SimpleITK's interpolators by the names :func:`register_rigid` takes
+_INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
+
+
+def _method(n_bins, sampling, n_iter, seed, mask=None, learning_rate=1.0, min_step=1e-4,
+            interpolator="linear", moving_mask=None):
     sitk = _sitk()
     method = sitk.ImageRegistrationMethod()
     # one thread: the metric's sums in one order, and the two cores of a small machine
@@ -327,7 +332,9 @@ def _method(n_bins, sampling, n_iter, seed, mask=None, learning_rate=1.0, min_st
         method.SetMetricSamplingStrategy(method.NONE)
     if mask is not None:
         method.SetMetricFixedMask(mask)
-    method.SetInterpolator(sitk.sitkLinear)
+    if moving_mask is not None:
+        method.SetMetricMovingMask(moving_mask)
+    method.SetInterpolator(getattr(sitk, _INTERPOLATORS[interpolator]))
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=float(learning_rate), minStep=float(min_step),
         numberOfIterations=int(n_iter),
@@ -336,9 +343,11 @@ def _method(n_bins, sampling, n_iter, seed, mask=None, learning_rate=1.0, min_st
     return method
 
 
-def _similarity(fixed, moving, transform, n_bins, mask=None):
+def _similarity(fixed, moving, transform, n_bins, mask=None, interpolator="linear",
+                moving_mask=None):
     """Mattes MI (positive, nats) on all fixed voxels, for a comparable before/after."""
-    method = _method(n_bins, 1.0, 1, 0, mask)
+    method = _method(n_bins, 1.0, 1, 0, mask, interpolator=interpolator,
+                     moving_mask=moving_mask)
     method.SetInitialTransform(transform, inPlace=False)
     try:
         return -float(method.MetricEvaluate(fixed, moving))
@@ -347,7 +356,8 @@ def _similarity(fixed, moving, transform, n_bins, mask=None):
 
 
 def _register(fixed, moving, *, init, n_bins, sampling, n_iter, seed, levels, mask=None,
-              initial=None, smooth_mm=0.0, learning_rate=1.0):
+              initial=None, smooth_mm=0.0, learning_rate=1.0, interpolator="linear",
+              moving_mask=None):
     sitk = _sitk()
     if initial is not None:
         start = initial
@@ -360,8 +370,9 @@ def _register(fixed, moving, *, init, n_bins, sampling, n_iter, seed, levels, ma
         start.SetCenter(_grid_centre(fixed).tolist())
     identity = sitk.Euler3DTransform()
     identity.SetCenter(_grid_centre(fixed).tolist())
-    before = _similarity(fixed, moving, identity, n_bins, mask)
-    method = _method(n_bins, sampling, n_iter, seed, mask, learning_rate)
+    similarity = {"interpolator": interpolator, "moving_mask": moving_mask}
+    before = _similarity(fixed, moving, identity, n_bins, mask, **similarity)
+    method = _method(n_bins, sampling, n_iter, seed, mask, learning_rate, **similarity)
     if levels > 1 or smooth_mm:
         shrink = [2 ** k for k in range(levels - 1, -1, -1)]
         method.SetShrinkFactorsPerLevel(shrink)
@@ -379,7 +390,7 @@ def _register(fixed, moving, *, init, n_bins, sampling, n_iter, seed, levels, ma
     except RuntimeError as exc:
         stop, converged = f"failed: {exc}".splitlines()[0], False
         transform = identity
-    after = _similarity(fixed, moving, transform, n_bins, mask)
+    after = _similarity(fixed, moving, transform, n_bins, mask, **similarity)
     matrix = _euler_to_matrix(transform)
     centre = _grid_centre(fixed)
     angles = (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ())
@@ -411,11 +422,14 @@ def _as_3d_data(img, name):
         "smooth_mm": [Interval(Real, 0, None, closed="left")],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left")],
+        "interpolator": [StrOptions(set(_INTERPOLATORS))],
+        "exclude_zeros": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
 def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_iter=500,
-                   levels=3, smooth_mm=0.0, n_starts=3, random_state=0):
+                   levels=3, smooth_mm=0.0, n_starts=3, random_state=0,
+                   interpolator="linear", exclude_zeros=False):
     """Rigidly register ``moving`` to ``fixed`` by Mattes mutual information (SimpleITK).
 
     The images may have different grids, resolutions and contrasts (a follow-up GRE to
@@ -456,6 +470,20 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
         single run sometimes reaches 2).
     random_state : int >= 0, default=0
         Seed of the voxel sampling.
+    interpolator : {"linear", "bspline"}, default="linear"
+        How the moving image is read between its voxels (by the optimiser and by the
+        similarity before and after). ``"bspline"`` (cubic B-spline, about twice the
+        time) for a small misalignment of images on a shared coarse grid: linear
+        interpolation blurs the moving image by an amount that depends on the sub-voxel
+        offset, a bias towards the voxel grid. On simulated DWIs zero-filled at the
+        edges of their 12.5 mm slices it took the mean residual from 1.3 to 0.9 mm;
+        without the zeros both are within 0.7 mm (the DWI registration of
+        :func:`~sklearn_hemo.datasets.import_cohort` uses it).
+    exclude_zeros : bool, default=False
+        Leave out of the similarity the moving voxels that are exactly zero: what a
+        resliced or distortion-corrected series fills outside the field of view it
+        acquired (the DWI registration of :func:`~sklearn_hemo.datasets.import_cohort`
+        does; a zero-filled edge slice otherwise counts as anatomy that does not match).
 
     Returns
     -------
@@ -486,10 +514,14 @@ def register_rigid(fixed, moving, *, init="moments", n_bins=32, sampling=0.5, n_
     moving_data = _as_3d_data(moving, "moving")
     fixed_image = _to_sitk(fixed_data, fixed.affine)
     moving_image = _to_sitk(moving_data, moving.affine)
+    moving_mask = None
+    if exclude_zeros and (moving_data == 0).any():
+        moving_mask = _to_sitk((moving_data != 0).astype(np.float32), moving.affine) > 0.5
     runs = [_register(fixed_image, moving_image, init=init, n_bins=n_bins,
                       sampling=float(sampling), n_iter=n_iter, seed=random_state + k,
                       levels=levels, smooth_mm=float(smooth_mm),
-                      learning_rate=0.5 if init == "geometry" else 1.0)
+                      learning_rate=0.5 if init == "geometry" else 1.0,
+                      interpolator=interpolator, moving_mask=moving_mask)
             for k in range(n_starts if sampling < 1 else 1)]
     best = max(runs, key=lambda run: run.similarity_after)
     best.extra["starts"] = [round(run.similarity_after, 5) for run in runs]

@@ -51,6 +51,47 @@ def test_known_transforms_are_recovered_within_1_mm_and_1_degree(default_raw):
 
 
 @needs_sitk
+def test_dwi_registration_recovers_known_transform_within_1_mm_and_1_degree(default_raw):
+    # import --register all: the DWI b0 to the PWI pre-bolus median, with import's settings
+    from sklearn_hemo.datasets._coregister import DWI_REGISTRATION
+    from sklearn_hemo.registration import prebolus_frames, prebolus_median, register_rigid
+
+    raw, patient = default_raw, default_raw.aligned[0]
+    truth = np.asarray(raw.transforms["sub-001"]["dwi"]["matrix"])
+    data = np.asarray(patient.pwi.dataobj, np.float32)
+    prebolus = nib.Nifti1Image(prebolus_median(data, *prebolus_frames(data)), patient.affine)
+    dwi = nib.load(next(raw.path.glob("sub-001/ses-acute/dwi/*_dwi.nii.gz")))
+    b0 = nib.Nifti1Image(np.asarray(dwi.dataobj, np.float32)[..., 0], dwi.affine)
+    points = _head_points(patient)
+    found = register_rigid(prebolus, b0, **DWI_REGISTRATION)
+    angle, shift = _residual(found.matrix, truth, points)
+    assert angle < 1.0 and shift < 1.0, (angle, shift)
+    assert found.similarity_after > found.similarity_before
+    # the DWI was moved by more than the tolerance (and by more than a degree)
+    assert mean_displacement(truth, points) > 2.0
+    assert rotation_angle(truth[:3, :3]) > 1.0
+
+
+@needs_sitk
+def test_import_register_all_puts_the_dwi_on_the_pwi(default_raw, tmp_path):
+    # the same through import: the motion-corrected pre-bolus median as the target, the
+    # transform recorded in import.json
+    raw, aligned = default_raw, default_raw.aligned[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tree's DSC motion warns
+        cohort = import_cohort(raw.path, tmp_path / "all", register="all")
+    log = json.loads((tmp_path / "all" / "import.json").read_text())["participants"]
+    record = log["sub-001"]["registration"]["dwi"]
+    assert "warning" not in record
+    truth = raw.transforms["sub-001"]["dwi"]["matrix"]
+    angle, shift = _residual(record["matrix"], truth, _head_points(aligned))
+    assert angle < 1.0 and shift < 1.0, (angle, shift)
+    assert record["similarity_after"] > record["similarity_before"]
+    assert log["sub-001"]["registration"]["mode"] == "all"
+    assert cohort[0].dwi_b0.shape == aligned.dwi_b0.shape
+
+
+@needs_sitk
 def test_raw_round_trip_matches_the_aligned_cohort(tmp_path):
     # a small case: one bleeding patient at 32 x 32 x 8, 78 frames (seed 4 since issue
     # 27's early-reperfusion zone changed the outcome draws: seed 1 no longer bleeds)

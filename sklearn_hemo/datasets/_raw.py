@@ -70,13 +70,14 @@ def _followup_pose(rng, angle_range, shift_range):
     return rot, shift, _euler(rot, shift)
 
 
-def _resample(data, affine, matrix, grid, grid_affine, order):
+def _resample(data, affine, matrix, grid, grid_affine, order, mode="constant"):
     """``data`` (on ``affine``) seen in the pose ``matrix`` on ``grid``: the value at grid
-    point x is that of the reference at inv(matrix) x."""
+    point x is that of the reference at inv(matrix) x (``mode``: outside the reference,
+    zero or, ``"nearest"``, its edge continued)."""
     to_ref = np.linalg.inv(affine) @ np.linalg.inv(matrix) @ grid_affine
     return ndimage.affine_transform(np.asarray(data, np.float32), to_ref[:3, :3],
                                     offset=to_ref[:3, 3], output_shape=tuple(grid),
-                                    order=order, mode="constant", cval=0.0)
+                                    order=order, mode=mode, cval=0.0)
 
 
 def _frame_motion(rng, n_frames, zooms):
@@ -133,7 +134,8 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
       voxels in-plane and 1-3 degrees, and one to three single frames jump by 0.8-1.5
       voxels (the frames keep the grid and the affine, as a scanner records them);
     * ``ses-acute/dwi/*_dwi.nii.gz`` with ``.bval``: b0 and b1000 in another pose
-      (0.5-3 degrees, 0.5-3 mm);
+      (0.5-3 degrees, 0.5-3 mm; where its slab reaches beyond the aligned cohort's, the
+      edge slice is continued rather than left empty);
     * ``ses-followup/anat/*_T2starw.nii.gz``: a T2*-weighted image on its own grid
       (field of view 230 x 230 x 110 mm, 4/3 of the in-plane matrix and twice the slices,
       centred elsewhere), the head turned by ``followup_angle`` degrees and moved by
@@ -229,7 +231,12 @@ def simulate_raw_tree(out_dir, n_patients=2, shape=(48, 48, 8), *, followup_angl
         dwi_rot = rng.uniform(0.5, 3.0, size=3) * _signs(rng, 3) * [0.5, 0.5, 1.0]
         dwi_shift = rng.uniform(0.5, 3.0, size=3) * _signs(rng, 3)
         dwi_pose = _euler(dwi_rot, dwi_shift)
-        dwi = np.stack([_resample(img.get_fdata(), affine, dwi_pose, shape, affine, order=1)
+        # the head goes on beyond the 100 mm slab of the aligned cohort: where the DWI's
+        # slab reaches past it, the edge slice is continued, not zero-filled (a scanner
+        # images anatomy there; a zero-filled sixth of the slab was a mismatch that held
+        # the DWI registration over a millimetre from the truth, issue 31)
+        dwi = np.stack([_resample(img.get_fdata(), affine, dwi_pose, shape, affine, order=1,
+                                  mode="nearest")
                         for img in (patient.dwi_b0, patient.dwi_b1000)], axis=-1)
         folder = out / pid / _ACUTE / "dwi"
         _save(nib.Nifti1Image(np.rint(dwi).astype(np.int16), affine),
