@@ -519,34 +519,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         max_epochs = self.max_epochs
         if self.max_steps is not None:
             max_epochs = min(self.max_epochs, max(1, -(-self.max_steps // batches)))
-        gate = {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
-                "plateau_loss": math.log(len(encoder.classes_))}
-        if self.average_epochs > 0:
-            # before early stopping, whose stop ends the epoch's callbacks; it keeps the
-            # epochs from average_epochs before the best to the last (patience after it)
-            callbacks.append(("weight_average", _WeightAverage(
-                keep=self.average_epochs + 1 + (self.n_iter_no_change if self.early_stopping
-                                                else 0), **gate)))
-        if self.early_stopping:
-            callbacks.append(("early_stopping", _GatedEarlyStopping(
-                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
-                min_epochs=-(-self.min_steps // batches),
-                plateau_loss=math.log(len(encoder.classes_)))))
-        if self.forget_bias is not None:
-            callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
-        if self.clip_grad_norm is not None:
-            callbacks.append(("gradient_clipping", GradientNormClipping(
-                gradient_clip_value=float(self.clip_grad_norm))))
-        if self.lr_schedule == "cosine":
-            callbacks.append(("lr_scheduler", LRScheduler(
-                policy=torch.optim.lr_scheduler.CosineAnnealingLR,
-                T_max=max_epochs * batches, step_every="batch")))
-        elif self.lr_schedule == "onecycle":
-            callbacks.append(("lr_scheduler", LRScheduler(
-                policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr,
-                total_steps=max_epochs * batches, pct_start=0.3, step_every="batch")))
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks += self._training_callbacks(batches, max_epochs, len(encoder.classes_))
 
         self.net_ = NeuralNetClassifier(
             HemoLSTM,
@@ -605,6 +578,38 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         if self.average_epochs > 0:
             self._average_weights()
         return self
+
+    def _training_callbacks(self, batches, max_epochs, n_classes):
+        """The skorch callbacks of the options, in order, for ``batches`` per epoch."""
+        callbacks = []
+        gate = {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
+                "plateau_loss": math.log(n_classes)}
+        if self.average_epochs > 0:
+            # before early stopping, whose stop ends the epoch's callbacks; it keeps the
+            # epochs from average_epochs before the best to the last (patience after it)
+            callbacks.append(("weight_average", _WeightAverage(
+                keep=self.average_epochs + 1 + (self.n_iter_no_change if self.early_stopping
+                                                else 0), **gate)))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", _GatedEarlyStopping(
+                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
+                **gate)))
+        if self.forget_bias is not None:
+            callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
+        if self.clip_grad_norm is not None:
+            callbacks.append(("gradient_clipping", GradientNormClipping(
+                gradient_clip_value=float(self.clip_grad_norm))))
+        if self.lr_schedule == "cosine":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                T_max=max_epochs * batches, step_every="batch")))
+        elif self.lr_schedule == "onecycle":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr,
+                total_steps=max_epochs * batches, pct_start=0.3, step_every="batch")))
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return callbacks
 
     def _average_weights(self):
         """Load the mean weights of the counted epochs within ``average_epochs`` of the kept one."""

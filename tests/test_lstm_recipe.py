@@ -274,7 +274,8 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
             net = LSTMClassifier(inputs="pwi", n_timepoints=20, hidden_size=4,
                                  batch_size=32, max_steps=40, max_epochs=50,
                                  early_stopping=True, validation_fraction=0.3,
-                                 min_steps=20, lr=lr, random_state=0, torch_num_threads=1)
+                                 min_steps=20, lr=lr, random_state=0, torch_num_threads=1,
+                                 average_epochs=2)
             net.set_fit_request(groups=True)
             nets[name] = (Pipeline([
                 ("features", PatchExtractor(small_cohort, inputs="pwi", n_timepoints=20)),
@@ -293,6 +294,13 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
             n_epochs = len(fold["train_loss"])
             assert n_epochs >= 2 and len(fold["valid_loss"]) == n_epochs
             assert 1 <= fold["best_epoch"] <= n_epochs
+            averaged = fold["averaged_epochs"]  # the epochs whose mean weights were kept
+            assert fold["best_epoch"] in averaged and averaged == sorted(averaged)
+            assert max(averaged) - min(averaged) <= 4 and max(averaged) <= n_epochs
+    assert any(len(fold["averaged_epochs"]) > 1
+               for fold in run["models"]["lstm-learns"]["loss_curves"].values())
+    assert all(fold["averaged_epochs"] == [fold["best_epoch"]]  # nothing off the plateau
+               for fold in run["models"]["lstm-stuck"]["loss_curves"].values())
     stuck = run["models"]["lstm-stuck"]["loss_curves"]["0"]["train_loss"][-1]
     assert abs(stuck - LN2) < PLATEAU_TOL
     assert (tmp_path / "lstm_curves.png").stat().st_size > 0
