@@ -11,9 +11,11 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
 * ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows: a step budget,
   mini-batches of 128, forget-gate bias 1, gradient clipping, early stopping that
   counts no epoch before 200 steps nor on the plateau, and in the AIF rows each
-  training row's AIF dropped with probability 0.5), on the AIF normalised to unit area
-  and the DWI divided by the brain-median b0; ``--aif-dropout 0`` gives the recipe as
-  it was before the AIF dropout (the first fix of issue 29);
+  training row's AIF dropped with probability 0.5, and the weights averaged over the
+  epochs around the kept one), on the AIF normalised to unit area and the DWI divided by
+  the brain-median b0; ``--aif-dropout 0`` gives the recipe as it was before the AIF
+  dropout (the first fix of issue 29), ``--average-epochs 0`` the recipe before the
+  weight averaging (the third);
 
 and, on the same folds, the zoo's SVM row on the new inputs. No inner search: every
 model runs at one fixed setting (LSTM ``lr`` ``--lr``, old ``--old-lr``, SVM ``C=1``),
@@ -74,13 +76,15 @@ def old_model(mode, seed, lr):
                            n_iter_no_change=5, torch_num_threads=1, random_state=seed))
 
 
-def new_model(cohort, mode, seed, lr, aif_dropout=None):
-    """Scaler and network of the zoo's standard LSTM row (``aif_dropout`` overrides)."""
+def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None):
+    """Scaler and network of the zoo's standard LSTM row (the keywords override)."""
     pipeline, _ = make_model_zoo(cohort, models=[f"lstm-{mode}"], random_state=seed)[
         f"lstm-{mode}"]
     model = clone(pipeline.named_steps["model"]).set_params(lr=lr)
     if aif_dropout is not None:
         model.set_params(aif_dropout=aif_dropout)
+    if average_epochs is not None:
+        model.set_params(average_epochs=average_epochs)
     return clone(pipeline.named_steps["scale"]), model
 
 
@@ -131,6 +135,8 @@ def main(argv=None):
     parser.add_argument("--old-lr", type=float, default=1e-3)
     parser.add_argument("--aif-dropout", type=float, default=None,
                         help="the new recipe's AIF dropout (default: the zoo's, 0.5)")
+    parser.add_argument("--average-epochs", type=int, default=None,
+                        help="the new recipe's weight averaging (default: the zoo's)")
     parser.add_argument("--out", help="also write every fit's record as JSON here")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
@@ -165,7 +171,8 @@ def main(argv=None):
                          else args.train_seeds)
                 for t in seeds:
                     scale, model = (old_model(mode, t, args.old_lr) if recipe == "old"
-                                    else new_model(cohort, mode, t, args.lr, args.aif_dropout))
+                                    else new_model(cohort, mode, t, args.lr, args.aif_dropout,
+                                              args.average_epochs))
                     if args.smoke:
                         model.set_params(max_epochs=2, hidden_size=4)
                     auc, fits = cross_val(scale, model, X[recipe], y, groups, folds)

@@ -9,6 +9,7 @@ net does not.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from numbers import Integral, Real
@@ -113,6 +114,41 @@ class _GatedEarlyStopping(EarlyStopping):
                 or net.history[-1, "train_loss"] > self.plateau_loss - self.plateau_tol):
             return  # not yet a candidate: no miss, no best epoch
         super().on_epoch_end(net, **kwargs)
+
+
+class _WeightAverage(Callback):
+    """Keep a copy of the module's weights at the end of every epoch that counts.
+
+    An epoch counts once ``min_epochs`` epochs are done and its training loss has left the
+    initial plateau (the gate of :class:`_GatedEarlyStopping`). Only the last ``keep``
+    counted epochs are kept, as ``(epoch, state_dict)`` pairs on the CPU; the classifier
+    averages some of them after training (:meth:`LSTMClassifier.fit`).
+    """
+
+    def __init__(self, *, keep, min_epochs=0, plateau_loss=_LN2, plateau_tol=_PLATEAU_TOL):
+        self.keep = keep
+        self.min_epochs = min_epochs
+        self.plateau_loss = plateau_loss
+        self.plateau_tol = plateau_tol
+
+    def on_train_begin(self, net, **kwargs):
+        self.snapshots_ = collections.deque(maxlen=self.keep)
+
+    def on_epoch_end(self, net, **kwargs):
+        if (len(net.history) < self.min_epochs
+                or net.history[-1, "train_loss"] > self.plateau_loss - self.plateau_tol):
+            return
+        self.snapshots_.append((len(net.history), {
+            key: value.detach().to("cpu", copy=True)
+            for key, value in net.module_.state_dict().items()}))
+
+
+def _average_state(snapshots):
+    """The element-wise mean of a list of ``state_dict`` s (floating tensors only)."""
+    first = snapshots[0]
+    return {key: (torch.stack([s[key] for s in snapshots]).mean(dim=0)
+                  if first[key].is_floating_point() else first[key])
+            for key in first}
 
 
 def _init_forget_bias(module, value):
@@ -227,6 +263,18 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         1.0 is the usual choice (Jozefowicz et al., ICML 2015), which keeps the cell's
         memory open at the start of training. ``None`` keeps torch's random
         initialisation.
+    average_epochs : int, default=0
+        Keep the mean of the weights at the end of every epoch within this many epochs
+        of the kept one, before and after it, instead of the kept epoch's weights alone
+        (weight averaging along the trajectory, as in stochastic weight averaging,
+        Izmailov et al., UAI 2018). With ``early_stopping`` the kept epoch is the best
+        one and training ran ``n_iter_no_change`` epochs past it, so those epochs are
+        averaged too at no cost; without it, the last epoch and the ones before it. Only
+        epochs that early stopping counts are averaged (none before ``min_steps`` or on
+        the initial plateau). The mean of nearby points of one trajectory depends less
+        on the initialisation, the shuffling and the exact stopping epoch than any one
+        of them. ``0`` keeps the kept epoch's weights; ``averaged_epochs_`` lists the
+        epochs averaged.
     device : str, default="cpu"
         Torch device for training and prediction, e.g. ``"cuda"``. A model trained on GPU
         predicts on CPU after ``set_params(device="cpu")`` or when unpickled on a machine
@@ -265,8 +313,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     valid_loss_curve_ : list of float or None
         Loss on the held-out patients of every epoch with ``early_stopping``, else None.
     best_epoch_ : int
-        The epoch (1-based) whose weights the net holds: the restored best epoch with
-        ``early_stopping``, else the last one.
+        The kept epoch (1-based): the restored best epoch with ``early_stopping``, else
+        the last one.
+    averaged_epochs_ : list of int
+        The epochs whose weights the net holds: their mean with ``average_epochs``, else
+        ``[best_epoch_]``.
 
     See Also
     --------
@@ -329,6 +380,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "forget_bias": [Real, None],
         "plateau_restarts": [Interval(Integral, 0, None, closed="left")],
+        "average_epochs": [Interval(Integral, 0, None, closed="left")],
         "device": [str],
         "torch_num_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -340,8 +392,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                  weight_decay=0.0, batch_size=128,
                  max_epochs=20, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, max_steps=None, min_steps=0, lr_schedule="constant",
-                 clip_grad_norm=None, forget_bias=None, plateau_restarts=0, device="cpu",
-                 torch_num_threads=None, verbose=0, random_state=None):
+                 clip_grad_norm=None, forget_bias=None, plateau_restarts=0,
+                 average_epochs=0, device="cpu", torch_num_threads=None, verbose=0,
+                 random_state=None):
         self.inputs = inputs
         self.n_timepoints = n_timepoints
         self.hidden_size = hidden_size
@@ -363,6 +416,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.clip_grad_norm = clip_grad_norm
         self.forget_bias = forget_bias
         self.plateau_restarts = plateau_restarts
+        self.average_epochs = average_epochs
         self.device = device
         self.torch_num_threads = torch_num_threads
         self.verbose = verbose
@@ -373,7 +427,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__({"max_steps": None, "min_steps": 0, "lr_schedule": "constant",
                               "clip_grad_norm": None, "forget_bias": None,
                               "plateau_restarts": 0, "aif_dropout": 0.0, "weight_decay": 0.0,
-                              **state})
+                              "average_epochs": 0, **state})
 
     # ------------------------------------------------------------------ layout
     def _layout(self, n_features):
@@ -465,26 +519,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         max_epochs = self.max_epochs
         if self.max_steps is not None:
             max_epochs = min(self.max_epochs, max(1, -(-self.max_steps // batches)))
-        if self.early_stopping:
-            callbacks.append(("early_stopping", _GatedEarlyStopping(
-                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
-                min_epochs=-(-self.min_steps // batches),
-                plateau_loss=math.log(len(encoder.classes_)))))
-        if self.forget_bias is not None:
-            callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
-        if self.clip_grad_norm is not None:
-            callbacks.append(("gradient_clipping", GradientNormClipping(
-                gradient_clip_value=float(self.clip_grad_norm))))
-        if self.lr_schedule == "cosine":
-            callbacks.append(("lr_scheduler", LRScheduler(
-                policy=torch.optim.lr_scheduler.CosineAnnealingLR,
-                T_max=max_epochs * batches, step_every="batch")))
-        elif self.lr_schedule == "onecycle":
-            callbacks.append(("lr_scheduler", LRScheduler(
-                policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr,
-                total_steps=max_epochs * batches, pct_start=0.3, step_every="batch")))
-        if self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks += self._training_callbacks(batches, max_epochs, len(encoder.classes_))
 
         self.net_ = NeuralNetClassifier(
             HemoLSTM,
@@ -539,7 +574,55 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             stopper = dict(self.net_.callbacks_)["early_stopping"]
             if stopper.best_model_weights_ is not None:
                 self.best_epoch_ = int(stopper.best_epoch_)
+        self.averaged_epochs_ = [self.best_epoch_]
+        if self.average_epochs > 0:
+            self._average_weights()
         return self
+
+    def _training_callbacks(self, batches, max_epochs, n_classes):
+        """The skorch callbacks of the options, in order, for ``batches`` per epoch."""
+        callbacks = []
+        gate = {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
+                "plateau_loss": math.log(n_classes)}
+        if self.average_epochs > 0:
+            # before early stopping, whose stop ends the epoch's callbacks; it keeps the
+            # epochs from average_epochs before the best to the last (patience after it)
+            callbacks.append(("weight_average", _WeightAverage(
+                keep=self.average_epochs + 1 + (self.n_iter_no_change if self.early_stopping
+                                                else 0), **gate)))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", _GatedEarlyStopping(
+                monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
+                **gate)))
+        if self.forget_bias is not None:
+            callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
+        if self.clip_grad_norm is not None:
+            callbacks.append(("gradient_clipping", GradientNormClipping(
+                gradient_clip_value=float(self.clip_grad_norm))))
+        if self.lr_schedule == "cosine":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                T_max=max_epochs * batches, step_every="batch")))
+        elif self.lr_schedule == "onecycle":
+            callbacks.append(("lr_scheduler", LRScheduler(
+                policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=self.lr,
+                total_steps=max_epochs * batches, pct_start=0.3, step_every="batch")))
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        return callbacks
+
+    def _average_weights(self):
+        """Load the mean weights of the counted epochs within ``average_epochs`` of the kept one."""
+        averager = dict(self.net_.callbacks_)["weight_average"]
+        snapshots = dict(averager.snapshots_)
+        averager.snapshots_.clear()  # not carried into pickles and bundles
+        window = range(self.best_epoch_ - self.average_epochs,
+                       self.best_epoch_ + self.average_epochs + 1)
+        chosen = [epoch for epoch in window if epoch in snapshots]
+        if len(chosen) > 1:
+            self.net_.module_.load_state_dict(
+                _average_state([snapshots[epoch] for epoch in chosen]))
+            self.averaged_epochs_ = chosen
 
     def _patient_split(self, X, y, groups, seed):
         """Train/validation row indices holding out whole patients.

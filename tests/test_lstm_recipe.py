@@ -274,7 +274,8 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
             net = LSTMClassifier(inputs="pwi", n_timepoints=20, hidden_size=4,
                                  batch_size=32, max_steps=40, max_epochs=50,
                                  early_stopping=True, validation_fraction=0.3,
-                                 min_steps=20, lr=lr, random_state=0, torch_num_threads=1)
+                                 min_steps=20, lr=lr, random_state=0, torch_num_threads=1,
+                                 average_epochs=2)
             net.set_fit_request(groups=True)
             nets[name] = (Pipeline([
                 ("features", PatchExtractor(small_cohort, inputs="pwi", n_timepoints=20)),
@@ -293,6 +294,13 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
             n_epochs = len(fold["train_loss"])
             assert n_epochs >= 2 and len(fold["valid_loss"]) == n_epochs
             assert 1 <= fold["best_epoch"] <= n_epochs
+            averaged = fold["averaged_epochs"]  # the epochs whose mean weights were kept
+            assert fold["best_epoch"] in averaged and averaged == sorted(averaged)
+            assert max(averaged) - min(averaged) <= 4 and max(averaged) <= n_epochs
+    assert any(len(fold["averaged_epochs"]) > 1
+               for fold in run["models"]["lstm-learns"]["loss_curves"].values())
+    assert all(fold["averaged_epochs"] == [fold["best_epoch"]]  # nothing off the plateau
+               for fold in run["models"]["lstm-stuck"]["loss_curves"].values())
     stuck = run["models"]["lstm-stuck"]["loss_curves"]["0"]["train_loss"][-1]
     assert abs(stuck - LN2) < PLATEAU_TOL
     assert (tmp_path / "lstm_curves.png").stat().st_size > 0
@@ -308,7 +316,7 @@ def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
         LSTMClassifier(): {"max_steps": None, "min_steps": 0, "plateau_restarts": 0,
                            "forget_bias": None, "clip_grad_norm": None,
                            "lr_schedule": "constant", "aif_dropout": 0.0,
-                           "weight_decay": 0.0},
+                           "weight_decay": 0.0, "average_epochs": 0},
     }
     for estimator, values in old_values.items():
         for name in values:
@@ -376,3 +384,94 @@ def test_weight_decay_reaches_adam_and_shrinks_the_weights():
         assert clf.net_.optimizer_.param_groups[0]["weight_decay"] == decay
         norms[decay] = sum(float(p.detach().norm()) for p in clf.net_.module_.parameters())
     assert norms[0.5] < 0.5 * norms[0.0]
+
+
+# -- averaging the weights of the last epochs (seed stability) -----------------------------
+def _learnable(n=320, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 12)).astype(np.float32)
+    y = (X[:, -4:].mean(axis=1) + 0.5 * rng.normal(size=n) > 0).astype(int)
+    groups = np.repeat(np.arange(8), n // 8)
+    return X, y, groups
+
+
+def _weights(clf):
+    return {k: v.detach().clone() for k, v in clf.net_.module_.state_dict().items()}
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_average_epochs_loads_the_mean_of_the_kept_epochs_weights(early_stopping,
+                                                                  monkeypatch):
+    """Training is the same fit with and without averaging (same seed, same steps); the
+    averaged net holds the element-wise mean of the weights at the end of the epochs
+    within ``average_epochs`` of the kept one (with early stopping, the epochs trained
+    after the best one too; without it, the last epochs), and predicts differently."""
+    import torch
+
+    import sklearn_hemo.neural as neural
+
+    averaged_states = []
+
+    def spy(snapshots):  # the weights handed to the average, epoch by epoch
+        averaged_states.append(snapshots)
+        return average_state(snapshots)
+
+    average_state = neural._average_state
+    monkeypatch.setattr(neural, "_average_state", spy)
+    X, y, groups = _learnable()
+    common = dict(hidden_size=6, batch_size=32, max_epochs=10, lr=0.01,
+                  early_stopping=early_stopping, validation_fraction=0.25,
+                  n_iter_no_change=3, min_steps=16, random_state=0)
+    fit = {"groups": groups} if early_stopping else {}
+    plain = LSTMClassifier(**common).fit(X, y, **fit)
+    averaged = LSTMClassifier(**common, average_epochs=2).fit(X, y, **fit)
+    assert plain.averaged_epochs_ == [plain.best_epoch_]
+    assert averaged.n_steps_ == plain.n_steps_ and averaged.best_epoch_ == plain.best_epoch_
+    best = averaged.best_epoch_
+    after = min(2, averaged.n_iter_ - best)
+    assert after == (2 if early_stopping else 0)  # patience 3: epochs after the best
+    assert averaged.averaged_epochs_ == list(range(best - 2, best + after + 1))
+    assert len(averaged_states) == 1
+    snapshots = dict(zip(averaged.averaged_epochs_, averaged_states[0], strict=True))
+    # the kept epoch's weights are the plain fit's: averaging does not change training
+    for key, value in _weights(plain).items():
+        torch.testing.assert_close(snapshots[best][key], value)
+    mean = {key: torch.stack([s[key] for s in snapshots.values()]).mean(0)
+            for key in snapshots[best]}
+    for key, value in _weights(averaged).items():
+        torch.testing.assert_close(value, mean[key])
+    assert not np.allclose(plain.predict_proba(X), averaged.predict_proba(X))
+    # no copies left behind in the fitted net (pickles, bundles)
+    assert len(dict(averaged.net_.callbacks_)["weight_average"].snapshots_) == 0
+    # reproducible with random_state
+    again = LSTMClassifier(**common, average_epochs=2).fit(X, y, **fit)
+    np.testing.assert_array_equal(again.predict_proba(X), averaged.predict_proba(X))
+
+
+def test_average_epochs_never_averages_an_epoch_before_the_gate():
+    """Epochs that early stopping does not count (before ``min_steps``, or on the ln 2
+    plateau) are not averaged either: with the kept epoch at the gate, fewer are."""
+    X, y, groups = _learnable()
+    clf = LSTMClassifier(hidden_size=6, batch_size=32, max_epochs=40, lr=0.02,
+                         early_stopping=True, validation_fraction=0.25, n_iter_no_change=2,
+                         min_steps=70, average_epochs=15, random_state=0)
+    clf.fit(X, y, groups=groups)
+    gate = -(-70 // 8)  # 240 training rows of 8 patients less 2 held out: 8 batches
+    assert clf.best_epoch_ - 15 < gate <= min(clf.averaged_epochs_)  # the gate limits it
+    assert clf.averaged_epochs_ == list(range(min(clf.averaged_epochs_), clf.n_iter_ + 1))
+    noise, labels, _ = _noise()
+    stuck = LSTMClassifier(hidden_size=4, batch_size=30, max_epochs=3, average_epochs=2,
+                           random_state=0).fit(noise, labels)
+    assert stuck.averaged_epochs_ == [stuck.best_epoch_]  # every epoch on the plateau
+
+
+def test_zoo_lstm_rows_average_their_last_epochs(base_patient):
+    from sklearn_hemo.model_selection._zoo import _LSTM_RECIPE
+
+    lstm_rows = ["lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi"]
+    for protocol in ("quick", "standard"):
+        zoo = make_model_zoo(Cohort([base_patient]), models=lstm_rows, protocol=protocol)
+        assert sorted(zoo) == sorted(lstm_rows)
+        for pipeline, _ in zoo.values():
+            model = pipeline.named_steps["model"]
+            assert model.average_epochs == _LSTM_RECIPE["average_epochs"] > 0

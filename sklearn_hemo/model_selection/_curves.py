@@ -29,9 +29,12 @@ def loss_curves(estimator):
     if train is None:
         return None
     valid = getattr(estimator, "valid_loss_curve_", None)
+    best = int(getattr(estimator, "best_epoch_", len(train)))
     return {"train_loss": [float(v) for v in train],
             "valid_loss": None if valid is None else [float(v) for v in valid],
-            "best_epoch": int(getattr(estimator, "best_epoch_", len(train))),
+            "best_epoch": best,
+            # the epochs whose weights were averaged into the kept net (average_epochs)
+            "averaged_epochs": [int(e) for e in getattr(estimator, "averaged_epochs_", [best])],
             "n_steps": int(getattr(estimator, "n_steps_", 0))}
 
 

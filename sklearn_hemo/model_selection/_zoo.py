@@ -43,11 +43,13 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: loss is still on the initial ln 2 plateau, and restores the best counted epoch. In the
 #: rows that read the AIF (one curve per patient, a patient fingerprint), each training
 #: row's AIF is dropped (zeroed) with probability 0.5 (``aif_dropout``; ignored by the
-#: other rows).
+#: other rows). The kept weights are the mean of the weights of the counted epochs
+#: within 5 epochs of the best one, before and after it (``average_epochs``: the
+#: patience epochs are trained anyway; averaging them steadies the row across seeds).
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 800, "min_steps": 200,
                 "early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 5,
                 "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1,
-                "aif_dropout": 0.5}
+                "aif_dropout": 0.5, "average_epochs": 5}
 
 
 def _grids(protocol):
