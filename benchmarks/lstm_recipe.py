@@ -19,7 +19,11 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
 
 and, on the same folds, the zoo's SVM row on the new inputs. No inner search: every
 model runs at one fixed setting (LSTM ``lr`` ``--lr``, old ``--old-lr``, SVM ``C=1``),
-the middle of its grid, so the table measures the recipe and not the search. Per mode it
+the middle of its grid, so the table measures the recipe and not the search. ``--svm-only``
+prints, instead of the networks, the SVM on every input and on each mode's own inputs
+(the same scaler restricted to the mode's columns): since issue 27 made DWI informative,
+an LSTM row without DWI set against the all-input SVM measures the inputs as much as the
+recipe. Per mode the table
 reports the spread over training seeds, the distance to the SVM, and what adding the AIF
 costs (``pwi`` minus ``pwi+aif`` and ``pwi+dwi`` minus ``pwi+aif+dwi``, means over seeds).
 
@@ -88,10 +92,13 @@ def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None):
     return clone(pipeline.named_steps["scale"]), model
 
 
-def svm_model(cohort):
+def svm_model(cohort, mode="pwi+aif+dwi"):
+    """The zoo's SVM row at ``C=1``; its scaler restricted to ``mode``'s columns."""
     pipeline, _ = make_model_zoo(cohort, models=["svm"], random_state=0)["svm"]
-    return clone(pipeline.named_steps["scale"]), clone(pipeline.named_steps["model"]).set_params(
-        C=1.0)
+    scale = clone(pipeline.named_steps["scale"])
+    if mode != "pwi+aif+dwi":
+        scale.set_params(inputs=mode)
+    return scale, clone(pipeline.named_steps["model"]).set_params(C=1.0)
 
 
 def cross_val(scale, model, X, y, groups, folds, network=True):
@@ -137,6 +144,9 @@ def main(argv=None):
                         help="the new recipe's AIF dropout (default: the zoo's, 0.5)")
     parser.add_argument("--average-epochs", type=int, default=None,
                         help="the new recipe's weight averaging (default: the zoo's)")
+    parser.add_argument("--svm-only", action="store_true",
+                        help="only the SVM: on every input (the zoo's row) and on each "
+                             "mode's own inputs, the yardstick of equal inputs")
     parser.add_argument("--out", help="also write every fit's record as JSON here")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
@@ -162,6 +172,15 @@ def main(argv=None):
         record.append({"seed": seed, "model": "svm", "auc": svm_auc, "fits": svm_fits})
         print(f"\ncohort seed {seed}: {len(y)} voxels, {np.unique(groups).size} patients, "
               f"{args.folds} folds; SVM (C=1) {svm_auc:.1f}", flush=True)
+        if args.svm_only:
+            for mode in args.modes:
+                auc, fits = cross_val(*svm_model(cohort, mode),
+                                      features["new"][:, columns(mode)], y, groups, folds,
+                                      network=False)
+                record.append({"seed": seed, "model": f"svm-{mode}", "auc": auc,
+                               "fits": fits})
+                print(f"  svm on {mode:12s} inputs: {auc:5.1f}", flush=True)
+            continue
         table = {}
         for mode in args.modes:
             X = {name: values[:, columns(mode)] for name, values in features.items()}
