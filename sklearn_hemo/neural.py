@@ -89,6 +89,15 @@ _LN2 = math.log(2)
 _PLATEAU_TOL = 0.05
 
 
+def _epoch_counts(net, gate):
+    """Whether the epoch just ended counts for ``gate`` (a callback with ``min_epochs``,
+    ``plateau_loss`` and ``plateau_tol``): ``min_epochs`` epochs are done and its training
+    loss is more than ``plateau_tol`` below ``plateau_loss`` (it left the initial
+    plateau). The one gate of early stopping and of the weight averaging."""
+    return (len(net.history) >= gate.min_epochs
+            and net.history[-1, "train_loss"] <= gate.plateau_loss - gate.plateau_tol)
+
+
 class _GatedEarlyStopping(EarlyStopping):
     """skorch's ``EarlyStopping`` that neither stops nor keeps an epoch on the plateau.
 
@@ -110,8 +119,7 @@ class _GatedEarlyStopping(EarlyStopping):
         self.plateau_tol = plateau_tol
 
     def on_epoch_end(self, net, **kwargs):
-        if (len(net.history) < self.min_epochs
-                or net.history[-1, "train_loss"] > self.plateau_loss - self.plateau_tol):
+        if not _epoch_counts(net, self):
             return  # not yet a candidate: no miss, no best epoch
         super().on_epoch_end(net, **kwargs)
 
@@ -135,8 +143,7 @@ class _WeightAverage(Callback):
         self.snapshots_ = collections.deque(maxlen=self.keep)
 
     def on_epoch_end(self, net, **kwargs):
-        if (len(net.history) < self.min_epochs
-                or net.history[-1, "train_loss"] > self.plateau_loss - self.plateau_tol):
+        if not _epoch_counts(net, self):
             return
         self.snapshots_.append((len(net.history), {
             key: value.detach().to("cpu", copy=True)
