@@ -8,24 +8,27 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
 * ``old``: the recipe and inputs before issue 29: mini-batches of 32, at most 20 epochs,
   early stopping on held-out patients with patience 5 (free to stop on the initial
   plateau and restore its weights), the raw AIF and raw DWI intensities;
-* ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows: a step budget,
-  mini-batches of 128, forget-gate bias 1, gradient clipping, early stopping that
-  counts no epoch before 200 steps nor on the plateau, and in the AIF rows each
-  training row's AIF dropped with probability 0.5, and the weights averaged over the
-  epochs around the kept one), on the AIF normalised to unit area and the DWI divided by
-  the brain-median b0; ``--aif-dropout 0`` gives the recipe as it was before the AIF
-  dropout (the first fix of issue 29), ``--average-epochs 0`` the recipe before the
-  weight averaging (the third);
+* ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows, ``_LSTM_RECIPE``: a
+  fixed budget of 400 optimiser steps of 128 rows without early stopping, forget-gate
+  bias 1, gradient clipping, the weights of the last 9 epochs averaged, each training
+  row's series shifted in time by up to 3 frames, and in the AIF rows each training
+  row's AIF dropped with probability 0.5), on the AIF normalised to unit area and the
+  DWI divided by the brain-median b0. ``--set KEY=VALUE ...`` overrides any of its
+  parameters: the recipe of the third pass (early stopping on held-out patients, no
+  time shift) is ``--set early_stopping=true max_steps=800 min_steps=200
+  validation_fraction=0.2 n_iter_no_change=5 average_epochs=5 time_shift=0``;
+  ``--aif-dropout 0`` and ``--average-epochs 0`` remain as shorthands;
 
 and, on the same folds, the zoo's SVM row on the new inputs. No inner search: every
 model runs at one fixed setting (LSTM ``lr`` ``--lr``, old ``--old-lr``, SVM ``C=1``),
-the middle of its grid, so the table measures the recipe and not the search. ``--svm-only``
-prints, instead of the networks, the SVM on every input and on each mode's own inputs
-(the same scaler restricted to the mode's columns): since issue 27 made DWI informative,
-an LSTM row without DWI set against the all-input SVM measures the inputs as much as the
-recipe. Per mode the table
-reports the spread over training seeds, the distance to the SVM, and what adding the AIF
-costs (``pwi`` minus ``pwi+aif`` and ``pwi+dwi`` minus ``pwi+aif+dwi``, means over seeds).
+the middle of its grid, so the table measures the recipe and not the search. The SVM
+runs on every input (the zoo's row) and on each mode's own inputs (the same scaler
+restricted to the mode's columns; ``--svm-only`` stops there): since issue 27 made DWI
+informative, an LSTM row without DWI set against the all-input SVM measures the inputs
+as much as the recipe, so the yardstick is the SVM on the same inputs ("equal footing
+means equal inputs"). Per mode the table reports the spread over training seeds, the
+distance to both SVMs, and what adding the AIF costs (``pwi`` minus ``pwi+aif`` and
+``pwi+dwi`` minus ``pwi+aif+dwi``, means over seeds).
 
 Targets (issue 29), on the default cohort and on seeds not used to choose the recipe:
 LSTM rows vary by at most 3 points across training seeds, each is within 5 points of the
@@ -80,7 +83,7 @@ def old_model(mode, seed, lr):
                            n_iter_no_change=5, torch_num_threads=1, random_state=seed))
 
 
-def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None):
+def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None, **overrides):
     """Scaler and network of the zoo's standard LSTM row (the keywords override)."""
     pipeline, _ = make_model_zoo(cohort, models=[f"lstm-{mode}"], random_state=seed)[
         f"lstm-{mode}"]
@@ -89,7 +92,19 @@ def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None):
         model.set_params(aif_dropout=aif_dropout)
     if average_epochs is not None:
         model.set_params(average_epochs=average_epochs)
+    model.set_params(**overrides)
     return clone(pipeline.named_steps["scale"]), model
+
+
+def setting(text):
+    """``KEY=VALUE`` of ``--set``: the value read as JSON (``3``, ``false``, ``0.5``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def svm_model(cohort, mode="pwi+aif+dwi"):
@@ -144,9 +159,13 @@ def main(argv=None):
                         help="the new recipe's AIF dropout (default: the zoo's, 0.5)")
     parser.add_argument("--average-epochs", type=int, default=None,
                         help="the new recipe's weight averaging (default: the zoo's)")
+    parser.add_argument("--set", type=setting, nargs="+", default=[], metavar="KEY=VALUE",
+                        help="any other LSTMClassifier parameter of the new recipe, e.g. "
+                             "--set time_shift=0 early_stopping=true max_steps=800 (the "
+                             "recipe before the fourth pass)")
     parser.add_argument("--svm-only", action="store_true",
-                        help="only the SVM: on every input (the zoo's row) and on each "
-                             "mode's own inputs, the yardstick of equal inputs")
+                        help="only the SVM (on every input, the zoo's row, and on each "
+                             "mode's own inputs), no network")
     parser.add_argument("--out", help="also write every fit's record as JSON here")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
@@ -172,14 +191,15 @@ def main(argv=None):
         record.append({"seed": seed, "model": "svm", "auc": svm_auc, "fits": svm_fits})
         print(f"\ncohort seed {seed}: {len(y)} voxels, {np.unique(groups).size} patients, "
               f"{args.folds} folds; SVM (C=1) {svm_auc:.1f}", flush=True)
+        svm_same = {}  # the yardstick of equal inputs: the SVM on each mode's columns
+        for mode in args.modes:
+            svm_same[mode], fits = cross_val(*svm_model(cohort, mode),
+                                             features["new"][:, columns(mode)], y, groups,
+                                             folds, network=False)
+            record.append({"seed": seed, "model": f"svm-{mode}", "auc": svm_same[mode],
+                           "fits": fits})
+            print(f"  svm on {mode:12s} inputs: {svm_same[mode]:5.1f}", flush=True)
         if args.svm_only:
-            for mode in args.modes:
-                auc, fits = cross_val(*svm_model(cohort, mode),
-                                      features["new"][:, columns(mode)], y, groups, folds,
-                                      network=False)
-                record.append({"seed": seed, "model": f"svm-{mode}", "auc": auc,
-                               "fits": fits})
-                print(f"  svm on {mode:12s} inputs: {auc:5.1f}", flush=True)
             continue
         table = {}
         for mode in args.modes:
@@ -191,7 +211,7 @@ def main(argv=None):
                 for t in seeds:
                     scale, model = (old_model(mode, t, args.old_lr) if recipe == "old"
                                     else new_model(cohort, mode, t, args.lr, args.aif_dropout,
-                                              args.average_epochs))
+                                              args.average_epochs, **dict(args.set)))
                     if args.smoke:
                         model.set_params(max_epochs=2, hidden_size=4)
                     auc, fits = cross_val(scale, model, X[recipe], y, groups, folds)
@@ -206,11 +226,12 @@ def main(argv=None):
         print(f"\ncohort seed {seed}: AUC-ROC x 100 (training seeds {args.train_seeds}, old "
               f"recipe {args.old_train_seeds or args.train_seeds}); SVM {svm_auc:.1f}")
         print(f"{'row':18s} {'recipe':6s} {'per seed':22s} {'mean':>5s} {'range':>5s} "
-              f"{'-SVM':>6s}")
+              f"{'-SVM':>6s} {'-SVM same inputs':>16s}")
         for (mode, recipe), aucs in table.items():
             print(f"lstm-{mode:13s} {recipe:6s} "
                   f"{' '.join(f'{a:5.1f}' for a in aucs):22s} {np.mean(aucs):5.1f} "
-                  f"{np.ptp(aucs):5.1f} {np.mean(aucs) - svm_auc:+6.1f}")
+                  f"{np.ptp(aucs):5.1f} {np.mean(aucs) - svm_auc:+6.1f} "
+                  f"{np.mean(aucs) - svm_same[mode]:+16.1f}")
         for recipe in args.recipes:
             for base, with_aif in (("pwi", "pwi+aif"), ("pwi+dwi", "pwi+aif+dwi")):
                 if (base, recipe) in table and (with_aif, recipe) in table:

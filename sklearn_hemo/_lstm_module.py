@@ -121,6 +121,11 @@ class HemoLSTM(nn.Module):
         In training mode only, the AIF of each row is replaced by zeros (the block mean
         after :class:`~sklearn_hemo.neural.BlockScaler`) with this probability, so the
         network cannot rest its prediction on the AIF alone (one curve per patient).
+    time_shift : int, default=0
+        In training mode only, each row's series (the PWI steps and the AIF, together)
+        are shifted in time by a random whole number of steps in ``[-time_shift,
+        time_shift]``, the edge value repeated where the shift opens a gap. Static
+        (DWI) values are not moved.
 
     Attributes
     ----------
@@ -140,9 +145,10 @@ class HemoLSTM(nn.Module):
 
     def __init__(self, n_timepoints, n_step_features, n_classes, aif=False, n_static=0,
                  hidden_size=60, num_layers=1, dropout=0.0, bidirectional=False,
-                 dense_sizes=(), aif_dropout=0.0):
+                 dense_sizes=(), aif_dropout=0.0, time_shift=0):
         super().__init__()
         self.aif_dropout = float(aif_dropout)
+        self.time_shift = int(time_shift)
         self.n_timepoints = n_timepoints
         self.n_step_features = n_step_features
         self.aif = aif
@@ -182,6 +188,9 @@ class HemoLSTM(nn.Module):
                 aif = aif * keep
             seq = torch.cat([seq, aif], dim=-1)
             n_seq += self.n_timepoints
+        shift = getattr(self, "time_shift", 0)  # modules pickled before it existed
+        if self.training and shift > 0:
+            seq = _shift_in_time(seq, shift)
         _, (h_n, _) = self.lstm(seq)
         # h_n[-1] is the last layer's final state (the backward direction's, when
         # bidirectional, which is why the two directions are concatenated).
@@ -189,6 +198,15 @@ class HemoLSTM(nn.Module):
         if self.n_static:
             features = torch.cat([features, X[:, n_seq:]], dim=1)
         return self.head(features)
+
+
+def _shift_in_time(seq, max_shift):
+    """Shift each row of ``seq`` (batch, time, features) by a random number of steps
+    in ``[-max_shift, max_shift]``, repeating the first or last step into the gap."""
+    n, t = seq.shape[:2]
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 1), device=seq.device)
+    index = (torch.arange(t, device=seq.device) - shifts).clamp_(0, t - 1)
+    return torch.gather(seq, 1, index.unsqueeze(-1).expand(-1, -1, seq.shape[-1]))
 
 
 class TensorDataset(Dataset):

@@ -219,6 +219,14 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         curve per patient, so a network free to lean on it can learn the training
         patients (who bleeds) instead of the voxels; dropping it makes the network
         predict from the tissue curves with and without it. Prediction always reads it.
+    time_shift : int, default=0
+        During training only, shift each row's series (PWI and AIF together, so their
+        relative timing is kept) by a random whole number of time points in
+        ``[-time_shift, time_shift]``, repeating the edge value into the gap. The bolus
+        reaches the brain at a different time in every patient (injection, cardiac
+        output); the shift makes the network rank voxels by the shape of their curves
+        and their timing relative to the AIF rather than by the patient's arrival time.
+        Prediction reads the series as they are.
     lr : float, default=1e-3
         Adam learning rate.
     weight_decay : float, default=0.0
@@ -227,13 +235,15 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Mini-batch size for training and prediction.
     max_epochs : int, default=20
         Training epochs (the paper's 20), or the upper bound with early stopping.
-    early_stopping : bool, default=False
+    early_stopping : bool or "monitor", default=False
         Hold out ``validation_fraction`` of the *patients* given as ``groups`` to ``fit``
         and stop when their loss has not improved for ``n_iter_no_change`` epochs; the
         best epoch's weights are kept. Requires ``groups``: a random voxel split would put
         neighbouring voxels of one patient on both sides. The held-out patients are one
         fold of a ``StratifiedGroupKFold``, so both classes are on both sides where the
-        patients allow.
+        patients allow. ``"monitor"`` holds the same patients out and records their loss
+        (``valid_loss_curve_``) but neither stops nor restores: training runs its whole
+        length and keeps its last weights (or their average, ``average_epochs``).
     validation_fraction : float in (0, 1), default=0.1
         Share of patients held out for early stopping (about ``1 / round(1 /
         validation_fraction)`` of them).
@@ -318,10 +328,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     train_loss_curve_ : list of float
         Training loss (mean cross-entropy over the epoch's mini-batches) of every epoch.
     valid_loss_curve_ : list of float or None
-        Loss on the held-out patients of every epoch with ``early_stopping``, else None.
+        Loss on the held-out patients of every epoch with ``early_stopping`` (``True`` or
+        ``"monitor"``), else None.
     best_epoch_ : int
-        The kept epoch (1-based): the restored best epoch with ``early_stopping``, else
-        the last one.
+        The kept epoch (1-based): the restored best epoch with ``early_stopping=True``,
+        else the last one.
     averaged_epochs_ : list of int
         The epochs whose weights the net holds: their mean with ``average_epochs``, else
         ``[best_epoch_]``.
@@ -374,11 +385,12 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         "bidirectional": ["boolean"],
         "dense_sizes": [tuple, list],
         "aif_dropout": [Interval(Real, 0, 1, closed="left")],
+        "time_shift": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"monitor"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "max_steps": [Interval(Integral, 1, None, closed="left"), None],
@@ -395,8 +407,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, inputs=None, *, n_timepoints=60, hidden_size=60, num_layers=1,
-                 dropout=0.0, bidirectional=False, dense_sizes=(), aif_dropout=0.0, lr=1e-3,
-                 weight_decay=0.0, batch_size=128,
+                 dropout=0.0, bidirectional=False, dense_sizes=(), aif_dropout=0.0, time_shift=0,
+                 lr=1e-3, weight_decay=0.0, batch_size=128,
                  max_epochs=20, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, max_steps=None, min_steps=0, lr_schedule="constant",
                  clip_grad_norm=None, forget_bias=None, plateau_restarts=0,
@@ -410,6 +422,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.bidirectional = bidirectional
         self.dense_sizes = dense_sizes
         self.aif_dropout = aif_dropout
+        self.time_shift = time_shift
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -434,7 +447,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__({"max_steps": None, "min_steps": 0, "lr_schedule": "constant",
                               "clip_grad_norm": None, "forget_bias": None,
                               "plateau_restarts": 0, "aif_dropout": 0.0, "weight_decay": 0.0,
-                              "average_epochs": 0, **state})
+                              "average_epochs": 0, "time_shift": 0, **state})
 
     # ------------------------------------------------------------------ layout
     def _layout(self, n_features):
@@ -487,9 +500,10 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
             Labels; any two or more distinct values (strings too).
         groups : array-like of shape (n_samples,), default=None
-            Patient of each row. Used only with ``early_stopping=True``, to hold out whole
-            patients. In a search, route it with ``set_fit_request(groups=True)``
-            (metadata routing) or ``Pipeline.fit(..., lstm__groups=groups)``.
+            Patient of each row. Used only with ``early_stopping`` (``True`` or
+            ``"monitor"``), to hold out whole patients. In a search, route it with
+            ``set_fit_request(groups=True)`` (metadata routing) or
+            ``Pipeline.fit(..., lstm__groups=groups)``.
 
         Returns
         -------
@@ -517,7 +531,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # first, so that it counts an epoch before EarlyStopping may stop after it
         train_split, callbacks = None, [("propagate_interrupt", _PropagateInterrupt())]
-        if self.early_stopping:
+        if self.early_stopping:  # True or "monitor": held-out patients
             train_idx, valid_idx = self._patient_split(X, y, groups, seed)
             train_split = predefined_split(TensorDataset(X_t[valid_idx], y_t[valid_idx]))
             X_t, y_t = X_t[train_idx], y_t[train_idx]
@@ -537,6 +551,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             module__bidirectional=self.bidirectional,
             module__dense_sizes=dense_sizes,
             module__aif_dropout=self.aif_dropout,
+            module__time_shift=self.time_shift,
             **{f"module__{key}": value for key, value in layout.items()},
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=torch.optim.Adam,
@@ -577,7 +592,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.valid_loss_curve_ = ([float(v) for v in history[:, "valid_loss"]]
                                   if self.early_stopping else None)
         self.best_epoch_ = len(history)
-        if self.early_stopping:
+        if self.early_stopping is True:
             stopper = dict(self.net_.callbacks_)["early_stopping"]
             if stopper.best_model_weights_ is not None:
                 self.best_epoch_ = int(stopper.best_epoch_)
@@ -595,9 +610,10 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             # before early stopping, whose stop ends the epoch's callbacks; it keeps the
             # epochs from average_epochs before the best to the last (patience after it)
             callbacks.append(("weight_average", _WeightAverage(
-                keep=self.average_epochs + 1 + (self.n_iter_no_change if self.early_stopping
-                                                else 0), **gate)))
-        if self.early_stopping:
+                keep=self.average_epochs + 1 + (self.n_iter_no_change
+                                                if self.early_stopping is True else 0),
+                **gate)))
+        if self.early_stopping is True:
             callbacks.append(("early_stopping", _GatedEarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
                 **gate)))
@@ -641,7 +657,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         """
         if groups is None:
             raise ValueError(
-                "LSTMClassifier(early_stopping=True) needs the patient of every row: call "
+                f"LSTMClassifier(early_stopping={self.early_stopping!r}) needs the patient of "
+                "every row: call "
                 "fit(X, y, groups=patient_ids) (in a search, route it with "
                 "set_fit_request(groups=True)), or set early_stopping=False. A random "
                 "voxel split would leak neighbouring voxels into the validation set.")
@@ -653,8 +670,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         n_groups = len(np.unique(groups))
         if n_groups < 2:
             raise ValueError(
-                "LSTMClassifier(early_stopping=True) needs at least 2 patients in groups to "
-                "hold one out for validation; got 1. Set early_stopping=False.")
+                f"LSTMClassifier(early_stopping={self.early_stopping!r}) needs at least 2 "
+                "patients in groups to hold one out for validation; got 1. Set "
+                "early_stopping=False.")
         n_splits = min(n_groups, max(2, int(round(1.0 / self.validation_fraction))))
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         return next(splitter.split(X, y, groups))

@@ -86,6 +86,28 @@ def _noise(n=240, n_features=12, seed=0):
     return X, y, groups
 
 
+def test_monitor_records_the_held_out_loss_but_trains_the_whole_budget():
+    """``early_stopping="monitor"`` holds out the same patients as early stopping and
+    records their loss, but neither stops nor restores: the net trains its step budget and
+    keeps its last epoch, which early stopping on memorised noise would not."""
+    X, y, groups = _noise()
+    common = dict(hidden_size=8, batch_size=16, max_steps=400, max_epochs=500, lr=1e-2,
+                  min_steps=30, n_iter_no_change=2, random_state=0)
+    monitor = LSTMClassifier(early_stopping="monitor", **common).fit(X, y, groups=groups)
+    stop = LSTMClassifier(early_stopping=True, **common).fit(X, y, groups=groups)
+    batches = monitor.n_steps_ // monitor.n_iter_  # training batches per epoch
+    assert monitor.n_steps_ == batches * monitor.n_iter_
+    assert monitor.n_steps_ >= 400 > monitor.n_steps_ - batches  # the whole budget
+    assert monitor.best_epoch_ == monitor.n_iter_  # its last weights
+    assert len(monitor.valid_loss_curve_) == monitor.n_iter_
+    assert stop.n_iter_ < monitor.n_iter_  # early stopping stopped on the same patients
+    n = stop.n_iter_
+    assert monitor.train_loss_curve_[:n] == pytest.approx(stop.train_loss_curve_)
+    assert monitor.valid_loss_curve_[:n] == pytest.approx(stop.valid_loss_curve_)
+    with pytest.raises(ValueError, match=r"early_stopping='monitor'\) needs the patient"):
+        LSTMClassifier(early_stopping="monitor", max_epochs=1).fit(X, y)
+
+
 def test_a_fit_on_the_plateau_runs_its_whole_budget():
     """On labels it cannot learn, skorch's early stopping (today's recipe) stopped after
     patience + 1 epochs and restored a plateau epoch; now no plateau epoch counts, the fit
@@ -316,7 +338,7 @@ def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
         LSTMClassifier(): {"max_steps": None, "min_steps": 0, "plateau_restarts": 0,
                            "forget_bias": None, "clip_grad_norm": None,
                            "lr_schedule": "constant", "aif_dropout": 0.0,
-                           "weight_decay": 0.0, "average_epochs": 0},
+                           "weight_decay": 0.0, "average_epochs": 0, "time_shift": 0},
     }
     for estimator, values in old_values.items():
         for name in values:
@@ -373,6 +395,71 @@ def test_aif_dropout_makes_the_network_read_the_tissue():
         assert roc_auc_score(y, clf.predict_proba(X)[:, 1]) > 0.99  # both use the AIF
         scores[p] = roc_auc_score(y, clf.predict_proba(without)[:, 1])
     assert scores[0.5] > scores[0.0] + 0.05
+
+
+# -- time-shift augmentation: timing relative to the AIF, not the patient's arrival ------
+def test_time_shift_moves_pwi_and_aif_together_in_training_only():
+    import torch
+
+    from sklearn_hemo._lstm_module import _shift_in_time
+    from sklearn_hemo.neural import HemoLSTM
+
+    torch.manual_seed(0)
+    t = 8
+    seq = torch.arange(t, dtype=torch.float32).reshape(1, t, 1).repeat(200, 1, 3)
+    seq[:, :, 2] *= 10  # the AIF column: a different curve, the same clock
+    shifted = _shift_in_time(seq, 2)
+    lag = shifted[:, 3, 0] - seq[:, 3, 0]  # a row's shift, read at a middle time point
+    assert set(lag.tolist()) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+    assert torch.equal(shifted[:, :, 2], 10 * shifted[:, :, 0])  # moved together
+    assert torch.equal(shifted[:, :, 1], shifted[:, :, 0])
+    expected = (torch.arange(t)[None, :] + lag[:, None].long()).clamp(0, t - 1)
+    assert torch.equal(shifted[:, :, 0], expected.float())  # the edge value repeats
+
+    net = HemoLSTM(n_timepoints=t, n_step_features=9, n_classes=2, aif=True, n_static=18,
+                   hidden_size=4, time_shift=3)
+    X = torch.randn(50, 9 * t + t + 18)
+    with torch.no_grad():
+        net.eval()
+        assert torch.equal(net(X), net(X))  # prediction reads the series as they are
+        net.train()
+        assert not torch.allclose(net(X), net(X))  # training draws new shifts
+
+
+def _bolus(t, arrival):
+    x = np.clip(np.arange(t)[None, :] - arrival[:, None], 0, None)
+    return x * np.exp(-x / 1.5)
+
+
+def _delayed_tissue(rng, n, t, aif_arrival):
+    """Rows whose label is the tissue's delay after the AIF (4 frames against 2)."""
+    y = np.arange(n) % 2
+    arrival = aif_arrival + rng.uniform(-0.5, 0.5, n)
+    tissue = (_bolus(t, arrival + np.where(y == 1, 4.0, 2.0))[:, :, None]
+              + 0.05 * rng.normal(size=(n, t, 9)))
+    return np.hstack([tissue.reshape(n, -1), _bolus(t, arrival)]).astype(np.float32), y
+
+
+def test_time_shift_teaches_timing_relative_to_the_aif():
+    """Training patients' boluses all arrive at frame 3, test patients' at frame 7, and the
+    label is the tissue's delay after the AIF. With the AIF dropped half the time (the
+    recipe), an unshifted network learns the absolute arrival, which also separates the
+    training rows, and fails on the later boluses at some initialisations; shifted in
+    training, PWI and AIF together, it can only use the delay and ranks them all."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.RandomState(0)
+    t = 20
+    X, y = _delayed_tissue(rng, 400, t, 3.0)
+    X_later, y_later = _delayed_tissue(rng, 200, t, 7.0)
+    scores = {}
+    for shift in (0, 4):
+        scores[shift] = [roc_auc_score(y_later, LSTMClassifier(
+            "pwi+aif", n_timepoints=t, hidden_size=8, max_epochs=20, lr=1e-2,
+            aif_dropout=0.5, time_shift=shift, random_state=seed).fit(X, y)
+            .predict_proba(X_later)[:, 1]) for seed in range(4)]
+    assert min(scores[4]) > 0.95
+    assert np.mean(scores[0]) < 0.8  # the trap: absolute arrival learned at some seeds
 
 
 def test_weight_decay_reaches_adam_and_shrinks_the_weights():
@@ -465,13 +552,17 @@ def test_average_epochs_never_averages_an_epoch_before_the_gate():
     assert stuck.averaged_epochs_ == [stuck.best_epoch_]  # every epoch on the plateau
 
 
-def test_zoo_lstm_rows_average_their_last_epochs(base_patient):
-    from sklearn_hemo.model_selection._zoo import _LSTM_RECIPE
-
+def test_zoo_lstm_rows_follow_the_recipe(base_patient):
+    """The standard and quick rows: a fixed step budget without early stopping, the mean
+    weights of the last epochs, series shifted in time in training; the paper protocol
+    keeps the paper's 20 epochs and its last weights."""
     lstm_rows = ["lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi"]
-    for protocol in ("quick", "standard"):
+    expected = {"quick": (200, 4, 3), "standard": (400, 8, 3), "paper": (None, 0, 0)}
+    for protocol, (steps, averaged, shift) in expected.items():
         zoo = make_model_zoo(Cohort([base_patient]), models=lstm_rows, protocol=protocol)
         assert sorted(zoo) == sorted(lstm_rows)
         for pipeline, _ in zoo.values():
             model = pipeline.named_steps["model"]
-            assert model.average_epochs == _LSTM_RECIPE["average_epochs"] > 0
+            assert model.early_stopping is False
+            assert (model.max_steps, model.average_epochs, model.time_shift) == (
+                steps, averaged, shift)

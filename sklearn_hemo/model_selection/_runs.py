@@ -143,9 +143,9 @@ def train_zoo_row(cohort, model, pipeline, *, n_samples, random_state=0,
     estimators without them (Platt scaling on patient-grouped out-of-fold scores),
     moved to the cohort's whole-brain HT prevalence with ``calibration="whole-brain"``
     (:func:`~sklearn_hemo.risk.with_probabilities`); the patients routed to a final step
-    that asks for them (the LSTM rows' early stopping). With ``verbose >= 2`` an LSTM
-    prints its per-epoch table while training, reset before returning so that the fitted
-    model is the same whatever the verbosity.
+    that asks for them (an LSTM's early stopping, when a user switches it on). With
+    ``verbose >= 2`` an LSTM prints its per-epoch table while training, reset before
+    returning so that the fitted model is the same whatever the verbosity.
 
     Returns ``(fitted pipeline, record)``: ``record`` holds ``n_samples`` (drawn),
     ``whole_brain_prevalence`` and ``bleeding_fraction`` for the bundle's metadata.
@@ -169,7 +169,7 @@ def train_zoo_row(cohort, model, pipeline, *, n_samples, random_state=0,
     progress_line(f"training {model} on {len(y)} voxels ({int(sum(y))} HT) from "
                   f"{len(set(groups.tolist()))} patients; {describe}", verbose, level=1)
     with sklearn.config_context(enable_metadata_routing=True):
-        # the LSTM rows' early stopping holds out whole patients: route them
+        # an LSTM with early stopping holds out whole patients: route them
         routed = pipeline.get_metadata_routing().consumes("fit", ["groups"])
         if routed:
             pipeline.fit(X, y, groups=groups)
