@@ -328,6 +328,27 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
     assert (tmp_path / "lstm_curves.png").stat().st_size > 0
 
 
+def test_lstm_curves_say_when_the_kept_weights_are_a_mean_of_epochs(tmp_path):
+    pytest.importorskip("matplotlib")
+    from sklearn_hemo.model_selection._curves import plot_loss_curves
+
+    def models(averaged):
+        curve = {"train_loss": [0.69, 0.6, 0.5, 0.45, 0.4, 0.38],
+                 "valid_loss": [0.69, 0.65, 0.6, 0.62, 0.63, 0.66], "best_epoch": 3,
+                 "averaged_epochs": averaged, "n_steps": 60}
+        return {"lstm-pwi": {"loss_curves": {"0": curve}}}
+
+    averaged = plot_loss_curves(models([2, 3, 4, 5]), tmp_path / "a.png")
+    single = plot_loss_curves(models([3]), tmp_path / "b.png")
+    assert "mean weights are kept" in averaged._suptitle.get_text()
+    assert "mean weights" not in single._suptitle.get_text()
+    assert "dot: best epoch" in single._suptitle.get_text()
+    # the band is one more line on the panel, over the averaged epochs only
+    lines = averaged.axes[0].get_lines()
+    assert len(lines) == len(single.axes[0].get_lines()) + 1
+    assert any(list(line.get_xdata()) == [2, 3, 4, 5] for line in lines)
+
+
 def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
     import pickle
 

@@ -70,8 +70,10 @@ def plot_loss_curves(models, path):
     """Write ``lstm_curves.png``: a panel per row with curves, a line per outer fold.
 
     ``models`` is ``run.json``'s ``models`` record. Training loss solid, validation loss
-    (on the held-out patients of early stopping) dashed in the same colour, the kept epoch
-    marked; the ln 2 plateau is a grey line. Returns the figure, or None when no row has
+    (on the held-out patients of early stopping) dashed in the same colour, the best epoch
+    marked and, when the kept weights are a mean over epochs (``average_epochs``), those
+    epochs drawn as a wide pale band on the training curve; the ln 2 plateau is a grey
+    line. Returns the figure, or None when no row has
     curves.
     """
     from matplotlib.figure import Figure
@@ -87,6 +89,7 @@ def plot_loss_curves(models, path):
     n_rows = -(-n // n_cols)
     fig = Figure(figsize=(5.5 * n_cols, 3.6 * n_rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    averaged = False
     for ax, (name, folds) in zip(axes, rows.items(), strict=False):
         for k, curves in sorted(folds.items(), key=lambda item: int(item[0])):
             if not curves:
@@ -101,13 +104,21 @@ def plot_loss_curves(models, path):
                 if best and 1 <= best <= len(epochs):
                     ax.plot([best], [curves["valid_loss"][best - 1]], marker="o",
                             color=line.get_color(), markersize=4)
+            span = [e for e in curves.get("averaged_epochs") or [] if 1 <= e <= len(epochs)]
+            if len(span) > 1:  # the kept weights are the mean of these epochs' weights
+                averaged = True
+                ax.plot(span, [curves["train_loss"][e - 1] for e in span], linewidth=6,
+                        alpha=0.25, color=line.get_color(), solid_capstyle="butt")
         ax.axhline(math.log(2), color="grey", linewidth=0.8, linestyle=":")
         ax.set(title=name, xlabel="epoch", ylabel="cross-entropy")
         ax.legend(fontsize="x-small", ncol=2)
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle("LSTM learning curves (solid: training loss; dashed: held-out patients; "
-                 "dot: kept epoch; dotted: ln 2)", fontsize="medium")
+                 "dot: best epoch; "
+                 + ("wide band: the epochs whose mean weights are kept; " if averaged
+                    else "")
+                 + "dotted: ln 2)", fontsize="medium")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     return fig

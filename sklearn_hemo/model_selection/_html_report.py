@@ -148,14 +148,10 @@ def _png(fig, dpi=100):
     return buffer.getvalue()
 
 
-def _img(data, name, alt, out):
-    """An <img> of PNG bytes: a data URI, or (if its base64 happens to spell a web
-    scheme) the file ``name`` written beside the report and linked relatively."""
+def _img(data, alt):
+    """An <img> of PNG bytes as a data URI: the report is one self-contained file."""
     encoded = base64.b64encode(data).decode("ascii")
-    if "http" not in encoded.lower():
-        return f'<img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
-    atomic_write_bytes(Path(out) / name, data)
-    return f'<img alt="{_e(alt)}" src="{_e(name)}">'
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
 
 
 def _mpl_text(text):
@@ -306,7 +302,7 @@ def _gallery_figure(result, vmax=None):
     return fig
 
 
-def _figure_html(make, name, alt, out, plot):
+def _figure_html(make, alt, plot):
     """Draw a figure into an <img>, or a line saying why it is missing."""
     if not plot:
         return '<p class="missing">Figures not drawn (plot=False).</p>'
@@ -319,15 +315,15 @@ def _figure_html(make, name, alt, out, plot):
                 "(pip install 'sklearn-hemo[plot]').</p>")
     if fig is None:
         return '<p class="missing">Not available.</p>'
-    return _img(_png(fig), name, alt, out)
+    return _img(_png(fig), alt)
 
 
-def _file_image(names, alt, folders, out):
+def _file_image(names, alt, folders):
     for folder in folders:
         for name in names:
             path = Path(folder) / name
             if path.is_file():
-                return _img(path.read_bytes(), name, alt, out)
+                return _img(path.read_bytes(), alt)
     return None
 
 
@@ -358,8 +354,8 @@ def _sections(result, out, plot, volumes):
 
     # 2. paired differences
     if result.differences:
-        body = _figure_html(lambda: _forest_figure(result.differences), "forest.png",
-                            "forest plot of paired differences", out, plot)
+        body = _figure_html(lambda: _forest_figure(result.differences),
+                            "forest plot of paired differences", plot)
         body += ('<p class="note">Model minus the reference in AUC points, with the paired '
                  "bootstrap interval (same resamples for both). Green: ahead in 95% of "
                  "resamples; red: behind; blue: no evidence of a difference.</p>")
@@ -375,8 +371,7 @@ def _sections(result, out, plot, volumes):
     if plot:
         try:
             figures = _roc_pr_panels(result)
-            body = "".join(_img(_png(fig), f"roc_pr_{i}.png", title, out)
-                           for i, (fig, title) in enumerate(figures))
+            body = "".join(_img(_png(fig), title) for fig, title in figures)
         except ModuleNotFoundError as exc:
             if exc.name != "matplotlib" and not str(exc.name).startswith("matplotlib."):
                 raise
@@ -389,7 +384,7 @@ def _sections(result, out, plot, volumes):
 
     # 4. LSTM learning curves (drawn by the comparison when the LSTM rows record them)
     # only a file of this output set: an older run's curves in the folder are not this run's
-    curves = _file_image(["lstm_curves.png"], "LSTM learning curves", [out], out)
+    curves = _file_image(["lstm_curves.png"], "LSTM learning curves", [out])
     section("curves", "LSTM learning curves", curves or (
         '<p class="missing">Not available: this run wrote no lstm_curves.png (no LSTM '
         "row, or a version that records no learning curves).</p>"))
@@ -441,8 +436,8 @@ def _volume_sections(result, out, plot, section):
     and the held-out risk maps."""
     from ._volumes import CALIBRATION_SUMMARY_COLUMNS, PATIENT_SUMMARY_COLUMNS
 
-    body = _figure_html(lambda: _calibration_figure(result), "calibration_report.png",
-                        "reliability diagram", out, plot)
+    body = _figure_html(lambda: _calibration_figure(result), "reliability diagram",
+                        plot)
     kinds = {c: "float" for c in CALIBRATION_SUMMARY_COLUMNS[3:]}
     kinds.update(n_patients="int", n_voxels="int")
     body += _table("calibration_summary.csv", CALIBRATION_SUMMARY_COLUMNS,
@@ -501,8 +496,8 @@ def _volume_sections(result, out, plot, section):
          "ht": "int"}) + "</details>"
     section("patients", "The patient-level answer (held-out patients)", body)
 
-    body = _figure_html(lambda: _gallery_figure(result), "gallery.png",
-                        "held-out risk overlays", out, plot)
+    body = _figure_html(lambda: _gallery_figure(result), "held-out risk overlays",
+                        plot)
     body += ('<p class="note">One axial slice per patient (the slice with the most '
              "annotated HT, else the most risk) of held-out patients: whole-brain "
              "calibrated risk over DWI b0, the reader's HT annotation outlined in "
