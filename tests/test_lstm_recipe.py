@@ -343,6 +343,10 @@ def test_lstm_curves_say_when_the_kept_weights_are_a_mean_of_epochs(tmp_path):
     assert "mean weights are kept" in averaged._suptitle.get_text()
     assert "mean weights" not in single._suptitle.get_text()
     assert "dot: best epoch" in single._suptitle.get_text()
+    unvalidated = models([4, 5, 6])
+    unvalidated["lstm-pwi"]["loss_curves"]["0"].update(valid_loss=None, best_epoch=6)
+    title = plot_loss_curves(unvalidated, tmp_path / "c.png")._suptitle.get_text()
+    assert "mean weights are kept" in title and "held-out" not in title
     # the band is one more line on the panel, over the averaged epochs only
     lines = averaged.axes[0].get_lines()
     assert len(lines) == len(single.axes[0].get_lines()) + 1

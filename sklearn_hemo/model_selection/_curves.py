@@ -69,12 +69,11 @@ def warn_plateau(name, k, curves, inner_losses=None):
 def plot_loss_curves(models, path):
     """Write ``lstm_curves.png``: a panel per row with curves, a line per outer fold.
 
-    ``models`` is ``run.json``'s ``models`` record. Training loss solid, validation loss
-    (on the held-out patients of early stopping) dashed in the same colour, the best epoch
-    marked and, when the kept weights are a mean over epochs (``average_epochs``), those
-    epochs drawn as a wide pale band on the training curve; the ln 2 plateau is a grey
-    line. Returns the figure, or None when no row has
-    curves.
+    ``models`` is ``run.json``'s ``models`` record. Training loss solid; the loss on the
+    held-out patients of early stopping, when there are some, dashed in the same colour,
+    with the best epoch marked; when the kept weights are a mean over epochs
+    (``average_epochs``), those epochs drawn as a wide pale band on the training curve;
+    the ln 2 plateau a grey line. Returns the figure, or None when no row has curves.
     """
     from matplotlib.figure import Figure
 
@@ -89,7 +88,7 @@ def plot_loss_curves(models, path):
     n_rows = -(-n // n_cols)
     fig = Figure(figsize=(5.5 * n_cols, 3.6 * n_rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
-    averaged = False
+    averaged = validated = False
     for ax, (name, folds) in zip(axes, rows.items(), strict=False):
         for k, curves in sorted(folds.items(), key=lambda item: int(item[0])):
             if not curves:
@@ -98,6 +97,7 @@ def plot_loss_curves(models, path):
             (line,) = ax.plot(epochs, curves["train_loss"], linewidth=1.3,
                               label=f"fold {k} train")
             if curves.get("valid_loss"):
+                validated = True
                 ax.plot(epochs, curves["valid_loss"], linewidth=1.0, linestyle="--",
                         color=line.get_color(), label=f"fold {k} validation")
                 best = curves.get("best_epoch")
@@ -114,11 +114,13 @@ def plot_loss_curves(models, path):
         ax.legend(fontsize="x-small", ncol=2)
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle("LSTM learning curves (solid: training loss; dashed: held-out patients; "
-                 "dot: best epoch; "
-                 + ("wide band: the epochs whose mean weights are kept; " if averaged
-                    else "")
-                 + "dotted: ln 2)", fontsize="medium")
+    legend = ["solid: training loss"]
+    if validated:
+        legend += ["dashed: held-out patients", "dot: best epoch"]
+    if averaged:
+        legend.append("wide band: the epochs whose mean weights are kept")
+    fig.suptitle(f"LSTM learning curves ({'; '.join(legend + ['dotted: ln 2'])})",
+                 fontsize="medium")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     return fig
