@@ -9,8 +9,8 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
   early stopping on held-out patients with patience 5 (free to stop on the initial
   plateau and restore its weights), the raw AIF and raw DWI intensities;
 * ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows, ``_LSTM_RECIPE``: a
-  fixed budget of 400 optimiser steps of 128 rows without early stopping, forget-gate
-  bias 1, gradient clipping, the weights of the last 9 epochs averaged, each training
+  fixed budget of 320 optimiser steps of 128 rows without early stopping, forget-gate
+  bias 1, gradient clipping, the weights of the last 8 epochs averaged, each training
   row's series shifted in time by up to 3 frames, and in the AIF rows each training
   row's AIF dropped with probability 0.5), on the AIF normalised to unit area and the
   DWI divided by the brain-median b0. ``--set KEY=VALUE ...`` overrides any of its

@@ -582,7 +582,7 @@ def test_zoo_lstm_rows_follow_the_recipe(base_patient):
     weights of the last epochs, series shifted in time in training; the paper protocol
     keeps the paper's 20 epochs and its last weights."""
     lstm_rows = ["lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi"]
-    expected = {"quick": (130, 3, 3), "standard": (400, 8, 3), "paper": (None, 0, 0)}
+    expected = {"quick": (130, 3, 3), "standard": (320, 7, 3), "paper": (None, 0, 0)}
     for protocol, (steps, averaged, shift) in expected.items():
         zoo = make_model_zoo(Cohort([base_patient]), models=lstm_rows, protocol=protocol)
         assert sorted(zoo) == sorted(lstm_rows)
