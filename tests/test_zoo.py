@@ -81,14 +81,15 @@ def test_every_tuned_family_gets_the_same_number_of_candidates(cohort, protocol)
         assert N_CANDIDATES[protocol] >= 4
 
 
-def test_standard_lstm_is_the_papers_network_with_patient_early_stopping(cohort):
+def test_standard_lstm_is_the_papers_network_on_a_fixed_step_budget(cohort):
     from sklearn_hemo.neural import BlockScaler
 
     zoo = make_model_zoo(cohort, models=list(LSTM_ROWS))
     for name in LSTM_ROWS:
         pipeline, grid = zoo[name]
         lstm = pipeline.named_steps["model"]
-        assert lstm.hidden_size == 60 and lstm.early_stopping
+        assert lstm.hidden_size == 60 and lstm.max_steps == 320
+        assert lstm.early_stopping is False  # every training patient is trained on
         assert isinstance(pipeline.named_steps["scale"], BlockScaler)
         assert pipeline.named_steps["scale"].inputs == lstm.inputs
         assert set(grid) == {"model__lr"}

@@ -42,14 +42,17 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: early stopping: the weights kept are the mean of the last ``average_epochs + 1``
 #: epochs' (weight averaging; on the standard sizes, about the second half of the
 #: budget; 320 steps rather than 400, which measured as well, keep the default compare
-#: within 15 minutes on two cores), and a fit that never leaves the initial ln 2 plateau is trained again from
-#: another initialisation. Early stopping on the few held-out patients a fold leaves was
-#: the noisiest part of the previous recipe, and holding them out cost a fifth of the
-#: training patients. In training only, each row's series (PWI and AIF together) are
-#: shifted by up to ``time_shift`` frames, so that the network reads the curves' shape
-#: and timing relative to the AIF rather than the patient's bolus arrival time, and in
-#: the rows that read the AIF (one curve per patient, a patient fingerprint) each row's
-#: AIF is dropped (zeroed) with probability 0.5 (``aif_dropout``; ignored by the others).
+#: within 15 minutes on two cores), and a fit that never leaves the initial ln 2
+#: plateau is trained again from another initialisation. Early stopping on the few
+#: held-out patients a fold leaves was the noisiest part of the previous recipe, and
+#: holding them out cost a fifth of the training patients. In training only, each row's
+#: series (PWI and AIF together) are shifted by up to ``time_shift`` frames, so that the
+#: network reads the curves' shape and timing relative to the AIF rather than the
+#: patient's bolus arrival time, and in the rows that read the AIF (one curve per
+#: patient, a patient fingerprint) each row's AIF is dropped (zeroed) with probability
+#: 0.5 (``aif_dropout``; ignored by the others). The quick protocol stops early (below).
+#: The time grid ``_LSTM_RECIPE``'s ``time_shift`` is given on (``n_timepoints``).
+_DEFAULT_TIMEPOINTS = 60
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 320,
                 "early_stopping": False, "forget_bias": 1.0, "clip_grad_norm": 1.0,
                 "plateau_restarts": 1, "aif_dropout": 0.5, "time_shift": 3,
@@ -351,6 +354,11 @@ def _lstm(inputs):
     def estimator(context, params):
         from ..neural import LSTMClassifier
 
+        if params.get("time_shift"):
+            # the recipe's shift is in frames of the default 60-point grid: the same
+            # share of the series on another grid (1 frame of 20)
+            params = {**params, "time_shift": max(1, round(
+                params["time_shift"] * context.n_timepoints / _DEFAULT_TIMEPOINTS))}
         model = LSTMClassifier(inputs=inputs, n_timepoints=context.n_timepoints,
                                device=context.device,
                                torch_num_threads=context.torch_num_threads,
