@@ -578,16 +578,20 @@ def test_average_epochs_never_averages_an_epoch_before_the_gate():
 
 
 def test_zoo_lstm_rows_follow_the_recipe(base_patient):
-    """The standard and quick rows: a fixed step budget without early stopping, the mean
-    weights of the last epochs, series shifted in time in training; the paper protocol
-    keeps the paper's 20 epochs and its last weights."""
+    """The standard rows: a fixed step budget without early stopping, the mean weights of
+    the last epochs, series shifted in time in training; the quick rows stop early on
+    held-out patients (their 2-minute budget); the paper protocol keeps the paper's 20
+    epochs and its last weights."""
     lstm_rows = ["lstm-pwi", "lstm-pwi+aif", "lstm-pwi+dwi", "lstm-pwi+aif+dwi"]
-    expected = {"quick": (130, 3, 3), "standard": (320, 7, 3), "paper": (None, 0, 0)}
-    for protocol, (steps, averaged, shift) in expected.items():
+    expected = {"quick": (200, 2, 3, True), "standard": (320, 7, 3, False),
+                "paper": (None, 0, 0, False)}
+    for protocol, recipe in expected.items():
         zoo = make_model_zoo(Cohort([base_patient]), models=lstm_rows, protocol=protocol)
         assert sorted(zoo) == sorted(lstm_rows)
         for pipeline, _ in zoo.values():
             model = pipeline.named_steps["model"]
-            assert model.early_stopping is False
-            assert (model.max_steps, model.average_epochs, model.time_shift) == (
-                steps, averaged, shift)
+            assert (model.max_steps, model.average_epochs, model.time_shift,
+                    model.early_stopping) == recipe
+    # the shift is 3 frames of the 60-point grid: the same share of another grid
+    zoo = make_model_zoo(Cohort([base_patient]), models=["lstm-pwi"], n_timepoints=20)
+    assert zoo["lstm-pwi"][0].named_steps["model"].time_shift == 1
