@@ -35,6 +35,10 @@ _SVM_EXACT_MAX_SAMPLES = 10_000
 N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 
 
+#: The time grid (``n_timepoints``) that ``_LSTM_RECIPE``'s ``time_shift`` is given on.
+_DEFAULT_TIMEPOINTS = 60
+
+
 #: The training recipe of the LSTM rows in the ``standard`` and ``quick`` protocols
 #: (measured in benchmarks/lstm_recipe.py; docs/comparison.rst, "The LSTM recipe", gives
 #: the evidence): a fixed budget of optimiser steps instead of a number of epochs,
@@ -51,8 +55,6 @@ N_CANDIDATES = {"quick": 2, "standard": 4, "paper": 4}
 #: patient's bolus arrival time, and in the rows that read the AIF (one curve per
 #: patient, a patient fingerprint) each row's AIF is dropped (zeroed) with probability
 #: 0.5 (``aif_dropout``; ignored by the others). The quick protocol stops early (below).
-#: The time grid ``_LSTM_RECIPE``'s ``time_shift`` is given on (``n_timepoints``).
-_DEFAULT_TIMEPOINTS = 60
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 320,
                 "early_stopping": False, "forget_bias": 1.0, "clip_grad_norm": 1.0,
                 "plateau_restarts": 1, "aif_dropout": 0.5, "time_shift": 3,
@@ -143,7 +145,7 @@ def make_model_zoo(cohort, protocol="standard", models=None, *, random_state=Non
     cohort : Cohort
         The cohort the feature extractors read voxel references from.
     protocol : {"standard", "quick", "paper"}, default="standard"
-        ``"standard"``: the paper's LSTM (60 cells, Adam) trained for 400 optimiser steps
+        ``"standard"``: the paper's LSTM (60 cells, Adam) trained for 320 optimiser steps
         with the weights of its last epochs averaged and its series shifted in time in
         training (``_LSTM_RECIPE``), and a search over 4 candidates for every tuned
         family.
