@@ -592,7 +592,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         self.valid_loss_curve_ = ([float(v) for v in history[:, "valid_loss"]]
                                   if self.early_stopping else None)
         self.best_epoch_ = len(history)
-        if self.early_stopping is True:
+        if self._stops_early():
             stopper = dict(self.net_.callbacks_)["early_stopping"]
             if stopper.best_model_weights_ is not None:
                 self.best_epoch_ = int(stopper.best_epoch_)
@@ -611,9 +611,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             # epochs from average_epochs before the best to the last (patience after it)
             callbacks.append(("weight_average", _WeightAverage(
                 keep=self.average_epochs + 1 + (self.n_iter_no_change
-                                                if self.early_stopping is True else 0),
+                                                if self._stops_early() else 0),
                 **gate)))
-        if self.early_stopping is True:
+        if self._stops_early():
             callbacks.append(("early_stopping", _GatedEarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
                 **gate)))
@@ -633,6 +633,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose >= 2:
             callbacks.append(("progress_bar", ProgressBar()))
         return callbacks
+
+    def _stops_early(self):
+        """Whether early stopping stops and restores (``True``, a numpy bool too), as
+        opposed to ``"monitor"``, which only holds the patients out, or ``False``."""
+        return not isinstance(self.early_stopping, str) and bool(self.early_stopping)
 
     def _average_weights(self):
         """Load the mean weights of the counted epochs within ``average_epochs`` of the kept one."""

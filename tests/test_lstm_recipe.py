@@ -106,6 +106,9 @@ def test_monitor_records_the_held_out_loss_but_trains_the_whole_budget():
     assert monitor.valid_loss_curve_[:n] == pytest.approx(stop.valid_loss_curve_)
     with pytest.raises(ValueError, match=r"early_stopping='monitor'\) needs the patient"):
         LSTMClassifier(early_stopping="monitor", max_epochs=1).fit(X, y)
+    # a numpy bool, which the parameter check accepts, stops early as True does
+    numpy_true = LSTMClassifier(early_stopping=np.True_, **common).fit(X, y, groups=groups)
+    assert numpy_true.n_iter_ == stop.n_iter_ and numpy_true.best_epoch_ == stop.best_epoch_
 
 
 def test_a_fit_on_the_plateau_runs_its_whole_budget():
