@@ -261,6 +261,19 @@ def _gamma_variate(t, t0, amplitude, alpha, beta):
     return np.where(x > 0, out, 0.0)
 
 
+def _gamma_variate_jacobian(t, t0, amplitude, alpha, beta):
+    """Derivatives of :func:`_gamma_variate` in its four parameters, columns in order.
+
+    With ``x = (t - t0) / (alpha beta)`` and ``f = A exp(alpha (ln x + 1 - x))``:
+    ``df/dt0 = -f (1/x - 1) / beta``, ``df/dA = f / A``, ``df/dalpha = f ln x`` and
+    ``df/dbeta = -f alpha (1 - x) / beta``; all 0 before ``t0``. Exact derivatives spare
+    the fit the finite differences that were most of the AIF detection's time."""
+    f = _gamma_variate(t, t0, amplitude, alpha, beta)
+    x = np.maximum(np.clip(t - t0, 0.0, None) / (alpha * beta), 1e-12)
+    return np.column_stack([-f * (1.0 / x - 1.0) / beta, f / amplitude, f * np.log(x),
+                            -f * alpha * (1.0 - x) / beta])
+
+
 def _runs(mask):
     """(first, last) index of each run of True in ``mask``."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
@@ -317,9 +330,12 @@ def fill_held_peak(curve, held, times, *, max_gain=4.0):
         def residual(p):
             return _gamma_variate(times[fit], *p) - curve[fit]
 
+        def jacobian(p):
+            return _gamma_variate_jacobian(times[fit], *p)
+
         try:
             result = least_squares(
-                residual, [t0, 1.5 * top, 3.0, max((t_peak - t0) / 3.0, 0.2)],
+                residual, [t0, 1.5 * top, 3.0, max((t_peak - t0) / 3.0, 0.2)], jac=jacobian,
                 bounds=([times[0] - 5.0, top, 1.0, 0.1], [t_peak, max_gain * top, 8.0, 8.0]))
             if result.success:
                 shape = np.clip(_gamma_variate(times, *result.x) - curve, 0.0, None) * held
@@ -372,7 +388,9 @@ def partial_volume_aif(ratio, tissue_ratio, times, echo_time, target_area, to_un
         share = 1.0
     else:
         hi, lo = float(shares[reached[0] - 1]), float(shares[reached[0]])
-        for _ in range(30):  # area(hi) < target <= area(lo)
+        # area(hi) < target <= area(lo); to 1 part in a million of the share (about 16
+        # halvings of the step between neighbours): the curve is scaled to the area next
+        while hi / lo > 1.0 + 1e-6:
             mid = np.sqrt(lo * hi)
             if trapezoid(curve_for(mid)[0], times) >= target_area:
                 lo = mid

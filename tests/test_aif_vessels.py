@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid
 
-from sklearn_hemo._vessels import flat_top, partial_volume_aif, screen_curves
+from sklearn_hemo._vessels import (
+    _gamma_variate,
+    _gamma_variate_jacobian,
+    flat_top,
+    partial_volume_aif,
+    screen_curves,
+)
 from sklearn_hemo.datasets import Patient
 from sklearn_hemo.qc import PatientQC, patient_qc, qc_summary
 from sklearn_hemo.relaxivity import blood_delta_r2star
@@ -271,3 +277,20 @@ def test_qc_summary_one_line_per_kind_with_counts_and_the_worst():
     assert len(lines) == 5  # not one line per patient per finding
     with pytest.raises(TypeError, match="PatientQC"):
         qc_summary(["a warning"])
+
+
+@pytest.mark.parametrize("params", [(5.0, 2.0, 3.0, 2.0), (10.3, 5.0, 1.2, 0.5),
+                                    (-3.0, 1.0, 8.0, 8.0)])
+def test_the_gamma_variate_fit_has_the_exact_jacobian(params):
+    """The peak fill's least squares is given exact derivatives: they match central finite
+    differences, before the bolus (all 0) and after it."""
+    t = np.linspace(0.0, 60.0, 61) + 0.37
+    params = np.array(params)
+    exact = _gamma_variate_jacobian(t, *params)
+    step = 1e-6 * np.maximum(np.abs(params), 1.0)
+    numeric = np.column_stack([
+        (_gamma_variate(t, *(params + h)) - _gamma_variate(t, *(params - h))) / (2 * h[i])
+        for i, h in enumerate(np.diag(step))])
+    assert exact.shape == (t.size, 4)
+    np.testing.assert_allclose(exact, numeric, atol=1e-5 * np.abs(numeric).max())
+    assert not exact[t < params[0]].any()
