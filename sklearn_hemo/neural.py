@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import math
 from numbers import Integral, Real
 
@@ -145,9 +146,26 @@ class _WeightAverage(Callback):
     def on_epoch_end(self, net, **kwargs):
         if not _epoch_counts(net, self):
             return
-        self.snapshots_.append((len(net.history), {
-            key: value.detach().to("cpu", copy=True)
-            for key, value in net.module_.state_dict().items()}))
+        self.snapshots_.append((len(net.history), _cpu_state(net.module_)))
+
+
+class _EpochWeights(Callback):
+    """Keep a copy of the module's weights at the end of every epoch, for
+    :meth:`LSTMClassifier.staged_predict_proba` (a few tens of kB per epoch at the
+    paper's 60 cells). First among the callbacks: early stopping's stop ends the
+    epoch's callbacks, and the last epoch must be kept too."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.snapshots_ = []
+
+    def on_epoch_end(self, net, **kwargs):
+        self.snapshots_.append(_cpu_state(net.module_))
+
+
+def _cpu_state(module):
+    """A copy of ``module.state_dict()`` on the CPU, detached from training."""
+    return {key: value.detach().to("cpu", copy=True)
+            for key, value in module.state_dict().items()}
 
 
 def _average_state(snapshots):
@@ -271,10 +289,11 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         Clip the gradient's L2 norm to this value before every step (skorch
         ``GradientNormClipping``); ``None`` does not clip.
     plateau_restarts : int, default=0
-        Train again from another initialisation (up to this many times) when the training
-        loss never left the initial plateau (never fell more than 0.05 below the loss of
-        a constant guess): such weights predict nothing. The last attempt is kept
-        whatever it did; ``n_restarts_`` says how many were needed.
+        Train again from another initialisation (up to this many times) when the last
+        epoch's training loss is on the initial plateau: not more than 0.05 below the
+        loss of a constant guess (ln 2 for two classes), whether the fit never left the
+        plateau, fell back to it, or diverged above it. Such weights predict nothing. The
+        last attempt is kept whatever it did; ``n_restarts_`` says how many were needed.
     forget_bias : float or None, default=None
         Initial bias of the LSTM's forget gates (the sum of the input and hidden biases);
         1.0 is the usual choice (Jozefowicz et al., ICML 2015), which keeps the cell's
@@ -324,7 +343,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         including the epochs after the best one when early stopping restores it, and
         those of the attempts that ``plateau_restarts`` discarded.
     n_restarts_ : int
-        Attempts discarded because they never left the initial plateau.
+        Attempts discarded because their last epoch's training loss was on the initial
+        plateau (``plateau_restarts``).
     train_loss_curve_ : list of float
         Training loss (mean cross-entropy over the epoch's mini-batches) of every epoch.
     valid_loss_curve_ : list of float or None
@@ -581,8 +601,10 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                 self.net_.fit(X_t, y_t)
             n_steps += sum(1 for epoch in self.net_.history for batch in epoch["batches"]
                            if "train_loss" in batch)
-            if min(self.net_.history[:, "train_loss"]) < plateau:
-                break  # it left the initial plateau
+            # a fit whose last epoch is on the plateau (it never left it, or fell back to
+            # it, or above: diverged) predicts nothing; compare warns on the same loss
+            if self.net_.history[-1, "train_loss"] < plateau:
+                break
         self.n_restarts_ = attempt
         self.classes_ = encoder.classes_
         self.n_iter_ = len(self.net_.history)
@@ -603,7 +625,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
 
     def _training_callbacks(self, batches, max_epochs, n_classes):
         """The skorch callbacks of the options, in order, for ``batches`` per epoch."""
-        callbacks = []
+        callbacks = [("epoch_weights", _EpochWeights())]
         gate = {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
                 "plateau_loss": math.log(n_classes)}
         if self.average_epochs > 0:
@@ -701,8 +723,59 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
         self._move_net()
         with _torch_threads(self.torch_num_threads):
-            proba = self.net_.predict_proba(X_t)
-        return proba.astype(np.float64)
+            proba = self.net_.predict_proba(X_t).astype(np.float64)
+        # skorch's softmax runs in float32, whose rows miss 1 by up to ~1e-7: more than
+        # scikit-learn's log_loss accepts from float64 probabilities without a warning
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def staged_predict_proba(self, X):
+        """Class probabilities of the weights at the end of each epoch, in order.
+
+        Yields one array per epoch trained (``n_iter_``, of the attempt that was kept when
+        ``plateau_restarts`` trained again): the raw weights of that epoch, not the
+        restored best epoch or the weight average the model predicts with. Meant for
+        learning curves on rows the fit never saw (``compare`` records the loss on the
+        outer test fold this way, after training: it chooses nothing), as
+        ``staged_predict_proba`` of scikit-learn's gradient boosting.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Feature rows in the layout seen in ``fit``.
+
+        Yields
+        ------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_`` after epoch 1, 2, ...
+
+        Raises
+        ------
+        ValueError
+            When the per-epoch weights are not there: a model loaded with
+            :func:`~sklearn_hemo.persistence.load_model` (a bundle keeps the final
+            weights only) or pickled by a version that did not keep them. Fit it again.
+        """
+        check_is_fitted(self)
+        recorder = dict(getattr(self.net_, "callbacks_", [])).get("epoch_weights")
+        snapshots = getattr(recorder, "snapshots_", None)
+        if not snapshots:
+            raise ValueError(
+                "this LSTMClassifier holds no per-epoch weights: a model loaded from a "
+                "bundle keeps only its final weights, and one pickled by an earlier version "
+                "of sklearn-hemo none. "
+                "Fit it again to get staged predictions.")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        self._move_net()
+        device = self.net_.device
+        module = copy.deepcopy(self.net_.module_).eval()  # the fitted module is untouched
+        for state in snapshots:
+            module.load_state_dict(state)
+            with _torch_threads(self.torch_num_threads), torch.no_grad():
+                logits = torch.cat([module(X_t[start:start + self.batch_size].to(device))
+                                    for start in range(0, len(X_t), self.batch_size)])
+                # in float64: scikit-learn's log_loss checks that the rows sum to 1
+                yield torch.softmax(logits.double(), dim=1).cpu().numpy()
 
     def _move_net(self):
         """Put the fitted net on ``device`` (CPU when CUDA is asked for but absent)."""

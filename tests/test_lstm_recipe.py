@@ -8,8 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import sklearn
+import torch
 from scipy.integrate import trapezoid
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from skorch.callbacks import Callback
 from skorch.history import History
 
 from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient, make_stroke_cohort
@@ -27,8 +30,6 @@ class _FakeNet:
     """What skorch's EarlyStopping reads of a net: its history and module weights."""
 
     def __init__(self):
-        import torch
-
         self.history = History()
         self.module_ = torch.nn.Linear(1, 1)
         self.verbose = 0
@@ -136,6 +137,44 @@ def test_a_fit_stuck_on_the_plateau_is_restarted():
     Xs[:, -3:] += 3 * (2 * y[:, None] - 1)
     learns = LSTMClassifier(**common, lr=0.05, plateau_restarts=2).fit(Xs, y)
     assert learns.n_restarts_ == 0
+
+
+class _FallBackOnce(Callback):
+    """Zero the head in every batch of the first attempt's last epoch: the attempt leaves
+    the plateau, then its last epoch's loss is exactly ln 2 (a fit that fell back)."""
+
+    def __init__(self, last_epoch):
+        self.last_epoch = last_epoch
+        self.attempts = 0
+
+    def on_train_begin(self, net, **kwargs):
+        self.attempts += 1
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training and self.attempts == 1 and len(net.history) == self.last_epoch:
+            with torch.no_grad():
+                for parameter in net.module_.head.parameters():
+                    parameter.zero_()
+
+
+def test_a_fit_that_falls_back_to_the_plateau_is_restarted(monkeypatch):
+    """The restart reads the last epoch's loss, as the plateau warning of compare does:
+    a fit that left the plateau and came back to it is trained again too."""
+    X, y, groups = _noise()
+    X[:, -3:] += 3 * (2 * y[:, None] - 1)
+    fall_back = _FallBackOnce(last_epoch=4)
+    training_callbacks = LSTMClassifier._training_callbacks
+    monkeypatch.setattr(LSTMClassifier, "_training_callbacks", lambda self, *args: (
+        training_callbacks(self, *args) + [("fall_back", fall_back)]))
+    common = dict(hidden_size=4, batch_size=30, max_epochs=4, lr=0.05, random_state=0)
+    kept = LSTMClassifier(**common).fit(X, y)
+    assert min(kept.train_loss_curve_) < LN2 - PLATEAU_TOL  # it left the plateau...
+    assert kept.train_loss_curve_[-1] == pytest.approx(LN2)  # ...and fell back
+    assert kept.n_restarts_ == 0
+    fall_back.attempts = 0
+    restarted = LSTMClassifier(**common, plateau_restarts=1).fit(X, y)
+    assert restarted.n_restarts_ == 1 and fall_back.attempts == 2
+    assert restarted.train_loss_curve_[-1] < LN2 - PLATEAU_TOL
 
 
 def test_early_stopping_waits_for_min_steps():
@@ -276,8 +315,10 @@ def test_no_zoo_row_scales_the_aif_per_column(base_patient):
 
 # -- curves and the plateau warning -------------------------------------------------------
 def test_plateau_warning_names_the_row_and_fold():
-    with pytest.warns(UserWarning, match=r"lstm-pwi\+aif, outer fold 2: .*within 0.05 of ln 2"):
+    with pytest.warns(UserWarning, match=r"lstm-pwi\+aif, outer fold 2: .*not 0.05 below ln 2"):
         warn_plateau("lstm-pwi+aif", 2, {"train_loss": [0.70, 0.69, 0.68]})
+    with pytest.warns(UserWarning, match="final training loss is 1.300"):  # diverged
+        warn_plateau("lstm-pwi", 1, {"train_loss": [0.69, 0.5, 1.3]})
     with pytest.warns(UserWarning, match="1 of 2 inner fits"):
         warn_plateau("lstm-pwi", 0, {"train_loss": [0.69, 0.4]}, [0.4, 0.66])
     with warnings.catch_warnings():
@@ -318,6 +359,9 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
             assert train_keys == ["train_loss"]
             n_epochs = len(fold["train_loss"])
             assert n_epochs >= 2 and len(fold["valid_loss"]) == n_epochs
+            # the outer test fold's loss of every epoch's weights, after training
+            assert len(fold["test_loss"]) == n_epochs
+            assert all(0 < v < 5 for v in fold["test_loss"])
             assert 1 <= fold["best_epoch"] <= n_epochs
             averaged = fold["averaged_epochs"]  # the epochs whose mean weights were kept
             assert fold["best_epoch"] in averaged and averaged == sorted(averaged)
@@ -328,7 +372,35 @@ def test_compare_records_curves_draws_them_and_warns_on_the_plateau(small_cohort
                for fold in run["models"]["lstm-stuck"]["loss_curves"].values())
     stuck = run["models"]["lstm-stuck"]["loss_curves"]["0"]["train_loss"][-1]
     assert abs(stuck - LN2) < PLATEAU_TOL
+    # the stuck net predicts a constant guess on the test fold too; the learning one
+    # does better than it there, in its last epoch
+    assert abs(run["models"]["lstm-stuck"]["loss_curves"]["0"]["test_loss"][-1] - LN2) < 0.05
+    assert all(fold["test_loss"] != fold["train_loss"]  # another set of patients
+               for fold in run["models"]["lstm-learns"]["loss_curves"].values())
     assert (tmp_path / "lstm_curves.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # log_loss warns on rows not summing to 1
+def test_the_test_loss_curve_reads_the_pipeline_as_predict_does():
+    """test_loss_curve passes the rows through the pipeline's earlier steps and scores
+    each epoch's weights: without averaging, its last value is the model's own loss."""
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_hemo.model_selection._curves import test_loss_curve
+
+    X, y, _ = _noise()
+    X[:, -3:] += 2 * y[:, None] - 1
+    X = X * 10 + 5  # the scaler matters
+    model = Pipeline([("scale", StandardScaler()), ("model", LSTMClassifier(
+        hidden_size=4, batch_size=30, max_epochs=5, lr=0.05, random_state=0))])
+    model.fit(X[:160], y[:160])
+    curve = test_loss_curve(model, X[160:], y[160:])
+    assert len(curve) == 5
+    assert curve[-1] == pytest.approx(log_loss(y[160:], model.predict_proba(X[160:])),
+                                      rel=1e-5)
+    # an estimator without staged predictions has no curve
+    assert test_loss_curve(Pipeline([("model", LogisticRegression())]).fit(X, y), X, y) is None
 
 
 def test_lstm_curves_say_when_the_kept_weights_are_a_mean_of_epochs(tmp_path):

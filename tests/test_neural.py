@@ -280,3 +280,42 @@ def test_n_steps_counts_the_optimiser_steps():
     clf = LSTMClassifier(inputs="pwi", n_timepoints=3, random_state=0, **FAST).fit(X, y)
     # 50 rows in batches of 16: 4 steps per epoch
     assert clf.n_steps_ == FAST["max_epochs"] * 4
+
+
+def test_staged_predict_proba_gives_each_epochs_weights(tmp_path):
+    """One probability array per epoch; the last epoch's is the model's own prediction
+    (no averaging, no early stopping); staging leaves the fitted module untouched, survives
+    a pickle, and a bundle (final weights only) refuses with a message."""
+    from sklearn_hemo.persistence import load_model, save_model
+
+    X, y = make_sequences(160, 6, 0)
+    clf = LSTMClassifier(inputs="pwi+aif+dwi", n_timepoints=6, random_state=0, **FAST)
+    clf.fit(X, y)
+    before = clf.predict_proba(X)
+    # rows sum to 1 in float64 (log_loss warns otherwise), not only in float32
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-12)
+    staged = list(clf.staged_predict_proba(X[:50]))
+    assert len(staged) == clf.n_iter_ == FAST["max_epochs"]
+    for proba in staged:
+        assert proba.shape == (50, 2) and proba.dtype == np.float64
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(staged[-1], before[:50], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(staged[0], staged[-1])  # the epochs differ
+    assert_array_equal(clf.predict_proba(X), before)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(next(restored.staged_predict_proba(X[:50])), staged[0])
+    loaded = load_model(save_model(clf, tmp_path / "lstm"))
+    with pytest.raises(ValueError, match="holds no per-epoch weights.*Fit it again"):
+        next(loaded.staged_predict_proba(X))
+
+
+def test_staged_predict_proba_spans_every_epoch_with_averaging_and_stopping():
+    """With weight averaging the staged arrays are still the raw epochs' weights, and with
+    early stopping they run to the last epoch trained, past the restored best one."""
+    X, y = make_sequences(240, 6, 1)
+    groups = np.repeat(np.arange(8), 30)
+    clf = LSTMClassifier(inputs="pwi+aif+dwi", n_timepoints=6, random_state=0,
+                         early_stopping=True, n_iter_no_change=2, average_epochs=1,
+                         **{**FAST, "max_epochs": 30}).fit(X, y, groups=groups)
+    staged = list(clf.staged_predict_proba(X))
+    assert len(staged) == clf.n_iter_ > clf.best_epoch_

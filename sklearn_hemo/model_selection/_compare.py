@@ -45,7 +45,7 @@ from ..utils._verbosity import (
 )
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
-from ._curves import final_train_loss, loss_curves, warn_plateau
+from ._curves import final_train_loss, loss_curves, test_loss_curve, warn_plateau
 from ._distributed import run_unordered
 from ._outputs import write_all_outputs
 from ._report import (
@@ -163,6 +163,9 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.asarray(_positive_scores(model, X[test]), dtype=float)
+        curves = loss_curves(_final_step(model)) if steps else None
+        if curves is not None:  # the loss on the outer test fold, epoch by epoch
+            curves["test_loss"] = test_loss_curve(model, X[test], y[test])
     if not np.isfinite(scores).all():
         raise ValueError(
             f"fold {k}: the model produced NaN or infinite scores for "
@@ -173,7 +176,7 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
             "score_time": time.perf_counter() - start, "n_candidates": len(candidates),
             "n_fits": n_fits, "optimiser_steps": fit_steps if steps else None,
             # learning curves of the refit and the inner fits' final losses (_curves)
-            "loss_curves": loss_curves(_final_step(model)) if steps else None,
+            "loss_curves": curves,
             "inner_final_train_loss": inner_losses if steps else None}
 
 
@@ -879,8 +882,9 @@ def _run_record(setup, parts, options):
         }
         curves = [part.get("loss_curves") for part in folds]
         if any(c is not None for c in curves):
-            # per outer fold: the refit's per-epoch train_loss / valid_loss, and the
-            # final training loss of every inner fit
+            # per outer fold: the refit's per-epoch train_loss / valid_loss / test_loss
+            # (the outer test fold's, computed after training), and the final training
+            # loss of every inner fit
             models[name]["loss_curves"] = {str(k): c for k, c in enumerate(curves)}
             models[name]["inner_final_train_loss"] = {
                 str(k): part.get("inner_final_train_loss") for k, part in enumerate(folds)}

@@ -3,23 +3,27 @@
 Every fit of an estimator that records its per-epoch losses (``train_loss_curve_``, as
 :class:`~sklearn_hemo.neural.LSTMClassifier` does) leaves its curves in the comparison's
 part of that (model, outer fold): the refit's whole curves (training and validation loss
-per epoch, and the epoch whose weights were kept), and the final training loss of each
-inner fit. :func:`warn_plateau` warns when a fit ended on the initial plateau (a final
-training loss within :data:`PLATEAU_TOL` of ln 2, the loss of a constant guess between
-two balanced classes); :func:`plot_loss_curves` draws ``lstm_curves.png``, a panel per
-row and a line per outer fold.
+per epoch, the epoch whose weights were kept, and, from each epoch's weights after
+training, the loss on the outer test fold: :func:`test_loss_curve`), and the final
+training loss of each inner fit. :func:`warn_plateau` warns when a fit ended on the
+initial plateau (a final training loss not more than :data:`PLATEAU_TOL` below ln 2, the
+loss of a constant guess between two balanced classes, the condition on which
+``LSTMClassifier`` restarts a fit with ``plateau_restarts``); :func:`plot_loss_curves`
+draws ``lstm_curves.png``, a panel per row and a line per outer fold.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 
 import numpy as np
 
 from ..utils._warnings import find_stack_level
 
-#: A fit whose final training loss is within this of ln 2 never left the initial plateau.
+#: A fit whose final training loss is not more than this below ln 2 is on the initial
+#: plateau: it predicts no better than a constant guess (the tolerance of neural.py).
 PLATEAU_TOL = 0.05
 
 
@@ -38,14 +42,35 @@ def loss_curves(estimator):
             "n_steps": int(getattr(estimator, "n_steps_", 0))}
 
 
+def test_loss_curve(model, X, y):
+    """Per-epoch cross-entropy of a fitted network on rows its fit never saw, or None.
+
+    ``model`` is the fitted pipeline (or estimator) whose final step has
+    ``staged_predict_proba`` (:class:`~sklearn_hemo.neural.LSTMClassifier`); ``X`` goes
+    through the earlier steps as ``predict`` would take it. Computed after training from
+    each epoch's weights, so it chooses nothing: compare records it for the outer test
+    fold, the only patients every fit of the fold left out.
+    """
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import Pipeline
+
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    staged = getattr(final, "staged_predict_proba", None)
+    if staged is None:
+        return None
+    features = model[:-1].transform(X) if isinstance(model, Pipeline) else X
+    return [float(log_loss(y, proba, labels=final.classes_)) for proba in staged(features)]
+
+
 def final_train_loss(estimator):
     """The last epoch's training loss of a fitted network (a scorer's value, not a score)."""
     return float(estimator.train_loss_curve_[-1])
 
 
 def on_plateau(loss, n_classes=2):
-    """Whether a final training loss is within :data:`PLATEAU_TOL` of ln(n_classes)."""
-    return loss is not None and abs(float(loss) - math.log(n_classes)) <= PLATEAU_TOL
+    """Whether a final training loss is on the plateau: not more than :data:`PLATEAU_TOL`
+    below ln(n_classes) (a loss above it, a diverged fit, learned nothing either)."""
+    return loss is not None and float(loss) >= math.log(n_classes) - PLATEAU_TOL
 
 
 def warn_plateau(name, k, curves, inner_losses=None):
@@ -59,7 +84,7 @@ def warn_plateau(name, k, curves, inner_losses=None):
                         + ", ".join(f"{v:.3f}" for v in stuck))
     if messages:
         warnings.warn(
-            f"{name}, outer fold {k}: " + "; ".join(messages) + f", within {PLATEAU_TOL} of "
+            f"{name}, outer fold {k}: " + "; ".join(messages) + f", not {PLATEAU_TOL} below "
             f"ln 2 = {math.log(2):.3f}, the loss of a constant guess: the network did not "
             "learn. Look at lstm_curves.png and run.json's loss_curves; train longer "
             "(max_steps), with another learning rate, or check the inputs.",
@@ -71,9 +96,11 @@ def plot_loss_curves(models, path):
 
     ``models`` is ``run.json``'s ``models`` record. Training loss solid; the loss on the
     held-out patients of early stopping, when there are some, dashed in the same colour,
-    with the best epoch marked; when the kept weights are a mean over epochs
-    (``average_epochs``), those epochs drawn as a wide pale band on the training curve;
-    the ln 2 plateau a grey line. Returns the figure, or None when no row has curves.
+    with the best epoch marked; the loss on the outer test fold (``test_loss``, from
+    each epoch's weights after training), when recorded, dash-dotted; when the kept
+    weights are a mean over epochs (``average_epochs``), those epochs drawn as a wide
+    pale band on the training curve; the ln 2 plateau a grey line. Returns the figure,
+    or None when no row has curves.
     """
     from matplotlib.figure import Figure
 
@@ -88,7 +115,7 @@ def plot_loss_curves(models, path):
     n_rows = -(-n // n_cols)
     fig = Figure(figsize=(5.5 * n_cols, 3.6 * n_rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
-    averaged = validated = False
+    averaged = validated = tested = False
     for ax, (name, folds) in zip(axes, rows.items(), strict=False):
         for k, curves in sorted(folds.items(), key=lambda item: int(item[0])):
             if not curves:
@@ -104,6 +131,11 @@ def plot_loss_curves(models, path):
                 if best and 1 <= best <= len(epochs):
                     ax.plot([best], [curves["valid_loss"][best - 1]], marker="o",
                             color=line.get_color(), markersize=4)
+            if curves.get("test_loss"):
+                tested = True
+                ax.plot(epochs[:len(curves["test_loss"])], curves["test_loss"],
+                        linewidth=1.0, linestyle="-.", color=line.get_color(),
+                        label=f"fold {k} test")
             span = [e for e in curves.get("averaged_epochs") or [] if 1 <= e <= len(epochs)]
             if len(span) > 1:  # the kept weights are the mean of these epochs' weights
                 averaged = True
@@ -117,10 +149,13 @@ def plot_loss_curves(models, path):
     legend = ["solid: training loss"]
     if validated:
         legend += ["dashed: held-out patients", "dot: best epoch"]
+    if tested:
+        legend.append("dash-dot: the outer test fold (after training)")
     if averaged:
         legend.append("wide band: the epochs whose mean weights are kept")
-    fig.suptitle(f"LSTM learning curves ({'; '.join(legend + ['dotted: ln 2'])})",
-                 fontsize="medium")
+    title = f"LSTM learning curves ({'; '.join(legend + ['dotted: ln 2'])})"
+    # wrapped to the figure's width: one line ran past both edges of a two-panel figure
+    fig.suptitle("\n".join(textwrap.wrap(title, 60 * n_cols)), fontsize="medium")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     return fig

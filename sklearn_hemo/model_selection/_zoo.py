@@ -46,8 +46,9 @@ _DEFAULT_TIMEPOINTS = 60
 #: early stopping: the weights kept are the mean of the last ``average_epochs + 1``
 #: epochs' (weight averaging; on the standard sizes, about the second half of the
 #: budget; 320 steps rather than 400, which measured as well, keep the default compare
-#: within 15 minutes on two cores), and a fit that never leaves the initial ln 2
-#: plateau is trained again from another initialisation. Early stopping on the few
+#: within 15 minutes on two cores), and a fit whose last epoch is on the initial ln 2
+#: plateau (it never left it, or fell back to it) is trained again from another
+#: initialisation. Early stopping on the few
 #: held-out patients a fold leaves was the noisiest part of the previous recipe, and
 #: holding them out cost a fifth of the training patients. In training only, each row's
 #: series (PWI and AIF together) are shifted by up to ``time_shift`` frames, so that the
