@@ -413,15 +413,23 @@ def test_lstm_curves_say_when_the_kept_weights_are_a_mean_of_epochs(tmp_path):
                  "averaged_epochs": averaged, "n_steps": 60}
         return {"lstm-pwi": {"loss_curves": {"0": curve}}}
 
+    def title(figure):  # the title is wrapped to the figure's width
+        return " ".join(figure._suptitle.get_text().split())
+
     averaged = plot_loss_curves(models([2, 3, 4, 5]), tmp_path / "a.png")
     single = plot_loss_curves(models([3]), tmp_path / "b.png")
-    assert "mean weights are kept" in averaged._suptitle.get_text()
-    assert "mean weights" not in single._suptitle.get_text()
-    assert "dot: best epoch" in single._suptitle.get_text()
+    assert "mean weights are kept" in title(averaged)
+    assert "mean weights" not in title(single)
+    assert "dot: best epoch" in title(single) and "test fold" not in title(single)
     unvalidated = models([4, 5, 6])
-    unvalidated["lstm-pwi"]["loss_curves"]["0"].update(valid_loss=None, best_epoch=6)
-    title = plot_loss_curves(unvalidated, tmp_path / "c.png")._suptitle.get_text()
-    assert "mean weights are kept" in title and "held-out" not in title
+    unvalidated["lstm-pwi"]["loss_curves"]["0"].update(valid_loss=None, best_epoch=6,
+                                                       test_loss=[0.7, 0.6, 0.62, 0.6,
+                                                                  0.61, 0.63])
+    tested = plot_loss_curves(unvalidated, tmp_path / "c.png")
+    assert "mean weights are kept" in title(tested) and "held-out" not in title(tested)
+    assert "dash-dot: the outer test fold" in title(tested)
+    assert any(line.get_linestyle() == "-." for line in tested.axes[0].get_lines())
+    assert max(len(line) for line in tested._suptitle.get_text().split("\n")) <= 60
     # the band is one more line on the panel, over the averaged epochs only
     lines = averaged.axes[0].get_lines()
     assert len(lines) == len(single.axes[0].get_lines()) + 1
