@@ -48,7 +48,9 @@ _DEFAULT_TIMEPOINTS = 60
 #: budget; 320 steps rather than 400, which measured as well, keep the default compare
 #: within 15 minutes on two cores), and a fit whose last epoch is on the initial ln 2
 #: plateau (it never left it, or fell back to it) is trained again from another
-#: initialisation. Early stopping on the few
+#: initialisation, up to 3 times (on the weakest benchmark cohort, seed 7, one retry
+#: left 2 of 36 fits on the plateau; retries cost only when a fit is stuck). Early
+#: stopping on the few
 #: held-out patients a fold leaves was the noisiest part of the previous recipe, and
 #: holding them out cost a fifth of the training patients. In training only, each row's
 #: series (PWI and AIF together) are shifted by up to ``time_shift`` frames, so that the
@@ -58,7 +60,7 @@ _DEFAULT_TIMEPOINTS = 60
 #: 0.5 (``aif_dropout``; ignored by the others). The quick protocol stops early (below).
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 320,
                 "early_stopping": False, "forget_bias": 1.0, "clip_grad_norm": 1.0,
-                "plateau_restarts": 1, "aif_dropout": 0.5, "time_shift": 3,
+                "plateau_restarts": 3, "aif_dropout": 0.5, "time_shift": 3,
                 "average_epochs": 7}
 
 
@@ -104,10 +106,11 @@ def _grids(protocol):
     return {
         # the paper's network: 60 cells, 20 epochs of the 50,000 voxels (about 7,000
         # steps of 128), Adam, cross-entropy; the learning rate is searched. Departures:
-        # the forget-gate bias starts at 1, the gradient norm is clipped at 1, and the
-        # AIF rows drop each training row's AIF with probability 0.5
+        # the forget-gate bias starts at 1, the gradient norm is clipped at 1, a fit
+        # that ends on the plateau is trained again (up to 3 times), and the AIF rows
+        # drop each training row's AIF with probability 0.5
         "lstm": ({"hidden_size": 60, "max_epochs": 20, "batch_size": 128,
-                  "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 1,
+                  "forget_bias": 1.0, "clip_grad_norm": 1.0, "plateau_restarts": 3,
                   "aif_dropout": 0.5},
                  {"model__lr": [3e-4, 1e-3, 3e-3, 1e-2]}),
         "linear": ({}, {}),
