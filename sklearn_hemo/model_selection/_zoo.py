@@ -50,14 +50,14 @@ _DEFAULT_TIMEPOINTS = 60
 #: plateau (it never left it, or fell back to it) is trained again from another
 #: initialisation, up to 3 times (on the weakest benchmark cohort, seed 7, one retry
 #: left 2 of 36 fits on the plateau; retries cost only when a fit is stuck). Early
-#: stopping on the few
-#: held-out patients a fold leaves was the noisiest part of the previous recipe, and
-#: holding them out cost a fifth of the training patients. In training only, each row's
-#: series (PWI and AIF together) are shifted by up to ``time_shift`` frames, so that the
-#: network reads the curves' shape and timing relative to the AIF rather than the
-#: patient's bolus arrival time, and in the rows that read the AIF (one curve per
-#: patient, a patient fingerprint) each row's AIF is dropped (zeroed) with probability
-#: 0.5 (``aif_dropout``; ignored by the others). The quick protocol stops early (below).
+#: stopping on the few held-out patients a fold leaves was the noisiest part of the
+#: previous recipe, and holding them out cost a fifth of the training patients. In
+#: training only, each row's series (PWI and AIF together) are shifted by up to
+#: ``time_shift`` frames, so that the network reads the curves' shape and timing
+#: relative to the AIF rather than the patient's bolus arrival time, and in the rows
+#: that read the AIF (one curve per patient, a patient fingerprint) each row's AIF is
+#: dropped (zeroed) with probability 0.5 (``aif_dropout``; ignored by the others). The
+#: quick protocol stops early (below).
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 320,
                 "early_stopping": False, "forget_bias": 1.0, "clip_grad_norm": 1.0,
                 "plateau_restarts": 3, "aif_dropout": 0.5, "time_shift": 3,
