@@ -9,7 +9,6 @@ net does not.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import math
@@ -90,13 +89,13 @@ _LN2 = math.log(2)
 _PLATEAU_TOL = 0.05
 
 
-def _epoch_counts(net, gate):
-    """Whether the epoch just ended counts for ``gate`` (a callback with ``min_epochs``,
-    ``plateau_loss`` and ``plateau_tol``): ``min_epochs`` epochs are done and its training
-    loss is more than ``plateau_tol`` below ``plateau_loss`` (it left the initial
-    plateau). The one gate of early stopping and of the weight averaging."""
-    return (len(net.history) >= gate.min_epochs
-            and net.history[-1, "train_loss"] <= gate.plateau_loss - gate.plateau_tol)
+def _epoch_counts(history, epoch, *, min_epochs, plateau_loss, plateau_tol=_PLATEAU_TOL):
+    """Whether ``epoch`` (1-based) of a skorch ``history`` counts: ``min_epochs`` epochs
+    are done and its training loss is more than ``plateau_tol`` below ``plateau_loss``
+    (it left the initial plateau). The one gate of early stopping and of the weight
+    averaging."""
+    return (epoch >= min_epochs
+            and history[epoch - 1, "train_loss"] <= plateau_loss - plateau_tol)
 
 
 class _GatedEarlyStopping(EarlyStopping):
@@ -120,47 +119,30 @@ class _GatedEarlyStopping(EarlyStopping):
         self.plateau_tol = plateau_tol
 
     def on_epoch_end(self, net, **kwargs):
-        if not _epoch_counts(net, self):
+        if not _epoch_counts(net.history, len(net.history), min_epochs=self.min_epochs,
+                             plateau_loss=self.plateau_loss, plateau_tol=self.plateau_tol):
             return  # not yet a candidate: no miss, no best epoch
         super().on_epoch_end(net, **kwargs)
 
 
-class _WeightAverage(Callback):
-    """Keep a copy of the module's weights at the end of every epoch that counts.
-
-    An epoch counts once ``min_epochs`` epochs are done and its training loss has left the
-    initial plateau (the gate of :class:`_GatedEarlyStopping`). Only the last ``keep``
-    counted epochs are kept, as ``(epoch, state_dict)`` pairs on the CPU; the classifier
-    averages some of them after training (:meth:`LSTMClassifier.fit`).
-    """
-
-    def __init__(self, *, keep, min_epochs=0, plateau_loss=_LN2, plateau_tol=_PLATEAU_TOL):
-        self.keep = keep
-        self.min_epochs = min_epochs
-        self.plateau_loss = plateau_loss
-        self.plateau_tol = plateau_tol
-
-    def on_train_begin(self, net, **kwargs):
-        self.snapshots_ = collections.deque(maxlen=self.keep)
-
-    def on_epoch_end(self, net, **kwargs):
-        if not _epoch_counts(net, self):
-            return
-        self.snapshots_.append((len(net.history), _cpu_state(net.module_)))
-
-
 class _EpochWeights(Callback):
-    """Keep a copy of the module's weights at the end of every epoch, for
-    :meth:`LSTMClassifier.staged_predict_proba` (about 70 kB per epoch at the paper's 60
-    cells; a pickle of the classifier carries them, a bundle does not). First among the
-    callbacks: early stopping's stop ends the epoch's callbacks, and the last epoch must
-    be kept too."""
+    """Keep a copy of the module's weights at the end of every epoch, for the weight
+    averaging (``average_epochs``) and :meth:`LSTMClassifier.staged_predict_proba`
+    (about 70 kB per epoch at the paper's 60 cells; a pickle of the classifier carries
+    them, a bundle does not). Before early stopping among the callbacks: its stop ends
+    the epoch's callbacks, and the last epoch must be kept too."""
 
     def on_train_begin(self, net, **kwargs):
         self.snapshots_ = []
 
     def on_epoch_end(self, net, **kwargs):
         self.snapshots_.append(_cpu_state(net.module_))
+
+
+def _as_tensor(X):
+    """A float32 tensor sharing ``X``'s memory where it can: ``np.require`` copies only
+    read-only (memmapped) or non-contiguous inputs, which torch cannot wrap."""
+    return torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
 
 
 def _cpu_state(module):
@@ -545,9 +527,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         layout = self._layout(X.shape[1])
         device = self._check_device()
 
-        # Whole-array tensors so that every batch is one indexing call (see TensorDataset);
-        # np.require copies read-only inputs (memmaps), which torch cannot wrap.
-        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        # Whole-array tensors so that every batch is one indexing call (see TensorDataset)
+        X_t = _as_tensor(X)
         y_t = torch.from_numpy(encoder.transform(y).astype(np.int64))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # first, so that it counts an epoch before EarlyStopping may stop after it
@@ -621,25 +602,16 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                 self.best_epoch_ = int(stopper.best_epoch_)
         self.averaged_epochs_ = [self.best_epoch_]
         if self.average_epochs > 0:
-            self._average_weights()
+            self._average_weights(self._gate(batches, len(encoder.classes_)))
         return self
 
     def _training_callbacks(self, batches, max_epochs, n_classes):
         """The skorch callbacks of the options, in order, for ``batches`` per epoch."""
         callbacks = [("epoch_weights", _EpochWeights())]
-        gate = {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
-                "plateau_loss": math.log(n_classes)}
-        if self.average_epochs > 0:
-            # before early stopping, whose stop ends the epoch's callbacks; it keeps the
-            # epochs from average_epochs before the best to the last (patience after it)
-            callbacks.append(("weight_average", _WeightAverage(
-                keep=self.average_epochs + 1 + (self.n_iter_no_change
-                                                if self._stops_early() else 0),
-                **gate)))
         if self._stops_early():
             callbacks.append(("early_stopping", _GatedEarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
-                **gate)))
+                **self._gate(batches, n_classes))))
         if self.forget_bias is not None:
             callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
         if self.clip_grad_norm is not None:
@@ -662,17 +634,22 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         opposed to ``"monitor"``, which only holds the patients out, or ``False``."""
         return not isinstance(self.early_stopping, str) and bool(self.early_stopping)
 
-    def _average_weights(self):
+    def _gate(self, batches, n_classes):
+        """The epochs early stopping and the weight averaging count (:func:`_epoch_counts`):
+        none before ``min_steps`` (with held-out patients) nor on the plateau."""
+        return {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
+                "plateau_loss": math.log(n_classes)}
+
+    def _average_weights(self, gate):
         """Load the mean weights of the counted epochs within ``average_epochs`` of the kept one."""
-        averager = dict(self.net_.callbacks_)["weight_average"]
-        snapshots = dict(averager.snapshots_)
-        averager.snapshots_.clear()  # not carried into pickles and bundles
-        window = range(self.best_epoch_ - self.average_epochs,
-                       self.best_epoch_ + self.average_epochs + 1)
-        chosen = [epoch for epoch in window if epoch in snapshots]
+        snapshots = dict(self.net_.callbacks_)["epoch_weights"].snapshots_
+        history = self.net_.history
+        window = range(max(1, self.best_epoch_ - self.average_epochs),
+                       min(len(history), self.best_epoch_ + self.average_epochs) + 1)
+        chosen = [epoch for epoch in window if _epoch_counts(history, epoch, **gate)]
         if len(chosen) > 1:
             self.net_.module_.load_state_dict(
-                _average_state([snapshots[epoch] for epoch in chosen]))
+                _average_state([snapshots[epoch - 1] for epoch in chosen]))
             self.averaged_epochs_ = chosen
 
     def _patient_split(self, X, y, groups, seed):
@@ -721,7 +698,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        X_t = _as_tensor(X)
         self._move_net()
         with _torch_threads(self.torch_num_threads):
             proba = self.net_.predict_proba(X_t).astype(np.float64)
@@ -766,7 +743,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                 "of sklearn-hemo none. "
                 "Fit it again to get staged predictions.")
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        X_t = torch.from_numpy(np.require(X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+        X_t = _as_tensor(X)
         self._move_net()
         device = self.net_.device
         module = copy.deepcopy(self.net_.module_).eval()  # the fitted module is untouched

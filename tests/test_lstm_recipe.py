@@ -636,8 +636,11 @@ def test_average_epochs_loads_the_mean_of_the_kept_epochs_weights(early_stopping
     for key, value in _weights(averaged).items():
         torch.testing.assert_close(value, mean[key])
     assert not np.allclose(plain.predict_proba(X), averaged.predict_proba(X))
-    # no copies left behind in the fitted net (pickles, bundles)
-    assert len(dict(averaged.net_.callbacks_)["weight_average"].snapshots_) == 0
+    # one copy of the weights per epoch in the fitted net (staged_predict_proba's; the
+    # averaging reads the same copies), no second set
+    callbacks = dict(averaged.net_.callbacks_)
+    assert len(callbacks["epoch_weights"].snapshots_) == averaged.n_iter_
+    assert "weight_average" not in callbacks
     # reproducible with random_state
     again = LSTMClassifier(**common, average_epochs=2).fit(X, y, **fit)
     np.testing.assert_array_equal(again.predict_proba(X), averaged.predict_proba(X))

@@ -54,7 +54,9 @@ def test_loss_curve(model, X, y):
     from sklearn.metrics import log_loss
     from sklearn.pipeline import Pipeline
 
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    from ._setup import _final_step
+
+    final = _final_step(model)
     staged = getattr(final, "staged_predict_proba", None)
     if staged is None:
         return None
