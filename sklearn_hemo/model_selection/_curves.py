@@ -54,9 +54,9 @@ def test_loss_curve(model, X, y):
     from sklearn.metrics import log_loss
     from sklearn.pipeline import Pipeline
 
-    from ._setup import _final_step
-
-    final = _final_step(model)
+    # the final step, as _setup._final_step finds it (importing it would close a cycle:
+    # _setup -> _report -> _curves)
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     staged = getattr(final, "staged_predict_proba", None)
     if staged is None:
         return None
