@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -39,6 +38,7 @@ from ._lstm_module import (
     expected_feature_names,
     expected_width,
 )
+from .utils._training import on_plateau
 from .utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from .utils.fixes import Interval, StrOptions, _fit_context
 
@@ -84,18 +84,11 @@ class _PropagateInterrupt(Callback):
                 f"training interrupted after {self.completed_} of {net.max_epochs} epochs")
 
 
-_LN2 = math.log(2)
-#: A training loss within this of ln(n_classes) is on the initial plateau.
-_PLATEAU_TOL = 0.05
-
-
-def _epoch_counts(history, epoch, *, min_epochs, plateau_loss, plateau_tol=_PLATEAU_TOL):
+def _epoch_counts(history, epoch, *, min_epochs, n_classes):
     """Whether ``epoch`` (1-based) of a skorch ``history`` counts: ``min_epochs`` epochs
-    are done and its training loss is more than ``plateau_tol`` below ``plateau_loss``
-    (it left the initial plateau). The one gate of early stopping and of the weight
-    averaging."""
-    return (epoch >= min_epochs
-            and history[epoch - 1, "train_loss"] <= plateau_loss - plateau_tol)
+    are done and its training loss has left the initial plateau (:func:`on_plateau`).
+    The one gate of early stopping and of the weight averaging."""
+    return epoch >= min_epochs and not on_plateau(history[epoch - 1, "train_loss"], n_classes)
 
 
 class _GatedEarlyStopping(EarlyStopping):
@@ -106,21 +99,19 @@ class _GatedEarlyStopping(EarlyStopping):
     can be the lowest of that stretch: plain early stopping then stops after ``patience``
     epochs and restores weights that never learned anything. Here an epoch counts (as an
     improvement, a miss, or the best epoch whose weights are restored) only once
-    ``min_epochs`` epochs are done *and* its training loss has left the plateau (is more
-    than ``plateau_tol`` below ``plateau_loss``). A fit that never leaves the plateau runs
-    its full length and keeps its last weights (its curve says so).
+    ``min_epochs`` epochs are done *and* its training loss has left the plateau of
+    ``n_classes`` classes (``utils._training.on_plateau``). A fit that never leaves the
+    plateau runs its full length and keeps its last weights (its curve says so).
     """
 
-    def __init__(self, *, min_epochs=0, plateau_loss=_LN2, plateau_tol=_PLATEAU_TOL,
-                 **kwargs):
+    def __init__(self, *, min_epochs=0, n_classes=2, **kwargs):
         super().__init__(**kwargs)
         self.min_epochs = min_epochs
-        self.plateau_loss = plateau_loss
-        self.plateau_tol = plateau_tol
+        self.n_classes = n_classes
 
     def on_epoch_end(self, net, **kwargs):
         if not _epoch_counts(net.history, len(net.history), min_epochs=self.min_epochs,
-                             plateau_loss=self.plateau_loss, plateau_tol=self.plateau_tol):
+                             n_classes=self.n_classes):
             return  # not yet a candidate: no miss, no best epoch
         super().on_epoch_end(net, **kwargs)
 
@@ -573,7 +564,6 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         )
         # Seed a forked RNG so that fitting does not disturb the caller's torch RNG.
         rng_devices = [torch.device(device).index or 0] if _is_cuda(device) else []
-        plateau = math.log(len(encoder.classes_)) - _PLATEAU_TOL
         n_steps = 0
         for attempt in range(self.plateau_restarts + 1):
             # skorch's fit re-initialises the module (warm_start=False): another draw
@@ -585,7 +575,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
                            if "train_loss" in batch)
             # a fit whose last epoch is on the plateau (it never left it, or fell back to
             # it, or above: diverged) predicts nothing; compare warns on the same loss
-            if self.net_.history[-1, "train_loss"] < plateau:
+            if not on_plateau(self.net_.history[-1, "train_loss"], len(encoder.classes_)):
                 break
         self.n_restarts_ = attempt
         self.classes_ = encoder.classes_
@@ -638,7 +628,7 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         """The epochs early stopping and the weight averaging count (:func:`_epoch_counts`):
         none before ``min_steps`` (with held-out patients) nor on the plateau."""
         return {"min_epochs": -(-self.min_steps // batches) if self.early_stopping else 0,
-                "plateau_loss": math.log(n_classes)}
+                "n_classes": n_classes}
 
     def _average_weights(self, gate):
         """Load the mean weights of the counted epochs within ``average_epochs`` of the kept one."""

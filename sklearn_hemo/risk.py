@@ -72,6 +72,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .datasets import Cohort, Patient
+from .utils._training import final_step
 from .utils.fixes import HasMethods, Interval, StrOptions, validate_params
 
 __all__ = ["predict_risk_map", "predict_risk_maps", "risk_map_table", "brain_voxel_refs",
@@ -405,8 +406,7 @@ def predict_risk_map(estimator, patient, *, cohort=None, chunk_size=DEFAULT_CHUN
         if source is None and prior is not None:
             source = prior[0]  # the unwrapped reader gives the sample's probabilities
         if source is None:
-            final = (reader if rest is None else rest)
-            final = final.steps[-1][1] if isinstance(final, Pipeline) else final
+            final = final_step(reader if rest is None else rest)
             source = getattr(final, "prevalence_", None) or 0.5
 
         def shift(p, source=source):

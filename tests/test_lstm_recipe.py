@@ -17,10 +17,11 @@ from skorch.history import History
 
 from sklearn_hemo.datasets import ArterialInputFunction, Cohort, Patient, make_stroke_cohort
 from sklearn_hemo.model_selection import compare_models, make_model_zoo
-from sklearn_hemo.model_selection._curves import PLATEAU_TOL, warn_plateau
+from sklearn_hemo.model_selection._curves import warn_plateau
 from sklearn_hemo.neural import BlockScaler, LSTMClassifier
 from sklearn_hemo.neural import _GatedEarlyStopping as GatedEarlyStopping
 from sklearn_hemo.preprocessing import PatchExtractor, PerfusionMapExtractor
+from sklearn_hemo.utils._training import PLATEAU_TOL
 
 LN2 = math.log(2)
 

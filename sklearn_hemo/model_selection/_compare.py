@@ -36,6 +36,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid
 from threadpoolctl import threadpool_limits
 
 from ..datasets import Cohort
+from ..utils._training import final_step
 from ..utils._verbosity import (
     DEPRECATED,
     DEPRECATED_FLAG,
@@ -70,7 +71,6 @@ from ._setup import (
     _check_disjoint,
     _consumes_groups,
     _cpu_count,
-    _final_step,
     _format_seconds,
     _n_workers,
     _positive_scores,
@@ -102,17 +102,17 @@ def _check_both_classes(y, rows, where, knob):
 
 def _reports_steps(estimator):
     """Whether the final estimator records its optimiser steps (``n_steps_``)."""
-    return bool(getattr(type(_final_step(estimator)), "_reports_n_steps", False))
+    return bool(getattr(type(final_step(estimator)), "_reports_n_steps", False))
 
 
 def _steps_scorer(estimator, X, y):
     """Not a score: the optimiser steps of the fitted network, read out of the search."""
-    return float(_final_step(estimator).n_steps_)
+    return float(final_step(estimator).n_steps_)
 
 
 def _final_loss_scorer(estimator, X, y):
     """Not a score: the final training loss of the fitted network (a plateau check)."""
-    return final_train_loss(_final_step(estimator))
+    return final_train_loss(final_step(estimator))
 
 
 def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_inner,
@@ -159,11 +159,11 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
             best = candidates[0]
             n_fits = 1
         if steps:
-            fit_steps.append(int(_final_step(model).n_steps_))  # the refit, last
+            fit_steps.append(int(final_step(model).n_steps_))  # the refit, last
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.asarray(_positive_scores(model, X[test]), dtype=float)
-        curves = loss_curves(_final_step(model)) if steps else None
+        curves = loss_curves(final_step(model)) if steps else None
         if curves is not None:  # the loss on the outer test fold, epoch by epoch
             curves["test_loss"] = test_loss_curve(model, X[test], y[test])
     if not np.isfinite(scores).all():
@@ -268,7 +268,7 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
     run) calibrates every candidate, the training budgets and the workers side by side:
     this is its cheap form, for the estimate printed before a run.
     """
-    from ._plan import _affine, _final, _law, _work
+    from ._plan import _affine, _law, _work
 
     rng = np.random.RandomState(seed)
     n_train = int(np.mean([np.sum(fold != k) for k in np.unique(fold)]))
@@ -277,7 +277,7 @@ def _estimate_seconds(prepared, zoo, y, groups, fold, n_inner, n_workers, seed):
     for name, n_parts in prepared.items():
         pipeline, inputs, cohort, cohort_params = n_parts[0]
         candidates = list(ParameterGrid(zoo[name][1]))
-        law, extra = _law(_final(pipeline), n_train, name)
+        law, extra = _law(final_step(pipeline), n_train, name)
         step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
         points = []
         for n in (n_small, 2 * n_small):
@@ -860,7 +860,7 @@ def _run_record(setup, parts, options):
     bleeding = np.unique(groups[y == 1])
     models = {}
     for name, (pipeline, grid) in zoo.items():
-        final = _final_step(pipeline)
+        final = final_step(pipeline)
         folds = [parts[name, k] for k in range(settings["n_outer"])]
         n_candidates = len(ParameterGrid(grid))
         steps = [part.get("optimiser_steps") for part in folds]

@@ -6,10 +6,11 @@ part of that (model, outer fold): the refit's whole curves (training and validat
 per epoch, the epoch whose weights were kept, and, from each epoch's weights after
 training, the loss on the outer test fold: :func:`test_loss_curve`), and the final
 training loss of each inner fit. :func:`warn_plateau` warns when a fit ended on the
-initial plateau (a final training loss not more than :data:`PLATEAU_TOL` below ln 2, the
-loss of a constant guess between two balanced classes, the condition on which
-``LSTMClassifier`` restarts a fit with ``plateau_restarts``); :func:`plot_loss_curves`
-draws ``lstm_curves.png``, a panel per row and a line per outer fold.
+initial plateau (``utils._training.on_plateau``: a final training loss not more than
+``PLATEAU_TOL`` below ln 2, the loss of a constant guess between two balanced classes,
+the condition on which ``LSTMClassifier`` restarts a fit with ``plateau_restarts``);
+:func:`plot_loss_curves` draws ``lstm_curves.png``, a panel per row and a line per
+outer fold.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ import warnings
 
 import numpy as np
 
+from ..utils._training import PLATEAU_TOL, final_step, on_plateau
 from ..utils._warnings import find_stack_level
-
-#: A fit whose final training loss is not more than this below ln 2 is on the initial
-#: plateau: it predicts no better than a constant guess (the tolerance of neural.py).
-PLATEAU_TOL = 0.05
 
 
 def loss_curves(estimator):
@@ -54,9 +52,7 @@ def test_loss_curve(model, X, y):
     from sklearn.metrics import log_loss
     from sklearn.pipeline import Pipeline
 
-    # the final step, as _setup._final_step finds it (importing it would close a cycle:
-    # _setup -> _report -> _curves)
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    final = final_step(model)
     staged = getattr(final, "staged_predict_proba", None)
     if staged is None:
         return None
@@ -67,12 +63,6 @@ def test_loss_curve(model, X, y):
 def final_train_loss(estimator):
     """The last epoch's training loss of a fitted network (a scorer's value, not a score)."""
     return float(estimator.train_loss_curve_[-1])
-
-
-def on_plateau(loss, n_classes=2):
-    """Whether a final training loss is on the plateau: not more than :data:`PLATEAU_TOL`
-    below ln(n_classes) (a loss above it, a diverged fit, learned nothing either)."""
-    return loss is not None and float(loss) >= math.log(n_classes) - PLATEAU_TOL
 
 
 def warn_plateau(name, k, curves, inner_losses=None):

@@ -66,6 +66,7 @@ from sklearn.model_selection import ParameterGrid
 
 from .._cache import CACHE
 from ..datasets import Cohort
+from ..utils._training import final_step
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._setup import (
     _consumes_groups,
@@ -108,10 +109,6 @@ _COLD_READS = 2
 _PROBE_SECONDS = 10.0
 #: ... in at most this many rounds (one fit per candidate).
 _MAX_PROBE_ROUNDS = 30
-
-
-def _final(pipeline):
-    return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
 
 
 def _law_kind(name, estimator):
@@ -890,7 +887,7 @@ def _count_row(name, pipeline, grid, ctx):
     candidates = list(ParameterGrid(grid)) or [{}]
     searched = len(candidates) > 1
     fits_per_task = len(candidates) * n_inner_ + 1 if searched else 1
-    law, extra = _law(_final(pipeline), int(n_train.max()), name)
+    law, extra = _law(final_step(pipeline), int(n_train.max()), name)
     row = {"model": name, "law": _law_name(law), "tasks": settings["n_outer"],
            "candidates": len(candidates), "fits_per_task": fits_per_task,
            "fits": fits_per_task * settings["n_outer"],
@@ -909,13 +906,13 @@ def _calibrate_and_project(row, pipeline, grid, candidates, law, extra, ctx, bas
     projected seconds and the per-task durations."""
     n_train = ctx.n_train
     step = pipeline.steps[-1][0] + "__" if hasattr(pipeline, "steps") else ""
-    budget, time_factor, size_factor = _budget_params(_final(pipeline), step)
+    budget, time_factor, size_factor = _budget_params(final_step(pipeline), step)
     extra = {step + key: value for key, value in extra.items()}
     whole = None
     # (not for a step budget: early stopping ends the whole-budget fit anywhere, so it
     # cannot separate the once-per-fit part; the projection is then an upper bound)
     if time_factor > 1 and step + "max_steps" not in budget:
-        whole = {**extra, **{key: getattr(_final(pipeline), key[len(step):])
+        whole = {**extra, **{key: getattr(final_step(pipeline), key[len(step):])
                              for key in budget}}
     cal = _calibrate_row(pipeline, grid, candidates, {**budget, **extra}, ctx.samples,
                          ctx.n_cal, int(n_train.max()), whole,

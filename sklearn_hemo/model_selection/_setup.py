@@ -168,10 +168,6 @@ def _positive_scores(estimator, X):
     return scores if classes.index(1) == 1 else -scores
 
 
-def _final_step(estimator):
-    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-
-
 def _prepare(pipeline, grid, X, cohort, cache, precompute=True):
     """What one model's tasks run on: ``(pipeline, inputs, cohort, cohort_params)``.
 
