@@ -2,6 +2,7 @@
 
 import builtins
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -89,3 +90,38 @@ def test_lstm_rows_on_cuda_give_the_cpu_table_within_float32(in_memory):
     for got, want in zip(gpu.table, cpu.table, strict=True):
         assert got["model"] == want["model"]
         assert got["auc_roc"] == pytest.approx(want["auc_roc"], abs=1e-3)
+
+
+def test_loky_workers_are_not_restarted_as_leaking_when_a_network_row_starts():
+    # The README's main command printed loky's "A worker stopped while some jobs were
+    # given to the executor ... memory leak" in every run: loky restarts a worker that
+    # grew 300 MB past its memory after its first task, and workers that had simulated
+    # the cohort (or whose first task was a linear fit) grew that much when a network
+    # row imported torch and trained. compare's workers import the rows' estimator
+    # modules first, in workers of their own.
+    from joblib import parallel_config
+
+    # workers of their own for the simulation (another idle timeout: another executor),
+    # so that what earlier tests left in the shared workers does not hide the trap
+    with parallel_config(backend="loky", idle_worker_timeout=299):
+        cohort = make_stroke_cohort(n_patients=8, shape=(24, 24, 3), ht_prevalence=0.5,
+                                    random_state=0, n_jobs=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_models(cohort, protocol="quick", models=["linear", "lstm-pwi"], n_jobs=2,
+                       n_samples=400, n_resamples=10, random_state=0)
+    stopped = [str(w.message) for w in caught if "worker stopped" in str(w.message)]
+    assert not stopped, stopped
+
+
+def test_task_modules_name_every_step_once_sorted():
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from sklearn_hemo.model_selection._distributed import import_modules, task_modules
+
+    pipelines = [Pipeline([("scale", StandardScaler()), ("model", SVC())]), SVC()]
+    modules = task_modules(pipelines)
+    assert modules == tuple(sorted({StandardScaler.__module__, SVC.__module__}))
+    import_modules(modules + ("no_such_module_here",))  # the task reports it, not this

@@ -47,7 +47,7 @@ from ..utils._verbosity import (
 from ..utils._versions import StratifiedGroupKFold  # folds stratified on sklearn < 1.8
 from ..utils.fixes import Interval, StrOptions, validate_params
 from ._curves import final_train_loss, loss_curves, test_loss_curve, warn_plateau
-from ._distributed import run_unordered
+from ._distributed import import_modules, run_unordered, task_modules
 from ._outputs import write_all_outputs
 from ._report import (
     TRUTH_ROWS,
@@ -181,12 +181,19 @@ def _fit_part(pipeline, grid, cohort, cohort_params, X, y, groups, fold, k, n_in
 
 
 @contextlib.contextmanager
-def _backend(backend, scheduler, n_jobs):
-    """Enter the joblib backend; yield the ``n_jobs`` to give ``Parallel``."""
+def _backend(backend, scheduler, n_jobs, worker_imports=()):
+    """Enter the joblib backend; yield the ``n_jobs`` to give ``Parallel``.
+
+    loky's workers import ``worker_imports`` (:func:`._distributed.import_modules`)
+    before their first task; workers started otherwise (the cohort's simulation, the
+    time estimate) are not reused for the tasks.
+    """
     if backend == "loky":
         if scheduler is not None:
             raise ValueError("scheduler= is for backend='dask' or 'ray', not 'loky'.")
-        yield n_jobs
+        with parallel_config(backend="loky", initializer=import_modules,
+                             initargs=(tuple(worker_imports),)):
+            yield n_jobs
         return
     if backend == "dask":
         try:
@@ -760,7 +767,9 @@ def _run_tasks(setup, todo, prepared, options, *, hooks=()):
     try:
         for hook in hooks:
             hook.on_run_begin(setup, todo, prepared)
-        with _backend(options.backend, options.scheduler, options.n_jobs) as parallel_jobs:
+        imports = task_modules(pipeline for pipeline, _ in setup.zoo.values())
+        with _backend(options.backend, options.scheduler, options.n_jobs,
+                      imports) as parallel_jobs:
             tasks = (
                 delayed(_tagged)(name, k, prepared[name][0], setup.zoo[name][1],
                                  prepared[name][2], prepared[name][3], prepared[name][1],

@@ -1,4 +1,5 @@
-"""Starting the distributed runtimes of ``compare_models`` (ray; dask lives in _compare).
+"""Starting the parallel runtimes of ``compare_models`` (loky's workers, ray; dask lives
+in _compare).
 
 Kept apart from the comparison so that the backends can change without touching it.
 """
@@ -6,6 +7,7 @@ Kept apart from the comparison so that the backends can change without touching 
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 from pathlib import Path
 
@@ -15,6 +17,31 @@ from joblib import cpu_count
 def n_workers(n_jobs):
     """Workers for joblib's ``n_jobs`` (-1: every core, -2: all but one, ...)."""
     return max(1, n_jobs if n_jobs > 0 else cpu_count() + 1 + n_jobs)
+
+
+def import_modules(names):
+    """Import the modules ``names``: the initializer of compare's loky workers.
+
+    loky measures a worker's memory after its first task and restarts the worker, with
+    the warning "A worker stopped while some jobs were given to the executor ... memory
+    leak", once it has grown 300 MB past that. Importing torch and training a network
+    grows a worker by about that much: a worker whose first task was lighter (a
+    simulated patient of the cohort, a linear fit) was restarted at its first network,
+    and every default ``compare`` printed the warning. Workers that import the rows'
+    estimator modules before any task count them in their first measurement.
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the task that needs it says so when it is unpickled, more clearly
+
+
+def task_modules(pipelines):
+    """The modules of the estimators in ``pipelines``' steps, sorted (loky compares an
+    executor's initializer arguments to decide whether to reuse its workers)."""
+    return tuple(sorted({type(step).__module__ for pipeline in pipelines
+                         for _, step in getattr(pipeline, "steps", [(None, pipeline)])}))
 
 
 def init_ray(ray, address, n_jobs):
