@@ -2,7 +2,6 @@
 
 import csv
 import html
-import inspect
 import json
 
 import numpy as np
@@ -324,7 +323,7 @@ def test_cli_compare_on_a_cohort_folder(cohort, tmp_path, capsys):
 
 
 def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch):
-    from sklearn_hemo import cli, model_selection
+    from sklearn_hemo import cli, datasets, model_selection
 
     seen = {}
 
@@ -332,11 +331,22 @@ def test_cli_compare_defaults_simulate_the_default_cohort(tmp_path, monkeypatch)
         seen.update(cohort=cohort, models=models, **kwargs)
         return "table"
 
+    simulated = {}
+
+    def fake_simulation(**kwargs):
+        # simulating the real default cohort took two minutes of every CI run; what the
+        # command must do is ask for make_stroke_cohort's defaults (sizes, difficulty)
+        simulated.update(kwargs)
+        return make_stroke_cohort(n_patients=4, shape=(12, 12, 2), random_state=0)
+
     monkeypatch.setattr(model_selection, "compare_models", fake_compare)
+    monkeypatch.setattr(datasets, "make_stroke_cohort", fake_simulation)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["compare", "--quiet"]) == 0
-    default = inspect.signature(make_stroke_cohort).parameters["n_patients"].default
-    assert len(seen["cohort"]) == default and seen["models"] is None  # make_stroke_cohort()
+    # no size, difficulty or other setting of the simulation but the seed and the workers
+    assert set(simulated) <= {"random_state", "verbose", "n_jobs"}
+    assert simulated["random_state"] == 0 and simulated["n_jobs"] == -1
+    assert len(seen["cohort"]) == 4 and seen["models"] is None
     assert seen["protocol"] == "standard" and seen["out_dir"] == "hemo-results"
     assert seen["n_jobs"] == -1 and seen["backend"] == "loky" and seen["random_state"] == 0
     assert seen["repeats"] == 1 and seen["reference"] is None
