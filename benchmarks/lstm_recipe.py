@@ -17,7 +17,10 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
   parameters: the recipe of the third pass (early stopping on held-out patients, no
   time shift) is ``--set early_stopping=true max_steps=800 min_steps=200
   validation_fraction=0.2 n_iter_no_change=5 average_epochs=5 time_shift=0``;
-  ``--aif-dropout 0`` and ``--average-epochs 0`` remain as shorthands;
+  ``--aif-dropout 0`` and ``--average-epochs 0`` remain as shorthands; ``--members K``
+  averages the probabilities of K such networks trained from different seeds (an
+  ensemble of independently initialised nets, scikit-learn's ``BaggingClassifier``
+  without resampling: every member reads every row), at K times the cost;
 
 and, on the same folds, the zoo's SVM row on the new inputs. No inner search: every
 model runs at one fixed setting (LSTM ``lr`` ``--lr``, old ``--old-lr``, SVM ``C=1``),
@@ -52,6 +55,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.ensemble import BaggingClassifier
 from sklearn.metrics import roc_auc_score
 
 from sklearn_hemo.datasets import make_stroke_cohort
@@ -116,15 +120,29 @@ def svm_model(cohort, mode="pwi+aif+dwi"):
     return scale, clone(pipeline.named_steps["model"]).set_params(C=1.0)
 
 
+def ensemble(model, n_members, seed):
+    """``model`` itself, or the mean probability of ``n_members`` copies of it trained
+    from seeds drawn from ``seed`` (on all rows, in order: no bootstrap)."""
+    if n_members == 1:
+        return model
+    return BaggingClassifier(model, n_estimators=n_members, bootstrap=False,
+                             max_samples=1.0, random_state=seed)
+
+
 def cross_val(scale, model, X, y, groups, folds, network=True):
-    """Pooled out-of-fold AUC-ROC, and per fold (steps, final training loss, CPU s)."""
+    """Pooled out-of-fold AUC-ROC, and per fold (steps, final training loss, CPU s; the
+    sum of the steps and the mean of the losses over an ensemble's members)."""
     scores = np.empty(len(y))
     fits = []
     for k, (train, test) in enumerate(folds):
         cpu = time.process_time()
         s = clone(scale).fit(X[train])
         m = clone(model)
-        if network:
+        members = None
+        if isinstance(m, BaggingClassifier):  # the recipe holds out no patients
+            m.fit(s.transform(X[train]), y[train])
+            members = m.estimators_
+        elif network:
             m.fit(s.transform(X[train]), y[train], groups=groups[train])
         else:
             m.fit(s.transform(X[train]), y[train])
@@ -134,9 +152,15 @@ def cross_val(scale, model, X, y, groups, folds, network=True):
         info = {"fold": k, "cpu_s": round(time.process_time() - cpu, 1),
                 "auc": round(100 * roc_auc_score(y[test], scores[test]), 1)}
         if network:
-            info.update(steps=int(m.n_steps_), epochs=int(m.n_iter_),
-                        best_epoch=int(m.best_epoch_),
-                        final_train_loss=round(m.train_loss_curve_[-1], 3))
+            members = members or [m]
+            info.update(steps=sum(int(e.n_steps_) for e in members),
+                        epochs=int(members[0].n_iter_),
+                        best_epoch=int(members[0].best_epoch_),
+                        final_train_loss=round(float(np.mean(
+                            [e.train_loss_curve_[-1] for e in members])), 3))
+            if len(members) > 1:
+                info["member_final_train_loss"] = [round(e.train_loss_curve_[-1], 3)
+                                                   for e in members]
         fits.append(info)
     return 100 * roc_auc_score(y, scores), fits
 
@@ -163,6 +187,9 @@ def main(argv=None):
                         help="any other LSTMClassifier parameter of the new recipe, e.g. "
                              "--set time_shift=0 early_stopping=true max_steps=800 (the "
                              "recipe before the fourth pass)")
+    parser.add_argument("--members", type=int, default=1,
+                        help="the new recipe as the mean probability of this many networks "
+                             "trained from different seeds (K times the cost)")
     parser.add_argument("--svm-only", action="store_true",
                         help="only the SVM (on every input, the zoo's row, and on each "
                              "mode's own inputs), no network")
@@ -170,6 +197,8 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
+    if args.members < 1:
+        parser.error(f"--members must be at least 1, got {args.members}")
     size = {}
     if args.smoke:
         size = {"n_patients": 6, "shape": (24, 24, 3), "ht_prevalence": 0.5}
@@ -214,6 +243,8 @@ def main(argv=None):
                                               args.average_epochs, **dict(args.set)))
                     if args.smoke:
                         model.set_params(max_epochs=2, hidden_size=4)
+                    if recipe == "new":
+                        model = ensemble(model, args.members, t)
                     auc, fits = cross_val(scale, model, X[recipe], y, groups, folds)
                     aucs.append(auc)
                     record.append({"seed": seed, "model": f"lstm-{mode}", "recipe": recipe,

@@ -67,3 +67,30 @@ def test_aif_quality_ideal_cbf_is_what_an_exact_deconvolution_returns(seed):
     assert np.all(np.percentile(ratio, [5, 95]) < 1.1), np.percentile(ratio, [5, 95])
     flow = np.asarray(truth["cbf"])[healthy]
     assert 0.6 < np.median(cbf / flow) < 0.8  # dispersion: the flow is out of reach
+
+
+def test_lstm_recipe_members_average_networks_of_different_seeds():
+    import numpy as np
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_hemo.neural import LSTMClassifier
+
+    bench = _load_benchmark("lstm_recipe")
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 10)).astype(np.float32)
+    y = (X[:, -3:].mean(axis=1) > 0).astype(int)
+    groups = np.repeat(np.arange(6), 20)
+    folds = [(np.flatnonzero(groups < 3), np.flatnonzero(groups >= 3)),
+             (np.flatnonzero(groups >= 3), np.flatnonzero(groups < 3))]
+    net = LSTMClassifier(hidden_size=4, max_epochs=2, torch_num_threads=1, random_state=0)
+    assert bench.ensemble(net, 1, 0) is net
+    _, single = bench.cross_val(StandardScaler(), net, X, y, groups, folds)
+    pair = bench.ensemble(net, 2, 0)
+    auc, fits = bench.cross_val(StandardScaler(), pair, X, y, groups, folds)
+    for one, two in zip(single, fits, strict=True):
+        assert two["steps"] == 2 * one["steps"]  # both members trained the whole budget
+        first, second = two["member_final_train_loss"]
+        assert first != second  # from different initialisations
+    assert bench.cross_val(StandardScaler(), pair, X, y, groups, folds)[0] == auc
+    with pytest.raises(SystemExit):
+        bench.main(["--members", "0", "--smoke"])
