@@ -138,10 +138,8 @@ def cross_val(scale, model, X, y, groups, folds, network=True):
         cpu = time.process_time()
         s = clone(scale).fit(X[train])
         m = clone(model)
-        members = None
         if isinstance(m, BaggingClassifier):  # the recipe holds out no patients
             m.fit(s.transform(X[train]), y[train])
-            members = m.estimators_
         elif network:
             m.fit(s.transform(X[train]), y[train], groups=groups[train])
         else:
@@ -152,7 +150,7 @@ def cross_val(scale, model, X, y, groups, folds, network=True):
         info = {"fold": k, "cpu_s": round(time.process_time() - cpu, 1),
                 "auc": round(100 * roc_auc_score(y[test], scores[test]), 1)}
         if network:
-            members = members or [m]
+            members = getattr(m, "estimators_", [m])  # an ensemble's, or the network
             info.update(steps=sum(int(e.n_steps_) for e in members),
                         epochs=int(members[0].n_iter_),
                         best_epoch=int(members[0].best_epoch_),
