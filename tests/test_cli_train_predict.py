@@ -199,6 +199,7 @@ def test_compare_reports_volumes(cohort_dir, tmp_path, capsys):
     assert line.split()[3] == f"{float(answer['patient_auc']):.3f}"
     assert (out / "report.html").is_file() and (out / "calibration.png").is_file()
     assert f"The results on one page: {out}/report.html" in printed
+    assert "one trained network" not in printed  # no network row in this run
 
 
 def test_command_line_bad_input_exits_with_a_message(cohort_dir, tmp_path):

@@ -74,6 +74,25 @@ def test_run_json_lists_the_same_number_of_candidates_for_every_tuned_family(qui
     markdown = (out / "table.md").read_text()
     assert f"Used: {run['sample']['voxels_drawn']} voxels" in markdown
     assert "every tuned row has 2 candidates" in markdown
+    # the network row, and only it, is named as one training run per fit
+    note = next(line for line in markdown.splitlines() if "one trained network" in line)
+    assert note.startswith("lstm-pwi: one trained network per fit")
+    assert "--repeats N" in note  # one replicate: the way to measure it
+    assert "one trained network per fit" in (out / "report.html").read_text()
+
+
+def test_network_seed_note_names_the_network_rows_only():
+    from sklearn_hemo.model_selection._report import network_seed_note
+
+    models = {"svm": {"optimiser_steps": None}, "lstm-pwi": {"optimiser_steps": {"0": [9]}},
+              "lstm-pwi+aif": {"optimiser_steps": {"0": [9]}}}
+    note = network_seed_note({"models": models})
+    assert note.startswith("lstm-pwi, lstm-pwi+aif: one trained network per fit")
+    assert "svm" not in note and "--repeats N" in note
+    replicated = network_seed_note({"models": models, "replicates": {"n": 3}})
+    assert "the stability table measures it" in replicated and "--repeats" not in replicated
+    assert network_seed_note({"models": {"svm": {"optimiser_steps": None}}}) == ""
+    assert network_seed_note({}) == ""
 
 
 def test_table_md_warns_when_fewer_voxels_were_drawn_than_asked(tmp_path):

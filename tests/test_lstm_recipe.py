@@ -214,6 +214,46 @@ def test_forget_bias_clipping_and_schedule_reach_the_net():
     assert {"gradient_clipping", "lr_scheduler", "forget_bias"} <= set(names)
 
 
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
+def test_recurrent_init_draws_each_gate_orthogonal(num_layers, bidirectional):
+    """Every gate's hidden-to-hidden block starts orthogonal, in every layer and
+    direction; the input weights keep torch's draw; the default keeps torch's uniform
+    recurrent draw, whose blocks are far from orthogonal."""
+    X, y, _ = _noise(n=64)
+    hidden = 5
+
+    def initial(scheme):  # lr ~ 0: the weights after one epoch are the initial ones
+        clf = LSTMClassifier(hidden_size=hidden, num_layers=num_layers,
+                             bidirectional=bidirectional, max_epochs=1, lr=1e-12,
+                             recurrent_init=scheme, random_state=0).fit(X, y)
+        return dict(clf.net_.module_.lstm.named_parameters())
+
+    orthogonal, uniform = initial("orthogonal"), initial("uniform")
+    recurrent = [name for name in orthogonal if name.startswith("weight_hh")]
+    assert len(recurrent) == num_layers * (2 if bidirectional else 1)
+    for name in recurrent:
+        for gate in range(4):
+            block = orthogonal[name][gate * hidden:(gate + 1) * hidden].detach().numpy()
+            np.testing.assert_allclose(block @ block.T, np.eye(hidden), atol=1e-5)
+            block = uniform[name][gate * hidden:(gate + 1) * hidden].detach().numpy()
+            assert np.abs(block @ block.T - np.eye(hidden)).max() > 0.3
+    bound = 1 / np.sqrt(hidden)  # torch's uniform draw, kept for the input weights
+    assert all(np.abs(p.detach().numpy()).max() <= bound
+               for name, p in orthogonal.items() if name.startswith("weight_ih"))
+    with pytest.raises(ValueError, match="recurrent_init"):
+        LSTMClassifier(recurrent_init="xavier").fit(X, y)
+
+
+def test_recurrent_init_is_seeded_by_random_state():
+    X, y, _ = _noise(n=64)
+    params = dict(hidden_size=4, max_epochs=2, recurrent_init="orthogonal", random_state=3)
+    a = LSTMClassifier(**params).fit(X, y).predict_proba(X)
+    b = LSTMClassifier(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, LSTMClassifier(**{**params, "random_state": 4})
+                           .fit(X, y).predict_proba(X))
+
+
 # -- the inputs: AIF and DWI normalised per patient ---------------------------------------
 @pytest.fixture(scope="module")
 def base_patient():
@@ -446,8 +486,9 @@ def test_objects_pickled_before_the_new_options_keep_their_old_behaviour():
         BlockScaler(): {"per_column": ("dwi",)},
         LSTMClassifier(): {"max_steps": None, "min_steps": 0, "plateau_restarts": 0,
                            "forget_bias": None, "clip_grad_norm": None,
-                           "lr_schedule": "constant", "aif_dropout": 0.0,
-                           "weight_decay": 0.0, "average_epochs": 0, "time_shift": 0},
+                           "recurrent_init": "uniform", "lr_schedule": "constant",
+                           "aif_dropout": 0.0, "weight_decay": 0.0, "average_epochs": 0,
+                           "time_shift": 0},
     }
     for estimator, values in old_values.items():
         for name in values:

@@ -126,9 +126,10 @@ def test_ctrl_c_during_lstm_training_stops_compare_and_keeps_no_half_fold(cohort
     code, _, err = _run_cli(argv, tmp_path)
     assert code == 0, err
     clean = tmp_path / "clean"
-    code, _, err = _run_cli([*_COMPARE, "--data", str(cohort_dir), "--out", str(clean)],
-                            tmp_path)
+    code, printed, err = _run_cli([*_COMPARE, "--data", str(cohort_dir), "--out",
+                                   str(clean)], tmp_path)
     assert code == 0, err
+    assert "lstm-pwi: one trained network per fit" in printed  # said after the table
     # (fold_scores.csv also holds fit times, which differ from run to run)
     for name in ("table.csv", "predictions.csv", "folds.csv", "best_params.json"):
         assert (out / name).read_text() == (clean / name).read_text(), name

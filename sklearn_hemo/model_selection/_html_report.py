@@ -29,6 +29,7 @@ from ._report import (
     VOLUME_SUMMARY_COLUMNS,
     _cell,
     _is_missing,
+    network_seed_note,
 )
 
 _STYLE = """
@@ -428,6 +429,9 @@ def _results_body(result, config):
              f"{TRUTH_NOTE}. The paper's numbers (Yu et al., MICCAI 2019, 155 patients) are "
              "for reference only; results on a simulated cohort are not clinical "
              "evidence.</p>")
+    note = network_seed_note(result.run)
+    if note:
+        body += f'<p class="note">{_e(note)}</p>'
     return body
 
 

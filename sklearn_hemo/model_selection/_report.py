@@ -482,7 +482,28 @@ def _markdown_run(record):
             + "untuned (no hyperparameter): "
             + (", ".join(n for n, m in record["models"].items() if not m["tuned"])
                or "none") + ".")
+    note = network_seed_note(record)
+    if note:
+        lines.append(note)
     return "\n".join(lines) + "\n"
+
+
+def network_seed_note(record):
+    """One sentence on the rows trained by a stochastic optimiser (``run.json``'s models
+    with optimiser steps), or ``""``: each is one network per fit, so its AUC also
+    carries that network's initialisation and data order."""
+    rows = [name for name, m in (record or {}).get("models", {}).items()
+            if m.get("optimiser_steps") is not None]
+    if not rows:
+        return ""
+    measured = ("the stability table measures it with the rest of the run's variation"
+                if (record or {}).get("replicates") else
+                "--repeats N (compare_models(repeats=N)) measures how far the whole "
+                "table moves")
+    return (f"{', '.join(rows)}: one trained network per fit, so these AUCs also depend "
+            "on the network's random initialisation and data order (on the same folds, "
+            "a few points on the simulated benchmark cohorts; docs/comparison.rst, "
+            f"\"The LSTM recipe\"); {measured}.")
 
 
 def _signed(value):
