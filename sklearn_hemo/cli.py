@@ -181,16 +181,11 @@ def _run_compare(args):
         from .model_selection._runs import volumes_text
 
         print(volumes_text(result, args.out))
-    from .model_selection._report import network_seed_note
     from .model_selection._runs import sample_text
 
-    record = getattr(result, "run", {})
-    text = sample_text(record.get("run", {}).get("sample"))
+    text = sample_text(getattr(result, "run", {}))  # the sample, the network rows' note
     if text:
         print(text)
-    note = network_seed_note(record)
-    if note:
-        print(note)
     print(f"\nThe results on one page: {args.out}/report.html")
     print(f"AUCs in %, patient-bootstrap 95% intervals; paired differences against "
           f"{getattr(result, 'config', {}).get('reference')} in differences.csv and "

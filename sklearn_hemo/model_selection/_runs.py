@@ -234,17 +234,22 @@ def volumes_text(result, out):
     return "\n".join(lines)
 
 
-def sample_text(sample):
-    """What ``compare`` prints of the voxel sample (``run.json``'s ``run.sample``)."""
-    if not sample:
-        return ""
-    text = (f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
-            f"({sample['bleeding_patients']} with HT voxels).")
-    if sample["voxels_drawn"] < sample["voxels_asked"]:
-        text += (f"\nwarning: {sample['voxels_asked']} voxels were asked for but only "
-                 f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the "
-                 "cohort).")
-    return text
+def sample_text(record):
+    """What ``compare`` prints after the table from its ``run.json`` record: the voxel
+    sample (``run.sample``), and which rows are one trained network per fit."""
+    from ._report import network_seed_note
+
+    sample = (record or {}).get("run", {}).get("sample")
+    text = ""
+    if sample:
+        text = (f"\n{sample['voxels_drawn']} voxels from {sample['patients']} patients "
+                f"({sample['bleeding_patients']} with HT voxels).")
+        if sample["voxels_drawn"] < sample["voxels_asked"]:
+            text += (f"\nwarning: {sample['voxels_asked']} voxels were asked for but only "
+                     f"{sample['voxels_drawn']} could be drawn (too few HT voxels in the "
+                     "cohort).")
+    note = network_seed_note(record)
+    return f"{text}\n{note}" if note else text
 
 
 def check_bundle_out(out, data, overwrite):
