@@ -181,9 +181,9 @@ def _run_compare(args):
         from .model_selection._runs import volumes_text
 
         print(volumes_text(result, args.out))
-    from .model_selection._runs import sample_text
+    from .model_selection._runs import after_table_text
 
-    text = sample_text(getattr(result, "run", {}))  # the sample, the network rows' note
+    text = after_table_text(getattr(result, "run", {}))  # the sample, the network rows' note
     if text:
         print(text)
     print(f"\nThe results on one page: {args.out}/report.html")

@@ -170,15 +170,12 @@ def _init_orthogonal_recurrent(module):
                     torch.nn.init.orthogonal_(param[gate * hidden:(gate + 1) * hidden])
 
 
-class _RecurrentInit(Callback):
-    """Re-draw the module's recurrent weights at the start of training (``recurrent_init``)."""
-
-    def __init__(self, scheme):
-        self.scheme = scheme
+class _OrthogonalRecurrent(Callback):
+    """Re-draw the recurrent weights orthogonal at the start of training
+    (``recurrent_init="orthogonal"``)."""
 
     def on_train_begin(self, net, **kwargs):
-        if self.scheme == "orthogonal":
-            _init_orthogonal_recurrent(net.module_)
+        _init_orthogonal_recurrent(net.module_)
 
 
 class _ForgetBias(Callback):
@@ -638,8 +635,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("early_stopping", _GatedEarlyStopping(
                 monitor="valid_loss", patience=self.n_iter_no_change, load_best=True,
                 **self._gate(batches, n_classes))))
-        if self.recurrent_init != "uniform":  # before the forget bias: weights, then biases
-            callbacks.append(("recurrent_init", _RecurrentInit(self.recurrent_init)))
+        if self.recurrent_init == "orthogonal":  # before the forget bias: weights, then biases
+            callbacks.append(("recurrent_init", _OrthogonalRecurrent()))
         if self.forget_bias is not None:
             callbacks.append(("forget_bias", _ForgetBias(float(self.forget_bias))))
         if self.clip_grad_norm is not None:

@@ -492,12 +492,13 @@ def network_seed_note(record):
     """One sentence on the rows trained by a stochastic optimiser (``run.json``'s models
     with optimiser steps), or ``""``: each is one network per fit, so its AUC also
     carries that network's initialisation and data order."""
-    rows = [name for name, m in (record or {}).get("models", {}).items()
+    record = record or {}
+    rows = [name for name, m in record.get("models", {}).items()
             if m.get("optimiser_steps") is not None]
     if not rows:
         return ""
     measured = ("the stability table measures it with the rest of the run's variation"
-                if (record or {}).get("replicates") else
+                if record.get("replicates") else
                 "--repeats N (compare_models(repeats=N)) measures how far the whole "
                 "table moves")
     return (f"{', '.join(rows)}: one trained network per fit, so these AUCs also depend "

@@ -234,7 +234,7 @@ def volumes_text(result, out):
     return "\n".join(lines)
 
 
-def sample_text(record):
+def after_table_text(record):
     """What ``compare`` prints after the table from its ``run.json`` record: the voxel
     sample (``run.sample``), and which rows are one trained network per fit."""
     from ._report import network_seed_note
