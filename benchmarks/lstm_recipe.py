@@ -44,14 +44,20 @@ on a shared two-core machine)::
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/lstm_recipe.py --seeds 0 3
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/lstm_recipe.py --seeds 1 2 \\
         --recipes new --train-seeds 0
+
+``--cache DIR`` keeps each cohort seed's features (simulating a default cohort and
+correcting its patients' motion take minutes a seed) for the next run with other
+settings; a change of the simulator or of the features needs a fresh folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
@@ -87,9 +93,13 @@ def old_model(mode, seed, lr):
                            n_iter_no_change=5, torch_num_threads=1, random_state=seed))
 
 
-def new_model(cohort, mode, seed, lr, aif_dropout=None, average_epochs=None, **overrides):
-    """Scaler and network of the zoo's standard LSTM row (the keywords override)."""
-    pipeline, _ = make_model_zoo(cohort, models=[f"lstm-{mode}"], random_state=seed)[
+def new_model(mode, seed, lr, aif_dropout=None, average_epochs=None, **overrides):
+    """Scaler and network of the zoo's standard LSTM row (the keywords override).
+
+    The row's feature step, the one part that reads a cohort, is left out: the benchmark
+    extracts the features once per cohort seed (the zoo is built without a cohort).
+    """
+    pipeline, _ = make_model_zoo(None, models=[f"lstm-{mode}"], random_state=seed)[
         f"lstm-{mode}"]
     model = clone(pipeline.named_steps["model"]).set_params(lr=lr)
     if aif_dropout is not None:
@@ -111,9 +121,9 @@ def setting(text):
         return key, value
 
 
-def svm_model(cohort, mode="pwi+aif+dwi"):
+def svm_model(mode="pwi+aif+dwi"):
     """The zoo's SVM row at ``C=1``; its scaler restricted to ``mode``'s columns."""
-    pipeline, _ = make_model_zoo(cohort, models=["svm"], random_state=0)["svm"]
+    pipeline, _ = make_model_zoo(None, models=["svm"], random_state=0)["svm"]
     scale = clone(pipeline.named_steps["scale"])
     if mode != "pwi+aif+dwi":
         scale.set_params(inputs=mode)
@@ -127,6 +137,35 @@ def ensemble(model, n_members, seed):
         return model
     return BaggingClassifier(model, n_estimators=n_members, bootstrap=False,
                              max_samples=1.0, random_state=seed)
+
+
+def cohort_features(seed, n_samples, size, cache=None):
+    """The ``new`` and ``old`` feature arrays, labels and patient groups of the sample of
+    cohort ``seed``; read from ``cache`` (a folder) when an earlier run left them there.
+
+    Simulating a default cohort and correcting its patients' motion takes minutes a
+    seed; the arrays depend only on the seed, the sample size and the package's code
+    (a change to the simulator or the features needs a fresh cache folder).
+    """
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"seed{seed}-n{n_samples}{'-smoke' if size else ''}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                return {"new": data["new"], "old": data["old"]}, data["y"], data["groups"]
+    cohort = make_stroke_cohort(random_state=seed, **size)
+    refs, y, groups = sample_voxels(cohort, n_samples=n_samples, random_state=seed)
+    features = {
+        "new": PatchExtractor(cohort).fit_transform(refs),
+        "old": PatchExtractor(cohort, aif_normalization=None,
+                              dwi_normalization=None).fit_transform(refs),
+    }
+    if path is not None:  # written under a temporary name, then renamed: never half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.stem + ".part.npz")
+        np.savez(part, y=y, groups=groups, **features)
+        os.replace(part, path)
+    return features, y, groups
 
 
 def cross_val(scale, model, X, y, groups, folds, network=True):
@@ -192,6 +231,9 @@ def main(argv=None):
                         help="only the SVM (on every input, the zoo's row, and on each "
                              "mode's own inputs), no network")
     parser.add_argument("--out", help="also write every fit's record as JSON here")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="keep each cohort seed's features here and read them back in "
+                             "later runs (skips minutes of simulation per seed)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, seconds: checks that the script runs (the tests)")
     args = parser.parse_args(argv)
@@ -204,23 +246,17 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     record = []
     for seed in args.seeds:
-        cohort = make_stroke_cohort(random_state=seed, **size)
-        refs, y, groups = sample_voxels(cohort, n_samples=args.n_samples, random_state=seed)
+        features, y, groups = cohort_features(seed, args.n_samples, size, args.cache)
         folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=seed)
-                     .split(refs, y, groups))
-        features = {
-            "new": PatchExtractor(cohort).fit_transform(refs),
-            "old": PatchExtractor(cohort, aif_normalization=None,
-                                  dwi_normalization=None).fit_transform(refs),
-        }
-        svm_auc, svm_fits = cross_val(*svm_model(cohort), features["new"], y, groups, folds,
+                     .split(features["new"], y, groups))
+        svm_auc, svm_fits = cross_val(*svm_model(), features["new"], y, groups, folds,
                                       network=False)
         record.append({"seed": seed, "model": "svm", "auc": svm_auc, "fits": svm_fits})
         print(f"\ncohort seed {seed}: {len(y)} voxels, {np.unique(groups).size} patients, "
               f"{args.folds} folds; SVM (C=1) {svm_auc:.1f}", flush=True)
         svm_same = {}  # the yardstick of equal inputs: the SVM on each mode's columns
         for mode in args.modes:
-            svm_same[mode], fits = cross_val(*svm_model(cohort, mode),
+            svm_same[mode], fits = cross_val(*svm_model(mode),
                                              features["new"][:, columns(mode)], y, groups,
                                              folds, network=False)
             record.append({"seed": seed, "model": f"svm-{mode}", "auc": svm_same[mode],
@@ -237,7 +273,7 @@ def main(argv=None):
                          else args.train_seeds)
                 for t in seeds:
                     scale, model = (old_model(mode, t, args.old_lr) if recipe == "old"
-                                    else new_model(cohort, mode, t, args.lr, args.aif_dropout,
+                                    else new_model(mode, t, args.lr, args.aif_dropout,
                                               args.average_epochs, **dict(args.set)))
                     if args.smoke:
                         model.set_params(max_epochs=2, hidden_size=4)

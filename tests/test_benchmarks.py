@@ -94,3 +94,24 @@ def test_lstm_recipe_members_average_networks_of_different_seeds():
     assert bench.cross_val(StandardScaler(), pair, X, y, groups, folds)[0] == auc
     with pytest.raises(SystemExit):
         bench.main(["--members", "0", "--smoke"])
+
+
+def test_lstm_recipe_cache_reads_the_features_back_instead_of_simulating(tmp_path,
+                                                                         monkeypatch):
+    import json
+
+    bench = _load_benchmark("lstm_recipe")
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    bench.main(["--smoke", "--svm-only", "--cache", str(tmp_path / "cache"),
+                "--out", str(first)])
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["seed0-n200-smoke.npz"]
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("the cached seed was simulated again")
+
+    monkeypatch.setattr(bench, "make_stroke_cohort", no_simulation)
+    bench.main(["--smoke", "--svm-only", "--cache", str(tmp_path / "cache"),
+                "--out", str(second)])
+    assert json.loads(second.read_text()) == json.loads(first.read_text())
+    with pytest.raises(AssertionError, match="simulated again"):  # no cache: simulates
+        bench.main(["--smoke", "--svm-only"])
