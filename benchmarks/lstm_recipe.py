@@ -9,12 +9,14 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
   early stopping on held-out patients with patience 5 (free to stop on the initial
   plateau and restore its weights), the raw AIF and raw DWI intensities;
 * ``new``: the zoo's standard recipe (``make_model_zoo``'s LSTM rows, ``_LSTM_RECIPE``: a
-  fixed budget of 320 optimiser steps of 128 rows without early stopping, forget-gate
-  bias 1, gradient clipping, the weights of the last 8 epochs averaged, each training
-  row's series shifted in time by up to 3 frames, and in the AIF rows each training
-  row's AIF dropped with probability 0.5), on the AIF normalised to unit area and the
+  fixed budget of 320 optimiser steps of 128 rows without early stopping, orthogonal
+  initial recurrent weights, forget-gate bias 1, gradient clipping, the weights of the
+  last 8 epochs averaged, each training row's series shifted in time by up to 3 frames,
+  and in the AIF rows each training row's AIF dropped with probability 0.5), on the
+  AIF normalised to unit area and the
   DWI divided by the brain-median b0. ``--set KEY=VALUE ...`` overrides any of its
-  parameters: the recipe of the third pass (early stopping on held-out patients, no
+  parameters (``--set recurrent_init=uniform --lr 0.003``: the recipe before the ninth
+  pass); the recipe of the third pass (early stopping on held-out patients, no
   time shift) is ``--set early_stopping=true max_steps=800 min_steps=200
   validation_fraction=0.2 n_iter_no_change=5 average_epochs=5 time_shift=0``;
   ``--aif-dropout 0`` and ``--average-epochs 0`` remain as shorthands; ``--members K``
@@ -214,7 +216,7 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--n-samples", type=int, default=4000)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--old-lr", type=float, default=1e-3)
     parser.add_argument("--aif-dropout", type=float, default=None,
                         help="the new recipe's AIF dropout (default: the zoo's, 0.5)")

@@ -302,7 +302,8 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
         On the hardest folds of the simulated benchmark, at ``lr=0.001``, it cut the
         spread of the test AUC over training seeds from 1.6-4.3 points to 0.6-1.3, and no
         fit fell back to the ln 2 plateau mid-training (docs/comparison.rst, "Eighth
-        pass", which also says why the zoo's recipe does not use it yet).
+        pass"). The zoo's standard recipe uses it, at learning rates 0.0003-0.002
+        ("Ninth pass"); above about 0.002 the fits fall back to the plateau again.
     average_epochs : int, default=0
         Keep the mean of the weights at the end of every epoch within this many epochs
         of the kept one, before and after it, instead of the kept epoch's weights alone
