@@ -58,12 +58,12 @@ _DEFAULT_TIMEPOINTS = 60
 #: that read the AIF (one curve per patient, a patient fingerprint) each row's AIF is
 #: dropped (zeroed) with probability 0.5 (``aif_dropout``; ignored by the others). Each
 #: gate's recurrent weight block starts as a random orthogonal matrix
-#: (``recurrent_init``): with torch's uniform draw a third to a half of the fits on the
+#: (``recurrent_init``): with torch's uniform draw about half of the fits on the
 #: hardest benchmark folds fell back to the ln 2 plateau mid-training, and over twelve
 #: cohort seeds the recipe missed issue 29's stability target 5 times on seeds 3-11
 #: against none with it (docs/comparison.rst, "Ninth pass"); with it the learning rates
-#: that train steadily are 0.0005-0.002, lower than with torch's draw. The quick
-#: protocol stops early and keeps torch's draw (below).
+#: measured to train steadily are 0.0005-0.002 (the grid adds 0.0003 below them), lower
+#: than with torch's draw. The quick protocol stops early and keeps torch's draw (below).
 _LSTM_RECIPE = {"batch_size": 128, "max_epochs": 500, "max_steps": 320,
                 "early_stopping": False, "forget_bias": 1.0, "clip_grad_norm": 1.0,
                 "plateau_restarts": 3, "aif_dropout": 0.5, "time_shift": 3,
