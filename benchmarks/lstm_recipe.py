@@ -13,12 +13,12 @@ prints the AUC-ROC (x 100, pooled over the out-of-fold scores) at each training 
   initial recurrent weights, forget-gate bias 1, gradient clipping, the weights of the
   last 8 epochs averaged, each training row's series shifted in time by up to 3 frames,
   and in the AIF rows each training row's AIF dropped with probability 0.5), on the
-  AIF normalised to unit area and the
-  DWI divided by the brain-median b0. ``--set KEY=VALUE ...`` overrides any of its
-  parameters (``--set recurrent_init=uniform --lr 0.003``: the recipe before the ninth
-  pass); the recipe of the third pass (early stopping on held-out patients, no
-  time shift) is ``--set early_stopping=true max_steps=800 min_steps=200
-  validation_fraction=0.2 n_iter_no_change=5 average_epochs=5 time_shift=0``;
+  AIF normalised to unit area and the DWI divided by the brain-median b0.
+  ``--set KEY=VALUE ...`` overrides any of its parameters (``--set
+  recurrent_init=uniform --lr 0.003``: the recipe before the ninth pass); the recipe of
+  the third pass (early stopping on held-out patients, no time shift) is ``--set
+  early_stopping=true max_steps=800 min_steps=200 validation_fraction=0.2
+  n_iter_no_change=5 average_epochs=5 time_shift=0``;
   ``--aif-dropout 0`` and ``--average-epochs 0`` remain as shorthands; ``--members K``
   averages the probabilities of K such networks trained from different seeds (an
   ensemble of independently initialised nets, scikit-learn's ``BaggingClassifier``
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -66,6 +65,7 @@ from sklearn.base import clone
 from sklearn.ensemble import BaggingClassifier
 from sklearn.metrics import roc_auc_score
 
+from sklearn_hemo._io import atomic_path
 from sklearn_hemo.datasets import make_stroke_cohort
 from sklearn_hemo.model_selection import make_model_zoo
 from sklearn_hemo.neural import BlockScaler, LSTMClassifier
@@ -162,11 +162,9 @@ def cohort_features(seed, n_samples, size, cache=None):
         "old": PatchExtractor(cohort, aif_normalization=None,
                               dwi_normalization=None).fit_transform(refs),
     }
-    if path is not None:  # written under a temporary name, then renamed: never half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.stem + ".part.npz")
-        np.savez(part, y=y, groups=groups, **features)
-        os.replace(part, path)
+    if path is not None:  # never half a file, even when the run is interrupted
+        with atomic_path(path) as tmp:
+            np.savez(tmp, y=y, groups=groups, **features)
     return features, y, groups
 
 
