@@ -115,3 +115,21 @@ def test_lstm_recipe_cache_reads_the_features_back_instead_of_simulating(tmp_pat
     assert json.loads(second.read_text()) == json.loads(first.read_text())
     with pytest.raises(AssertionError, match="simulated again"):  # no cache: simulates
         bench.main(["--smoke", "--svm-only"])
+
+
+def test_lstm_recipe_counts_the_subsets_of_training_seeds_that_meet_the_targets():
+    bench = _load_benchmark("lstm_recipe")
+    svm = dict.fromkeys(bench.MODES, 80.0)
+    steady = {"pwi": [80.0, 80.5, 79.5, 80.2], "pwi+aif": [80.0, 80.1, 79.9, 80.3],
+              "pwi+dwi": [82.0, 82.2, 81.8, 82.1], "pwi+aif+dwi": [82.0, 81.9, 82.1, 82.3]}
+    assert bench.misses(steady, svm) == []
+    assert bench.chance_of_meeting_targets(steady, svm) == (4, 4, {})
+    # one training seed of lstm-pwi+aif draws 5.5 points low: the 3 subsets holding it
+    # miss the spread, and one of them (seeds 0, 1, 3) the AIF cost too (2.03 > 2)
+    unlucky = dict(steady, **{"pwi+aif": [80.0, 80.1, 79.9, 74.5]})
+    n_met, n_subsets, counts = bench.chance_of_meeting_targets(unlucky, svm)
+    assert (n_met, n_subsets) == (1, 4)
+    assert counts == {("lstm-pwi+aif", "spread"): 3, ("lstm-pwi+aif", "AIF cost"): 1}
+    far = dict(steady, **{"pwi+dwi": [74.0, 74.5, 74.2, 74.1]})
+    assert ("lstm-pwi+dwi", "below the SVM", pytest.approx(-5.8, abs=0.1)) in \
+        bench.misses({m: v[:3] for m, v in far.items()}, svm)
