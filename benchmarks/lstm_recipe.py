@@ -78,6 +78,8 @@ from sklearn_hemo.sampling import sample_voxels
 from sklearn_hemo.utils._versions import StratifiedGroupKFold
 
 MODES = ("pwi", "pwi+aif", "pwi+dwi", "pwi+aif+dwi")
+#: (row without the AIF, the same row with it): what adding the AIF costs
+AIF_PAIRS = (("pwi", "pwi+aif"), ("pwi+dwi", "pwi+aif+dwi"))
 T = 60
 
 
@@ -183,10 +185,10 @@ def misses(aucs, svm_same, spread=3.0, below_svm=5.0, aif_cost=2.0):
     for mode in MODES:
         if np.ptp(aucs[mode]) > spread + 1e-9:
             found.append((f"lstm-{mode}", "spread", np.ptp(aucs[mode])))
-        if np.mean(aucs[mode]) - svm_same[mode] < -below_svm:
-            found.append((f"lstm-{mode}", "below the SVM",
-                          np.mean(aucs[mode]) - svm_same[mode]))
-    for base, with_aif in (("pwi", "pwi+aif"), ("pwi+dwi", "pwi+aif+dwi")):
+        distance = np.mean(aucs[mode]) - svm_same[mode]
+        if distance < -below_svm:
+            found.append((f"lstm-{mode}", "below the SVM", distance))
+    for base, with_aif in AIF_PAIRS:
         cost = np.mean(aucs[base]) - np.mean(aucs[with_aif])
         if cost > aif_cost + 1e-9:
             found.append((f"lstm-{with_aif}", "AIF cost", cost))
@@ -207,7 +209,7 @@ def chance_of_meeting_targets(aucs, svm_same, n_seeds=3):
         found = misses({mode: [aucs[mode][t] for t in subset] for mode in MODES}, svm_same)
         n_subsets += 1
         n_met += not found
-        for row, target in {(row, target) for row, target, _ in found}:
+        for row, target, _ in found:  # each (row, target) at most once per subset
             counts[row, target] = counts.get((row, target), 0) + 1
     return n_met, n_subsets, counts
 
@@ -349,7 +351,7 @@ def main(argv=None):
                       f"seeds meet every target ({n_met / n_subsets:.2f})"
                       + "".join(f"; {row} {target}: {k}"
                                 for (row, target), k in sorted(counts.items())))
-            for base, with_aif in (("pwi", "pwi+aif"), ("pwi+dwi", "pwi+aif+dwi")):
+            for base, with_aif in AIF_PAIRS:
                 if (base, recipe) in table and (with_aif, recipe) in table:
                     cost = np.mean(table[base, recipe]) - np.mean(table[with_aif, recipe])
                     print(f"adding the AIF to lstm-{base} ({recipe}): costs {cost:+.1f}")
